@@ -1,0 +1,45 @@
+//! `swarmctl`: argument parsing and one file per noun. Talks to the cluster only through the control API.
+//!
+//! Must not: reach into the store or the manager directly. Exit status is 0 only when what was asked happened.
+
+pub mod stack;
+
+use clap::{Parser, Subcommand};
+
+/// swarmctl — drive a swarm cluster: deploy stacks, inspect services, manage nodes and secrets.
+#[derive(Parser, Debug)]
+#[command(name = "swarmctl", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Control endpoint, e.g. unix:///var/lib/swarm/swarmd.sock (default: the local node's socket).
+    #[arg(long, short = 'H', env = "SWARM_HOST", global = true)]
+    pub host: Option<String>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Top-level nouns.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Manage stacks (deploy, config, validate, ...).
+    #[command(subcommand)]
+    Stack(stack::StackCommand),
+}
+
+/// Runs `swarmctl` with the given arguments; returns the process exit code.
+pub fn run<I, T>(args: I) -> i32
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { 2 } else { 0 };
+        }
+    };
+    match cli.command {
+        Command::Stack(cmd) => stack::run(cmd),
+    }
+}

@@ -1,0 +1,153 @@
+//! `swarmctl stack ...`: config, validate (local), and the commands that talk to the cluster.
+//!
+//! Must not: interpret stack files itself (that is `stack::load` / `stack::convert`).
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand, ValueEnum};
+
+use crate::stack::{self, LoadOptions};
+
+/// `swarmctl stack` subcommands.
+#[derive(Subcommand, Debug)]
+pub enum StackCommand {
+    /// Print the merged, interpolated and normalized stack, like `docker stack config`.
+    Config(ConfigArgs),
+    /// Check stack files without deploying anything.
+    Validate(ValidateArgs),
+}
+
+/// Output formats of `stack config`.
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum ConfigFormat {
+    /// YAML, like docker.
+    Yaml,
+    /// One JSON document.
+    Json,
+}
+
+/// Arguments of `stack config`.
+#[derive(Args, Debug)]
+pub struct ConfigArgs {
+    /// Stack file(s); later files override earlier ones. `-` reads standard input.
+    #[arg(short = 'c', long = "compose-file", required = true)]
+    pub files: Vec<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "yaml")]
+    pub format: ConfigFormat,
+    /// Skip interpolation of environment variables (not supported: always interpolates).
+    #[arg(long, hide = true)]
+    pub skip_interpolation: bool,
+}
+
+/// Arguments of `stack validate`.
+#[derive(Args, Debug)]
+pub struct ValidateArgs {
+    /// Stack file(s); later files override earlier ones.
+    #[arg(short = 'c', long = "compose-file", required = true)]
+    pub files: Vec<PathBuf>,
+    /// Stack name used for the deploy-time checks (object names).
+    #[arg(default_value = "stack")]
+    pub name: String,
+}
+
+/// Runs one `stack` subcommand; returns the exit code.
+pub fn run(cmd: StackCommand) -> i32 {
+    match cmd {
+        StackCommand::Config(args) => config(args),
+        StackCommand::Validate(args) => validate(args),
+    }
+}
+
+fn print_problems(err: &stack::StackError) {
+    for p in &err.problems {
+        eprintln!("error: {p}");
+    }
+}
+
+fn config(args: ConfigArgs) -> i32 {
+    let loaded = match stack::load(&args.files, &LoadOptions::default()) {
+        Ok(l) => l,
+        Err(e) => {
+            print_problems(&e);
+            return 1;
+        }
+    };
+    for w in &loaded.warnings {
+        eprintln!("{w}");
+    }
+    for p in &loaded.deploy_problems {
+        eprintln!("warning: {p} (a deploy would refuse this)");
+    }
+    let text = match args.format {
+        ConfigFormat::Json => serde_json::to_string_pretty(&loaded.stack).map(|mut s| {
+            s.push('\n');
+            s
+        }),
+        ConfigFormat::Yaml => serde_saphyr::to_string(&loaded.stack).map_err(|e| {
+            // fall back to the JSON error type for one error path
+            serde_json::Error::io(std::io::Error::other(e.to_string()))
+        }),
+    };
+    match text {
+        Ok(t) => {
+            let mut out = std::io::stdout().lock();
+            if out
+                .write_all(t.as_bytes())
+                .and_then(|_| out.flush())
+                .is_err()
+            {
+                return 1;
+            }
+            0
+        }
+        Err(e) => {
+            eprintln!("error: cannot print the stack: {e}");
+            1
+        }
+    }
+}
+
+fn validate(args: ValidateArgs) -> i32 {
+    let loaded = match stack::load(&args.files, &LoadOptions::default()) {
+        Ok(l) => l,
+        Err(e) => {
+            print_problems(&e);
+            return 1;
+        }
+    };
+    for w in &loaded.warnings {
+        eprintln!("{w}");
+    }
+    match stack::convert::convert(&args.name, &loaded.stack) {
+        Ok(spec) => {
+            let files: Vec<String> = args.files.iter().map(|f| f.display().to_string()).collect();
+            println!(
+                "{}: valid ({} service{}, {} secret{}, {} config{}, {} network{})",
+                files.join(", "),
+                spec.services.len(),
+                plural(spec.services.len()),
+                spec.secrets.len() + spec.external_secrets.len(),
+                plural(spec.secrets.len() + spec.external_secrets.len()),
+                spec.configs.len() + spec.external_configs.len(),
+                plural(spec.configs.len() + spec.external_configs.len()),
+                spec.networks.len() + spec.external_networks.len(),
+                plural(spec.networks.len() + spec.external_networks.len()),
+            );
+            0
+        }
+        Err(e) => {
+            print_problems(&e);
+            1
+        }
+    }
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}

@@ -1,0 +1,12 @@
+//! The vocabulary of the cluster: services, tasks, nodes, secrets, configs, networks and stacks, as plain data.
+//!
+//! Owns: the desired-state specs the stack converter produces and the store keeps. Must not: do I/O, read a
+//! clock or generate randomness (ids and times are passed in), or depend on any other module of the crate.
+
+pub mod constraint;
+pub mod objects;
+pub mod service;
+
+pub use constraint::{Constraint, ConstraintOp};
+pub use objects::*;
+pub use service::*;
