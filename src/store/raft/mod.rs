@@ -16,6 +16,8 @@ mod node;
 mod state_machine;
 mod types;
 
+#[cfg(test)]
+mod tests;
 
 pub use error::{Error, Result};
 pub use network::{NoPeers, RaftRpc, RaftTransport, TransportError};
