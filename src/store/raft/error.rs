@@ -1,0 +1,105 @@
+//! The one error type `store::raft` shows its callers, and the conversions from openraft's errors
+//! into it. Openraft's error types stop here.
+
+use std::path::PathBuf;
+
+use openraft::error::{ClientWriteError, Fatal, InitializeError, RaftError};
+
+use super::types::{NodeId, NodeInfo};
+
+/// What can go wrong running the Raft node.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// The Raft state directory or database could not be opened or read (I/O error, corrupt data,
+    /// unknown format version, database locked by another process).
+    #[error("raft storage in {}: {message}", path.display())]
+    Storage {
+        /// The Raft state directory.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+    /// The settings are inconsistent (for example an election timeout not above the heartbeat).
+    #[error("invalid raft settings: {0}")]
+    Settings(String),
+    /// This node is not the leader; `leader` is the leader it knows of, if any.
+    #[error("not the raft leader; leader is {}", leader_display(*.leader, .leader_addr.as_deref()))]
+    NotLeader {
+        /// The current leader's node id, if known.
+        leader: Option<NodeId>,
+        /// The current leader's advertise address, if known.
+        leader_addr: Option<String>,
+    },
+    /// Raft has stopped (shut down, or a fatal storage error); the node must be restarted.
+    #[error("raft stopped: {0}")]
+    Stopped(String),
+    /// A membership change was refused (for example another change is in progress).
+    #[error("raft membership change refused: {0}")]
+    Membership(String),
+    /// The cluster could not be initialized.
+    #[error("cannot initialize the raft cluster: {0}")]
+    Initialize(String),
+    /// A Raft RPC could not be decoded or its reply encoded.
+    #[error("bad raft rpc payload: {0}")]
+    Rpc(String),
+    /// Waiting for a Raft condition timed out.
+    #[error("timed out waiting for {0}")]
+    Timeout(String),
+}
+
+/// Result with this module's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+fn leader_display(leader: Option<NodeId>, addr: Option<&str>) -> String {
+    match (leader, addr) {
+        (Some(id), Some(addr)) => format!("{id} at {addr}"),
+        (Some(id), None) => id.to_string(),
+        (None, _) => "unknown".to_string(),
+    }
+}
+
+pub(crate) fn from_fatal(e: Fatal<NodeId>) -> Error {
+    Error::Stopped(e.to_string())
+}
+
+pub(crate) fn from_client_write(e: RaftError<NodeId, ClientWriteError<NodeId, NodeInfo>>) -> Error {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => Error::NotLeader {
+            leader: f.leader_id,
+            leader_addr: f.leader_node.map(|n| n.addr),
+        },
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
+            Error::Membership(e.to_string())
+        }
+        RaftError::Fatal(f) => from_fatal(f),
+    }
+}
+
+pub(crate) fn from_initialize(e: RaftError<NodeId, InitializeError<NodeId, NodeInfo>>) -> Error {
+    match e {
+        RaftError::APIError(e) => Error::Initialize(e.to_string()),
+        RaftError::Fatal(f) => from_fatal(f),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn not_leader_names_the_leader() {
+        let e = Error::NotLeader {
+            leader: Some(3),
+            leader_addr: Some("10.0.0.3:4242".into()),
+        };
+        assert_eq!(
+            e.to_string(),
+            "not the raft leader; leader is 3 at 10.0.0.3:4242"
+        );
+        let e = Error::NotLeader {
+            leader: None,
+            leader_addr: None,
+        };
+        assert_eq!(e.to_string(), "not the raft leader; leader is unknown");
+    }
+}

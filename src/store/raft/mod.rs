@@ -1,0 +1,26 @@
+//! Raft consensus for the store, on openraft 0.9: a durable log and vote on redb, snapshots kept
+//! with the last applied log id and membership, a state machine adapter over a user
+//! [`StateMachine`], and a byte-level network edge ([`RaftTransport`]) for the gRPC transport to
+//! implement. Commands and responses are opaque bytes: this module knows nothing of the model types.
+//! No openraft type appears in this module's public API.
+//!
+//! Files: `types` (openraft type config), `db` (redb tables, format version, blocking helper),
+//! `log_store` (log + vote storage), `state_machine` (apply, snapshots), `network` (wire encoding,
+//! transport trait), `node` ([`RaftNode`], [`RaftSettings`]), `error` ([`Error`]).
+
+mod db;
+mod error;
+mod log_store;
+mod network;
+mod node;
+mod state_machine;
+mod types;
+
+#[cfg(test)]
+mod tests;
+
+pub use error::{Error, Result};
+pub use network::{NoPeers, RaftRpc, RaftTransport, TransportError};
+pub use node::{RaftMetricsSummary, RaftNode, RaftRole, RaftSettings};
+pub use state_machine::StateMachine;
+pub use types::{NodeId, NodeInfo};

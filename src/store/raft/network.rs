@@ -1,0 +1,211 @@
+//! Raft's network edge, as opaque bytes. Owns the wire encoding of the three Raft RPCs (postcard of
+//! openraft's request and reply types), the [`RaftTransport`] trait a real transport (the gRPC
+//! service in `api`) implements to carry those bytes, the openraft `RaftNetworkFactory` built on
+//! it, and the receiving side that decodes a request and hands it to the local Raft. Opens no
+//! socket itself; [`NoPeers`] is the transport of a node that has no peers yet.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use openraft::error::{
+    Infallible, InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Timeout,
+    Unreachable,
+};
+use openraft::network::RPCOption;
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::{RPCTypes, RaftNetwork, RaftNetworkFactory};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use super::error::{Error, Result};
+use super::types::{NodeId, NodeInfo, Raft, TypeConfig};
+
+/// Which Raft RPC a message carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum RaftRpc {
+    /// Log replication and heartbeats, leader to follower.
+    AppendEntries,
+    /// Vote requests, candidate to voter.
+    Vote,
+    /// One chunk of a snapshot, leader to a follower that is too far behind.
+    InstallSnapshot,
+}
+
+/// Why a transport call failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TransportError {
+    /// The peer cannot be reached now (no connection, refused, unknown address); Raft backs off.
+    #[error("raft peer unreachable: {0}")]
+    Unreachable(String),
+    /// The call did not complete within the time Raft allowed.
+    #[error("raft rpc timed out")]
+    Timeout,
+    /// The call failed in another way (broken stream, peer-side transport error).
+    #[error("raft rpc failed: {0}")]
+    Failed(String),
+}
+
+/// Carries encoded Raft RPCs to peers. The peer's transport hands the bytes to
+/// [`RaftNode::handle_rpc`](super::RaftNode::handle_rpc) and sends its reply bytes back.
+pub trait RaftTransport: Send + Sync + 'static {
+    /// Sends `payload` (an encoded `rpc` request) to node `target` at `addr`, waiting at most
+    /// `timeout`, and returns the encoded reply.
+    fn call(
+        &self,
+        target: NodeId,
+        addr: &str,
+        rpc: RaftRpc,
+        payload: Vec<u8>,
+        timeout: Duration,
+    ) -> BoxFuture<'static, Result<Vec<u8>, TransportError>>;
+}
+
+/// The transport of a node without peers (a single-voter cluster): every call is unreachable.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoPeers;
+
+impl RaftTransport for NoPeers {
+    fn call(
+        &self,
+        target: NodeId,
+        addr: &str,
+        _rpc: RaftRpc,
+        _payload: Vec<u8>,
+        _timeout: Duration,
+    ) -> BoxFuture<'static, Result<Vec<u8>, TransportError>> {
+        let msg = format!("node {target} at {addr}: no raft transport configured");
+        Box::pin(async move { Err(TransportError::Unreachable(msg)) })
+    }
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
+    postcard::to_allocvec(value).map_err(|e| Error::Rpc(e.to_string()))
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    postcard::from_bytes(bytes).map_err(|e| Error::Rpc(e.to_string()))
+}
+
+/// Decodes one request, runs it on the local Raft and encodes the reply: openraft's own
+/// `Result<Response, RaftError>`, so the caller sees remote errors as they are.
+pub(crate) async fn serve(raft: &Raft, rpc: RaftRpc, payload: &[u8]) -> Result<Vec<u8>> {
+    match rpc {
+        RaftRpc::AppendEntries => encode(&raft.append_entries(decode(payload)?).await),
+        RaftRpc::Vote => encode(&raft.vote(decode(payload)?).await),
+        RaftRpc::InstallSnapshot => encode(&raft.install_snapshot(decode(payload)?).await),
+    }
+}
+
+/// Openraft's network factory over a [`RaftTransport`].
+pub(crate) struct NetworkFactory {
+    local: NodeId,
+    transport: Arc<dyn RaftTransport>,
+}
+
+impl NetworkFactory {
+    pub(crate) fn new(local: NodeId, transport: Arc<dyn RaftTransport>) -> Self {
+        Self { local, transport }
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
+    type Network = PeerClient;
+
+    async fn new_client(&mut self, target: NodeId, node: &NodeInfo) -> PeerClient {
+        PeerClient {
+            local: self.local,
+            target,
+            addr: node.addr.clone(),
+            transport: self.transport.clone(),
+        }
+    }
+}
+
+/// Openraft's connection to one peer.
+pub(crate) struct PeerClient {
+    local: NodeId,
+    target: NodeId,
+    addr: String,
+    transport: Arc<dyn RaftTransport>,
+}
+
+type RpcResult<T, E> = std::result::Result<T, RPCError<NodeId, NodeInfo, RaftError<NodeId, E>>>;
+
+impl PeerClient {
+    async fn call<Req, Resp, E>(
+        &self,
+        rpc: RaftRpc,
+        action: RPCTypes,
+        req: &Req,
+        option: &RPCOption,
+    ) -> RpcResult<Resp, E>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let payload =
+            postcard::to_allocvec(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let ttl = option.hard_ttl();
+        let bytes = self
+            .transport
+            .call(self.target, &self.addr, rpc, payload, ttl)
+            .await
+            .map_err(|e| match e {
+                TransportError::Unreachable(_) => RPCError::Unreachable(Unreachable::new(&e)),
+                TransportError::Timeout => RPCError::Timeout(Timeout {
+                    action,
+                    id: self.local,
+                    target: self.target,
+                    timeout: ttl,
+                }),
+                TransportError::Failed(_) => RPCError::Network(NetworkError::new(&e)),
+            })?;
+        let reply: std::result::Result<Resp, RaftError<NodeId, E>> =
+            postcard::from_bytes(&bytes).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        reply.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for PeerClient {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> RpcResult<AppendEntriesResponse<NodeId>, Infallible> {
+        self.call(
+            RaftRpc::AppendEntries,
+            RPCTypes::AppendEntries,
+            &rpc,
+            &option,
+        )
+        .await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> RpcResult<InstallSnapshotResponse<NodeId>, InstallSnapshotError> {
+        self.call(
+            RaftRpc::InstallSnapshot,
+            RPCTypes::InstallSnapshot,
+            &rpc,
+            &option,
+        )
+        .await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> RpcResult<VoteResponse<NodeId>, Infallible> {
+        self.call(RaftRpc::Vote, RPCTypes::Vote, &rpc, &option)
+            .await
+    }
+}
