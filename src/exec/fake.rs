@@ -1,0 +1,1 @@
+//! Scripted executor for simulation tests (placeholder, filled in below).
