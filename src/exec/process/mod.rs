@@ -51,6 +51,14 @@ impl ProcessExecutor {
         }
     }
 
+    /// Behaves as if not running as root (no tmpfs mount, namespace or user switch): tests
+    /// exercise the unprivileged paths with it.
+    #[cfg(test)]
+    pub(crate) fn unprivileged(mut self) -> Self {
+        self.is_root = false;
+        self
+    }
+
     /// Where task directories live.
     pub fn root(&self) -> &Path {
         &self.root

@@ -437,3 +437,30 @@ async fn vanished_task_is_reported_lost() {
     assert_eq!(status, ExitStatus::failed(None, LOST_MESSAGE));
     ctl.remove().await.expect("remove");
 }
+
+#[tokio::test]
+async fn unprivileged_secrets_live_in_dev_shm() {
+    if !Path::new("/dev/shm").is_dir() {
+        return;
+    }
+    let (_tmp, exec) = executor();
+    let exec = exec.unprivileged();
+    let mut s = spec("shm", &["sh", "-c", "cat \"$SWARM_SECRETS_DIR/a/b\""]);
+    s.secrets = vec![FileMount {
+        target: "/run/secrets/a/b".into(),
+        data: b"s3cret".to_vec(),
+        uid: 0,
+        gid: 0,
+        mode: 0o400,
+    }];
+    let (ctl, status) = run(&exec, s).await;
+    assert!(status.success());
+    assert_eq!(stdout_of(&exec, "shm"), "s3cret");
+    let target =
+        std::fs::read_link(task_dir(&exec, "shm").join("secrets")).expect("secrets is a link");
+    assert!(target.starts_with("/dev/shm"));
+    assert!(target.join("a/b").is_file());
+    ctl.remove().await.expect("remove");
+    assert!(!target.exists(), "plaintext removed from /dev/shm");
+    assert!(!task_dir(&exec, "shm").exists());
+}
