@@ -1,0 +1,643 @@
+//! A scripted, in-memory [`Executor`] for simulation tests: each task follows the first scripted
+//! [`Outcome`] whose [`Match`] fits it (run forever, exit with a code after a fake duration, fail
+//! to start or prepare, ignore the stop signal). Time is a fake clock moved only by
+//! [`FakeExecutor::advance`]; `wait` and `shutdown` resolve when state changes, never by sleeping.
+//!
+//! Must not: start processes, touch the file system, sleep on wall time, or use randomness.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use nix::sys::signal::Signal;
+use tokio::sync::watch;
+
+use crate::exec::{
+    parse_signal, Controller, ExecError, Executor, ExitStatus, LogLine, LogLines, LogOptions,
+    LogStream, ProcessSpec, RuntimeState, TaskInfo, EXIT_NOT_FOUND,
+};
+
+/// What a scripted task does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Runs until shut down or terminated.
+    RunForever,
+    /// Exits with `code` once `after` of fake time has passed since it started.
+    Exit {
+        /// Exit code.
+        code: i32,
+        /// Fake time from start to exit.
+        after: Duration,
+    },
+    /// `start` fails with this message (exit code 127, like a missing command).
+    FailStart(String),
+    /// `prepare` fails; `temporary` decides `is_temporary()` of the error.
+    FailPrepare {
+        /// The error text.
+        message: String,
+        /// Whether a retry may succeed.
+        temporary: bool,
+    },
+    /// Runs forever and ignores its stop signal: shutdown takes the whole grace period (fake
+    /// time) and ends with SIGKILL.
+    IgnoreStop,
+}
+
+/// Which tasks a scripted outcome applies to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Match {
+    /// Every task.
+    Any,
+    /// Tasks whose image is exactly this.
+    Image(String),
+    /// Tasks whose name starts with this (e.g. `web.` for every task of service `web`).
+    TaskNamePrefix(String),
+}
+
+impl Match {
+    fn fits(&self, spec: &ProcessSpec) -> bool {
+        match self {
+            Match::Any => true,
+            Match::Image(i) => &spec.image == i,
+            Match::TaskNamePrefix(p) => spec.task_name.starts_with(p.as_str()),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Phase {
+    New,
+    Prepared,
+    Running {
+        since: Duration,
+        kill_at: Option<Duration>,
+    },
+    Exited(ExitStatus),
+}
+
+#[derive(Debug)]
+struct FakeTask {
+    spec: ProcessSpec,
+    outcome: Outcome,
+    phase: Phase,
+    logs: Vec<LogLine>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    now: Duration,
+    rules: Vec<(Match, Outcome)>,
+    tasks: BTreeMap<String, FakeTask>,
+    unavailable: bool,
+}
+
+impl Inner {
+    /// Moves every running task whose time has come to `Exited`.
+    fn settle(&mut self) {
+        let now = self.now;
+        for t in self.tasks.values_mut() {
+            if let Phase::Running { since, kill_at } = t.phase {
+                if kill_at.is_some_and(|k| now >= k) {
+                    t.phase = Phase::Exited(ExitStatus::signaled(Signal::SIGKILL as i32));
+                } else if let Outcome::Exit { code, after } = t.outcome {
+                    if now >= since + after {
+                        t.phase = Phase::Exited(ExitStatus::exited(code));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The scripted executor. Cheap to clone; clones share tasks and clock.
+#[derive(Clone, Debug)]
+pub struct FakeExecutor {
+    inner: Arc<Mutex<Inner>>,
+    changed: Arc<watch::Sender<u64>>,
+}
+
+impl Default for FakeExecutor {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl FakeExecutor {
+    /// An executor where every task runs forever until scripted otherwise.
+    pub fn new() -> Self {
+        FakeExecutor {
+            inner: Arc::default(),
+            changed: Arc::new(watch::channel(0).0),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves consistent data (every update is one assignment).
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn notify(&self) {
+        self.changed.send_modify(|v| *v += 1);
+    }
+
+    /// Adds a rule; rules are tried in the order added, the first that fits wins. Applies to
+    /// tasks created afterwards.
+    pub fn script(&self, when: Match, outcome: Outcome) {
+        self.lock().rules.push((when, outcome));
+    }
+
+    /// The fake time since this executor was created.
+    pub fn now(&self) -> Duration {
+        self.lock().now
+    }
+
+    /// Moves the fake clock; tasks whose exit time has come exit.
+    pub fn advance(&self, by: Duration) {
+        {
+            let mut inner = self.lock();
+            inner.now += by;
+            inner.settle();
+        }
+        self.notify();
+    }
+
+    /// Makes a running task exit now with `status` (a crash, an OOM kill…).
+    pub fn exit_task(&self, task_id: &str, status: ExitStatus) -> Result<(), ExecError> {
+        {
+            let mut inner = self.lock();
+            let t = inner
+                .tasks
+                .get_mut(task_id)
+                .ok_or_else(|| ExecError::NotFound(task_id.into()))?;
+            if matches!(t.phase, Phase::Running { .. }) {
+                t.phase = Phase::Exited(status);
+            }
+        }
+        self.notify();
+        Ok(())
+    }
+
+    /// While set, every operation fails with a temporary `Unavailable` error.
+    pub fn set_unavailable(&self, unavailable: bool) {
+        self.lock().unavailable = unavailable;
+        self.notify();
+    }
+
+    /// Appends a line to a task's logs.
+    pub fn write_log(&self, task_id: &str, stream: LogStream, line: &str) -> Result<(), ExecError> {
+        let mut inner = self.lock();
+        let t = inner
+            .tasks
+            .get_mut(task_id)
+            .ok_or_else(|| ExecError::NotFound(task_id.into()))?;
+        t.logs.push(LogLine {
+            stream,
+            line: line.into(),
+        });
+        Ok(())
+    }
+
+    /// What every task is doing, by task id.
+    pub fn states(&self) -> BTreeMap<String, RuntimeState> {
+        self.lock()
+            .tasks
+            .iter()
+            .map(|(id, t)| (id.clone(), runtime_state(&t.phase)))
+            .collect()
+    }
+
+    /// Runs `f` on the task under the lock, failing when unavailable or unknown.
+    fn with_task<T>(
+        &self,
+        task_id: &str,
+        f: impl FnOnce(&mut FakeTask, Duration) -> Result<T, ExecError>,
+    ) -> Result<T, ExecError> {
+        let result = {
+            let mut inner = self.lock();
+            if inner.unavailable {
+                return Err(ExecError::Unavailable("fake runtime is unavailable".into()));
+            }
+            let now = inner.now;
+            let t = inner
+                .tasks
+                .get_mut(task_id)
+                .ok_or_else(|| ExecError::NotFound(task_id.into()))?;
+            let r = f(t, now);
+            inner.settle();
+            r
+        };
+        self.notify();
+        result
+    }
+
+    /// Resolves when `done` returns `Some` for the task, re-checking on every state change.
+    async fn until<T>(
+        &self,
+        task_id: &str,
+        mut done: impl FnMut(&Phase) -> Option<T>,
+    ) -> Result<T, ExecError> {
+        let mut rx = self.changed.subscribe();
+        loop {
+            let phase = {
+                let inner = self.lock();
+                inner
+                    .tasks
+                    .get(task_id)
+                    .map(|t| t.phase.clone())
+                    .ok_or_else(|| ExecError::NotFound(task_id.into()))?
+            };
+            if let Some(v) = done(&phase) {
+                return Ok(v);
+            }
+            if rx.changed().await.is_err() {
+                return Err(ExecError::Unavailable("fake executor dropped".into()));
+            }
+        }
+    }
+}
+
+fn runtime_state(phase: &Phase) -> RuntimeState {
+    match phase {
+        Phase::New => RuntimeState::New,
+        Phase::Prepared => RuntimeState::Prepared,
+        Phase::Running { .. } => RuntimeState::Running,
+        Phase::Exited(s) => RuntimeState::Exited(s.clone()),
+    }
+}
+
+fn invalid_state(task: &str, op: &'static str, phase: &Phase) -> ExecError {
+    ExecError::InvalidState {
+        task: task.into(),
+        op,
+        state: format!("{:?}", runtime_state(phase)),
+    }
+}
+
+impl Executor for FakeExecutor {
+    fn controller(&self, spec: ProcessSpec) -> Result<Box<dyn Controller>, ExecError> {
+        parse_signal(spec.stop_signal.as_deref()).map_err(|message| ExecError::InvalidSpec {
+            task: spec.task_name.clone(),
+            message,
+        })?;
+        let task_id = spec.task_id.clone();
+        {
+            let mut inner = self.lock();
+            if !inner.tasks.contains_key(&task_id) {
+                let outcome = inner
+                    .rules
+                    .iter()
+                    .find(|(m, _)| m.fits(&spec))
+                    .map_or(Outcome::RunForever, |(_, o)| o.clone());
+                // Secret data is not kept: only the runtime would need it.
+                let spec = ProcessSpec {
+                    secrets: Vec::new(),
+                    ..spec
+                };
+                inner.tasks.insert(
+                    task_id.clone(),
+                    FakeTask {
+                        spec,
+                        outcome,
+                        phase: Phase::New,
+                        logs: Vec::new(),
+                    },
+                );
+            }
+        }
+        Ok(Box::new(FakeController {
+            exec: self.clone(),
+            task_id,
+        }))
+    }
+
+    fn list(&self) -> BoxFuture<'_, Result<Vec<TaskInfo>, ExecError>> {
+        let inner = self.lock();
+        let out = inner
+            .tasks
+            .iter()
+            .map(|(id, t)| TaskInfo {
+                task_id: id.clone(),
+                task_name: t.spec.task_name.clone(),
+                state: runtime_state(&t.phase),
+            })
+            .collect();
+        futures::future::ready(Ok(out)).boxed()
+    }
+
+    fn adopt<'a>(
+        &'a self,
+        task_id: &'a str,
+    ) -> BoxFuture<'a, Result<Box<dyn Controller>, ExecError>> {
+        let found = self.lock().tasks.contains_key(task_id);
+        let r: Result<Box<dyn Controller>, ExecError> = if found {
+            Ok(Box::new(FakeController {
+                exec: self.clone(),
+                task_id: task_id.into(),
+            }))
+        } else {
+            Err(ExecError::NotFound(task_id.into()))
+        };
+        futures::future::ready(r).boxed()
+    }
+
+    fn logs<'a>(
+        &'a self,
+        task_id: &'a str,
+        opts: LogOptions,
+    ) -> BoxFuture<'a, Result<LogLines, ExecError>> {
+        let r = self.with_task(task_id, |t, _| {
+            let skip = opts.tail.map_or(0, |n| t.logs.len().saturating_sub(n));
+            Ok(t.logs[skip..].to_vec())
+        });
+        let r =
+            r.map(|lines| Box::pin(futures::stream::iter(lines.into_iter().map(Ok))) as LogLines);
+        futures::future::ready(r).boxed()
+    }
+}
+
+/// Controls one scripted task.
+#[derive(Debug)]
+pub struct FakeController {
+    exec: FakeExecutor,
+    task_id: String,
+}
+
+impl FakeController {
+    async fn stop(&self, kill: bool) -> Result<(), ExecError> {
+        let id = self.task_id.as_str();
+        self.exec.with_task(id, |t, now| {
+            if let Phase::Running { since, kill_at } = t.phase {
+                let grace = t.spec.stop_grace_period;
+                t.phase = if kill {
+                    Phase::Exited(ExitStatus::signaled(Signal::SIGKILL as i32))
+                } else if t.outcome == Outcome::IgnoreStop {
+                    Phase::Running {
+                        since,
+                        kill_at: Some(kill_at.map_or(now + grace, |k| k.min(now + grace))),
+                    }
+                } else {
+                    let sig =
+                        parse_signal(t.spec.stop_signal.as_deref()).unwrap_or(Signal::SIGTERM);
+                    Phase::Exited(ExitStatus::signaled(sig as i32))
+                };
+            }
+            Ok(())
+        })?;
+        self.exec
+            .until(id, |p| (!matches!(p, Phase::Running { .. })).then_some(()))
+            .await
+    }
+}
+
+impl Controller for FakeController {
+    fn task_id(&self) -> &str {
+        &self.task_id
+    }
+
+    fn prepare(&self) -> BoxFuture<'_, Result<(), ExecError>> {
+        let r = self.exec.with_task(&self.task_id, |t, _| {
+            if let Outcome::FailPrepare { message, temporary } = &t.outcome {
+                return Err(if *temporary {
+                    ExecError::Unavailable(message.clone())
+                } else {
+                    ExecError::InvalidSpec {
+                        task: t.spec.task_name.clone(),
+                        message: message.clone(),
+                    }
+                });
+            }
+            if t.phase == Phase::New {
+                t.phase = Phase::Prepared;
+            }
+            Ok(())
+        });
+        futures::future::ready(r).boxed()
+    }
+
+    fn start(&self) -> BoxFuture<'_, Result<(), ExecError>> {
+        let r = self.exec.with_task(&self.task_id, |t, now| match &t.phase {
+            Phase::New => Err(invalid_state(&t.spec.task_id, "start", &t.phase)),
+            Phase::Prepared => match &t.outcome {
+                Outcome::FailStart(message) => {
+                    t.phase =
+                        Phase::Exited(ExitStatus::failed(Some(EXIT_NOT_FOUND), message.clone()));
+                    Err(ExecError::StartFailed {
+                        task: t.spec.task_name.clone(),
+                        message: message.clone(),
+                    })
+                }
+                _ => {
+                    t.phase = Phase::Running {
+                        since: now,
+                        kill_at: None,
+                    };
+                    Ok(())
+                }
+            },
+            Phase::Exited(ExitStatus {
+                error: Some(message),
+                ..
+            }) => Err(ExecError::StartFailed {
+                task: t.spec.task_name.clone(),
+                message: message.clone(),
+            }),
+            Phase::Running { .. } | Phase::Exited(_) => Ok(()),
+        });
+        futures::future::ready(r).boxed()
+    }
+
+    fn wait(&self) -> BoxFuture<'_, Result<ExitStatus, ExecError>> {
+        async move {
+            let id = self.task_id.as_str();
+            let not_started = self.exec.with_task(id, |t, _| {
+                Ok(matches!(t.phase, Phase::New | Phase::Prepared))
+            })?;
+            if not_started {
+                return Err(ExecError::InvalidState {
+                    task: id.into(),
+                    op: "wait",
+                    state: "not started".into(),
+                });
+            }
+            self.exec
+                .until(id, |p| match p {
+                    Phase::Exited(s) => Some(s.clone()),
+                    _ => None,
+                })
+                .await
+        }
+        .boxed()
+    }
+
+    fn shutdown(&self) -> BoxFuture<'_, Result<(), ExecError>> {
+        self.stop(false).boxed()
+    }
+
+    fn terminate(&self) -> BoxFuture<'_, Result<(), ExecError>> {
+        self.stop(true).boxed()
+    }
+
+    fn remove(&self) -> BoxFuture<'_, Result<(), ExecError>> {
+        let r = {
+            let mut inner = self.exec.lock();
+            match inner.tasks.get(&self.task_id) {
+                Some(t) if matches!(t.phase, Phase::Running { .. }) => {
+                    Err(invalid_state(&self.task_id, "remove", &t.phase))
+                }
+                _ => {
+                    inner.tasks.remove(&self.task_id);
+                    Ok(())
+                }
+            }
+        };
+        self.exec.notify();
+        futures::future::ready(r).boxed()
+    }
+
+    fn inspect(&self) -> BoxFuture<'_, Result<RuntimeState, ExecError>> {
+        let r = self
+            .exec
+            .with_task(&self.task_id, |t, _| Ok(runtime_state(&t.phase)));
+        futures::future::ready(r).boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(id: &str, image: &str) -> ProcessSpec {
+        ProcessSpec {
+            task_id: id.into(),
+            task_name: format!("{image}.1.{id}"),
+            argv: vec!["run".into()],
+            env: Vec::new(),
+            working_dir: None,
+            user: None,
+            stop_signal: None,
+            stop_grace_period: Duration::from_secs(10),
+            secrets: Vec::new(),
+            configs: Vec::new(),
+            image: image.into(),
+            read_only: false,
+            init: false,
+        }
+    }
+
+    async fn started(exec: &FakeExecutor, id: &str, image: &str) -> Box<dyn Controller> {
+        let c = exec.controller(spec(id, image)).expect("controller");
+        c.prepare().await.expect("prepare");
+        c.start().await.expect("start");
+        c
+    }
+
+    #[tokio::test]
+    async fn scripted_exit_happens_when_time_is_advanced() {
+        let exec = FakeExecutor::new();
+        exec.script(
+            Match::Image("job".into()),
+            Outcome::Exit {
+                code: 3,
+                after: Duration::from_secs(5),
+            },
+        );
+        let job = started(&exec, "a", "job").await;
+        let web = started(&exec, "b", "web").await;
+        exec.advance(Duration::from_secs(4));
+        assert_eq!(job.inspect().await.expect("inspect"), RuntimeState::Running);
+        let waiter = tokio::spawn(async move { job.wait().await });
+        tokio::task::yield_now().await;
+        exec.advance(Duration::from_secs(1));
+        assert_eq!(
+            waiter.await.expect("join").expect("wait"),
+            ExitStatus::exited(3)
+        );
+        assert_eq!(
+            web.inspect().await.expect("inspect"),
+            RuntimeState::Running,
+            "default runs forever"
+        );
+        web.shutdown().await.expect("shutdown");
+        assert_eq!(web.wait().await.expect("wait"), ExitStatus::signaled(15));
+    }
+
+    #[tokio::test]
+    async fn start_and_prepare_failures() {
+        let exec = FakeExecutor::new();
+        exec.script(
+            Match::TaskNamePrefix("bad.".into()),
+            Outcome::FailStart("exec: \"x\": executable file not found in $PATH".into()),
+        );
+        exec.script(
+            Match::Image("flaky".into()),
+            Outcome::FailPrepare {
+                message: "pull failed".into(),
+                temporary: true,
+            },
+        );
+        let c = exec.controller(spec("a", "bad")).expect("controller");
+        c.prepare().await.expect("prepare");
+        assert!(matches!(
+            c.start().await,
+            Err(ExecError::StartFailed { .. })
+        ));
+        let st = c.wait().await.expect("wait");
+        assert_eq!(st.code, Some(127));
+        let f = exec.controller(spec("b", "flaky")).expect("controller");
+        assert!(f.prepare().await.expect_err("prepare fails").is_temporary());
+        assert!(matches!(
+            f.start().await,
+            Err(ExecError::InvalidState { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn ignored_stop_takes_the_grace_period_in_fake_time() {
+        let exec = FakeExecutor::new();
+        exec.script(Match::Any, Outcome::IgnoreStop);
+        let c: Arc<dyn Controller> = Arc::from(started(&exec, "a", "web").await);
+        let c2 = c.clone();
+        let stopping = tokio::spawn(async move { c2.shutdown().await });
+        tokio::task::yield_now().await;
+        exec.advance(Duration::from_secs(9));
+        assert_eq!(c.inspect().await.expect("inspect"), RuntimeState::Running);
+        exec.advance(Duration::from_secs(1));
+        stopping.await.expect("join").expect("shutdown");
+        assert_eq!(c.wait().await.expect("wait"), ExitStatus::signaled(9));
+    }
+
+    #[tokio::test]
+    async fn adopt_list_remove_and_unavailable() {
+        let exec = FakeExecutor::new();
+        let c = started(&exec, "a", "web").await;
+        exec.write_log("a", LogStream::Stdout, "hello")
+            .expect("log");
+        drop(c);
+        let listed = exec.list().await.expect("list");
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].state, RuntimeState::Running);
+        let c = exec.adopt("a").await.expect("adopt");
+        assert!(matches!(
+            c.remove().await,
+            Err(ExecError::InvalidState { .. })
+        ));
+        exec.set_unavailable(true);
+        assert!(c.terminate().await.expect_err("unavailable").is_temporary());
+        exec.set_unavailable(false);
+        use futures::StreamExt;
+        let logs: Vec<_> = exec
+            .logs("a", LogOptions::default())
+            .await
+            .expect("logs")
+            .collect()
+            .await;
+        assert_eq!(logs.len(), 1);
+        exec.exit_task("a", ExitStatus::exited(137)).expect("crash");
+        assert_eq!(c.wait().await.expect("wait"), ExitStatus::exited(137));
+        c.remove().await.expect("remove");
+        assert!(exec.list().await.expect("list").is_empty());
+        assert!(exec.adopt("a").await.is_err());
+    }
+}

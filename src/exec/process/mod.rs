@@ -1,0 +1,156 @@
+//! # process — the embedded default executor (Linux)
+//!
+//! Runs each task as a real process under a per-task shim (see [`shim`]) so that tasks survive a
+//! crash of the daemon and are re-adopted with their exit code. Each task owns `<root>/<task_id>/`
+//! (see `layout`): `spec.json`, `launch.json`, `shim.json`, `pid.json`, `exit.json`,
+//! `stdout.log`, `stderr.log`, `shim.log`, `secrets/` (tmpfs) and `configs/`.
+//!
+//! Must not: know the model or store types, keep per-task state only in memory (everything a
+//! restarted daemon needs is in the task directory), or write secret data to persistent disk.
+
+mod controller;
+mod layout;
+mod logs;
+pub mod lookup;
+mod mounts;
+pub mod shim;
+pub mod user;
+
+#[cfg(test)]
+mod tests;
+
+use std::path::{Path, PathBuf};
+
+use futures::future::BoxFuture;
+use futures::FutureExt;
+
+pub use controller::{ProcessController, LOST_MESSAGE};
+pub use shim::{maybe_run_shim, shim_main, ShimCommand, SHIM_ARG, SHIM_ENV};
+
+use crate::exec::{Controller, ExecError, Executor, LogLines, LogOptions, ProcessSpec, TaskInfo};
+
+use controller::{observe, stop_signal_of};
+use layout::TaskDir;
+
+/// Runs tasks as processes under `<root>/<task_id>/`.
+#[derive(Clone, Debug)]
+pub struct ProcessExecutor {
+    root: PathBuf,
+    shim: ShimCommand,
+    is_root: bool,
+}
+
+impl ProcessExecutor {
+    /// An executor keeping its tasks under `root` (created on first prepare) and starting shims
+    /// with `shim` (in `swarmd`: [`ShimCommand::current_exe`]).
+    pub fn new(root: impl Into<PathBuf>, shim: ShimCommand) -> Self {
+        ProcessExecutor {
+            root: root.into(),
+            shim,
+            is_root: nix::unistd::geteuid().is_root(),
+        }
+    }
+
+    /// Behaves as if not running as root (no tmpfs mount, namespace or user switch): tests
+    /// exercise the unprivileged paths with it.
+    #[cfg(test)]
+    pub(crate) fn unprivileged(mut self) -> Self {
+        self.is_root = false;
+        self
+    }
+
+    /// Where task directories live.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn controller_for(
+        &self,
+        spec: ProcessSpec,
+        adopted: bool,
+    ) -> Result<ProcessController, ExecError> {
+        let dir = TaskDir::new(&self.root, &spec.task_id)?;
+        let stop_signal = stop_signal_of(&spec)?;
+        Ok(ProcessController {
+            spec,
+            dir,
+            root: self.root.clone(),
+            shim: self.shim.clone(),
+            is_root: self.is_root,
+            stop_signal,
+            adopted,
+        })
+    }
+
+    fn read_spec(&self, task_id: &str) -> Result<(TaskDir, ProcessSpec), ExecError> {
+        let dir = TaskDir::new(&self.root, task_id)?;
+        let spec = layout::read_json::<ProcessSpec>(&dir.spec())?
+            .ok_or_else(|| ExecError::NotFound(task_id.to_string()))?;
+        Ok((dir, spec))
+    }
+
+    fn list_now(&self) -> Result<Vec<TaskInfo>, ExecError> {
+        let entries = match std::fs::read_dir(&self.root) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(ExecError::io(format!("listing {}", self.root.display()), e)),
+        };
+        let mut out = Vec::new();
+        for entry in entries.flatten() {
+            let Some(task_id) = entry.file_name().to_str().map(str::to_string) else {
+                continue;
+            };
+            match self.read_spec(&task_id) {
+                Ok((dir, spec)) => {
+                    let state = observe(&dir)?.runtime_state();
+                    out.push(TaskInfo {
+                        task_id,
+                        task_name: spec.task_name,
+                        state,
+                    });
+                }
+                Err(e) => {
+                    tracing::debug!(task_id, error = %e, "skipping task directory without a spec")
+                }
+            }
+        }
+        out.sort_by(|a, b| a.task_id.cmp(&b.task_id));
+        Ok(out)
+    }
+}
+
+impl Executor for ProcessExecutor {
+    fn controller(&self, spec: ProcessSpec) -> Result<Box<dyn Controller>, ExecError> {
+        Ok(Box::new(self.controller_for(spec, false)?))
+    }
+
+    fn list(&self) -> BoxFuture<'_, Result<Vec<TaskInfo>, ExecError>> {
+        async move { self.list_now() }.boxed()
+    }
+
+    fn adopt<'a>(
+        &'a self,
+        task_id: &'a str,
+    ) -> BoxFuture<'a, Result<Box<dyn Controller>, ExecError>> {
+        async move {
+            let (_, spec) = self.read_spec(task_id)?;
+            Ok(Box::new(self.controller_for(spec, true)?) as Box<dyn Controller>)
+        }
+        .boxed()
+    }
+
+    fn logs<'a>(
+        &'a self,
+        task_id: &'a str,
+        opts: LogOptions,
+    ) -> BoxFuture<'a, Result<LogLines, ExecError>> {
+        async move {
+            let dir = TaskDir::new(&self.root, task_id)?;
+            if !dir.path().is_dir() {
+                return Err(ExecError::NotFound(task_id.to_string()));
+            }
+            logs::read_logs(dir, opts)
+        }
+        .boxed()
+    }
+}

@@ -1,0 +1,402 @@
+//! Secret and config files of a task: where they live (secrets on tmpfs only: a tmpfs mounted at
+//! `<task-dir>/secrets` when root, else a directory under /dev/shm linked from the task dir),
+//! writing them with their owner and mode, tearing them down, and the mount-namespace plan the
+//! shim's child applies (private mounts, `/run/secrets` read-only, configs at absolute targets).
+//!
+//! Must not: log file contents, or change mounts of the host namespace other than the task's own
+//! secrets tmpfs.
+
+use std::ffi::CString;
+use std::fs;
+use std::io::{self, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+
+use crate::exec::{ExecError, FileMount};
+
+use super::layout::TaskDir;
+
+/// Which kind of file a target names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum FileKind {
+    Secret,
+    Config,
+}
+
+/// Maps a target to a path relative to the secrets/configs directory: absolute targets are
+/// mirrored (`/etc/app.conf` → `etc/app.conf`), secrets under `/run/secrets/` lose that prefix.
+pub(crate) fn relative_target(target: &str, kind: FileKind) -> Result<PathBuf, String> {
+    let t = match kind {
+        FileKind::Secret => target.strip_prefix("/run/secrets/").unwrap_or(target),
+        FileKind::Config => target,
+    };
+    let mut out = PathBuf::new();
+    for c in Path::new(t).components() {
+        match c {
+            Component::Normal(p) => out.push(p),
+            Component::RootDir | Component::CurDir => {}
+            Component::ParentDir | Component::Prefix(_) => {
+                return Err(format!("target {target:?} must not contain '..'"));
+            }
+        }
+    }
+    if out.as_os_str().is_empty() {
+        return Err(format!("target {target:?} names no file"));
+    }
+    Ok(out)
+}
+
+fn io_err(context: String) -> impl FnOnce(io::Error) -> ExecError {
+    move |e| ExecError::io(context, e)
+}
+
+fn is_mount_point(p: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (fs::symlink_metadata(p), p.parent().map(fs::metadata)) {
+        (Ok(m), Some(Ok(parent))) => m.is_dir() && m.dev() != parent.dev(),
+        _ => false,
+    }
+}
+
+/// Creates the secrets directory on tmpfs. Idempotent.
+pub(crate) fn setup_secrets_dir(
+    dir: &TaskDir,
+    task_id: &str,
+    is_root: bool,
+) -> Result<(), ExecError> {
+    let secrets = dir.secrets();
+    if is_root {
+        if !secrets.exists() {
+            fs::create_dir(&secrets).map_err(io_err(format!("creating {}", secrets.display())))?;
+        }
+        if !is_mount_point(&secrets) {
+            let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+            mount(
+                Some("tmpfs"),
+                &secrets,
+                Some("tmpfs"),
+                flags,
+                Some("size=16m,mode=0755"),
+            )
+            .map_err(|e| ExecError::sys(format!("mounting tmpfs at {}", secrets.display()), e))?;
+        }
+        return Ok(());
+    }
+    if fs::symlink_metadata(&secrets).is_ok() {
+        return Ok(());
+    }
+    let shm = Path::new("/dev/shm");
+    if !shm.is_dir() {
+        return Err(ExecError::Unavailable(
+            "no tmpfs for secrets: /dev/shm is missing and swarmd is not root".into(),
+        ));
+    }
+    let base = shm.join(format!("swarm-secrets-{}", nix::unistd::geteuid()));
+    fs::create_dir_all(&base).map_err(io_err(format!("creating {}", base.display())))?;
+    fs::set_permissions(&base, fs::Permissions::from_mode(0o700))
+        .map_err(io_err(format!("chmod {}", base.display())))?;
+    let unique = format!("{task_id}-{:016x}", rand::random::<u64>());
+    let target = base.join(unique);
+    fs::create_dir(&target).map_err(io_err(format!("creating {}", target.display())))?;
+    std::os::unix::fs::symlink(&target, &secrets)
+        .map_err(io_err(format!("linking {}", secrets.display())))
+}
+
+/// Writes `files` under `base` with their mode (and owner when root).
+pub(crate) fn write_files(
+    base: &Path,
+    files: &[FileMount],
+    kind: FileKind,
+    is_root: bool,
+) -> Result<(), ExecError> {
+    fs::create_dir_all(base).map_err(io_err(format!("creating {}", base.display())))?;
+    for f in files {
+        let rel = relative_target(&f.target, kind).map_err(|message| ExecError::InvalidSpec {
+            task: base.display().to_string(),
+            message,
+        })?;
+        let path = base.join(&rel);
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).map_err(io_err(format!("creating {}", parent.display())))?;
+        }
+        let ctx = format!("writing {}", path.display());
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(io_err(ctx.clone()))?;
+        file.write_all(&f.data).map_err(io_err(ctx.clone()))?;
+        file.sync_all().map_err(io_err(ctx.clone()))?;
+        if is_root {
+            std::os::unix::fs::fchown(&file, Some(f.uid), Some(f.gid))
+                .map_err(io_err(format!("chown {}", path.display())))?;
+        }
+        fs::set_permissions(&path, fs::Permissions::from_mode(f.mode & 0o7777))
+            .map_err(io_err(format!("chmod {}", path.display())))?;
+    }
+    Ok(())
+}
+
+/// Removes the secrets (unmounting the tmpfs or deleting the /dev/shm directory). Idempotent.
+pub(crate) fn teardown_secrets(dir: &TaskDir) -> Result<(), ExecError> {
+    let secrets = dir.secrets();
+    let Ok(meta) = fs::symlink_metadata(&secrets) else {
+        return Ok(());
+    };
+    if meta.file_type().is_symlink() {
+        if let Ok(target) = fs::read_link(&secrets) {
+            if target.starts_with("/dev/shm") {
+                match fs::remove_dir_all(&target) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        return Err(ExecError::io(format!("removing {}", target.display()), e))
+                    }
+                }
+            }
+        }
+        return fs::remove_file(&secrets)
+            .map_err(io_err(format!("removing {}", secrets.display())));
+    }
+    while is_mount_point(&secrets) {
+        umount2(&secrets, MntFlags::MNT_DETACH)
+            .map_err(|e| ExecError::sys(format!("unmounting {}", secrets.display()), e))?;
+    }
+    Ok(())
+}
+
+/// One step the child performs inside its new mount namespace. Paths are prepared as C strings
+/// before fork so that applying a step allocates nothing.
+#[derive(Debug)]
+pub(crate) enum MountStep {
+    /// `mount --make-rprivate /`.
+    MakePrivate,
+    /// Bind `src` onto `dst` (recursively), optionally remounting it read-only.
+    Bind {
+        src: CString,
+        dst: CString,
+        read_only: bool,
+        optional: bool,
+    },
+    /// A fresh tmpfs on `dst`.
+    Tmpfs { dst: CString },
+    /// `mkdir dst` (existing is fine).
+    Mkdir { dst: CString, optional: bool },
+    /// Create an empty file to bind a non-directory onto.
+    Touch { dst: CString, optional: bool },
+    /// Recreate a symlink.
+    Symlink { target: CString, dst: CString },
+    /// Lazily unmount `dst`.
+    Detach { dst: CString },
+}
+
+fn cstr(p: &Path) -> Result<CString, ExecError> {
+    CString::new(p.as_os_str().as_bytes()).map_err(|_| ExecError::InvalidSpec {
+        task: p.display().to_string(),
+        message: "path contains NUL".into(),
+    })
+}
+
+/// Plans the task's mount namespace (root only): `/run/secrets` read-only when there are secrets
+/// (a private tmpfs on `/run` re-exposing the host's entries when `/run/secrets` does not exist on
+/// the host), and configs with absolute targets bound read-only where the target file exists.
+pub(crate) fn plan_namespace(
+    dir: &TaskDir,
+    has_secrets: bool,
+    configs: &[FileMount],
+) -> Result<Vec<MountStep>, ExecError> {
+    let mut steps = vec![MountStep::MakePrivate];
+    if has_secrets {
+        let run = Path::new("/run");
+        let run_secrets = run.join("secrets");
+        if !run_secrets.is_dir() {
+            let stash = dir.run_stash();
+            fs::create_dir_all(&stash).map_err(io_err(format!("creating {}", stash.display())))?;
+            steps.push(MountStep::Bind {
+                src: cstr(run)?,
+                dst: cstr(&stash)?,
+                read_only: false,
+                optional: false,
+            });
+            steps.push(MountStep::Tmpfs { dst: cstr(run)? });
+            let entries = fs::read_dir(run).map_err(io_err("listing /run".into()))?;
+            for entry in entries.flatten() {
+                let (src, dst) = (stash.join(entry.file_name()), run.join(entry.file_name()));
+                let Ok(ft) = entry.file_type() else { continue };
+                if ft.is_symlink() {
+                    if let Ok(target) = fs::read_link(entry.path()) {
+                        steps.push(MountStep::Symlink {
+                            target: cstr(&target)?,
+                            dst: cstr(&dst)?,
+                        });
+                    }
+                } else {
+                    let (src, dst) = (cstr(&src)?, cstr(&dst)?);
+                    steps.push(if ft.is_dir() {
+                        MountStep::Mkdir {
+                            dst: dst.clone(),
+                            optional: true,
+                        }
+                    } else {
+                        MountStep::Touch {
+                            dst: dst.clone(),
+                            optional: true,
+                        }
+                    });
+                    steps.push(MountStep::Bind {
+                        src,
+                        dst,
+                        read_only: false,
+                        optional: true,
+                    });
+                }
+            }
+            steps.push(MountStep::Mkdir {
+                dst: cstr(&run_secrets)?,
+                optional: false,
+            });
+            steps.push(MountStep::Detach { dst: cstr(&stash)? });
+        }
+        steps.push(MountStep::Bind {
+            src: cstr(&dir.secrets())?,
+            dst: cstr(&run_secrets)?,
+            read_only: true,
+            optional: false,
+        });
+    }
+    for c in configs.iter().filter(|c| c.target.starts_with('/')) {
+        let Ok(rel) = relative_target(&c.target, FileKind::Config) else {
+            continue;
+        };
+        let target = Path::new(&c.target);
+        if target.is_file() {
+            let src = dir.configs().join(rel);
+            steps.push(MountStep::Bind {
+                src: cstr(&src)?,
+                dst: cstr(target)?,
+                read_only: true,
+                optional: false,
+            });
+        }
+    }
+    Ok(steps)
+}
+
+/// Applies the plan in the forked child: new mount namespace, then each step. Only system calls;
+/// no allocation (the paths are ready-made C strings).
+pub(crate) fn apply_namespace(steps: &[MountStep]) -> io::Result<()> {
+    use nix::sched::{unshare, CloneFlags};
+    use nix::sys::stat::Mode;
+    let none: Option<&std::ffi::CStr> = None;
+    let errno = |e: nix::Error| io::Error::from_raw_os_error(e as i32);
+    unshare(CloneFlags::CLONE_NEWNS).map_err(errno)?;
+    for step in steps {
+        let (result, optional) = match step {
+            MountStep::MakePrivate => (
+                mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none),
+                false,
+            ),
+            MountStep::Bind {
+                src,
+                dst,
+                read_only,
+                optional,
+            } => {
+                let mut r = mount(
+                    Some(src.as_c_str()),
+                    dst.as_c_str(),
+                    none,
+                    MsFlags::MS_BIND | MsFlags::MS_REC,
+                    none,
+                );
+                if r.is_ok() && *read_only {
+                    let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+                    r = mount(none, dst.as_c_str(), none, flags, none);
+                }
+                (r, *optional)
+            }
+            MountStep::Tmpfs { dst } => {
+                let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+                (
+                    mount(
+                        Some(c"tmpfs"),
+                        dst.as_c_str(),
+                        Some(c"tmpfs"),
+                        flags,
+                        Some(c"mode=0755"),
+                    ),
+                    false,
+                )
+            }
+            MountStep::Mkdir { dst, optional } => {
+                match nix::unistd::mkdir(dst.as_c_str(), Mode::from_bits_truncate(0o755)) {
+                    Err(nix::Error::EEXIST) => (Ok(()), *optional),
+                    r => (r, *optional),
+                }
+            }
+            MountStep::Touch { dst, optional } => {
+                let flags = nix::fcntl::OFlag::O_CREAT
+                    | nix::fcntl::OFlag::O_WRONLY
+                    | nix::fcntl::OFlag::O_CLOEXEC;
+                let r = nix::fcntl::open(dst.as_c_str(), flags, Mode::from_bits_truncate(0o644));
+                (r.and_then(nix::unistd::close), *optional)
+            }
+            MountStep::Symlink { target, dst } => (
+                nix::unistd::symlinkat(target.as_c_str(), nix::fcntl::AT_FDCWD, dst.as_c_str()),
+                true,
+            ),
+            MountStep::Detach { dst } => (umount2(dst.as_c_str(), MntFlags::MNT_DETACH), true),
+        };
+        if let Err(e) = result {
+            if !optional {
+                return Err(errno(e));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_are_mirrored_and_confined() {
+        let table = [
+            ("db_pass", FileKind::Secret, Ok("db_pass")),
+            ("/run/secrets/db_pass", FileKind::Secret, Ok("db_pass")),
+            ("/etc/app.conf", FileKind::Config, Ok("etc/app.conf")),
+            ("app/./x.conf", FileKind::Config, Ok("app/x.conf")),
+            ("../etc/shadow", FileKind::Secret, Err(())),
+            ("/", FileKind::Config, Err(())),
+        ];
+        for (target, kind, want) in table {
+            let got = relative_target(target, kind).map_err(|_| ());
+            assert_eq!(got, want.map(PathBuf::from), "{target}");
+        }
+    }
+
+    #[test]
+    fn files_get_their_mode() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let f = FileMount {
+            target: "/etc/a/b.conf".into(),
+            data: b"x=1".to_vec(),
+            uid: 0,
+            gid: 0,
+            mode: 0o640,
+        };
+        write_files(dir.path(), &[f], FileKind::Config, false).expect("write");
+        let p = dir.path().join("etc/a/b.conf");
+        assert_eq!(fs::read(&p).expect("read"), b"x=1");
+        assert_eq!(
+            fs::metadata(&p).expect("meta").permissions().mode() & 0o7777,
+            0o640
+        );
+    }
+}
