@@ -461,12 +461,13 @@ impl<'a> Decoder<'a> {
         } else {
             PathBuf::from(p)
         };
-        let joined = if expanded.is_absolute() {
-            expanded
-        } else {
-            self.dir.join(expanded)
-        };
-        normalize_path(&joined).to_string_lossy().into_owned()
+        if expanded.is_absolute() {
+            // an absolute path is kept as written (docker does not clean it: `/var/lib/docker/` stays)
+            return expanded.to_string_lossy().into_owned();
+        }
+        normalize_path(&self.dir.join(expanded))
+            .to_string_lossy()
+            .into_owned()
     }
 
     /// Decodes a whole file.
@@ -561,12 +562,10 @@ impl<'a> Decoder<'a> {
             s.dns_search = self.string_or_list(n, &p("dns_search"));
         }
         if let Some(n) = f.get("env_file") {
-            s.env_file = self
-                .string_or_list(n, &p("env_file"))
-                .iter()
-                .map(|f| self.resolve_path(f))
-                .collect();
-            for (i, file) in s.env_file.clone().iter().enumerate() {
+            // printed as written (like docker), read relative to the stack file's folder
+            s.env_file = self.string_or_list(n, &p("env_file"));
+            let resolved: Vec<String> = s.env_file.iter().map(|f| self.resolve_path(f)).collect();
+            for (i, file) in resolved.iter().enumerate() {
                 match std::fs::read_to_string(file) {
                     Ok(text) => {
                         for (k, v) in parse_env_file(&text) {

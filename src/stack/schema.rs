@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 
 use jsonschema::error::ValidationErrorKind;
 
-use super::yaml::Node;
+use super::yaml::{Node, Value};
 use super::Problem;
 
 /// The schema text, compiled into the binary.
@@ -49,15 +49,31 @@ pub fn check(tree: &Node) -> Vec<Problem> {
         let pointer = error.instance_path().as_str().to_string();
         let node = tree.at_pointer(&pointer).unwrap_or(tree);
         let path = pointer_to_path(&pointer);
+        if let ValidationErrorKind::AdditionalProperties { unexpected } = error.kind() {
+            // one problem per key, placed on the key itself
+            for key in unexpected {
+                let pos = match &node.value {
+                    Value::Map(entries) => entries
+                        .iter()
+                        .find(|(k, _)| &k.name == key)
+                        .map(|(k, _)| k.pos.clone()),
+                    _ => None,
+                };
+                let key_path = if path.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{path}.{key}")
+                };
+                out.push(Problem::new(
+                    &pos.unwrap_or(node.pos.clone()),
+                    &key_path,
+                    format!("unknown key `{key}`"),
+                ));
+            }
+            continue;
+        }
         let message = match error.kind() {
             ValidationErrorKind::Type { .. } => format!("has the wrong type: {error}"),
-            ValidationErrorKind::AdditionalProperties { unexpected } => {
-                format!(
-                    "unknown key{} {}",
-                    if unexpected.len() > 1 { "s" } else { "" },
-                    unexpected.join(", ")
-                )
-            }
             _ => error.to_string(),
         };
         out.push(Problem::new(&node.pos, &path, message));
@@ -95,10 +111,9 @@ mod tests {
             "{problems:?}"
         );
         assert!(
-            problems
-                .iter()
-                .any(|p| p.path == "services.web.deploy.update_config"
-                    && p.message.contains("paralellism")),
+            problems.iter().any(
+                |p| p.path == "services.web.deploy.update_config.paralellism" && p.pos.line == 7
+            ),
             "{problems:?}"
         );
     }

@@ -46,7 +46,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         while i < bytes.len() && !(bytes[i].is_ascii_digit() || bytes[i] == b'.') {
             i += 1;
         }
-        let unit = &s[ustart..i];
+        let unit = s[ustart..i].trim();
         let nanos_per = match unit {
             "ns" => 1.0,
             "us" | "µs" | "μs" => 1e3,

@@ -119,5 +119,6 @@ pub fn check(stack: &StackFile) -> Vec<Problem> {
             }
         }
     }
+    out.sort_by_key(|p| (p.pos.line, p.pos.col));
     out
 }

@@ -1,0 +1,4 @@
+//! The one integration-test crate (one binary keeps link time down): modules run the real `swarmctl` (and,
+//! later, real `swarmd` processes on loopback) the way a user would.
+
+mod stack_cli;
