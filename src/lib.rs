@@ -12,8 +12,11 @@
 //!   logs in files, secrets on tmpfs, re-adoption after a daemon crash) and a scripted fake for simulations.
 //! - [`cli`]: `swarmctl`'s commands and their output.
 
+pub mod api;
 pub mod cli;
 pub mod exec;
 pub mod model;
+pub mod secrets;
 pub mod stack;
 pub mod store;
+pub mod util;

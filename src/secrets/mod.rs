@@ -1,0 +1,185 @@
+//! Secret data at rest: the cluster data key and XChaCha20-Poly1305 encryption of secret payloads.
+//!
+//! Owns: creating/loading the data key (32 random bytes, a 0600 file in the state dir, written atomically),
+//! sealing and opening payloads. The store, the Raft log and snapshots only ever hold sealed bytes; plaintext
+//! exists only in memory on the leader while being sent to a node over mTLS, and in the task's tmpfs.
+//! Must not: log or print plaintext (`model::SecretData`'s Debug is redacted). Autolock (wrapping the data key
+//! with a passphrase-derived key) is a later step.
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use chacha20poly1305::aead::{Aead, KeyInit};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+
+/// Format byte of sealed payloads (bump on any change of layout).
+const SEALED_V1: u8 = 1;
+const NONCE_LEN: usize = 24;
+const KEY_FILE: &str = "data.key";
+
+/// Why sealing or opening failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretsError {
+    /// The key file could not be read or written.
+    #[error("data key {path}: {source}")]
+    KeyFile {
+        /// The file.
+        path: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The key file does not hold a key.
+    #[error("data key {path} is corrupt (expected 32 bytes, found {len})")]
+    BadKey {
+        /// The file.
+        path: String,
+        /// Its length.
+        len: usize,
+    },
+    /// The sealed bytes are not ours, were tampered with, or were sealed with another key.
+    #[error("cannot decrypt secret data: {0}")]
+    Open(&'static str),
+}
+
+/// The cluster data key.
+#[derive(Clone)]
+pub struct DataKey {
+    cipher: XChaCha20Poly1305,
+}
+
+impl std::fmt::Debug for DataKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DataKey(<redacted>)")
+    }
+}
+
+impl DataKey {
+    /// A key from raw bytes.
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        DataKey {
+            cipher: XChaCha20Poly1305::new(&bytes.into()),
+        }
+    }
+
+    /// Loads `dir/data.key`, creating it (mode 0600) with a random key when absent.
+    pub fn load_or_create(dir: &Path) -> Result<Self, SecretsError> {
+        let path = dir.join(KEY_FILE);
+        let shown = path.display().to_string();
+        match std::fs::read(&path) {
+            Ok(bytes) => {
+                let key: [u8; 32] =
+                    bytes
+                        .as_slice()
+                        .try_into()
+                        .map_err(|_| SecretsError::BadKey {
+                            path: shown,
+                            len: bytes.len(),
+                        })?;
+                Ok(Self::from_bytes(key))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let key: [u8; 32] = rand::random();
+                let tmp = dir.join(format!("{KEY_FILE}.tmp"));
+                let write = || -> std::io::Result<()> {
+                    let mut f = std::fs::OpenOptions::new()
+                        .write(true)
+                        .create(true)
+                        .truncate(true)
+                        .mode(0o600)
+                        .open(&tmp)?;
+                    f.write_all(&key)?;
+                    f.sync_all()?;
+                    std::fs::rename(&tmp, &path)?;
+                    std::fs::File::open(dir)?.sync_all()
+                };
+                write().map_err(|source| SecretsError::KeyFile {
+                    path: shown,
+                    source,
+                })?;
+                Ok(Self::from_bytes(key))
+            }
+            Err(source) => Err(SecretsError::KeyFile {
+                path: shown,
+                source,
+            }),
+        }
+    }
+
+    /// Encrypts `plaintext` with a fresh random nonce: `[version][nonce][ciphertext+tag]`.
+    pub fn seal(&self, plaintext: &[u8]) -> Vec<u8> {
+        let nonce_bytes: [u8; NONCE_LEN] = rand::random();
+        let nonce = XNonce::from(nonce_bytes);
+        // Encryption only fails for payloads beyond ~256 GiB, which never reach here (gRPC limits are far lower).
+        let sealed = self.cipher.encrypt(&nonce, plaintext).unwrap_or_default();
+        let mut out = Vec::with_capacity(1 + NONCE_LEN + sealed.len());
+        out.push(SEALED_V1);
+        out.extend_from_slice(&nonce_bytes);
+        out.extend_from_slice(&sealed);
+        out
+    }
+
+    /// Decrypts what `seal` produced.
+    pub fn open(&self, sealed: &[u8]) -> Result<Vec<u8>, SecretsError> {
+        let (&version, rest) = sealed
+            .split_first()
+            .ok_or(SecretsError::Open("empty payload"))?;
+        if version != SEALED_V1 {
+            return Err(SecretsError::Open("unknown format version"));
+        }
+        if rest.len() < NONCE_LEN {
+            return Err(SecretsError::Open("truncated payload"));
+        }
+        let (nonce_bytes, ciphertext) = rest.split_at(NONCE_LEN);
+        let nonce_arr: [u8; NONCE_LEN] = nonce_bytes
+            .try_into()
+            .map_err(|_| SecretsError::Open("bad nonce"))?;
+        self.cipher
+            .decrypt(&XNonce::from(nonce_arr), ciphertext)
+            .map_err(|_| SecretsError::Open("authentication failed (wrong key or tampered data)"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn seal_open_round_trip_and_tamper_detection() {
+        let key = DataKey::from_bytes([7; 32]);
+        let sealed = key.seal(b"hunter2");
+        assert!(
+            !sealed.windows(7).any(|w| w == b"hunter2"),
+            "ciphertext must not contain the plaintext"
+        );
+        assert_eq!(key.open(&sealed).unwrap(), b"hunter2");
+        assert_ne!(key.seal(b"hunter2"), sealed, "fresh nonce each time");
+        let mut bad = sealed.clone();
+        let last = bad.len() - 1;
+        bad[last] ^= 1;
+        assert!(key.open(&bad).is_err());
+        assert!(DataKey::from_bytes([8; 32]).open(&sealed).is_err());
+        assert!(key.open(&[]).is_err());
+        assert!(key.open(&[9, 1, 2]).is_err());
+    }
+
+    #[test]
+    fn key_file_is_created_private_and_reloaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let k1 = DataKey::load_or_create(dir.path()).unwrap();
+        let mode = std::fs::metadata(dir.path().join(KEY_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let k2 = DataKey::load_or_create(dir.path()).unwrap();
+        assert_eq!(k2.open(&k1.seal(b"x")).unwrap(), b"x");
+        assert_eq!(format!("{k1:?}"), "DataKey(<redacted>)");
+        std::fs::write(dir.path().join(KEY_FILE), b"short").unwrap();
+        assert!(matches!(
+            DataKey::load_or_create(dir.path()),
+            Err(SecretsError::BadKey { .. })
+        ));
+    }
+}
