@@ -2,6 +2,8 @@
 //!
 //! Must not: reach into the store or the manager directly. Exit status is 0 only when what was asked happened.
 
+pub mod client;
+pub mod output;
 pub mod stack;
 
 use clap::{Parser, Subcommand};
