@@ -15,6 +15,7 @@
 pub mod ca;
 pub mod node_cert;
 pub mod persist;
+pub mod token;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -26,6 +27,7 @@ pub use node_cert::{
     NODE_CERT_VALIDITY,
 };
 pub use persist::{write_private_file, write_public_file};
+pub use token::{JoinToken, JoinTokens};
 
 /// The role a node plays in the cluster, as written in its certificate's OU.
 #[derive(
