@@ -15,6 +15,7 @@
 pub mod ca;
 pub mod node_cert;
 pub mod persist;
+pub mod tls;
 pub mod token;
 
 use std::fmt;
@@ -27,6 +28,10 @@ pub use node_cert::{
     NODE_CERT_VALIDITY,
 };
 pub use persist::{write_private_file, write_public_file};
+pub use tls::{
+    client_config, install_crypto_provider, peer_identity, peer_identity_from_certs, server_config,
+    server_identity,
+};
 pub use token::{JoinToken, JoinTokens};
 
 /// The role a node plays in the cluster, as written in its certificate's OU.
