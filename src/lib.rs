@@ -10,12 +10,15 @@
 //!   byte-level state machine and transport) and keeps every openraft type inside it.
 //! - [`exec`]: task runtimes behind `Executor`/`Controller`: the process executor (a supervising shim per task,
 //!   logs in files, secrets on tmpfs, re-adoption after a daemon crash) and a scripted fake for simulations.
+//! - [`pki`]: the cluster's own CA, `SWMTKN-1` join tokens, node certificates with the role in their OU,
+//!   renewal timing, 0600 atomic key files and the mutual-TLS rustls configurations.
 //! - [`cli`]: `swarmctl`'s commands and their output.
 
 pub mod api;
 pub mod cli;
 pub mod exec;
 pub mod model;
+pub mod pki;
 pub mod secrets;
 pub mod stack;
 pub mod store;
