@@ -1,7 +1,7 @@
 //! Deterministic apply: one `Batch` at one Raft log index, all or nothing. Each op is checked (existence,
-//! expected version, name uniqueness, task states only moving forward) and applied in order while an undo
-//! log records what it replaced; the first refused op rolls everything back. Applied objects get
-//! `meta.version` = the log index and `updated_at` = the batch's time.
+//! expected version, name uniqueness, a task's service and slot fixed, its states only moving forward) and
+//! applied in order while an undo log records what it replaced; the first refused op rolls everything back.
+//! Applied objects get `meta.version` = the log index and `updated_at` = the batch's time.
 //!
 //! Must not: generate ids, read a clock, use randomness or iterate a hash map: two managers applying the same
 //! entry to the same state must end up with identical states (DESIGN invariant 1).
@@ -35,6 +35,17 @@ impl Validate for Service {
 impl Validate for Task {
     fn validate(_state: &ClusterState, old: Option<&Self>, new: &Self) -> Result<(), Rejection> {
         let Some(old) = old else { return Ok(()) };
+        let immutable = |field: &str| Rejection::Immutable {
+            kind: ObjectKind::Task,
+            id: new.id.clone(),
+            field: field.to_owned(),
+        };
+        if old.service_id != new.service_id {
+            return Err(immutable("service_id"));
+        }
+        if old.slot != new.slot {
+            return Err(immutable("slot"));
+        }
         let refuse = |error| Rejection::TaskStateBackwards {
             id: new.id.clone(),
             error,
@@ -62,10 +73,50 @@ impl Validate for Cluster {
     }
 }
 
+/// Refuses `name` when another object (not `id`) of the table already has it. A scan: these tables are small.
+fn unique_name<'a, T: StoredObject>(
+    objects: impl Iterator<Item = (&'a str, &'a str)>,
+    id: &str,
+    name: &str,
+) -> Result<(), Rejection> {
+    match objects.into_iter().find(|(i, n)| *n == name && *i != id) {
+        Some((existing, _)) => Err(Rejection::NameConflict {
+            kind: T::KIND,
+            name: name.to_owned(),
+            existing_id: existing.to_owned(),
+        }),
+        None => Ok(()),
+    }
+}
+
+impl Validate for Secret {
+    fn validate(state: &ClusterState, _old: Option<&Self>, new: &Self) -> Result<(), Rejection> {
+        let names = state
+            .secrets()
+            .map(|o| (o.id.as_str(), o.spec.name.as_str()));
+        unique_name::<Self>(names, &new.id, &new.spec.name)
+    }
+}
+
+impl Validate for Config {
+    fn validate(state: &ClusterState, _old: Option<&Self>, new: &Self) -> Result<(), Rejection> {
+        let names = state
+            .configs()
+            .map(|o| (o.id.as_str(), o.spec.name.as_str()));
+        unique_name::<Self>(names, &new.id, &new.spec.name)
+    }
+}
+
+impl Validate for Network {
+    fn validate(state: &ClusterState, _old: Option<&Self>, new: &Self) -> Result<(), Rejection> {
+        let names = state
+            .networks()
+            .map(|o| (o.id.as_str(), o.spec.name.as_str()));
+        unique_name::<Self>(names, &new.id, &new.spec.name)
+    }
+}
+
 impl Validate for Node {}
-impl Validate for Secret {}
-impl Validate for Config {}
-impl Validate for Network {}
 impl Validate for Stack {}
 impl Validate for RestartHistory {}
 

@@ -18,6 +18,8 @@ mod state;
 mod watch;
 
 #[cfg(test)]
+mod prop_tests;
+#[cfg(test)]
 mod tests;
 
 pub use machine::StoreStateMachine;

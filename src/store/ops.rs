@@ -220,6 +220,16 @@ pub enum Rejection {
         /// The refused move.
         error: TaskStateError,
     },
+    /// An update tries to change a field that is fixed at creation (a task's service or slot).
+    #[error("{kind} {id}: {field} cannot change")]
+    Immutable {
+        /// Object kind.
+        kind: ObjectKind,
+        /// Object id.
+        id: String,
+        /// The field.
+        field: String,
+    },
     /// The entry's log index is not after the last applied one.
     #[error("log index {index} is not after the last applied index {applied}")]
     IndexNotAfter {

@@ -11,7 +11,7 @@ use crate::model::{
     Stack, Task, TaskSpec, TaskState, TaskStatus,
 };
 
-fn service(id: &str, name: &str) -> Service {
+pub(super) fn service(id: &str, name: &str) -> Service {
     Service {
         id: id.into(),
         meta: Meta::default(),
@@ -25,7 +25,7 @@ fn service(id: &str, name: &str) -> Service {
     }
 }
 
-fn task(id: &str, service_id: &str, slot: u64, node: Option<&str>) -> Task {
+pub(super) fn task(id: &str, service_id: &str, slot: u64, node: Option<&str>) -> Task {
     Task {
         id: id.into(),
         meta: Meta::default(),
@@ -39,7 +39,7 @@ fn task(id: &str, service_id: &str, slot: u64, node: Option<&str>) -> Task {
     }
 }
 
-fn node(id: &str) -> Node {
+pub(super) fn node(id: &str) -> Node {
     Node {
         id: id.into(),
         meta: Meta::default(),
@@ -50,7 +50,7 @@ fn node(id: &str) -> Node {
     }
 }
 
-fn batch(time: u64, ops: Vec<Op>) -> Batch {
+pub(super) fn batch(time: u64, ops: Vec<Op>) -> Batch {
     Batch { ops, time }
 }
 
@@ -543,4 +543,41 @@ fn state_machine_applies_snapshots_and_restores() {
         a,
         "failed restore changes nothing"
     );
+}
+
+#[test]
+fn names_of_secrets_configs_and_networks_are_unique() {
+    let mut s = populated();
+    let dup = Secret {
+        id: "sec2".into(),
+        meta: Meta::default(),
+        spec: FileObjectSpec {
+            name: "app_pw".into(),
+            ..FileObjectSpec::default()
+        },
+    };
+    let err = s
+        .apply_batch(9, &batch(1, vec![Op::CreateSecret(dup)]))
+        .expect_err("duplicate name");
+    assert_eq!(
+        err.reason,
+        Rejection::NameConflict {
+            kind: ObjectKind::Secret,
+            name: "app_pw".into(),
+            existing_id: "sec1".into()
+        }
+    );
+}
+
+#[test]
+fn a_task_keeps_its_service_and_slot() {
+    let mut s = populated();
+    let mut t = s.task("t1").cloned().expect("t1");
+    t.slot = 9;
+    let op = Op::UpdateTask {
+        task: t,
+        expected_version: 3,
+    };
+    let err = s.apply_batch(9, &batch(1, vec![op])).expect_err("slot");
+    assert!(matches!(err.reason, Rejection::Immutable { ref field, .. } if field == "slot"));
 }
