@@ -6,8 +6,10 @@
 //! - [`model`]: the vocabulary (services, tasks, secrets, networks, stacks) as plain data; no I/O.
 //! - [`stack`]: Compose-format stack files: load (YAML, anchors, merge keys, several files), interpolate,
 //!   validate (our JSON Schema plus semantic checks), normalize, convert to model specs.
-//! - [`store`]: the replicated state; `store::raft` is the openraft glue (redb log, vote and snapshots, a
-//!   byte-level state machine and transport) and keeps every openraft type inside it.
+//! - [`store`]: the replicated state: `ClusterState` tables and indexes, ops carrying the version they were
+//!   computed from, deterministic all-or-nothing apply of one batch per Raft entry, events and a gap-free
+//!   `watch`; `store::raft` is the openraft glue (redb log, vote and snapshots, a byte-level state machine
+//!   and transport) and keeps every openraft type inside it.
 //! - [`exec`]: task runtimes behind `Executor`/`Controller`: the process executor (a supervising shim per task,
 //!   logs in files, secrets on tmpfs, re-adoption after a daemon crash) and a scripted fake for simulations.
 //! - [`pki`]: the cluster's own CA, `SWMTKN-1` join tokens, node certificates with the role in their OU,

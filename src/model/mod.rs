@@ -3,10 +3,16 @@
 //! Owns: the desired-state specs the stack converter produces and the store keeps. Must not: do I/O, read a
 //! clock or generate randomness (ids and times are passed in), or depend on any other module of the crate.
 
+pub mod cluster;
 pub mod constraint;
+pub mod node;
 pub mod objects;
 pub mod service;
+pub mod task;
 
+pub use cluster::*;
 pub use constraint::{Constraint, ConstraintOp};
+pub use node::*;
 pub use objects::*;
 pub use service::*;
+pub use task::*;

@@ -423,3 +423,50 @@ pub enum PublishMode {
     /// On the node running the task.
     Host,
 }
+
+/// A service as stored: its spec, the spec version tasks are compared with, and rollout progress.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Service {
+    /// Service id.
+    pub id: String,
+    /// Version and timestamps, set by the store on apply.
+    pub meta: super::cluster::Meta,
+    /// What the service should be.
+    pub spec: ServiceSpec,
+    /// Bumped by the proposer each time `spec` changes; tasks with a lower `spec_version` are outdated.
+    pub spec_version: u64,
+    /// The spec before the last update (for rollback).
+    pub previous_spec: Option<ServiceSpec>,
+    /// Progress of the current or last rolling update.
+    pub update_status: Option<UpdateStatus>,
+}
+
+/// Progress of a rolling update or rollback.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpdateStatus {
+    /// Where the update is.
+    pub state: UpdateState,
+    /// When it started (unix millis).
+    pub started_at: u64,
+    /// When it completed (unix millis), if it did.
+    pub completed_at: Option<u64>,
+    /// Why it is in this state.
+    pub message: String,
+}
+
+/// Where a rolling update is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum UpdateState {
+    /// Replacing outdated tasks.
+    Updating,
+    /// Stopped after a failure (`failure_action: pause`).
+    Paused,
+    /// Every task is up to date.
+    Completed,
+    /// Rolling back to the previous spec.
+    RollbackStarted,
+    /// The rollback stopped after a failure.
+    RollbackPaused,
+    /// The rollback finished.
+    RollbackCompleted,
+}

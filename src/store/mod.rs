@@ -1,6 +1,31 @@
 //! The cluster store: desired and observed state, changed only by applying committed Raft entries.
 //!
+//! Files: `state` ([`ClusterState`]: tables and indexes, read accessors), `ops` ([`Op`], [`Batch`],
+//! [`Event`], [`Rejection`] and their versioned encodings), `apply` (deterministic, all-or-nothing apply of a
+//! batch), `snapshot` (whole-state snapshots), `watch` ([`Store`]: shared state, `view`, gap-free `watch`),
+//! `machine` ([`StoreStateMachine`], the `raft::StateMachine` over the store).
+//!
 //! `raft` owns the consensus glue (log, snapshots, leadership); it knows nothing of the model types and
 //! must not: the store hands it opaque command bytes and a `raft::StateMachine` to apply them to.
+//! Nothing here generates ids, reads a clock or does I/O: proposers put ids and times in the ops.
 
+mod apply;
+mod machine;
+mod ops;
 pub mod raft;
+mod snapshot;
+mod state;
+mod watch;
+
+#[cfg(test)]
+mod prop_tests;
+#[cfg(test)]
+mod tests;
+
+pub use machine::StoreStateMachine;
+pub use ops::{
+    decode_response, encode_response, Applied, ApplyResponse, Batch, BatchRejected, CodecError,
+    Commit, Event, Op, Rejection, FORMAT_VERSION,
+};
+pub use state::{ClusterState, ObjectKind};
+pub use watch::{Change, Store, WATCH_CAPACITY};

@@ -1,0 +1,165 @@
+//! Stored objects besides services, tasks and nodes: object metadata (`Meta`), secrets, configs, networks,
+//! stacks (a server object with revisions), the cluster object with its settings, and restart histories (so
+//! restart limits survive leader changes).
+//!
+//! Must not: encrypt or decrypt (that is `secrets`), read a clock or generate ids (they are passed in).
+
+use serde::{Deserialize, Serialize};
+
+use super::objects::{FileObjectSpec, NetworkSpec};
+
+/// Metadata every stored object carries; set by the store when it applies an entry.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Meta {
+    /// The Raft log index of the entry that last changed the object (increases monotonically).
+    pub version: u64,
+    /// When the object was created (unix millis, the proposer's time).
+    pub created_at: u64,
+    /// When the object was last changed (unix millis, the proposer's time).
+    pub updated_at: u64,
+}
+
+/// A secret. The store only ever holds ciphertext in `spec.data`: the proposer encrypts before it proposes
+/// (DESIGN invariant 7), so the Raft log and snapshots never contain plaintext secrets.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Secret {
+    /// Secret id.
+    pub id: String,
+    /// Version and timestamps.
+    pub meta: Meta,
+    /// Name, labels and the encrypted data.
+    pub spec: FileObjectSpec,
+}
+
+/// A config (plaintext data).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Config {
+    /// Config id.
+    pub id: String,
+    /// Version and timestamps.
+    pub meta: Meta,
+    /// Name, labels and data.
+    pub spec: FileObjectSpec,
+}
+
+/// A network.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Network {
+    /// Network id.
+    pub id: String,
+    /// Version and timestamps.
+    pub meta: Meta,
+    /// What was asked for.
+    pub spec: NetworkSpec,
+}
+
+/// A deployed stack: the files it was deployed from and the objects it owns. Keyed by name.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stack {
+    /// Stack (namespace) name; unique.
+    pub name: String,
+    /// Version and timestamps.
+    pub meta: Meta,
+    /// Deploy count, chosen by the proposer (1 for the first deploy).
+    pub revision: u64,
+    /// The stack files as deployed: (file name, content).
+    pub files: Vec<(String, String)>,
+    /// Services the stack owns.
+    pub service_ids: Vec<String>,
+    /// Secrets the stack owns.
+    pub secret_ids: Vec<String>,
+    /// Configs the stack owns.
+    pub config_ids: Vec<String>,
+    /// Networks the stack owns.
+    pub network_ids: Vec<String>,
+}
+
+/// The cluster object (one per cluster).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cluster {
+    /// Cluster id.
+    pub id: String,
+    /// Version and timestamps.
+    pub meta: Meta,
+    /// Cluster-wide settings.
+    pub settings: ClusterSettings,
+}
+
+/// Cluster-wide settings.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterSettings {
+    /// Raft entries between snapshots (default 10 000).
+    pub snapshot_interval: u64,
+    /// How often agents heartbeat, in milliseconds (default 5000).
+    pub heartbeat_period_ms: u64,
+    /// Terminated tasks kept per slot (default 5).
+    pub task_history_retention_limit: u64,
+}
+
+impl Default for ClusterSettings {
+    fn default() -> Self {
+        ClusterSettings {
+            snapshot_interval: 10_000,
+            heartbeat_period_ms: 5000,
+            task_history_retention_limit: 5,
+        }
+    }
+}
+
+/// What a restart history counts restarts of.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum RestartKey {
+    /// A slot of a replicated service (or job).
+    Slot {
+        /// The service.
+        service_id: String,
+        /// The slot.
+        slot: u64,
+    },
+    /// The task of a global service on one node.
+    Node {
+        /// The service.
+        service_id: String,
+        /// The node.
+        node_id: String,
+    },
+}
+
+impl RestartKey {
+    /// The store key: `service/slot` or `service@node`.
+    pub fn id(&self) -> String {
+        match self {
+            RestartKey::Slot { service_id, slot } => format!("{service_id}/{slot}"),
+            RestartKey::Node {
+                service_id,
+                node_id,
+            } => format!("{service_id}@{node_id}"),
+        }
+    }
+
+    /// The service the key belongs to.
+    pub fn service_id(&self) -> &str {
+        match self {
+            RestartKey::Slot { service_id, .. } | RestartKey::Node { service_id, .. } => service_id,
+        }
+    }
+}
+
+/// Recent restarts of one slot (or global task on a node), for `max_attempts` within `window`. Kept in the
+/// store so the counts survive a leader change.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestartHistory {
+    /// Which slot or node.
+    pub key: RestartKey,
+    /// Version and timestamps.
+    pub meta: Meta,
+    /// When each recent restart happened (unix millis, oldest first; the restarter trims it).
+    pub restarts: Vec<u64>,
+}
+
+impl RestartHistory {
+    /// Restarts at or after `since` (unix millis).
+    pub fn count_since(&self, since: u64) -> usize {
+        self.restarts.iter().filter(|t| **t >= since).count()
+    }
+}

@@ -1,0 +1,339 @@
+//! Deterministic apply: one `Batch` at one Raft log index, all or nothing. Each op is checked (existence,
+//! expected version, name uniqueness, a task's service and slot fixed, its states only moving forward) and
+//! applied in order while an undo log records what it replaced; the first refused op rolls everything back.
+//! Applied objects get `meta.version` = the log index and `updated_at` = the batch's time.
+//!
+//! Must not: generate ids, read a clock, use randomness or iterate a hash map: two managers applying the same
+//! entry to the same state must end up with identical states (DESIGN invariant 1).
+
+use super::ops::{Batch, BatchRejected, Event, Op, Rejection};
+use super::state::{ClusterState, ObjectKind, StoredObject};
+use crate::model::{
+    Cluster, Config, Meta, Network, Node, RestartHistory, Secret, Service, Stack, Task,
+};
+
+/// Kind-specific rules beyond existence and version, checked before a create (`old` is `None`) or update.
+trait Validate: StoredObject {
+    fn validate(_state: &ClusterState, _old: Option<&Self>, _new: &Self) -> Result<(), Rejection> {
+        Ok(())
+    }
+}
+
+impl Validate for Service {
+    fn validate(state: &ClusterState, _old: Option<&Self>, new: &Self) -> Result<(), Rejection> {
+        match state.service_by_name(&new.spec.name) {
+            Some(other) if other.id != new.id => Err(Rejection::NameConflict {
+                kind: ObjectKind::Service,
+                name: new.spec.name.clone(),
+                existing_id: other.id.clone(),
+            }),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl Validate for Task {
+    fn validate(_state: &ClusterState, old: Option<&Self>, new: &Self) -> Result<(), Rejection> {
+        let Some(old) = old else { return Ok(()) };
+        let immutable = |field: &str| Rejection::Immutable {
+            kind: ObjectKind::Task,
+            id: new.id.clone(),
+            field: field.to_owned(),
+        };
+        if old.service_id != new.service_id {
+            return Err(immutable("service_id"));
+        }
+        if old.slot != new.slot {
+            return Err(immutable("slot"));
+        }
+        let refuse = |error| Rejection::TaskStateBackwards {
+            id: new.id.clone(),
+            error,
+        };
+        old.desired_state
+            .transition(new.desired_state)
+            .map_err(refuse)?;
+        old.status
+            .state
+            .transition(new.status.state)
+            .map_err(refuse)?;
+        Ok(())
+    }
+}
+
+impl Validate for Cluster {
+    fn validate(state: &ClusterState, old: Option<&Self>, _new: &Self) -> Result<(), Rejection> {
+        match (old, state.cluster()) {
+            (None, Some(existing)) => Err(Rejection::AlreadyExists {
+                kind: ObjectKind::Cluster,
+                id: existing.id.clone(),
+            }),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Refuses `name` when another object (not `id`) of the table already has it. A scan: these tables are small.
+fn unique_name<'a, T: StoredObject>(
+    objects: impl Iterator<Item = (&'a str, &'a str)>,
+    id: &str,
+    name: &str,
+) -> Result<(), Rejection> {
+    match objects.into_iter().find(|(i, n)| *n == name && *i != id) {
+        Some((existing, _)) => Err(Rejection::NameConflict {
+            kind: T::KIND,
+            name: name.to_owned(),
+            existing_id: existing.to_owned(),
+        }),
+        None => Ok(()),
+    }
+}
+
+impl Validate for Secret {
+    fn validate(state: &ClusterState, _old: Option<&Self>, new: &Self) -> Result<(), Rejection> {
+        let names = state
+            .secrets()
+            .map(|o| (o.id.as_str(), o.spec.name.as_str()));
+        unique_name::<Self>(names, &new.id, &new.spec.name)
+    }
+}
+
+impl Validate for Config {
+    fn validate(state: &ClusterState, _old: Option<&Self>, new: &Self) -> Result<(), Rejection> {
+        let names = state
+            .configs()
+            .map(|o| (o.id.as_str(), o.spec.name.as_str()));
+        unique_name::<Self>(names, &new.id, &new.spec.name)
+    }
+}
+
+impl Validate for Network {
+    fn validate(state: &ClusterState, _old: Option<&Self>, new: &Self) -> Result<(), Rejection> {
+        let names = state
+            .networks()
+            .map(|o| (o.id.as_str(), o.spec.name.as_str()));
+        unique_name::<Self>(names, &new.id, &new.spec.name)
+    }
+}
+
+impl Validate for Node {}
+impl Validate for Stack {}
+impl Validate for RestartHistory {}
+
+type Undo = Box<dyn FnOnce(&mut ClusterState)>;
+
+/// One batch in progress: the state, where it is in the log, and how to take it back.
+struct Tx<'a> {
+    state: &'a mut ClusterState,
+    index: u64,
+    time: u64,
+    undo: Vec<Undo>,
+    events: Vec<Event>,
+}
+
+impl Tx<'_> {
+    fn put<T: StoredObject>(&mut self, key: String, new: Option<T>) {
+        let old = self.state.set(&key, new);
+        self.undo.push(Box::new(move |state: &mut ClusterState| {
+            state.set(&key, old);
+        }));
+    }
+
+    fn current<T: StoredObject>(&self, key: &str, expected: Option<u64>) -> Result<&T, Rejection> {
+        let current = T::table(self.state)
+            .get(key)
+            .ok_or_else(|| Rejection::NotFound {
+                kind: T::KIND,
+                id: key.to_owned(),
+            })?;
+        match expected {
+            Some(expected) if expected != current.meta().version => {
+                Err(Rejection::VersionMismatch {
+                    kind: T::KIND,
+                    id: key.to_owned(),
+                    expected,
+                    actual: current.meta().version,
+                })
+            }
+            _ => Ok(current),
+        }
+    }
+
+    fn create<T: Validate>(&mut self, obj: &T) -> Result<(), Rejection> {
+        let key = obj.key();
+        if T::table(self.state).contains_key(&key) {
+            return Err(Rejection::AlreadyExists {
+                kind: T::KIND,
+                id: key,
+            });
+        }
+        T::validate(self.state, None, obj)?;
+        let mut obj = obj.clone();
+        *obj.meta_mut() = Meta {
+            version: self.index,
+            created_at: self.time,
+            updated_at: self.time,
+        };
+        self.events.push(Event::Created {
+            kind: T::KIND,
+            id: key.clone(),
+        });
+        self.put(key, Some(obj));
+        Ok(())
+    }
+
+    fn update<T: Validate>(&mut self, obj: &T, expected: u64) -> Result<(), Rejection> {
+        let key = obj.key();
+        let current = self.current::<T>(&key, Some(expected))?;
+        T::validate(self.state, Some(current), obj)?;
+        let created_at = current.meta().created_at;
+        let mut obj = obj.clone();
+        *obj.meta_mut() = Meta {
+            version: self.index,
+            created_at,
+            updated_at: self.time,
+        };
+        self.events.push(Event::Updated {
+            kind: T::KIND,
+            id: key.clone(),
+        });
+        self.put(key, Some(obj));
+        Ok(())
+    }
+
+    fn delete<T: StoredObject>(
+        &mut self,
+        key: &str,
+        expected: Option<u64>,
+    ) -> Result<(), Rejection> {
+        self.current::<T>(key, expected)?;
+        self.events.push(Event::Deleted {
+            kind: T::KIND,
+            id: key.to_owned(),
+        });
+        self.put::<T>(key.to_owned(), None);
+        Ok(())
+    }
+
+    fn apply(&mut self, op: &Op) -> Result<(), Rejection> {
+        match op {
+            Op::CreateService(o) => self.create(o),
+            Op::UpdateService {
+                service,
+                expected_version,
+            } => self.update(service, *expected_version),
+            Op::DeleteService {
+                id,
+                expected_version,
+            } => self.delete::<Service>(id, Some(*expected_version)),
+            Op::CreateTask(o) => self.create(o),
+            Op::UpdateTask {
+                task,
+                expected_version,
+            } => self.update(task, *expected_version),
+            Op::DeleteTask { id } => self.delete::<Task>(id, None),
+            Op::CreateNode(o) => self.create(o),
+            Op::UpdateNode {
+                node,
+                expected_version,
+            } => self.update(node, *expected_version),
+            Op::DeleteNode {
+                id,
+                expected_version,
+            } => self.delete::<Node>(id, Some(*expected_version)),
+            Op::CreateSecret(o) => self.create(o),
+            Op::UpdateSecret {
+                secret,
+                expected_version,
+            } => self.update(secret, *expected_version),
+            Op::DeleteSecret {
+                id,
+                expected_version,
+            } => self.delete::<Secret>(id, Some(*expected_version)),
+            Op::CreateConfig(o) => self.create(o),
+            Op::UpdateConfig {
+                config,
+                expected_version,
+            } => self.update(config, *expected_version),
+            Op::DeleteConfig {
+                id,
+                expected_version,
+            } => self.delete::<Config>(id, Some(*expected_version)),
+            Op::CreateNetwork(o) => self.create(o),
+            Op::UpdateNetwork {
+                network,
+                expected_version,
+            } => self.update(network, *expected_version),
+            Op::DeleteNetwork {
+                id,
+                expected_version,
+            } => self.delete::<Network>(id, Some(*expected_version)),
+            Op::CreateStack(o) => self.create(o),
+            Op::UpdateStack {
+                stack,
+                expected_version,
+            } => self.update(stack, *expected_version),
+            Op::DeleteStack {
+                name,
+                expected_version,
+            } => self.delete::<Stack>(name, Some(*expected_version)),
+            Op::CreateCluster(o) => self.create(o),
+            Op::UpdateCluster {
+                cluster,
+                expected_version,
+            } => self.update(cluster, *expected_version),
+            Op::CreateRestartHistory(o) => self.create(o),
+            Op::UpdateRestartHistory {
+                history,
+                expected_version,
+            } => self.update(history, *expected_version),
+            Op::DeleteRestartHistory {
+                key,
+                expected_version,
+            } => self.delete::<RestartHistory>(&key.id(), Some(*expected_version)),
+        }
+    }
+
+    fn rollback(self) {
+        for undo in self.undo.into_iter().rev() {
+            undo(self.state);
+        }
+    }
+}
+
+impl ClusterState {
+    /// Applies `batch` as the entry at log `index`: every op, or (on the first refused op) none. Returns the
+    /// events of the change in op order. Deterministic: depends only on the state, `index` and `batch`.
+    pub fn apply_batch(&mut self, index: u64, batch: &Batch) -> Result<Vec<Event>, BatchRejected> {
+        if index <= self.applied_index {
+            return Err(BatchRejected {
+                index,
+                op: None,
+                reason: Rejection::IndexNotAfter {
+                    index,
+                    applied: self.applied_index,
+                },
+            });
+        }
+        let mut tx = Tx {
+            state: self,
+            index,
+            time: batch.time,
+            undo: Vec::with_capacity(batch.ops.len()),
+            events: Vec::with_capacity(batch.ops.len()),
+        };
+        for (i, op) in batch.ops.iter().enumerate() {
+            if let Err(reason) = tx.apply(op) {
+                tx.rollback();
+                return Err(BatchRejected {
+                    index,
+                    op: Some(i),
+                    reason,
+                });
+            }
+        }
+        let events = std::mem::take(&mut tx.events);
+        self.applied_index = index;
+        Ok(events)
+    }
+}

@@ -1,0 +1,317 @@
+//! `ClusterState`: the tables (one `BTreeMap` by id per object kind) and their indexes (tasks by service,
+//! tasks by node, service by name; stacks are keyed by name), with read accessors for everyone and one
+//! crate-private write path, [`ClusterState::set`], that keeps the indexes in step with the tables.
+//!
+//! Must not: decide whether a change is allowed (that is `apply`), do I/O, read a clock or generate ids.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{
+    Cluster, Config, Meta, Network, Node, RestartHistory, RestartKey, Secret, Service, Stack, Task,
+};
+
+/// The kinds of stored objects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum ObjectKind {
+    /// A [`Service`].
+    Service,
+    /// A [`Task`].
+    Task,
+    /// A [`Node`].
+    Node,
+    /// A [`Secret`].
+    Secret,
+    /// A [`Config`].
+    Config,
+    /// A [`Network`].
+    Network,
+    /// A [`Stack`] (keyed by name).
+    Stack,
+    /// A [`RestartHistory`] (keyed by [`RestartKey::id`]).
+    RestartHistory,
+    /// The [`Cluster`] object.
+    Cluster,
+}
+
+impl fmt::Display for ObjectKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = match self {
+            ObjectKind::Service => "service",
+            ObjectKind::Task => "task",
+            ObjectKind::Node => "node",
+            ObjectKind::Secret => "secret",
+            ObjectKind::Config => "config",
+            ObjectKind::Network => "network",
+            ObjectKind::Stack => "stack",
+            ObjectKind::RestartHistory => "restart history",
+            ObjectKind::Cluster => "cluster",
+        };
+        f.write_str(name)
+    }
+}
+
+/// Derived lookups, rebuilt from the tables on restore and kept in step by [`ClusterState::set`].
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) struct Indexes {
+    tasks_by_service: BTreeMap<String, BTreeSet<String>>,
+    tasks_by_node: BTreeMap<String, BTreeSet<String>>,
+    service_by_name: BTreeMap<String, String>,
+}
+
+fn add_to(map: &mut BTreeMap<String, BTreeSet<String>>, key: &str, id: &str) {
+    map.entry(key.to_owned()).or_default().insert(id.to_owned());
+}
+
+fn remove_from(map: &mut BTreeMap<String, BTreeSet<String>>, key: &str, id: &str) {
+    if let Some(set) = map.get_mut(key) {
+        set.remove(id);
+        if set.is_empty() {
+            map.remove(key);
+        }
+    }
+}
+
+/// The whole replicated state: desired state written by managers and observed state reported by agents.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ClusterState {
+    pub(crate) applied_index: u64,
+    pub(crate) services: BTreeMap<String, Service>,
+    pub(crate) tasks: BTreeMap<String, Task>,
+    pub(crate) nodes: BTreeMap<String, Node>,
+    pub(crate) secrets: BTreeMap<String, Secret>,
+    pub(crate) configs: BTreeMap<String, Config>,
+    pub(crate) networks: BTreeMap<String, Network>,
+    pub(crate) stacks: BTreeMap<String, Stack>,
+    pub(crate) restart_histories: BTreeMap<String, RestartHistory>,
+    pub(crate) clusters: BTreeMap<String, Cluster>,
+    pub(crate) idx: Indexes,
+}
+
+/// A kind of stored object: its table, key, metadata and index entries. Crate-private plumbing for the
+/// generic create/update/delete in `apply`.
+pub(crate) trait StoredObject: Clone + 'static {
+    const KIND: ObjectKind;
+    fn key(&self) -> String;
+    fn meta(&self) -> &Meta;
+    fn meta_mut(&mut self) -> &mut Meta;
+    fn table(state: &ClusterState) -> &BTreeMap<String, Self>;
+    fn table_mut(state: &mut ClusterState) -> &mut BTreeMap<String, Self>;
+    /// Adds (`add`) or removes this object's index entries.
+    fn reindex(&self, _idx: &mut Indexes, _add: bool) {}
+}
+
+macro_rules! stored {
+    ($ty:ty, $kind:ident, $table:ident, |$o:ident| $key:expr) => {
+        impl StoredObject for $ty {
+            const KIND: ObjectKind = ObjectKind::$kind;
+            fn key(&self) -> String {
+                let $o = self;
+                $key
+            }
+            fn meta(&self) -> &Meta {
+                &self.meta
+            }
+            fn meta_mut(&mut self) -> &mut Meta {
+                &mut self.meta
+            }
+            fn table(state: &ClusterState) -> &BTreeMap<String, Self> {
+                &state.$table
+            }
+            fn table_mut(state: &mut ClusterState) -> &mut BTreeMap<String, Self> {
+                &mut state.$table
+            }
+            stored!(@reindex $kind);
+        }
+    };
+    (@reindex Service) => {
+        fn reindex(&self, idx: &mut Indexes, add: bool) {
+            if add {
+                idx.service_by_name.insert(self.spec.name.clone(), self.id.clone());
+            } else if idx.service_by_name.get(&self.spec.name) == Some(&self.id) {
+                idx.service_by_name.remove(&self.spec.name);
+            }
+        }
+    };
+    (@reindex Task) => {
+        fn reindex(&self, idx: &mut Indexes, add: bool) {
+            let by_node = self.node_id.as_deref();
+            if add {
+                add_to(&mut idx.tasks_by_service, &self.service_id, &self.id);
+                if let Some(node) = by_node {
+                    add_to(&mut idx.tasks_by_node, node, &self.id);
+                }
+            } else {
+                remove_from(&mut idx.tasks_by_service, &self.service_id, &self.id);
+                if let Some(node) = by_node {
+                    remove_from(&mut idx.tasks_by_node, node, &self.id);
+                }
+            }
+        }
+    };
+    (@reindex $other:ident) => {};
+}
+
+stored!(Service, Service, services, |o| o.id.clone());
+stored!(Task, Task, tasks, |o| o.id.clone());
+stored!(Node, Node, nodes, |o| o.id.clone());
+stored!(Secret, Secret, secrets, |o| o.id.clone());
+stored!(Config, Config, configs, |o| o.id.clone());
+stored!(Network, Network, networks, |o| o.id.clone());
+stored!(Stack, Stack, stacks, |o| o.name.clone());
+stored!(RestartHistory, RestartHistory, restart_histories, |o| o
+    .key
+    .id());
+stored!(Cluster, Cluster, clusters, |o| o.id.clone());
+
+impl ClusterState {
+    /// An empty state (nothing applied yet).
+    pub fn new() -> ClusterState {
+        ClusterState::default()
+    }
+
+    /// The crate's one write path: replaces the object stored under `key` with `new` (or removes it) and
+    /// keeps the indexes in step. Returns the previous object.
+    pub(crate) fn set<T: StoredObject>(&mut self, key: &str, new: Option<T>) -> Option<T> {
+        let old = T::table_mut(self).remove(key);
+        if let Some(old) = &old {
+            old.reindex(&mut self.idx, false);
+        }
+        if let Some(new) = new {
+            new.reindex(&mut self.idx, true);
+            T::table_mut(self).insert(key.to_owned(), new);
+        }
+        old
+    }
+
+    /// Rebuilds every index from the tables (after a restore).
+    pub(crate) fn rebuild_indexes(&mut self) {
+        let mut idx = Indexes::default();
+        for s in self.services.values() {
+            s.reindex(&mut idx, true);
+        }
+        for t in self.tasks.values() {
+            t.reindex(&mut idx, true);
+        }
+        self.idx = idx;
+    }
+
+    /// The Raft log index of the last batch that changed the state (0 before any).
+    pub fn applied_index(&self) -> u64 {
+        self.applied_index
+    }
+
+    /// A service by id.
+    pub fn service(&self, id: &str) -> Option<&Service> {
+        self.services.get(id)
+    }
+
+    /// A service by its (unique) name.
+    pub fn service_by_name(&self, name: &str) -> Option<&Service> {
+        self.idx
+            .service_by_name
+            .get(name)
+            .and_then(|id| self.services.get(id))
+    }
+
+    /// All services, by id.
+    pub fn services(&self) -> impl Iterator<Item = &Service> {
+        self.services.values()
+    }
+
+    /// A task by id.
+    pub fn task(&self, id: &str) -> Option<&Task> {
+        self.tasks.get(id)
+    }
+
+    /// All tasks, by id.
+    pub fn tasks(&self) -> impl Iterator<Item = &Task> {
+        self.tasks.values()
+    }
+
+    /// The tasks of a service, by task id.
+    pub fn tasks_of_service<'a>(&'a self, service_id: &str) -> impl Iterator<Item = &'a Task> + 'a {
+        self.lookup_tasks(self.idx.tasks_by_service.get(service_id))
+    }
+
+    /// The tasks assigned to a node, by task id.
+    pub fn tasks_on_node<'a>(&'a self, node_id: &str) -> impl Iterator<Item = &'a Task> + 'a {
+        self.lookup_tasks(self.idx.tasks_by_node.get(node_id))
+    }
+
+    fn lookup_tasks<'a>(
+        &'a self,
+        ids: Option<&'a BTreeSet<String>>,
+    ) -> impl Iterator<Item = &'a Task> + 'a {
+        ids.into_iter()
+            .flatten()
+            .filter_map(move |id| self.tasks.get(id))
+    }
+
+    /// A node by id.
+    pub fn node(&self, id: &str) -> Option<&Node> {
+        self.nodes.get(id)
+    }
+
+    /// All nodes, by id.
+    pub fn nodes(&self) -> impl Iterator<Item = &Node> {
+        self.nodes.values()
+    }
+
+    /// A secret by id (its data is ciphertext).
+    pub fn secret(&self, id: &str) -> Option<&Secret> {
+        self.secrets.get(id)
+    }
+
+    /// All secrets, by id.
+    pub fn secrets(&self) -> impl Iterator<Item = &Secret> {
+        self.secrets.values()
+    }
+
+    /// A config by id.
+    pub fn config(&self, id: &str) -> Option<&Config> {
+        self.configs.get(id)
+    }
+
+    /// All configs, by id.
+    pub fn configs(&self) -> impl Iterator<Item = &Config> {
+        self.configs.values()
+    }
+
+    /// A network by id.
+    pub fn network(&self, id: &str) -> Option<&Network> {
+        self.networks.get(id)
+    }
+
+    /// All networks, by id.
+    pub fn networks(&self) -> impl Iterator<Item = &Network> {
+        self.networks.values()
+    }
+
+    /// A stack by name (stacks are keyed by name).
+    pub fn stack(&self, name: &str) -> Option<&Stack> {
+        self.stacks.get(name)
+    }
+
+    /// All stacks, by name.
+    pub fn stacks(&self) -> impl Iterator<Item = &Stack> {
+        self.stacks.values()
+    }
+
+    /// The restart history of a slot or node.
+    pub fn restart_history(&self, key: &RestartKey) -> Option<&RestartHistory> {
+        self.restart_histories.get(&key.id())
+    }
+
+    /// All restart histories.
+    pub fn restart_histories(&self) -> impl Iterator<Item = &RestartHistory> {
+        self.restart_histories.values()
+    }
+
+    /// The cluster object, once created.
+    pub fn cluster(&self) -> Option<&Cluster> {
+        self.clusters.values().next()
+    }
+}
