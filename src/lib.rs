@@ -19,9 +19,11 @@
 pub mod api;
 pub mod cli;
 pub mod exec;
+pub mod manager;
 pub mod model;
 pub mod pki;
 pub mod secrets;
 pub mod stack;
 pub mod store;
+pub mod transport;
 pub mod util;

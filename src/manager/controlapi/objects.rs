@@ -1,0 +1,89 @@
+//! Finding objects the way docker does: by full id, by name, or by an unambiguous id prefix; and checking names.
+//!
+//! Must not: change anything.
+
+use tonic::Status;
+
+use crate::model::{Node, Secret, Service};
+use crate::store::ClusterState;
+
+fn resolve<'a, T>(
+    kind: &str,
+    key: &str,
+    items: Vec<&'a T>,
+    id: impl Fn(&T) -> &str,
+    name: impl Fn(&T) -> &str,
+) -> Result<&'a T, Status>
+where
+    T: 'a,
+{
+    if let Some(found) = items.iter().find(|i| id(i) == key) {
+        return Ok(found);
+    }
+    if let Some(found) = items.iter().find(|i| name(i) == key) {
+        return Ok(found);
+    }
+    let matches: Vec<&T> = items
+        .into_iter()
+        .filter(|i| !key.is_empty() && id(i).starts_with(key))
+        .collect();
+    match matches.len() {
+        1 => Ok(matches[0]),
+        0 => Err(Status::not_found(format!("no such {kind}: {key}"))),
+        _ => Err(Status::invalid_argument(format!(
+            "{kind} {key} is ambiguous ({} matches)",
+            matches.len()
+        ))),
+    }
+}
+
+/// A service by id, name or id prefix.
+pub fn resolve_service<'a>(state: &'a ClusterState, key: &str) -> Result<&'a Service, Status> {
+    resolve(
+        "service",
+        key,
+        state.services().collect(),
+        |s| &s.id,
+        |s| &s.spec.name,
+    )
+}
+
+/// A node by id, hostname or id prefix.
+pub fn resolve_node<'a>(state: &'a ClusterState, key: &str) -> Result<&'a Node, Status> {
+    resolve(
+        "node",
+        key,
+        state.nodes().collect(),
+        |n| &n.id,
+        |n| &n.description.hostname,
+    )
+}
+
+/// A secret by id, name or id prefix.
+pub fn resolve_secret<'a>(state: &'a ClusterState, key: &str) -> Result<&'a Secret, Status> {
+    resolve(
+        "secret",
+        key,
+        state.secrets().collect(),
+        |s| &s.id,
+        |s| &s.spec.name,
+    )
+}
+
+/// Checks a secret/config name (docker's rule: letters, digits, `-`, `_`, `.`, at most 64).
+pub fn check_object_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric());
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("invalid name {name:?}: use letters, digits, '-', '_' and '.', starting with a letter or digit (at most 64)"))
+    }
+}

@@ -1,0 +1,77 @@
+//! What a node is told to run: every task the scheduler gave it (level-triggered: the complete set each time), the
+//! names of their services, and the secrets and configs those tasks reference — decrypted here, for this node only.
+//!
+//! Must not: include a secret that no task of the node uses.
+
+use std::collections::BTreeSet;
+
+use crate::api::dispatcher as pb;
+use crate::api::to_json;
+use crate::model::TaskState;
+use crate::secrets::DataKey;
+use crate::store::ClusterState;
+
+/// The assignments message for `node_id`.
+pub fn assignments_for(
+    state: &ClusterState,
+    node_id: &str,
+    key: &DataKey,
+) -> pb::AssignmentsMessage {
+    let mut tasks: Vec<&crate::model::Task> = state
+        .tasks_on_node(node_id)
+        .filter(|t| t.status.state >= TaskState::Assigned)
+        .collect();
+    tasks.sort_by(|a, b| a.id.cmp(&b.id));
+    let mut secret_ids = BTreeSet::new();
+    let mut config_ids = BTreeSet::new();
+    let mut service_names = std::collections::HashMap::new();
+    for t in &tasks {
+        if let Some(svc) = state.service(&t.service_id) {
+            service_names.insert(t.service_id.clone(), svc.spec.name.clone());
+        }
+        // only tasks that may still run get their secrets
+        if !t.status.state.is_terminal() && t.desired_state <= TaskState::Running {
+            secret_ids.extend(t.spec.container.secrets.iter().map(|r| r.id.clone()));
+            config_ids.extend(t.spec.container.configs.iter().map(|r| r.id.clone()));
+        }
+    }
+    let secrets = secret_ids
+        .iter()
+        .filter_map(|id| {
+            let s = state.secret(id)?;
+            match key.open(&s.spec.data.0) {
+                Ok(data) => Some(pb::SecretPayload {
+                    id: s.id.clone(),
+                    name: s.spec.name.clone(),
+                    data,
+                }),
+                Err(e) => {
+                    tracing::error!(secret = %s.spec.name, "cannot decrypt secret: {e}");
+                    None
+                }
+            }
+        })
+        .collect();
+    let configs = config_ids
+        .iter()
+        .filter_map(|id| {
+            let c = state.config(id)?;
+            Some(pb::SecretPayload {
+                id: c.id.clone(),
+                name: c.spec.name.clone(),
+                data: c.spec.data.0.clone(),
+            })
+        })
+        .collect();
+    let node_hostname = state
+        .node(node_id)
+        .map(|n| n.description.hostname.clone())
+        .unwrap_or_default();
+    pb::AssignmentsMessage {
+        tasks_json: tasks.iter().map(|t| to_json(*t)).collect(),
+        secrets,
+        configs,
+        service_names,
+        node_hostname,
+    }
+}

@@ -1,0 +1,397 @@
+//! The dispatcher: agent sessions (the node's identity comes from its mTLS certificate), heartbeats, the
+//! level-triggered assignments stream (the complete task set of the node with the secrets those tasks use,
+//! decrypted only for that node), and task status reports written back through Raft.
+//!
+//! Runs on the leader only (invariant 2). Heartbeats live in memory; a node that misses them is marked down in the
+//! store. Must not: change a task's desired state (the orchestrators own it) or send a secret to a node that runs
+//! no task using it.
+
+mod assignments;
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::Stream;
+use tonic::{Request, Response, Status};
+
+use crate::api::dispatcher::{self as pb, dispatcher_server::Dispatcher as DispatcherApi};
+use crate::api::from_json;
+use crate::manager::proposer::{ProposeError, Proposer};
+use crate::model::{self, Meta, NodeState, TaskStatus};
+use crate::secrets::DataKey;
+use crate::store::{Op, Store};
+use crate::transport::PeerInfo;
+use crate::util::{IdSource, RandomIds};
+
+pub use assignments::assignments_for;
+
+/// How many heartbeat periods without a heartbeat make a node down.
+const MISSED_HEARTBEATS: u32 = 3;
+
+struct Session {
+    node_id: String,
+    last_heartbeat: tokio::time::Instant,
+}
+
+/// The dispatcher service.
+#[derive(Clone)]
+pub struct Dispatcher {
+    store: Store,
+    proposer: Proposer,
+    key: DataKey,
+    period: Duration,
+    sessions: Arc<Mutex<HashMap<String, Session>>>,
+}
+
+impl Dispatcher {
+    /// A dispatcher expecting heartbeats every `period`.
+    pub fn new(store: Store, proposer: Proposer, key: DataKey, period: Duration) -> Self {
+        Dispatcher {
+            store,
+            proposer,
+            key,
+            period,
+            sessions: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<String, Session>> {
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn node_of(&self, session_id: &str) -> Result<String, Status> {
+        self.sessions()
+            .get(session_id)
+            .map(|s| s.node_id.clone())
+            .ok_or_else(|| Status::not_found("session not found: open a new session"))
+    }
+
+    /// Marks nodes whose sessions stopped heartbeating as down; runs until the process ends. Leader only.
+    pub async fn watch_heartbeats(self) {
+        let mut tick = tokio::time::interval(self.period);
+        loop {
+            tick.tick().await;
+            let deadline = self.period * MISSED_HEARTBEATS;
+            let expired: Vec<(String, String)> = {
+                let mut sessions = self.sessions();
+                let now = tokio::time::Instant::now();
+                let gone: Vec<(String, String)> = sessions
+                    .iter()
+                    .filter(|(_, s)| now.duration_since(s.last_heartbeat) > deadline)
+                    .map(|(id, s)| (id.clone(), s.node_id.clone()))
+                    .collect();
+                for (id, _) in &gone {
+                    sessions.remove(id);
+                }
+                gone
+            };
+            for (_, node_id) in expired {
+                let still_connected = self.sessions().values().any(|s| s.node_id == node_id);
+                if !still_connected {
+                    tracing::warn!(node = %node_id, "node missed its heartbeats: marking it down");
+                    self.set_node_state(&node_id, NodeState::Down, "heartbeat failure")
+                        .await;
+                }
+            }
+        }
+    }
+
+    async fn set_node_state(&self, node_id: &str, state: NodeState, message: &str) {
+        for _ in 0..3 {
+            let Some(node) = self.store.view(|s| s.node(node_id).cloned()) else {
+                return;
+            };
+            if node.status.state == state {
+                return;
+            }
+            let mut updated = node.clone();
+            updated.status.state = state;
+            updated.status.message = message.to_string();
+            match self
+                .proposer
+                .propose(vec![Op::UpdateNode {
+                    node: updated,
+                    expected_version: node.meta.version,
+                }])
+                .await
+            {
+                Ok(_) => return,
+                Err(ProposeError::Rejected(_)) => continue,
+                Err(e) => {
+                    tracing::warn!("cannot update node {node_id}: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn register(
+        &self,
+        identity: &crate::pki::NodeIdentity,
+        desc: pb::NodeDescription,
+    ) -> Result<(), Status> {
+        let now = self.proposer.clock().now();
+        let description = model::NodeDescription {
+            hostname: desc.hostname.clone(),
+            platform: model::Platform {
+                os: desc.os.clone(),
+                arch: desc.arch.clone(),
+            },
+            resources: model::NodeResources {
+                nano_cpus: desc.nano_cpus.max(0) as u64,
+                memory_bytes: desc.memory_bytes,
+            },
+            engine_labels: desc.engine_labels.clone().into_iter().collect(),
+        };
+        for _ in 0..5 {
+            let existing = self.store.view(|s| s.node(&identity.node_id).cloned());
+            let op = match existing {
+                Some(node) => {
+                    let mut updated = node.clone();
+                    updated.description = description.clone();
+                    updated.status.state = NodeState::Ready;
+                    updated.status.addr = desc.addr.clone();
+                    updated.status.message = String::new();
+                    updated.status.last_heartbeat = now;
+                    if updated == node {
+                        return Ok(());
+                    }
+                    Op::UpdateNode {
+                        node: updated,
+                        expected_version: node.meta.version,
+                    }
+                }
+                None => {
+                    let role = match identity.role {
+                        crate::pki::NodeRole::Manager => model::NodeRole::Manager,
+                        crate::pki::NodeRole::Worker => model::NodeRole::Worker,
+                    };
+                    Op::CreateNode(model::Node {
+                        id: identity.node_id.clone(),
+                        meta: Meta::default(),
+                        description: description.clone(),
+                        spec: model::NodeSpec {
+                            role,
+                            availability: model::NodeAvailability::Active,
+                            labels: Default::default(),
+                        },
+                        status: model::NodeStatus {
+                            state: NodeState::Ready,
+                            addr: desc.addr.clone(),
+                            message: String::new(),
+                            last_heartbeat: now,
+                        },
+                        manager_status: None,
+                    })
+                }
+            };
+            match self.proposer.propose(vec![op]).await {
+                Ok(_) => return Ok(()),
+                Err(ProposeError::Rejected(_)) => continue,
+                Err(e) => return Err(Status::unavailable(e.to_string())),
+            }
+        }
+        Err(Status::aborted(
+            "could not register the node: too many concurrent changes",
+        ))
+    }
+}
+
+fn peer(request_ext: &tonic::Extensions) -> Result<PeerInfo, Status> {
+    request_ext
+        .get::<PeerInfo>()
+        .cloned()
+        .ok_or_else(|| Status::unauthenticated("a node certificate is required"))
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl DispatcherApi for Dispatcher {
+    type SessionStream = BoxStream<pb::SessionMessage>;
+
+    async fn session(
+        &self,
+        request: Request<pb::SessionRequest>,
+    ) -> Result<Response<Self::SessionStream>, Status> {
+        let peer = peer(request.extensions())?;
+        let desc = request.into_inner().description.unwrap_or_default();
+        if !self.proposer.is_leader() {
+            return Err(Status::unavailable("this manager is not the leader"));
+        }
+        self.register(&peer.identity, desc).await?;
+        let session_id = RandomIds.next_id();
+        self.sessions().insert(
+            session_id.clone(),
+            Session {
+                node_id: peer.identity.node_id.clone(),
+                last_heartbeat: tokio::time::Instant::now(),
+            },
+        );
+        tracing::info!(node = %peer.identity.node_id, %session_id, "agent session opened");
+        let first = pb::SessionMessage {
+            session_id: session_id.clone(),
+            node_id: peer.identity.node_id.clone(),
+            heartbeat_period_ms: self.period.as_millis() as u64,
+        };
+        // The stream stays open while the session lives; it ends when the session expires.
+        let sessions = self.sessions.clone();
+        let period = self.period;
+        let stream = futures::stream::once(async move { Ok(first) }).chain_wait(move || {
+            let sessions = sessions.clone();
+            let session_id = session_id.clone();
+            async move {
+                loop {
+                    tokio::time::sleep(period).await;
+                    let alive = sessions
+                        .lock()
+                        .map(|s| s.contains_key(&session_id))
+                        .unwrap_or(false);
+                    if !alive {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn heartbeat(
+        &self,
+        request: Request<pb::HeartbeatRequest>,
+    ) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        let session_id = request.into_inner().session_id;
+        let node_id = {
+            let mut sessions = self.sessions();
+            let s = sessions
+                .get_mut(&session_id)
+                .ok_or_else(|| Status::not_found("session not found: open a new session"))?;
+            s.last_heartbeat = tokio::time::Instant::now();
+            s.node_id.clone()
+        };
+        // A node that was marked down and heartbeats again is ready again.
+        if self
+            .store
+            .view(|s| s.node(&node_id).map(|n| n.status.state != NodeState::Ready))
+            .unwrap_or(false)
+        {
+            self.set_node_state(&node_id, NodeState::Ready, "").await;
+        }
+        Ok(Response::new(pb::HeartbeatResponse {
+            period_ms: self.period.as_millis() as u64,
+        }))
+    }
+
+    type AssignmentsStream = BoxStream<pb::AssignmentsMessage>;
+
+    async fn assignments(
+        &self,
+        request: Request<pb::AssignmentsRequest>,
+    ) -> Result<Response<Self::AssignmentsStream>, Status> {
+        let session_id = request.into_inner().session_id;
+        let node_id = self.node_of(&session_id)?;
+        let store = self.store.clone();
+        let key = self.key.clone();
+        let sessions = self.sessions.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(async move {
+            let mut last: Option<pb::AssignmentsMessage> = None;
+            loop {
+                let (_, mut changes) = store.watch();
+                let msg = store.view(|s| assignments_for(s, &node_id, &key));
+                if last.as_ref() != Some(&msg) {
+                    if tx.send(Ok(msg.clone())).await.is_err() {
+                        return;
+                    }
+                    last = Some(msg);
+                }
+                // wait for the next change (or a resync tick), then coalesce a burst of changes
+                let alive = || {
+                    sessions
+                        .lock()
+                        .map(|s| s.contains_key(&session_id))
+                        .unwrap_or(false)
+                };
+                tokio::select! {
+                    _ = changes.recv() => {}
+                    _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                if !alive() || tx.is_closed() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    async fn update_task_status(
+        &self,
+        request: Request<pb::UpdateTaskStatusRequest>,
+    ) -> Result<Response<pb::UpdateTaskStatusResponse>, Status> {
+        let req = request.into_inner();
+        let node_id = self.node_of(&req.session_id)?;
+        let mut updates = Vec::new();
+        for u in &req.updates {
+            let status: TaskStatus = from_json("task status", &u.status_json)?;
+            updates.push((u.task_id.clone(), status));
+        }
+        for _ in 0..5 {
+            let ops: Vec<Op> = self.store.view(|s| {
+                updates
+                    .iter()
+                    .filter_map(|(id, status)| {
+                        let task = s.task(id)?;
+                        if task.node_id.as_deref() != Some(node_id.as_str())
+                            || status.state < task.status.state
+                        {
+                            return None;
+                        }
+                        if &task.status == status {
+                            return None;
+                        }
+                        let mut updated = task.clone();
+                        updated.status = status.clone();
+                        Some(Op::UpdateTask {
+                            task: updated,
+                            expected_version: task.meta.version,
+                        })
+                    })
+                    .collect()
+            });
+            if ops.is_empty() {
+                break;
+            }
+            match self.proposer.propose(ops).await {
+                Ok(_) => break,
+                Err(ProposeError::Rejected(r)) => {
+                    tracing::debug!("status update raced another change, retrying: {r}");
+                    continue;
+                }
+                Err(e) => return Err(Status::unavailable(e.to_string())),
+            }
+        }
+        Ok(Response::new(pb::UpdateTaskStatusResponse {}))
+    }
+}
+
+/// `stream.chain_wait(f)`: after the stream ends, wait for the future `f()` before ending (keeps a server stream
+/// open for as long as a session lives).
+trait ChainWait: Stream + Sized {
+    fn chain_wait<F, Fut>(self, f: F) -> Pin<Box<dyn Stream<Item = Self::Item> + Send>>
+    where
+        Self: Send + 'static,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        use futures::StreamExt;
+        let tail = futures::stream::once(f()).filter_map(|_| async { None });
+        Box::pin(self.chain(tail))
+    }
+}
+
+impl<S: Stream + Sized> ChainWait for S {}

@@ -1,0 +1,206 @@
+//! Network plumbing for gRPC: a mutual-TLS listener whose connections carry the peer's `NodeIdentity` into every
+//! request (tonic `Connected`), a mutual-TLS client connector, and the unix-socket listener of the control API.
+//!
+//! Must not: decide authorization (handlers read the identity and decide), or know any service.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use futures::Stream;
+use hyper_util::rt::TokioIo;
+use rustls_pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+use tonic::transport::server::Connected;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::pki::{self, NodeIdentity};
+
+/// The authenticated peer of a TLS connection, available as a request extension.
+#[derive(Clone, Debug)]
+pub struct PeerInfo {
+    /// Who the client certificate says the peer is.
+    pub identity: NodeIdentity,
+    /// The peer's socket address.
+    pub addr: SocketAddr,
+}
+
+/// A server-side TLS connection.
+pub struct TlsConn {
+    inner: tokio_rustls::server::TlsStream<TcpStream>,
+    peer: PeerInfo,
+}
+
+impl Connected for TlsConn {
+    type ConnectInfo = PeerInfo;
+    fn connect_info(&self) -> PeerInfo {
+        self.peer.clone()
+    }
+}
+
+impl AsyncRead for TlsConn {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for TlsConn {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Accepts TCP connections on `listener`, completes the mutual-TLS handshake (refusing peers without a valid
+/// certificate of this cluster) and yields the connections for `Server::serve_with_incoming`.
+pub fn tls_incoming(
+    listener: TcpListener,
+    config: Arc<rustls::ServerConfig>,
+) -> impl Stream<Item = Result<TlsConn, std::io::Error>> {
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<TlsConn, std::io::Error>>(16);
+    tokio::spawn(async move {
+        loop {
+            let (tcp, addr) = match listener.accept().await {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            if tx.is_closed() {
+                break;
+            }
+            let acceptor = acceptor.clone();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let handshake =
+                    tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(tcp))
+                        .await;
+                let tls = match handshake {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%addr, "TLS handshake refused: {e}");
+                        return;
+                    }
+                    Err(_) => return,
+                };
+                match pki::peer_identity(&tls) {
+                    Ok(identity) => {
+                        let _ = tx
+                            .send(Ok(TlsConn {
+                                inner: tls,
+                                peer: PeerInfo { identity, addr },
+                            }))
+                            .await;
+                    }
+                    Err(e) => tracing::debug!(%addr, "peer certificate refused: {e}"),
+                }
+            });
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+/// A gRPC channel to `addr` (`host:port`) over mutual TLS with `config`; the server certificate must name `host`.
+pub async fn tls_channel(addr: &str, config: Arc<rustls::ClientConfig>) -> Result<Channel, String> {
+    let host = addr
+        .rsplit_once(':')
+        .map(|(h, _)| h.trim_start_matches('[').trim_end_matches(']'))
+        .unwrap_or(addr);
+    let server_name = ServerName::try_from(host.to_string())
+        .map_err(|e| format!("invalid server name {host}: {e}"))?;
+    let connector = tokio_rustls::TlsConnector::from(config);
+    let target = addr.to_string();
+    let endpoint = Endpoint::try_from(format!("http://{addr}"))
+        .map_err(|e| e.to_string())?
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .http2_keep_alive_interval(std::time::Duration::from_secs(10))
+        .keep_alive_timeout(std::time::Duration::from_secs(20));
+    endpoint
+        .connect_with_connector(tower::service_fn(move |_| {
+            let connector = connector.clone();
+            let server_name = server_name.clone();
+            let target = target.clone();
+            async move {
+                let tcp = TcpStream::connect(&target).await?;
+                let tls = connector.connect(server_name, tcp).await?;
+                Ok::<_, std::io::Error>(TokioIo::new(tls))
+            }
+        }))
+        .await
+        .map_err(|e| format!("cannot connect to {addr}: {e}"))
+}
+
+/// A unix-socket connection of the control API.
+pub struct UnixConn(UnixStream);
+
+/// The local client of a unix-socket connection (authorized by the socket's file mode).
+#[derive(Clone, Debug)]
+pub struct LocalPeer;
+
+impl Connected for UnixConn {
+    type ConnectInfo = LocalPeer;
+    fn connect_info(&self) -> LocalPeer {
+        LocalPeer
+    }
+}
+
+impl AsyncRead for UnixConn {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for UnixConn {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
+/// Binds the control socket at `path` with mode 0600 (removing a stale socket file first).
+pub fn unix_incoming(
+    path: &Path,
+) -> std::io::Result<impl Stream<Item = Result<UnixConn, std::io::Error>>> {
+    use std::os::unix::fs::PermissionsExt;
+    if path.exists() {
+        std::fs::remove_file(path)?;
+    }
+    let listener = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(futures::stream::unfold(listener, |listener| async move {
+        let conn = listener.accept().await.map(|(s, _)| UnixConn(s));
+        Some((conn, listener))
+    }))
+}
