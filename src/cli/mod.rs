@@ -3,8 +3,14 @@
 //! Must not: reach into the store or the manager directly. Exit status is 0 only when what was asked happened.
 
 pub mod client;
+pub mod common;
+pub mod node;
 pub mod output;
+pub mod secret;
+pub mod service;
 pub mod stack;
+pub mod stack_deploy;
+pub mod swarm;
 
 use clap::{Parser, Subcommand};
 
@@ -26,6 +32,18 @@ pub enum Command {
     /// Manage stacks (deploy, config, validate, ...).
     #[command(subcommand)]
     Stack(stack::StackCommand),
+    /// Manage services.
+    #[command(subcommand)]
+    Service(service::ServiceCommand),
+    /// Manage nodes.
+    #[command(subcommand)]
+    Node(node::NodeCommand),
+    /// Manage secrets.
+    #[command(subcommand)]
+    Secret(secret::SecretCommand),
+    /// Cluster-wide information.
+    #[command(subcommand)]
+    Swarm(swarm::SwarmCommand),
 }
 
 /// Runs `swarmctl` with the given arguments; returns the process exit code.
@@ -42,6 +60,10 @@ where
         }
     };
     match cli.command {
-        Command::Stack(cmd) => stack::run(cmd),
+        Command::Stack(cmd) => stack::run(cli.host, cmd),
+        Command::Service(cmd) => service::run(cli.host, cmd),
+        Command::Node(cmd) => node::run(cli.host, cmd),
+        Command::Secret(cmd) => secret::run(cli.host, cmd),
+        Command::Swarm(cmd) => swarm::run(cli.host, cmd),
     }
 }

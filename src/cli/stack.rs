@@ -12,6 +12,19 @@ use crate::stack::{self, LoadOptions};
 /// `swarmctl stack` subcommands.
 #[derive(Subcommand, Debug)]
 pub enum StackCommand {
+    /// Deploy a new stack or update an existing one, then wait until it converged (unless --detach).
+    #[command(alias = "up")]
+    Deploy(DeployArgs),
+    /// List stacks.
+    #[command(alias = "list")]
+    Ls(super::service::ListArgs),
+    /// List the tasks of a stack.
+    Ps(StackNameArgs),
+    /// List the services of a stack.
+    Services(StackNameArgs),
+    /// Remove stacks (services, secrets, configs and networks they created).
+    #[command(alias = "remove", alias = "down")]
+    Rm(StackNamesArgs),
     /// Print the merged, interpolated and normalized stack, like `docker stack config`.
     Config(ConfigArgs),
     /// Check stack files without deploying anything.
@@ -52,9 +65,51 @@ pub struct ValidateArgs {
     pub name: String,
 }
 
+/// Arguments of `stack deploy`.
+#[derive(Args, Debug)]
+pub struct DeployArgs {
+    /// Stack file(s); later files override earlier ones.
+    #[arg(short = 'c', long = "compose-file", required = true)]
+    pub files: Vec<PathBuf>,
+    /// Remove services of the stack that the files no longer name.
+    #[arg(long)]
+    pub prune: bool,
+    /// Return as soon as the change is accepted, without waiting for the services to converge.
+    #[arg(short, long)]
+    pub detach: bool,
+    /// Give up waiting after this long (e.g. 90s, 5m).
+    #[arg(long, default_value = "5m")]
+    pub timeout: String,
+    /// Stack name.
+    pub name: String,
+}
+
+/// A stack name (plus listing format).
+#[derive(Args, Debug)]
+pub struct StackNameArgs {
+    /// Stack name.
+    pub name: String,
+    /// Output format.
+    #[command(flatten)]
+    pub format: super::service::FormatArgs,
+}
+
+/// Stack names.
+#[derive(Args, Debug)]
+pub struct StackNamesArgs {
+    /// Stack names.
+    #[arg(required = true)]
+    pub names: Vec<String>,
+}
+
 /// Runs one `stack` subcommand; returns the exit code.
-pub fn run(cmd: StackCommand) -> i32 {
+pub fn run(host: Option<String>, cmd: StackCommand) -> i32 {
     match cmd {
+        StackCommand::Deploy(args) => super::stack_deploy::deploy(host, args),
+        StackCommand::Ls(args) => super::stack_deploy::list(host, args),
+        StackCommand::Ps(args) => super::stack_deploy::ps(host, args),
+        StackCommand::Services(args) => super::stack_deploy::services(host, args),
+        StackCommand::Rm(args) => super::stack_deploy::remove(host, args),
         StackCommand::Config(args) => config(args),
         StackCommand::Validate(args) => validate(args),
     }

@@ -23,6 +23,9 @@ use crate::util::{IdSource, RandomIds};
 
 pub use objects::{resolve_node, resolve_secret, resolve_service};
 
+/// Tells whether an existing object holds the same data as the one being deployed.
+type SameCheck = Box<dyn Fn(&FileObjectSpec) -> bool>;
+
 /// One line of a task's output, for `service logs`.
 #[derive(Clone, Debug)]
 pub struct TaskLogLine {
@@ -112,14 +115,14 @@ impl ControlApi {
                 (sealed, s.data.0.clone())
             })
             .collect();
-        let secret_same: Vec<Box<dyn Fn(&FileObjectSpec) -> bool>> = sealed
+        let secret_same: Vec<SameCheck> = sealed
             .iter()
             .map(|(_, plain)| {
                 let key = key.clone();
                 let plain = plain.clone();
                 Box::new(move |existing: &FileObjectSpec| {
                     key.open(&existing.data.0).is_ok_and(|d| d == plain)
-                }) as Box<dyn Fn(&FileObjectSpec) -> bool>
+                }) as SameCheck
             })
             .collect();
         let secrets: Vec<PreparedObject> = sealed
@@ -130,13 +133,13 @@ impl ControlApi {
                 same_as: same.as_ref(),
             })
             .collect();
-        let config_same: Vec<Box<dyn Fn(&FileObjectSpec) -> bool>> = spec
+        let config_same: Vec<SameCheck> = spec
             .configs
             .iter()
             .map(|c| {
                 let data = c.data.clone();
                 Box::new(move |existing: &FileObjectSpec| existing.data == data)
-                    as Box<dyn Fn(&FileObjectSpec) -> bool>
+                    as SameCheck
             })
             .collect();
         let configs: Vec<PreparedObject> = spec
@@ -324,11 +327,13 @@ impl Control for ControlApi {
                 *max_concurrent = req.replicas;
                 *total_completions = (*total_completions).max(req.replicas);
             }
-            other => return Err(Status::failed_precondition(format!(
+            other => {
+                return Err(Status::failed_precondition(format!(
                 "{}: scale can only be used with replicated or replicated-job mode (service is {})",
                 svc.spec.name,
                 other.name()
-            ))),
+            )))
+            }
         }
         if updated.spec != svc.spec {
             self.propose(vec![Op::UpdateService {

@@ -1,0 +1,192 @@
+//! `swarmctl node ...`: ls, inspect, update.
+//!
+//! Must not: change anything but through the control API.
+
+use std::collections::HashMap;
+
+use clap::{Args, Subcommand};
+
+use super::common::*;
+use super::output::Table;
+use super::service::FormatArgs;
+use crate::api::control;
+use crate::model::{Node, NodeAvailability, NodeRole, NodeState};
+
+/// `swarmctl node` subcommands.
+#[derive(Subcommand, Debug)]
+pub enum NodeCommand {
+    /// List nodes.
+    #[command(alias = "list")]
+    Ls(LsArgs),
+    /// Show nodes in detail (JSON).
+    Inspect(InspectArgs),
+    /// Change a node's availability or labels.
+    Update(UpdateArgs),
+}
+
+/// Arguments of `node ls`.
+#[derive(Args, Debug)]
+pub struct LsArgs {
+    /// Output format.
+    #[command(flatten)]
+    pub format: FormatArgs,
+}
+
+/// Arguments of `node inspect`.
+#[derive(Args, Debug)]
+pub struct InspectArgs {
+    /// Node ids or hostnames ("self" for this node).
+    #[arg(required = true)]
+    pub nodes: Vec<String>,
+}
+
+/// Arguments of `node update`.
+#[derive(Args, Debug)]
+pub struct UpdateArgs {
+    /// active, pause or drain.
+    #[arg(long)]
+    pub availability: Option<String>,
+    /// Add or change a label (`key=value`).
+    #[arg(long = "label-add")]
+    pub label_add: Vec<String>,
+    /// Remove a label.
+    #[arg(long = "label-rm")]
+    pub label_rm: Vec<String>,
+    /// Node id or hostname.
+    pub node: String,
+}
+
+fn availability(a: NodeAvailability) -> &'static str {
+    match a {
+        NodeAvailability::Active => "Active",
+        NodeAvailability::Pause => "Pause",
+        NodeAvailability::Drain => "Drain",
+    }
+}
+
+fn status(s: NodeState) -> &'static str {
+    match s {
+        NodeState::Unknown => "Unknown",
+        NodeState::Down => "Down",
+        NodeState::Ready => "Ready",
+        NodeState::Disconnected => "Disconnected",
+    }
+}
+
+async fn self_id(c: &mut Client) -> Result<String, String> {
+    let info: serde_json::Value = decode(
+        &c.info(control::Empty {})
+            .await
+            .map_err(rpc)?
+            .into_inner()
+            .json,
+    )?;
+    Ok(info["NodeID"].as_str().unwrap_or_default().to_string())
+}
+
+/// Runs one `node` subcommand.
+pub fn run(host: Option<String>, cmd: NodeCommand) -> i32 {
+    block_on(async move {
+        let mut c = client(&host).await?;
+        match cmd {
+            NodeCommand::Ls(a) => {
+                let me = self_id(&mut c).await?;
+                let info: serde_json::Value = decode(
+                    &c.info(control::Empty {})
+                        .await
+                        .map_err(rpc)?
+                        .into_inner()
+                        .json,
+                )?;
+                let mut nodes: Vec<Node> = decode_all(
+                    c.list_nodes(control::Empty {})
+                        .await
+                        .map_err(rpc)?
+                        .into_inner()
+                        .json,
+                )?;
+                nodes.sort_by(|a, b| a.description.hostname.cmp(&b.description.hostname));
+                if a.format.quiet {
+                    nodes.iter().for_each(|n| println!("{}", n.id));
+                    return Ok(());
+                }
+                let leader_is_me = info["Leader"].is_number();
+                let mut table = Table::new(&[
+                    "ID",
+                    "HOSTNAME",
+                    "STATUS",
+                    "AVAILABILITY",
+                    "MANAGER STATUS",
+                    "ENGINE VERSION",
+                ]);
+                for n in &nodes {
+                    let manager = match n.spec.role {
+                        NodeRole::Manager if n.id == me && leader_is_me => "Leader",
+                        NodeRole::Manager => "Reachable",
+                        NodeRole::Worker => "",
+                    };
+                    let id = if n.id == me {
+                        format!("{} *", n.id)
+                    } else {
+                        n.id.clone()
+                    };
+                    let row = vec![
+                        id,
+                        n.description.hostname.clone(),
+                        status(n.status.state).into(),
+                        availability(n.spec.availability).into(),
+                        manager.into(),
+                        env!("CARGO_PKG_VERSION").into(),
+                    ];
+                    if a.format.format == "json" {
+                        println!(
+                            "{}",
+                            serde_json::json!({"ID": n.id, "Self": n.id == me, "Hostname": row[1], "Status": row[2],
+                                "Availability": row[3], "ManagerStatus": row[4], "EngineVersion": row[5]})
+                        );
+                    } else {
+                        table.row(row);
+                    }
+                }
+                if a.format.format != "json" {
+                    print!("{}", table.render());
+                }
+                Ok(())
+            }
+            NodeCommand::Inspect(a) => {
+                let mut out = Vec::new();
+                for n in &a.nodes {
+                    let key = if n == "self" {
+                        self_id(&mut c).await?
+                    } else {
+                        n.clone()
+                    };
+                    let reply = c
+                        .get_node(control::ObjectRef { id_or_name: key })
+                        .await
+                        .map_err(rpc)?;
+                    out.push(decode::<serde_json::Value>(&reply.into_inner().json)?);
+                }
+                println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+                Ok(())
+            }
+            NodeCommand::Update(a) => {
+                let mut label_add = HashMap::new();
+                for l in &a.label_add {
+                    let (k, v) = l.split_once('=').unwrap_or((l.as_str(), ""));
+                    label_add.insert(k.to_string(), v.to_string());
+                }
+                c.update_node(control::NodeUpdateRequest {
+                    node: a.node.clone(),
+                    availability: a.availability.clone().unwrap_or_default(),
+                    label_add,
+                    label_rm: a.label_rm.clone(),
+                })
+                .await
+                .map_err(rpc)?;
+                println!("{}", a.node);
+                Ok(())
+            }
+        }
+    })
+}

@@ -1,0 +1,320 @@
+//! `swarmctl service ...`: ls, ps, inspect, scale, logs, rm.
+//!
+//! Must not: change anything but through the control API.
+
+use std::collections::HashMap;
+
+use clap::{Args, Subcommand};
+
+use super::common::*;
+use super::output::{short_id, Table};
+use crate::api::control;
+use crate::model::{Node, Service, Task};
+
+/// `swarmctl service` subcommands.
+#[derive(Subcommand, Debug)]
+pub enum ServiceCommand {
+    /// List services.
+    #[command(alias = "list")]
+    Ls(ListArgs),
+    /// List the tasks of one or more services.
+    Ps(PsArgs),
+    /// Show services in detail (JSON).
+    Inspect(InspectArgs),
+    /// Scale replicated services: `scale web=5 api=2`.
+    Scale(ScaleArgs),
+    /// Show the output of a service's tasks.
+    Logs(LogsArgs),
+    /// Remove services.
+    #[command(alias = "remove")]
+    Rm(RmArgs),
+}
+
+/// Output format flags shared by listing commands.
+#[derive(Args, Debug, Clone)]
+pub struct FormatArgs {
+    /// Only print ids.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// `table` (default) or `json` (one object per line, docker's keys).
+    #[arg(long, default_value = "table")]
+    pub format: String,
+}
+
+/// Arguments of `service ls`.
+#[derive(Args, Debug)]
+pub struct ListArgs {
+    /// Output format.
+    #[command(flatten)]
+    pub format: FormatArgs,
+}
+
+/// Arguments of `service ps`.
+#[derive(Args, Debug)]
+pub struct PsArgs {
+    /// Service names or ids.
+    #[arg(required = true)]
+    pub services: Vec<String>,
+    /// Output format.
+    #[command(flatten)]
+    pub format: FormatArgs,
+}
+
+/// Arguments of `service inspect`.
+#[derive(Args, Debug)]
+pub struct InspectArgs {
+    /// Service names or ids.
+    #[arg(required = true)]
+    pub services: Vec<String>,
+}
+
+/// Arguments of `service scale`.
+#[derive(Args, Debug)]
+pub struct ScaleArgs {
+    /// `SERVICE=REPLICAS` pairs.
+    #[arg(required = true)]
+    pub pairs: Vec<String>,
+}
+
+/// Arguments of `service logs`.
+#[derive(Args, Debug)]
+pub struct LogsArgs {
+    /// Service name or id.
+    pub service: String,
+    /// Keep following new output.
+    #[arg(short, long)]
+    pub follow: bool,
+    /// Only the last N lines of each task ("all" for everything).
+    #[arg(short = 'n', long, default_value = "all")]
+    pub tail: String,
+}
+
+/// Arguments of `service rm`.
+#[derive(Args, Debug)]
+pub struct RmArgs {
+    /// Service names or ids.
+    #[arg(required = true)]
+    pub services: Vec<String>,
+}
+
+/// Runs one `service` subcommand.
+pub fn run(host: Option<String>, cmd: ServiceCommand) -> i32 {
+    block_on(async move {
+        let mut c = client(&host).await?;
+        match cmd {
+            ServiceCommand::Ls(a) => list(&mut c, "", &a.format).await,
+            ServiceCommand::Ps(a) => {
+                let mut tasks = Vec::new();
+                for s in &a.services {
+                    let reply = c
+                        .list_tasks(control::TaskFilter {
+                            service: s.clone(),
+                            ..Default::default()
+                        })
+                        .await
+                        .map_err(rpc)?;
+                    tasks.extend(decode_all::<Task>(reply.into_inner().json)?);
+                }
+                print_ps(&mut c, tasks, &a.format).await
+            }
+            ServiceCommand::Inspect(a) => {
+                let mut out = Vec::new();
+                for s in &a.services {
+                    let reply = c
+                        .get_service(control::ObjectRef {
+                            id_or_name: s.clone(),
+                        })
+                        .await
+                        .map_err(rpc)?;
+                    out.push(decode::<serde_json::Value>(&reply.into_inner().json)?);
+                }
+                println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+                Ok(())
+            }
+            ServiceCommand::Scale(a) => {
+                let mut failed = Vec::new();
+                for pair in &a.pairs {
+                    let Some((name, n)) = pair.split_once('=') else {
+                        failed.push(format!(
+                            "invalid scale specifier {pair:?}: expected SERVICE=REPLICAS"
+                        ));
+                        continue;
+                    };
+                    let Ok(replicas) = n.parse::<u64>() else {
+                        failed.push(format!(
+                            "invalid replicas value {n:?} for {name}: expected a whole number"
+                        ));
+                        continue;
+                    };
+                    match c
+                        .scale_service(control::ScaleRequest {
+                            service: name.into(),
+                            replicas,
+                        })
+                        .await
+                    {
+                        Ok(_) => println!("{name} scaled to {replicas}"),
+                        Err(e) => failed.push(rpc(e)),
+                    }
+                }
+                if failed.is_empty() {
+                    Ok(())
+                } else {
+                    Err(failed.join("\n"))
+                }
+            }
+            ServiceCommand::Logs(a) => {
+                let tail = if a.tail == "all" {
+                    0
+                } else {
+                    a.tail
+                        .parse::<u64>()
+                        .map_err(|_| format!("invalid --tail {:?}: a number or \"all\"", a.tail))?
+                };
+                let mut stream = c
+                    .service_logs(control::LogsRequest {
+                        service: a.service.clone(),
+                        follow: a.follow,
+                        tail,
+                    })
+                    .await
+                    .map_err(rpc)?
+                    .into_inner();
+                while let Some(line) = stream.message().await.map_err(rpc)? {
+                    let text = format!("{}    | {}", line.task_name, line.line);
+                    if line.stream == "stderr" {
+                        eprintln!("{text}");
+                    } else {
+                        println!("{text}");
+                    }
+                }
+                Ok(())
+            }
+            ServiceCommand::Rm(a) => {
+                let mut failed = Vec::new();
+                for s in &a.services {
+                    match c
+                        .remove_service(control::ObjectRef {
+                            id_or_name: s.clone(),
+                        })
+                        .await
+                    {
+                        Ok(_) => println!("{s}"),
+                        Err(e) => failed.push(rpc(e)),
+                    }
+                }
+                if failed.is_empty() {
+                    Ok(())
+                } else {
+                    Err(failed.join("\n"))
+                }
+            }
+        }
+    })
+}
+
+/// Fetches services (of `stack`, or all), tasks and nodes.
+pub async fn fetch(
+    c: &mut Client,
+    stack: &str,
+) -> Result<(Vec<Service>, Vec<Task>, Vec<Node>), String> {
+    let services: Vec<Service> = decode_all(
+        c.list_services(control::ServiceFilter {
+            stack: stack.into(),
+        })
+        .await
+        .map_err(rpc)?
+        .into_inner()
+        .json,
+    )?;
+    let tasks: Vec<Task> = decode_all(
+        c.list_tasks(control::TaskFilter {
+            stack: stack.into(),
+            ..Default::default()
+        })
+        .await
+        .map_err(rpc)?
+        .into_inner()
+        .json,
+    )?;
+    let nodes: Vec<Node> = decode_all(
+        c.list_nodes(control::Empty {})
+            .await
+            .map_err(rpc)?
+            .into_inner()
+            .json,
+    )?;
+    Ok((services, tasks, nodes))
+}
+
+/// Prints `service ls` (or `stack services`).
+pub async fn list(c: &mut Client, stack: &str, format: &FormatArgs) -> CmdResult {
+    let (mut services, tasks, nodes) = fetch(c, stack).await?;
+    services.sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
+    if format.quiet {
+        for s in &services {
+            println!("{}", s.id);
+        }
+        return Ok(());
+    }
+    let mut table = Table::new(&["ID", "NAME", "MODE", "REPLICAS", "IMAGE", "PORTS"]);
+    for s in &services {
+        let row = vec![
+            short_id(&s.id).to_string(),
+            s.spec.name.clone(),
+            mode(s).to_string(),
+            replicas(s, &tasks, &nodes),
+            s.spec.task.container.image.clone(),
+            ports(s),
+        ];
+        if format.format == "json" {
+            let json = serde_json::json!({
+                "ID": row[0], "Name": row[1], "Mode": row[2], "Replicas": row[3], "Image": row[4], "Ports": row[5],
+            });
+            println!("{json}");
+        } else {
+            table.row(row);
+        }
+    }
+    if format.format != "json" {
+        print!("{}", table.render());
+    }
+    Ok(())
+}
+
+/// Prints tasks like `service ps`.
+pub async fn print_ps(c: &mut Client, tasks: Vec<Task>, format: &FormatArgs) -> CmdResult {
+    let (services, _, nodes) = fetch(c, "").await?;
+    let services: HashMap<String, Service> =
+        services.into_iter().map(|s| (s.id.clone(), s)).collect();
+    let nodes: HashMap<String, Node> = nodes.into_iter().map(|n| (n.id.clone(), n)).collect();
+    let rows = ps_rows(&tasks, &services, &nodes);
+    if format.quiet {
+        for (t, _) in &rows {
+            println!("{}", t.id);
+        }
+        return Ok(());
+    }
+    if format.format == "json" {
+        for (t, row) in &rows {
+            println!("{}", ps_json(row, t));
+        }
+        return Ok(());
+    }
+    let mut table = Table::new(&[
+        "ID",
+        "NAME",
+        "IMAGE",
+        "NODE",
+        "DESIRED STATE",
+        "CURRENT STATE",
+        "ERROR",
+        "PORTS",
+    ]);
+    for (_, mut row) in rows {
+        row.push(String::new());
+        table.row(row);
+    }
+    print!("{}", table.render());
+    Ok(())
+}

@@ -1,0 +1,146 @@
+//! A node's durable identity in its state directory: node id, cluster id, Raft id, the cluster CA (managers) and
+//! the node's own certificate. An empty directory starts a new cluster; an existing one is resumed.
+//!
+//! Layout: `node.json`, `certs/ca.crt`, `certs/ca.key` (0600), `certs/node.crt`, `certs/node.key` (0600).
+//! Must not: start any service.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+use crate::pki::{self, NodeCertSpec, NodeCredentials, NodeKey, NodeRole, RootCa};
+use crate::util::{IdSource, RandomIds};
+
+/// Format version of `node.json`.
+const NODE_FILE_VERSION: u32 = 1;
+
+/// Why the identity could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// `node.json` is not ours or is damaged.
+    #[error("{path}: {message}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// Certificates could not be made or loaded.
+    #[error(transparent)]
+    Pki(#[from] pki::PkiError),
+}
+
+#[derive(Serialize, Deserialize)]
+struct NodeFile {
+    version: u32,
+    node_id: String,
+    cluster_id: String,
+    raft_id: u64,
+}
+
+/// Who this node is.
+pub struct Identity {
+    /// Node id (also the certificate's CN).
+    pub node_id: String,
+    /// Cluster id (the certificates' O).
+    pub cluster_id: String,
+    /// This node's id in Raft.
+    pub raft_id: u64,
+    /// The cluster CA (this node is a manager).
+    pub ca: RootCa,
+    /// This node's certificate and key.
+    pub creds: NodeCredentials,
+    /// True when this start created a new cluster.
+    pub new_cluster: bool,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> IdentityError + '_ {
+    move |source| IdentityError::Io { path: path.to_path_buf(), source }
+}
+
+fn issue(ca: &RootCa, node_id: &str, ips: &[IpAddr], now: SystemTime) -> Result<NodeCredentials, IdentityError> {
+    let key = NodeKey::generate()?;
+    let mut spec = NodeCertSpec::new(node_id, NodeRole::Manager).with_dns("localhost");
+    for ip in ips {
+        spec = spec.with_ip(*ip);
+    }
+    let cert = ca.sign_node_csr(&key.csr_pem(node_id)?, &spec, now)?;
+    Ok(NodeCredentials::new(&cert, &key)?)
+}
+
+/// Loads the identity in `dir`, or creates a new cluster there. `ips` go into the node certificate.
+pub fn init_or_load(dir: &Path, ips: &[IpAddr]) -> Result<Identity, IdentityError> {
+    let now = SystemTime::now();
+    let certs = dir.join("certs");
+    std::fs::create_dir_all(&certs).map_err(io(&certs))?;
+    let node_file = dir.join("node.json");
+    let (ca_crt, ca_key, node_crt, node_key) =
+        (certs.join("ca.crt"), certs.join("ca.key"), certs.join("node.crt"), certs.join("node.key"));
+    if !node_file.exists() {
+        let mut ids = RandomIds;
+        let node_id = ids.next_id();
+        let cluster_id = ids.next_id();
+        let ca = RootCa::generate(&cluster_id, now)?;
+        let creds = issue(&ca, &node_id, ips, now)?;
+        pki::write_public_file(&ca_crt, ca.cert_pem().as_bytes())?;
+        pki::write_private_file(&ca_key, ca.key_pem().as_bytes())?;
+        pki::write_public_file(&node_crt, creds.cert_pem().as_bytes())?;
+        pki::write_private_file(&node_key, creds.key_pem().as_bytes())?;
+        let file = NodeFile { version: NODE_FILE_VERSION, node_id: node_id.clone(), cluster_id: cluster_id.clone(), raft_id: 1 };
+        let json = serde_json::to_vec_pretty(&file).unwrap_or_default();
+        // written last: its presence means the directory holds a complete identity
+        pki::write_public_file(&node_file, &json)?;
+        return Ok(Identity { node_id, cluster_id, raft_id: 1, ca, creds, new_cluster: true });
+    }
+    let text = std::fs::read(&node_file).map_err(io(&node_file))?;
+    let file: NodeFile = serde_json::from_slice(&text)
+        .map_err(|e| IdentityError::Corrupt { path: node_file.clone(), message: e.to_string() })?;
+    if file.version != NODE_FILE_VERSION {
+        return Err(IdentityError::Corrupt {
+            path: node_file,
+            message: format!("unsupported format version {} (this swarmd reads {NODE_FILE_VERSION})", file.version),
+        });
+    }
+    let read = |p: &Path| std::fs::read_to_string(p).map_err(io(p));
+    let ca = RootCa::from_pem(&read(&ca_crt)?, &read(&ca_key)?)?;
+    let mut creds = NodeCredentials::from_pem(&read(&node_crt)?, &read(&node_key)?)?;
+    // renew (or re-issue for new addresses) at start-up when the certificate is in the second half of its life
+    let renew = pki::needs_renewal(creds.cert_der(), now, 0.0).unwrap_or(true);
+    if renew {
+        creds = issue(&ca, &file.node_id, ips, now)?;
+        pki::write_public_file(&node_crt, creds.cert_pem().as_bytes())?;
+        pki::write_private_file(&node_key, creds.key_pem().as_bytes())?;
+    }
+    Ok(Identity { node_id: file.node_id, cluster_id: file.cluster_id, raft_id: file.raft_id, ca, creds, new_cluster: false })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn creates_then_resumes_the_same_identity() {
+        pki::install_crypto_provider();
+        let dir = tempfile::tempdir().unwrap();
+        let ips = ["127.0.0.1".parse().unwrap()];
+        let a = init_or_load(dir.path(), &ips).unwrap();
+        assert!(a.new_cluster);
+        assert_eq!(a.creds.identity().node_id, a.node_id);
+        let b = init_or_load(dir.path(), &ips).unwrap();
+        assert!(!b.new_cluster);
+        assert_eq!((a.node_id, a.cluster_id), (b.node_id, b.cluster_id));
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join("certs/node.key")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+}

@@ -1,0 +1,268 @@
+//! `swarmd` wiring: `run(config, shutdown)` brings up one node — identity and certificates, the data key, the
+//! Raft-backed store, the control API (unix socket), the dispatcher (mutual TLS), the reconcile driver (while
+//! leader) and the agent with its executor — and stops it when `shutdown` resolves. Tests start several.
+//!
+//! Must not: hold logic of its own beyond putting the pieces together.
+
+pub mod identity;
+pub mod session;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+
+use crate::agent::{StatusReport, Worker};
+use crate::api::{control::control_server::ControlServer, dispatcher as pb, dispatcher::dispatcher_server::DispatcherServer};
+use crate::exec::process::{ProcessExecutor, ShimCommand};
+use crate::exec::{Executor, LogOptions, LogStream};
+use crate::manager::controlapi::{ControlApi, TaskLogLine, TaskLogStream, TaskLogs};
+use crate::manager::dispatcher::Dispatcher;
+use crate::manager::driver::Driver;
+use crate::manager::proposer::Proposer;
+use crate::secrets::DataKey;
+use crate::store::raft::{RaftNode, RaftSettings};
+use crate::store::{Op, Store, StoreStateMachine};
+use crate::util::{Clock, RandomIds, SystemClock};
+
+/// Which task runtime to use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExecutorKind {
+    /// Local processes (the embedded default).
+    Process,
+    /// Docker containers.
+    Docker,
+}
+
+/// How to run a node.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// State directory (created if missing).
+    pub state_dir: PathBuf,
+    /// Hostname reported for the node.
+    pub hostname: String,
+    /// Address of the cluster (dispatcher/Raft) API.
+    pub listen_addr: SocketAddr,
+    /// Task runtime.
+    pub executor: ExecutorKind,
+    /// Heartbeat period of agents.
+    pub heartbeat_period: Duration,
+    /// Raft settings.
+    pub raft: RaftSettings,
+}
+
+impl NodeConfig {
+    /// Defaults for a node in `state_dir` listening on `listen_addr`.
+    pub fn new(state_dir: PathBuf, listen_addr: SocketAddr) -> Self {
+        NodeConfig {
+            state_dir,
+            hostname: hostname(),
+            listen_addr,
+            executor: ExecutorKind::Process,
+            heartbeat_period: Duration::from_secs(5),
+            raft: RaftSettings::default(),
+        }
+    }
+}
+
+/// The machine's hostname.
+pub fn hostname() -> String {
+    nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "localhost".into())
+}
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// State directory problems.
+    #[error("state directory {0}: {1}")]
+    StateDir(PathBuf, std::io::Error),
+    /// Identity or certificates.
+    #[error(transparent)]
+    Identity(#[from] identity::IdentityError),
+    /// Secrets key.
+    #[error(transparent)]
+    Secrets(#[from] crate::secrets::SecretsError),
+    /// Raft.
+    #[error("raft: {0}")]
+    Raft(#[from] crate::store::raft::Error),
+    /// TLS setup.
+    #[error(transparent)]
+    Pki(#[from] crate::pki::PkiError),
+    /// Executor setup.
+    #[error("executor: {0}")]
+    Exec(String),
+    /// A listener could not be opened.
+    #[error("cannot listen on {0}: {1}")]
+    Listen(String, std::io::Error),
+}
+
+struct ExecutorLogs(Arc<Worker>);
+
+impl TaskLogs for ExecutorLogs {
+    fn logs(
+        &self,
+        task_id: String,
+        tail: Option<usize>,
+        follow: bool,
+    ) -> futures::future::BoxFuture<'static, Result<TaskLogStream, String>> {
+        let worker = self.0.clone();
+        Box::pin(async move {
+            let lines = worker.logs(&task_id, LogOptions { tail, follow }).await.map_err(|e| e.to_string())?;
+            let stream: TaskLogStream = Box::pin(lines.filter_map(|l| async move {
+                l.ok().map(|l| TaskLogLine {
+                    stream: match l.stream {
+                        LogStream::Stdout => "stdout".into(),
+                        LogStream::Stderr => "stderr".into(),
+                    },
+                    line: l.line,
+                })
+            }));
+            Ok(stream)
+        })
+    }
+}
+
+/// Runs a node until `shutdown` resolves. Tasks keep running after it returns (they outlive the daemon).
+pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output = ()>) -> Result<(), NodeError> {
+    crate::pki::install_crypto_provider();
+    let dir = config.state_dir.clone();
+    std::fs::create_dir_all(&dir).map_err(|e| NodeError::StateDir(dir.clone(), e))?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700));
+    }
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let ips: Vec<IpAddr> = vec![config.listen_addr.ip(), "127.0.0.1".parse().unwrap_or(config.listen_addr.ip())];
+    let id = identity::init_or_load(&dir, &ips)?;
+    tracing::info!(node = %id.node_id, cluster = %id.cluster_id, new = id.new_cluster, "node identity ready");
+    let key = DataKey::load_or_create(&dir)?;
+
+    // the replicated store
+    let store = Store::default();
+    let machine = StoreStateMachine::new(store.clone());
+    let raft = Arc::new(
+        RaftNode::open(&dir.join("raft"), id.raft_id, config.listen_addr.to_string(), Box::new(machine), config.raft.clone())
+            .await?,
+    );
+    raft.initialize_single().await?;
+    raft.wait_for_leader(Duration::from_secs(30)).await?;
+    let proposer = Proposer::new(raft.clone(), clock.clone());
+    if store.view(|s| s.cluster().is_none()) {
+        let cluster = crate::model::Cluster {
+            id: id.cluster_id.clone(),
+            meta: Default::default(),
+            settings: crate::model::ClusterSettings {
+                snapshot_interval: config.raft.snapshot_interval_entries,
+                heartbeat_period_ms: config.heartbeat_period.as_millis() as u64,
+                ..Default::default()
+            },
+        };
+        if let Err(e) = proposer.propose(vec![Op::CreateCluster(cluster)]).await {
+            tracing::warn!("cannot create the cluster object: {e}");
+        }
+    }
+
+    // the agent and its executor
+    let executor: Arc<dyn Executor> = match config.executor {
+        ExecutorKind::Process => {
+            let shim = ShimCommand::current_exe().map_err(|e| NodeError::Exec(e.to_string()))?;
+            Arc::new(ProcessExecutor::new(dir.join("tasks"), shim))
+        }
+        ExecutorKind::Docker => {
+            return Err(NodeError::Exec("the docker executor is not available yet: use --executor process".into()))
+        }
+    };
+    let (reports_tx, reports_rx) = tokio::sync::mpsc::unbounded_channel::<StatusReport>();
+    let worker = Arc::new(Worker::new(executor, clock.clone(), reports_tx));
+
+    // servers
+    let info = {
+        let store = store.clone();
+        let raft = raft.clone();
+        let node_id = id.node_id.clone();
+        let cluster_id = id.cluster_id.clone();
+        Arc::new(move || {
+            let m = raft.metrics();
+            store.view(|s| {
+                let settings = s.cluster().map(|c| c.settings.clone()).unwrap_or_default();
+                serde_json::json!({
+                    "NodeID": node_id,
+                    "IsManager": true,
+                    "ClusterID": cluster_id,
+                    "Managers": s.nodes().filter(|n| n.spec.role == crate::model::NodeRole::Manager).count(),
+                    "Nodes": s.nodes().count(),
+                    "SnapshotInterval": settings.snapshot_interval,
+                    "HeartbeatPeriodMs": settings.heartbeat_period_ms,
+                    "TaskHistoryRetentionLimit": settings.task_history_retention_limit,
+                    "RaftLastLogIndex": m.last_log_index,
+                    "RaftLastApplied": m.last_applied_index,
+                    "RaftSnapshotIndex": m.snapshot_index,
+                    "Leader": m.leader,
+                })
+            })
+        }) as Arc<dyn Fn() -> serde_json::Value + Send + Sync>
+    };
+    let control = ControlApi::new(store.clone(), proposer.clone(), key.clone(), Arc::new(ExecutorLogs(worker.clone())), info);
+    let socket = dir.join("swarmd.sock");
+    let unix = crate::transport::unix_incoming(&socket).map_err(|e| NodeError::Listen(socket.display().to_string(), e))?;
+    let control_server = tonic::transport::Server::builder()
+        .add_service(ControlServer::new(control).max_decoding_message_size(64 << 20))
+        .serve_with_incoming(unix);
+
+    let dispatcher = Dispatcher::new(store.clone(), proposer.clone(), key.clone(), config.heartbeat_period);
+    let server_tls = crate::pki::server_config(id.ca.cert_der(), &id.creds)?;
+    let listener = tokio::net::TcpListener::bind(config.listen_addr)
+        .await
+        .map_err(|e| NodeError::Listen(config.listen_addr.to_string(), e))?;
+    let dispatcher_server = tonic::transport::Server::builder()
+        .add_service(DispatcherServer::new(dispatcher.clone()).max_decoding_message_size(64 << 20))
+        .serve_with_incoming(crate::transport::tls_incoming(listener, server_tls));
+
+    // leader-only loops
+    let driver = Driver::new(store.clone(), proposer.clone(), Box::new(RandomIds));
+    let heartbeats = dispatcher.watch_heartbeats();
+
+    // the agent's session with the (local) dispatcher
+    let client_tls = crate::pki::client_config(id.ca.cert_der(), &id.creds)?;
+    let description = pb::NodeDescription {
+        hostname: config.hostname.clone(),
+        os: std::env::consts::OS.into(),
+        arch: std::env::consts::ARCH.into(),
+        nano_cpus: std::thread::available_parallelism().map(|n| n.get() as i64 * 1_000_000_000).unwrap_or(0),
+        memory_bytes: memory_bytes(),
+        engine_labels: Default::default(),
+        addr: config.listen_addr.ip().to_string(),
+    };
+    let session = session::run(
+        session::SessionConfig { addr: config.listen_addr.to_string(), tls: client_tls, description },
+        worker.clone(),
+        reports_rx,
+    );
+
+    tracing::info!(socket = %socket.display(), listen = %config.listen_addr, "swarmd ready");
+    tokio::select! {
+        r = control_server => if let Err(e) = r { tracing::error!("control API stopped: {e}") },
+        r = dispatcher_server => if let Err(e) = r { tracing::error!("dispatcher stopped: {e}") },
+        _ = driver.run() => tracing::error!("driver stopped"),
+        _ = heartbeats => {},
+        _ = session => {},
+        _ = shutdown => tracing::info!("shutting down (tasks keep running)"),
+    }
+    let _ = std::fs::remove_file(&socket);
+    let _ = raft.shutdown().await;
+    Ok(())
+}
+
+fn memory_bytes() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<u64>().ok()))
+        })
+        .map(|kb| kb * 1024)
+        .unwrap_or(0)
+}
