@@ -17,7 +17,7 @@ use tokio::sync::{mpsc::UnboundedSender, watch};
 use tokio::task::AbortHandle;
 
 use crate::exec::process::LOST_MESSAGE;
-use crate::exec::{ExecError, Executor, LogLines, LogOptions, TaskInfo};
+use crate::exec::{ExecError, Executor, LogLines, LogOptions, ProcessSpec, TaskInfo};
 use crate::model::{Task, TaskState};
 use crate::util::Clock;
 
@@ -245,7 +245,7 @@ impl Worker {
         self.shared.executor.logs(task_id, opts).await
     }
 
-    fn spec_of(&self, task: &Task, a: &Assignments) -> Result<crate::exec::ProcessSpec, SpecError> {
+    fn spec_of(&self, task: &Task, a: &Assignments) -> Result<ProcessSpec, SpecError> {
         let ctx = TaskContext {
             service_name: a
                 .service_names
