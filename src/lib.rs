@@ -16,6 +16,7 @@
 //!   renewal timing, 0600 atomic key files and the mutual-TLS rustls configurations.
 //! - [`cli`]: `swarmctl`'s commands and their output.
 
+pub mod agent;
 pub mod api;
 pub mod cli;
 pub mod exec;

@@ -1,0 +1,284 @@
+//! One task's life on this node, as a spawned tokio task: create (or adopt) its controller,
+//! prepare, start, wait, and stop or remove it when its desired state moves on. The worker
+//! steers it only through a `watch` of [`Desired`]; the runner reports every state it observes.
+//!
+//! Must not: read the assignments, hold the worker's runner map across an await, or restart a
+//! task that was adopted running.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::exec::{Controller, ExecError, ExitStatus, ProcessSpec, RuntimeState};
+use crate::model::TaskState;
+
+use super::report::{exit_code_of, exit_report, Detail};
+use super::worker::Shared;
+
+/// Pause before waiting again after a temporary runtime error while a task runs.
+const WAIT_RETRY: Duration = Duration::from_secs(1);
+
+/// What the manager wants of a task, as far as the runner is concerned (ordered: it only grows).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Desired {
+    /// Run it (desired Running, or Complete for jobs).
+    Run,
+    /// Stop it, keep its directory (logs).
+    Shutdown,
+    /// Stop it and delete everything it left.
+    Remove,
+}
+
+impl Desired {
+    /// The runner's view of a task's desired state.
+    pub(crate) fn of(state: TaskState) -> Desired {
+        match state {
+            s if s <= TaskState::Running || s == TaskState::Complete => Desired::Run,
+            TaskState::Remove => Desired::Remove,
+            _ => Desired::Shutdown,
+        }
+    }
+}
+
+/// How the runner gets its controller.
+pub(crate) enum Start {
+    /// A new task: create it from this spec.
+    Create(ProcessSpec),
+    /// The executor already has the task (daemon restart): take it back. `respec` recreates it
+    /// when it turns out never to have started.
+    Adopt { respec: Option<ProcessSpec> },
+}
+
+/// How a lifecycle ended.
+enum End {
+    /// A temporary error: forget the runner so the next `assign` tries again.
+    Retry,
+    /// Finished (ran, failed, rejected or stopped): wait for removal.
+    Done(Option<Arc<dyn Controller>>),
+    /// The worker is gone: leave the task alone.
+    Abandon,
+}
+
+/// Runs the task, then waits until it must be removed; finally drops its entry in the worker.
+pub(crate) async fn run(
+    shared: Arc<Shared>,
+    task_id: String,
+    gen: u64,
+    start: Start,
+    mut desired: watch::Receiver<Desired>,
+) {
+    let r = Runner {
+        shared: &shared,
+        id: &task_id,
+    };
+    match r.lifecycle(start, &mut desired).await {
+        End::Retry | End::Abandon => {}
+        End::Done(ctl) => r.park(ctl, &mut desired).await,
+    }
+    shared.forget(&task_id, gen);
+}
+
+struct Runner<'a> {
+    shared: &'a Shared,
+    id: &'a str,
+}
+
+impl Runner<'_> {
+    fn report(&self, state: TaskState, detail: Detail) {
+        self.shared.reporter.report(self.id, state, detail);
+    }
+
+    fn report_exit(&self, status: &ExitStatus, stopping: bool) {
+        let (state, detail) = exit_report(status, stopping);
+        self.report(state, detail);
+    }
+
+    fn temporary(&self, what: &str, e: &ExecError) -> End {
+        tracing::warn!(task_id = self.id, error = %e, "{what} failed; will retry");
+        End::Retry
+    }
+
+    async fn lifecycle(&self, start: Start, desired: &mut watch::Receiver<Desired>) -> End {
+        let spec = match start {
+            Start::Create(spec) => spec,
+            Start::Adopt { respec } => match self.adopt(respec, desired).await {
+                Ok(end) => return end,
+                Err(spec) => spec,
+            },
+        };
+        if *desired.borrow() != Desired::Run {
+            self.report(TaskState::Shutdown, Detail::message("shutdown"));
+            return End::Done(None);
+        }
+        let ctl: Arc<dyn Controller> = match self.shared.executor.controller(spec) {
+            Ok(c) => Arc::from(c),
+            Err(e) if e.is_temporary() => return self.temporary("creating the task", &e),
+            Err(e) => {
+                self.report(
+                    TaskState::Rejected,
+                    Detail::error("rejected", e.to_string()),
+                );
+                return End::Done(None);
+            }
+        };
+        self.report(TaskState::Accepted, Detail::message("accepted"));
+        self.report(TaskState::Preparing, Detail::message("preparing"));
+        match ctl.prepare().await {
+            Ok(()) => self.report(TaskState::Ready, Detail::message("prepared")),
+            Err(e) if e.is_temporary() => return self.temporary("prepare", &e),
+            Err(e) => {
+                self.report(
+                    TaskState::Rejected,
+                    Detail::error("rejected", e.to_string()),
+                );
+                return End::Done(Some(ctl));
+            }
+        }
+        if *desired.borrow() != Desired::Run {
+            self.report(TaskState::Shutdown, Detail::message("shutdown"));
+            return End::Done(Some(ctl));
+        }
+        self.report(TaskState::Starting, Detail::message("starting"));
+        match ctl.start().await {
+            Ok(()) => self.report(TaskState::Running, Detail::message("started")),
+            Err(ExecError::StartFailed { message, .. }) => {
+                let code = ctl.wait().await.ok().and_then(|s| exit_code_of(&s));
+                let mut d = Detail::error("failed", message);
+                d.exit_code = code;
+                self.report(TaskState::Failed, d);
+                return End::Done(Some(ctl));
+            }
+            Err(e) if e.is_temporary() => return self.temporary("start", &e),
+            Err(e) => {
+                self.report(TaskState::Failed, Detail::error("failed", e.to_string()));
+                return End::Done(Some(ctl));
+            }
+        }
+        self.supervise(ctl, desired).await
+    }
+
+    /// Takes back a task the executor already has. `Err(spec)`: it never started, recreate it.
+    async fn adopt(
+        &self,
+        respec: Option<ProcessSpec>,
+        desired: &mut watch::Receiver<Desired>,
+    ) -> Result<End, ProcessSpec> {
+        let ctl: Arc<dyn Controller> = match self.shared.executor.adopt(self.id).await {
+            Ok(c) => Arc::from(c),
+            // Removed between `list` and `adopt`: nothing left to adopt.
+            Err(ExecError::NotFound(_)) => {
+                return match respec {
+                    Some(spec) => Err(spec),
+                    None => Ok(End::Done(None)),
+                }
+            }
+            Err(e) if e.is_temporary() => return Ok(self.temporary("adopt", &e)),
+            Err(e) => {
+                self.report(TaskState::Failed, Detail::error("failed", e.to_string()));
+                return Ok(End::Done(None));
+            }
+        };
+        let stopping = *desired.borrow() != Desired::Run;
+        match ctl.inspect().await {
+            Ok(RuntimeState::Running) => {
+                tracing::info!(task_id = self.id, "adopted a running task");
+                if !stopping {
+                    self.report(TaskState::Running, Detail::message("started"));
+                }
+                Ok(self.supervise(ctl, desired).await)
+            }
+            Ok(RuntimeState::Exited(status)) => {
+                self.report_exit(&status, stopping);
+                Ok(End::Done(Some(ctl)))
+            }
+            Ok(RuntimeState::New | RuntimeState::Prepared) => match respec {
+                Some(spec) if !stopping => {
+                    // It never ran: start over from a fresh directory (an adopted controller
+                    // has no secret data to prepare with).
+                    if let Err(e) = ctl.remove().await {
+                        return Ok(self.temporary("removing an unstarted task", &e));
+                    }
+                    Err(spec)
+                }
+                _ => {
+                    self.report(TaskState::Shutdown, Detail::message("shutdown"));
+                    Ok(End::Done(Some(ctl)))
+                }
+            },
+            Err(e) if e.is_temporary() => Ok(self.temporary("inspect", &e)),
+            Err(e) => {
+                self.report(TaskState::Failed, Detail::error("failed", e.to_string()));
+                Ok(End::Done(Some(ctl)))
+            }
+        }
+    }
+
+    /// Waits for the running task to end, or stops it when its desired state moves on.
+    async fn supervise(
+        &self,
+        ctl: Arc<dyn Controller>,
+        desired: &mut watch::Receiver<Desired>,
+    ) -> End {
+        loop {
+            if *desired.borrow_and_update() != Desired::Run {
+                return self.stop(ctl).await;
+            }
+            tokio::select! {
+                r = ctl.wait() => match r {
+                    Ok(status) => {
+                        let stopping = *desired.borrow() != Desired::Run;
+                        self.report_exit(&status, stopping);
+                        return End::Done(Some(ctl));
+                    }
+                    Err(e) if e.is_temporary() => {
+                        tracing::warn!(task_id = self.id, error = %e, "wait failed; retrying");
+                        tokio::time::sleep(WAIT_RETRY).await;
+                    }
+                    Err(e) => {
+                        self.report(TaskState::Failed, Detail::error("failed", e.to_string()));
+                        return End::Done(Some(ctl));
+                    }
+                },
+                changed = desired.changed() => {
+                    if changed.is_err() {
+                        return End::Abandon;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Stop signal, grace period, SIGKILL (the executor does all three), then report Shutdown.
+    async fn stop(&self, ctl: Arc<dyn Controller>) -> End {
+        if let Err(e) = ctl.shutdown().await {
+            tracing::warn!(task_id = self.id, error = %e, "shutdown failed; killing");
+            if let Err(e) = ctl.terminate().await {
+                return self.temporary("terminate", &e);
+            }
+        }
+        let mut detail = Detail::message("shutdown");
+        if let Ok(status) = ctl.wait().await {
+            detail.exit_code = exit_code_of(&status);
+        }
+        self.report(TaskState::Shutdown, detail);
+        End::Done(Some(ctl))
+    }
+
+    /// After the task ended: waits for `Remove`, then deletes what it left.
+    async fn park(&self, ctl: Option<Arc<dyn Controller>>, desired: &mut watch::Receiver<Desired>) {
+        loop {
+            if *desired.borrow_and_update() == Desired::Remove {
+                if let Some(ctl) = ctl {
+                    if let Err(e) = ctl.remove().await {
+                        tracing::warn!(task_id = self.id, error = %e, "removing the task failed");
+                    }
+                }
+                return;
+            }
+            if desired.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,304 @@
+//! The worker: converges this node's runtime to its assignments, level-triggered (DESIGN
+//! invariant 5). Every [`Worker::assign`] carries the complete set of the node's tasks; the
+//! worker compares it with its runners and with what the executor still has (after a daemon
+//! restart), adopts what still runs instead of restarting it, starts what is missing, stops and
+//! removes what is no longer wanted, and reports every observed state through a channel.
+//!
+//! Must not: talk to the dispatcher (the session forwards [`StatusReport`]s and calls `assign`),
+//! write desired state, or hold its runner map across an await.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use thiserror::Error;
+use tokio::sync::{mpsc::UnboundedSender, watch};
+use tokio::task::AbortHandle;
+
+use crate::exec::process::LOST_MESSAGE;
+use crate::exec::{ExecError, Executor, LogLines, LogOptions, ProcessSpec, TaskInfo};
+use crate::model::{Task, TaskState};
+use crate::util::Clock;
+
+use super::report::{Detail, Reporter, StatusReport};
+use super::runner::{self, Desired, Start};
+use super::spec::{process_spec, SpecError, TaskContext};
+
+/// Everything assigned to this node: always the complete set (each call replaces the last).
+/// `Debug` lists secret and config ids, never their data.
+#[derive(Clone, Default)]
+pub struct Assignments {
+    /// The node's tasks, with their desired state and last status known to the manager.
+    pub tasks: Vec<Task>,
+    /// Secret data by secret id.
+    pub secrets: HashMap<String, Vec<u8>>,
+    /// Config data by config id.
+    pub configs: HashMap<String, Vec<u8>>,
+    /// Service names by service id.
+    pub service_names: HashMap<String, String>,
+    /// This node's id.
+    pub node_id: String,
+    /// This node's hostname.
+    pub node_hostname: String,
+}
+
+impl fmt::Debug for Assignments {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut secrets: Vec<&String> = self.secrets.keys().collect();
+        secrets.sort();
+        let mut configs: Vec<&String> = self.configs.keys().collect();
+        configs.sort();
+        f.debug_struct("Assignments")
+            .field("tasks", &self.tasks)
+            .field("secrets", &secrets)
+            .field("configs", &configs)
+            .field("service_names", &self.service_names)
+            .field("node_id", &self.node_id)
+            .field("node_hostname", &self.node_hostname)
+            .finish()
+    }
+}
+
+/// Errors of [`Worker::assign`].
+#[derive(Debug, Error)]
+pub enum WorkerError {
+    /// The executor could not list its tasks; tasks already known were updated, nothing new
+    /// was started or removed. Call `assign` again later.
+    #[error("listing the runtime's tasks: {0}")]
+    List(#[source] ExecError),
+}
+
+/// One runner as the worker sees it.
+struct RunnerHandle {
+    gen: u64,
+    desired: watch::Sender<Desired>,
+    abort: Option<AbortHandle>,
+}
+
+/// What the worker and its runners share.
+pub(crate) struct Shared {
+    pub(crate) executor: Arc<dyn Executor>,
+    pub(crate) reporter: Reporter,
+    runners: Mutex<HashMap<String, RunnerHandle>>,
+    next_gen: AtomicU64,
+}
+
+impl Shared {
+    fn runners(&self) -> MutexGuard<'_, HashMap<String, RunnerHandle>> {
+        // Every update is one insert, remove or field assignment: consistent after a panic.
+        self.runners.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Called by a runner when it ends: drops its entry unless a newer runner took the id.
+    pub(crate) fn forget(&self, task_id: &str, gen: u64) {
+        let mut runners = self.runners();
+        if runners.get(task_id).is_some_and(|r| r.gen == gen) {
+            runners.remove(task_id);
+        }
+    }
+
+    /// Raises the desired state of an existing runner; false when there is none.
+    fn steer(&self, task_id: &str, want: Desired) -> bool {
+        match self.runners().get(task_id) {
+            Some(r) => {
+                r.desired.send_if_modified(|d| {
+                    let raise = want > *d;
+                    if raise {
+                        *d = want;
+                    }
+                    raise
+                });
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// Converges the local runtime to the node's assignments. Dropping it abandons the runners but
+/// leaves the tasks running (like a daemon crash); a new worker adopts them.
+pub struct Worker {
+    shared: Arc<Shared>,
+    /// Serializes `assign` and holds the last assignments, for `resync`.
+    assigning: tokio::sync::Mutex<Option<Arc<Assignments>>>,
+}
+
+impl Worker {
+    /// A worker driving `executor`, stamping reports with `clock` and sending them to `reports`.
+    pub fn new(
+        executor: Arc<dyn Executor>,
+        clock: Arc<dyn Clock>,
+        reports: UnboundedSender<StatusReport>,
+    ) -> Self {
+        Worker {
+            shared: Arc::new(Shared {
+                executor,
+                reporter: Reporter::new(clock, reports),
+                runners: Mutex::new(HashMap::new()),
+                next_gen: AtomicU64::new(1),
+            }),
+            assigning: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// Converges to `a`, the complete set of this node's tasks. Returns once every change is
+    /// under way (tasks start and stop in the background). Safe to call repeatedly and
+    /// concurrently (calls are serialized).
+    pub async fn assign(&self, a: Assignments) -> Result<(), WorkerError> {
+        let mut last = self.assigning.lock().await;
+        let a = Arc::new(a);
+        *last = Some(a.clone());
+        self.converge(&a).await
+    }
+
+    /// Converges again to the last assignments: retries what failed temporarily (a runtime that
+    /// was unavailable, a failed `list`). Call it periodically; a no-op before the first
+    /// `assign`.
+    pub async fn resync(&self) -> Result<(), WorkerError> {
+        let last = self.assigning.lock().await;
+        match last.as_ref() {
+            Some(a) => self.converge(a).await,
+            None => Ok(()),
+        }
+    }
+
+    /// One round of convergence; the caller holds `assigning`.
+    async fn converge(&self, a: &Assignments) -> Result<(), WorkerError> {
+        let listed = self.shared.executor.list().await;
+        let known: Option<HashMap<&str, &TaskInfo>> = listed
+            .as_ref()
+            .ok()
+            .map(|l| l.iter().map(|t| (t.task_id.as_str(), t)).collect());
+        let reporter = &self.shared.reporter;
+        let mut assigned: HashSet<&str> = HashSet::new();
+        for task in &a.tasks {
+            if !assigned.insert(task.id.as_str()) {
+                continue;
+            }
+            reporter.assigned(&task.id, task.status.state);
+            let mut want = Desired::of(task.desired_state);
+            if task.status.state.is_terminal() {
+                // Finished as far as the manager knows: never run it again.
+                want = want.max(Desired::Shutdown);
+            }
+            if self.shared.steer(&task.id, want) {
+                continue;
+            }
+            let Some(known) = &known else { continue };
+            if known.contains_key(task.id.as_str()) {
+                let respec = if want == Desired::Run {
+                    self.spec_of(task, a).ok()
+                } else {
+                    None
+                };
+                self.spawn(&task.id, want, Start::Adopt { respec });
+            } else if want == Desired::Run {
+                if task.status.state >= TaskState::Starting {
+                    // It was started on this node, but the runtime has no trace of it.
+                    reporter.report(
+                        &task.id,
+                        TaskState::Failed,
+                        Detail::error("failed", LOST_MESSAGE),
+                    );
+                    continue;
+                }
+                match self.spec_of(task, a) {
+                    Ok(spec) => self.spawn(&task.id, want, Start::Create(spec)),
+                    Err(e) => {
+                        reporter.report(
+                            &task.id,
+                            TaskState::Rejected,
+                            Detail::error("rejected", e.to_string()),
+                        );
+                    }
+                }
+            } else {
+                reporter.report(&task.id, TaskState::Shutdown, Detail::message("shutdown"));
+            }
+        }
+        let unassigned: Vec<String> = self
+            .shared
+            .runners()
+            .keys()
+            .filter(|id| !assigned.contains(id.as_str()))
+            .cloned()
+            .collect();
+        for id in unassigned {
+            self.shared.steer(&id, Desired::Remove);
+        }
+        if let Some(known) = &known {
+            for id in known.keys() {
+                let has_runner = self.shared.runners().contains_key(*id);
+                if !assigned.contains(id) && !has_runner {
+                    tracing::info!(task_id = id, "removing a task that is no longer assigned");
+                    self.spawn(id, Desired::Remove, Start::Adopt { respec: None });
+                }
+            }
+        }
+        reporter.retain(|id| assigned.contains(id));
+        listed.map(drop).map_err(WorkerError::List)
+    }
+
+    /// The task's output, for `service logs`.
+    pub async fn logs(&self, task_id: &str, opts: LogOptions) -> Result<LogLines, ExecError> {
+        self.shared.executor.logs(task_id, opts).await
+    }
+
+    fn spec_of(&self, task: &Task, a: &Assignments) -> Result<ProcessSpec, SpecError> {
+        let ctx = TaskContext {
+            service_name: a
+                .service_names
+                .get(&task.service_id)
+                .cloned()
+                .unwrap_or_else(|| task.service_id.clone()),
+            node_id: a.node_id.clone(),
+            node_hostname: a.node_hostname.clone(),
+        };
+        let secrets = |id: &str| a.secrets.get(id).cloned();
+        let configs = |id: &str| a.configs.get(id).cloned();
+        process_spec(task, &ctx, &secrets, &configs)
+    }
+
+    fn spawn(&self, task_id: &str, want: Desired, start: Start) {
+        let gen = self.shared.next_gen.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = watch::channel(want);
+        self.shared.runners().insert(
+            task_id.to_string(),
+            RunnerHandle {
+                gen,
+                desired: tx,
+                abort: None,
+            },
+        );
+        let handle = tokio::spawn(runner::run(
+            self.shared.clone(),
+            task_id.to_string(),
+            gen,
+            start,
+            rx,
+        ));
+        if let Some(r) = self
+            .shared
+            .runners()
+            .get_mut(task_id)
+            .filter(|r| r.gen == gen)
+        {
+            r.abort = Some(handle.abort_handle());
+        }
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        for r in self.shared.runners().values() {
+            if let Some(a) = &r.abort {
+                a.abort();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "worker_tests.rs"]
+mod tests;
