@@ -71,12 +71,21 @@ async fn session_once(
         .map_err(|e| e.message().to_string())?
         .into_inner();
     let mut heartbeat = tokio::time::interval(period);
+    // retries what failed temporarily (a start that hit an I/O error, a removal that did not finish)
+    let mut resync = tokio::time::interval(Duration::from_secs(5));
     loop {
         tokio::select! {
+            _ = resync.tick() => {
+                if let Err(e) = worker.resync().await {
+                    tracing::debug!("resync: {e}");
+                }
+            }
             msg = assignments.message() => {
                 let msg = msg.map_err(|e| e.message().to_string())?.ok_or("assignments stream closed")?;
                 let a = decode(&node_id, msg)?;
-                worker.assign(a).await;
+                if let Err(e) = worker.assign(a).await {
+                    tracing::warn!("cannot converge to the assignments yet: {e}");
+                }
             }
             _ = heartbeat.tick() => {
                 client
