@@ -19,6 +19,7 @@
 pub mod api;
 pub mod cli;
 pub mod exec;
+pub mod manager;
 pub mod model;
 pub mod pki;
 pub mod secrets;
