@@ -175,14 +175,24 @@ mod tests {
         changed
     }
 
-    fn converge(w: &mut World, ids: &mut SeqIds) {
+    /// Runs the controllers (each plan its own batch, or all merged into one when `merged`) and the agent
+    /// until nothing changes.
+    fn converge_with(w: &mut World, ids: &mut SeqIds, merged: bool) {
         for _ in 0..50 {
             let mut changed = false;
-            for (_, controller) in CONTROLLERS {
-                let plan = controller(&w.state, w.time, ids);
-                if !plan.is_empty() {
+            if merged {
+                let plan = reconcile_all(&w.state, w.time, ids);
+                if !plan.is_empty() || plan.requeue_after == Some(Duration::ZERO) {
                     w.apply_plan(&plan);
                     changed = true;
+                }
+            } else {
+                for (_, controller) in CONTROLLERS {
+                    let plan = controller(&w.state, w.time, ids);
+                    if !plan.is_empty() {
+                        w.apply_plan(&plan);
+                        changed = true;
+                    }
                 }
             }
             changed |= agent_step(w);
@@ -192,6 +202,20 @@ mod tests {
             }
         }
         panic!("did not converge");
+    }
+
+    fn converge(w: &mut World, ids: &mut SeqIds) {
+        converge_with(w, ids, false)
+    }
+
+    fn set_availability(w: &mut World, id: &str, availability: NodeAvailability) {
+        let mut n = w.state.node(id).unwrap().clone();
+        n.spec.availability = availability;
+        let v = n.meta.version;
+        w.apply_ops(vec![Op::UpdateNode {
+            node: n,
+            expected_version: v,
+        }]);
     }
 
     fn running_per_node(w: &World, service: &str) -> Vec<(String, usize)> {
@@ -248,18 +272,116 @@ mod tests {
 
         let on_n1 = running_per_node(&w, "s1")[0].1;
         assert_eq!(on_n1, 1);
-        let mut n1 = w.state.node("n1").unwrap().clone();
-        n1.spec.availability = NodeAvailability::Drain;
-        let v = n1.meta.version;
-        w.apply_ops(vec![Op::UpdateNode {
-            node: n1,
-            expected_version: v,
-        }]);
+        set_availability(&mut w, "n1", NodeAvailability::Drain);
         converge(&mut w, &mut ids);
         let per = running_per_node(&w, "s1");
         assert_eq!(per[0].1, 0, "{per:?}");
         assert_eq!(per.iter().map(|(_, c)| c).sum::<usize>(), 2, "{per:?}");
         // Nothing left to do.
+        assert!(reconcile_all(&w.state, w.time, &mut ids).is_empty());
+    }
+
+    #[test]
+    fn merged_plans_converge_too() {
+        let mut w = World::with(vec![
+            Op::CreateNode(node("n1")),
+            Op::CreateNode(node("n2")),
+            Op::CreateNode(node("n3")),
+            Op::CreateService(service("s1", ServiceMode::Replicated { replicas: 10 })),
+            Op::CreateService(service("g", ServiceMode::Global)),
+        ]);
+        let mut ids = SeqIds::new("t");
+        converge_with(&mut w, &mut ids, true);
+        assert_eq!(
+            running_per_node(&w, "s1"),
+            vec![("n1".into(), 4), ("n2".into(), 3), ("n3".into(), 3)]
+        );
+        assert_eq!(
+            running_per_node(&w, "g"),
+            vec![("n1".into(), 1), ("n2".into(), 1), ("n3".into(), 1)]
+        );
+    }
+
+    #[test]
+    fn global_follows_nodes() {
+        let mut w = World::with(vec![
+            Op::CreateNode(node("n1")),
+            Op::CreateService(service("g", ServiceMode::Global)),
+        ]);
+        let mut ids = SeqIds::new("t");
+        converge(&mut w, &mut ids);
+        assert_eq!(running_per_node(&w, "g"), vec![("n1".into(), 1)]);
+        w.apply_ops(vec![Op::CreateNode(node("n2"))]);
+        converge(&mut w, &mut ids);
+        assert_eq!(
+            running_per_node(&w, "g"),
+            vec![("n1".into(), 1), ("n2".into(), 1)]
+        );
+        set_availability(&mut w, "n1", NodeAvailability::Drain);
+        converge(&mut w, &mut ids);
+        assert_eq!(
+            running_per_node(&w, "g"),
+            vec![("n1".into(), 0), ("n2".into(), 1)]
+        );
+        set_availability(&mut w, "n1", NodeAvailability::Active);
+        converge(&mut w, &mut ids);
+        assert_eq!(
+            running_per_node(&w, "g"),
+            vec![("n1".into(), 1), ("n2".into(), 1)]
+        );
+    }
+
+    #[test]
+    fn replicated_job_runs_to_completion() {
+        let mut w = World::with(vec![
+            Op::CreateNode(node("n1")),
+            Op::CreateNode(node("n2")),
+            Op::CreateService(service(
+                "j",
+                ServiceMode::ReplicatedJob {
+                    max_concurrent: 2,
+                    total_completions: 5,
+                },
+            )),
+        ]);
+        let mut ids = SeqIds::new("t");
+        let mut max_seen = 0;
+        for _ in 0..30 {
+            converge(&mut w, &mut ids);
+            let running: Vec<crate::model::Task> = w
+                .state
+                .tasks()
+                .filter(|t| t.status.state == TaskState::Running)
+                .cloned()
+                .collect();
+            max_seen = max_seen.max(running.len());
+            if running.is_empty() {
+                break;
+            }
+            // Every running job task exits 0.
+            let ops = running
+                .into_iter()
+                .map(|t| {
+                    let v = t.meta.version;
+                    let mut done = t;
+                    done.status = crate::model::TaskStatus::new(TaskState::Complete, w.time);
+                    done.status.exit_code = Some(0);
+                    Op::UpdateTask {
+                        task: done,
+                        expected_version: v,
+                    }
+                })
+                .collect();
+            w.apply_ops(ops);
+        }
+        assert_eq!(max_seen, 2);
+        let complete: std::collections::BTreeSet<u64> = w
+            .state
+            .tasks()
+            .filter(|t| t.desired_state == TaskState::Complete)
+            .map(|t| t.slot)
+            .collect();
+        assert_eq!(complete, (1..=5).collect());
         assert!(reconcile_all(&w.state, w.time, &mut ids).is_empty());
     }
 }

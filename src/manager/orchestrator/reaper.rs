@@ -1,8 +1,9 @@
 //! The reaper: deletes tasks nobody needs any more. Per slot (per (service, node) for global services) it
 //! keeps the newest `task_history_retention_limit` tasks that finished and were shut down (terminal status,
 //! desired Shutdown or later) and deletes older ones; it deletes tasks marked Remove once they finished, or
-//! when their node is Down or gone or they never had one; tasks of deleted services once they finished; and
-//! the restart histories of deleted services.
+//! when their node is Down or gone or they never had one; tasks shut down before any agent had them (status
+//! New or Pending) or whose node is gone; tasks of deleted services once they finished; and the restart
+//! histories of deleted services.
 //!
 //! Must not: delete a task that may still run on a node it can reach, a job's successful task (desired
 //! Complete: it marks the slot done), or the newest task of a slot (it tells an ended slot from a vacant one).
@@ -42,7 +43,14 @@ pub fn reconcile(state: &ClusterState, _now: Millis, _ids: &mut dyn IdSource) ->
         let terminal = t.status.state.is_terminal();
         let service_gone = state.service(&t.service_id).is_none();
         let removable = t.desired_state >= TaskState::Remove && (terminal || unreachable(state, t));
-        if removable || (service_gone && terminal) {
+        // Stopped before any agent had it, or its node is gone: nothing will ever report its end.
+        let abandoned = t.desired_state >= TaskState::Shutdown
+            && !terminal
+            && (t.status.state <= TaskState::Pending
+                || t.node_id
+                    .as_deref()
+                    .is_some_and(|n| state.node(n).is_none()));
+        if removable || abandoned || (service_gone && terminal) {
             plan.ops.push(Op::DeleteTask { id: t.id.clone() });
         } else if terminal && t.desired_state >= TaskState::Shutdown {
             let node = if t.slot == 0 {
@@ -237,6 +245,38 @@ mod tests {
                 ],
                 vec![history("gone"), history("s1")],
                 vec!["delete a", "history- gone/1"],
+            ),
+            (
+                "shut down before assignment, or node gone",
+                vec![node("n1"), down.clone()],
+                vec![
+                    task(
+                        "a",
+                        "s1",
+                        0,
+                        Some("n1"),
+                        TaskState::Shutdown,
+                        TaskState::Pending,
+                    ),
+                    task(
+                        "b",
+                        "s1",
+                        2,
+                        Some("gone"),
+                        TaskState::Shutdown,
+                        TaskState::Running,
+                    ),
+                    task(
+                        "c",
+                        "s1",
+                        3,
+                        Some("n2"),
+                        TaskState::Shutdown,
+                        TaskState::Running,
+                    ),
+                ],
+                vec![],
+                vec!["delete a", "delete b"],
             ),
             (
                 "job successes and running tasks stay",
