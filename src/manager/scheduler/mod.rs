@@ -73,7 +73,8 @@ fn spread_key(
     service_id: &str,
     spec: &TaskSpec,
 ) -> SpreadKey {
-    let load_of = |id: &str| loads.get(id).cloned().unwrap_or_default();
+    let empty = NodeLoad::default();
+    let load_of = |id: &str| loads.get(id).unwrap_or(&empty);
     let groups = spec
         .placement
         .preferences
@@ -126,6 +127,7 @@ pub fn reconcile(state: &ClusterState, now: Millis, _ids: &mut dyn IdSource) -> 
     let mut plan = Plan::new();
     let mut loads = loads(state);
     let nodes: Vec<&Node> = state.nodes().collect();
+    let empty = NodeLoad::default();
     let mut tasks: Vec<&Task> = state
         .tasks()
         .filter(|t| unscheduled(t) && state.service(&t.service_id).is_some())
@@ -137,8 +139,8 @@ pub fn reconcile(state: &ClusterState, now: Millis, _ids: &mut dyn IdSource) -> 
         let chosen = match &task.node_id {
             Some(node_id) => match state.node(node_id) {
                 Some(node) => {
-                    let load = loads.get(node_id).cloned().unwrap_or_default();
-                    check(node, &load, &task.service_id, &task.spec, false)
+                    let load = loads.get(node_id).unwrap_or(&empty);
+                    check(node, load, &task.service_id, &task.spec, false)
                         .map(|()| node_id.clone())
                         .map_err(|unfit| explain(&BTreeMap::from([(unfit, 1)])))
                 }
@@ -148,8 +150,8 @@ pub fn reconcile(state: &ClusterState, now: Millis, _ids: &mut dyn IdSource) -> 
                 let mut refused: BTreeMap<Unfit, usize> = BTreeMap::new();
                 let mut best: Option<(SpreadKey, &Node)> = None;
                 for node in &nodes {
-                    let load = loads.get(&node.id).cloned().unwrap_or_default();
-                    match check(node, &load, &task.service_id, &task.spec, true) {
+                    let load = loads.get(&node.id).unwrap_or(&empty);
+                    match check(node, load, &task.service_id, &task.spec, true) {
                         Err(unfit) => *refused.entry(unfit).or_default() += 1,
                         Ok(()) => {
                             let key =
