@@ -22,6 +22,7 @@ pub mod cli;
 pub mod exec;
 pub mod manager;
 pub mod model;
+pub mod node;
 pub mod pki;
 pub mod secrets;
 pub mod stack;

@@ -1,0 +1,246 @@
+//! Orchestrators: make each service have the tasks its mode asks for. `replicated` (slots 1..=replicas),
+//! `global` (one task per eligible node), `jobs` (run-to-completion), all through the one slot routine
+//! here, which applies `restart` to tasks that ended on their own and moves tasks off lost or drained
+//! nodes; `reaper` deletes what is no longer needed. [`reconcile_orphans`] removes tasks whose service is
+//! gone.
+//!
+//! Must not: choose nodes for replicated tasks (that is the scheduler), write observed state (a task's
+//! status belongs to the agent; here only `desired_state` changes), read a clock or make up ids.
+
+pub mod global;
+pub mod jobs;
+pub mod reaper;
+pub mod replicated;
+pub mod restart;
+
+use self::restart::{ended_on_its_own, succeeded, supervise, would_restart, Supervised};
+use super::Plan;
+use crate::model::{RestartKey, Service, Task, TaskState, TaskStatus};
+use crate::store::{ClusterState, Op};
+use crate::util::{IdSource, Millis};
+
+/// A new task of `service` in `slot` (0 for global) on `node_id` (global only), desired Running, New.
+pub fn new_task(
+    service: &Service,
+    slot: u64,
+    node_id: Option<&str>,
+    now: Millis,
+    ids: &mut dyn IdSource,
+) -> Task {
+    Task {
+        id: ids.next_id(),
+        meta: Default::default(),
+        service_id: service.id.clone(),
+        slot,
+        node_id: node_id.map(str::to_owned),
+        spec: service.spec.task.clone(),
+        spec_version: service.spec_version,
+        desired_state: TaskState::Running,
+        status: TaskStatus::new(TaskState::New, now),
+    }
+}
+
+/// The op that moves `task`'s desired state to `desired`, computed from its current version.
+pub fn set_desired(task: &Task, desired: TaskState) -> Op {
+    let mut new = task.clone();
+    new.desired_state = desired;
+    Op::UpdateTask {
+        task: new,
+        expected_version: task.meta.version,
+    }
+}
+
+/// Whether the manager still wants `task` to run (desired state at most Running).
+pub fn wanted(task: &Task) -> bool {
+    task.desired_state <= TaskState::Running
+}
+
+/// How a slot (or a global service's node) stands after one round.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SlotState {
+    /// A task runs or will run there (including a restart waiting for its delay).
+    Live,
+    /// A job slot whose task of the current spec version completed.
+    Done,
+    /// Its last task ended and the restart policy says not to replace it.
+    Ended,
+    /// Nothing there: the orchestrator may create a task.
+    Vacant,
+}
+
+/// Everything the slot routine needs besides the slot's tasks.
+pub struct SlotCtx<'a> {
+    /// The state.
+    pub state: &'a ClusterState,
+    /// The service.
+    pub service: &'a Service,
+    /// The slot number (0 for global).
+    pub slot: u64,
+    /// The node a replacement would run on (global), or None (the scheduler picks).
+    pub node: Option<&'a str>,
+    /// Whether a replacement may be created at all.
+    pub can_replace: bool,
+    /// Restart history key of the slot.
+    pub key: RestartKey,
+    /// Now.
+    pub now: Millis,
+}
+
+/// Reconciles the tasks of one slot: tasks on nodes `keep` refuses are shut down, tasks that ended on their
+/// own go to the restart supervisor (one restart per slot; extra ended tasks are just shut down), job
+/// successes become desired Complete. Creates the replacement when the supervisor says so. Never creates a
+/// task in a vacant slot: the caller decides that.
+pub fn reconcile_slot(
+    ctx: &SlotCtx<'_>,
+    tasks: &[&Task],
+    keep: &dyn Fn(&Task) -> bool,
+    ids: &mut dyn IdSource,
+    plan: &mut Plan,
+) -> SlotState {
+    let job = ctx.service.spec.mode.is_job();
+    let done = job
+        && tasks.iter().any(|t| {
+            succeeded(t)
+                && t.spec_version >= ctx.service.spec_version
+                && t.desired_state <= TaskState::Complete
+        });
+    let mut live = false;
+    let mut ended: Vec<&Task> = Vec::new();
+    for t in tasks.iter().copied().filter(|t| wanted(t)) {
+        if ended_on_its_own(t) {
+            ended.push(t);
+        } else if keep(t) {
+            live = true;
+        } else {
+            plan.ops.push(set_desired(t, TaskState::Shutdown));
+        }
+    }
+    // Newest first: the most recent end decides the slot.
+    ended.sort_by(|a, b| {
+        (b.status.timestamp, b.meta.created_at, &b.id).cmp(&(
+            a.status.timestamp,
+            a.meta.created_at,
+            &a.id,
+        ))
+    });
+    let mut decided = false;
+    let mut ended_now = false;
+    for t in ended {
+        if job && succeeded(t) {
+            plan.ops.push(set_desired(t, TaskState::Complete));
+            continue;
+        }
+        if live || done || decided {
+            plan.ops.push(set_desired(t, TaskState::Shutdown));
+            continue;
+        }
+        decided = true;
+        let key = ctx.key.clone();
+        match supervise(
+            ctx.state,
+            ctx.service,
+            t,
+            key,
+            ctx.now,
+            ctx.can_replace,
+            plan,
+        ) {
+            Supervised::Replace => {
+                let new = new_task(ctx.service, ctx.slot, ctx.node, ctx.now, ids);
+                plan.ops.push(Op::CreateTask(new));
+                live = true;
+            }
+            Supervised::Wait => live = true,
+            Supervised::Ended => ended_now = true,
+            Supervised::Succeeded => {}
+        }
+    }
+    if live {
+        SlotState::Live
+    } else if done {
+        SlotState::Done
+    } else if ended_now || ended_for_good(ctx, tasks) {
+        SlotState::Ended
+    } else {
+        SlotState::Vacant
+    }
+}
+
+/// Whether the slot's newest task ended on its own, was shut down since, and the policy would still not
+/// restart it (so the slot is not refilled). A task stopped by the manager (drain, lost node) ends as
+/// Shutdown, and an exhausted window opens again, so those slots are refilled.
+fn ended_for_good(ctx: &SlotCtx<'_>, tasks: &[&Task]) -> bool {
+    if tasks.iter().any(|t| wanted(t)) {
+        return false;
+    }
+    let Some(newest) = tasks
+        .iter()
+        .max_by(|a, b| (a.meta.created_at, &a.id).cmp(&(b.meta.created_at, &b.id)))
+    else {
+        return false;
+    };
+    let on_its_own = matches!(
+        newest.status.state,
+        TaskState::Complete | TaskState::Failed | TaskState::Rejected | TaskState::Orphaned
+    );
+    if newest.desired_state != TaskState::Shutdown || !on_its_own {
+        return false;
+    }
+    if ctx.service.spec.mode.is_job() && succeeded(newest) {
+        return false;
+    }
+    !would_restart(ctx.state, ctx.service, newest, &ctx.key, ctx.now)
+}
+
+/// Tasks whose service no longer exists get desired Remove (the agent stops them, the reaper deletes them).
+pub fn reconcile_orphans(state: &ClusterState, _now: Millis, _ids: &mut dyn IdSource) -> Plan {
+    let mut plan = Plan::new();
+    for t in state.tasks() {
+        if state.service(&t.service_id).is_none()
+            && t.desired_state < TaskState::Remove
+            && !t.status.state.is_terminal()
+        {
+            plan.ops.push(set_desired(t, TaskState::Remove));
+        }
+    }
+    plan
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manager::testutil::*;
+
+    #[test]
+    fn orphans_are_removed() {
+        let mut w = World::with(creates(
+            vec![node("n1")],
+            vec![],
+            vec![
+                task(
+                    "a",
+                    "gone",
+                    1,
+                    Some("n1"),
+                    TaskState::Running,
+                    TaskState::Running,
+                ),
+                task(
+                    "b",
+                    "gone",
+                    2,
+                    Some("n1"),
+                    TaskState::Running,
+                    TaskState::Failed,
+                ),
+                task("c", "gone", 3, None, TaskState::Remove, TaskState::New),
+            ],
+        ));
+        let plan = reconcile_orphans(&w.state, w.time, &mut crate::util::SeqIds::new("x"));
+        assert_eq!(
+            summary(&plan),
+            vec!["update a desired=Remove status=Running@n1"]
+        );
+        check_idempotent(&mut w, reconcile_orphans);
+    }
+}

@@ -1,0 +1,389 @@
+//! The replicated orchestrator: a `Replicated { replicas }` service has one live task in each slot
+//! 1..=replicas. Vacant slots get a new task (no node: the scheduler places it); slots above `replicas`
+//! (a scale down) get desired Remove; tasks on Down, missing or drained nodes are shut down and replaced;
+//! tasks that ended on their own go through the restart supervisor.
+//!
+//! Must not: replace outdated tasks (the rolling updater will), choose nodes, or write task status.
+
+use std::collections::BTreeMap;
+
+use super::{new_task, reconcile_slot, set_desired, wanted, SlotCtx, SlotState};
+use crate::manager::scheduler::filter::may_keep;
+use crate::manager::Plan;
+use crate::model::{RestartKey, Service, ServiceMode, Task, TaskState};
+use crate::store::{ClusterState, Op};
+use crate::util::{IdSource, Millis};
+
+/// The tasks of `service` grouped by slot.
+pub fn tasks_by_slot<'a>(
+    state: &'a ClusterState,
+    service: &Service,
+) -> BTreeMap<u64, Vec<&'a Task>> {
+    let mut slots: BTreeMap<u64, Vec<&Task>> = BTreeMap::new();
+    for t in state.tasks_of_service(&service.id) {
+        slots.entry(t.slot).or_default().push(t);
+    }
+    slots
+}
+
+/// Whether a replicated task may stay where it is (unassigned, or on a node that is not Down or drained).
+pub fn keep_replicated(state: &ClusterState, task: &Task) -> bool {
+    match &task.node_id {
+        None => true,
+        Some(node) => may_keep(state.node(node)),
+    }
+}
+
+/// Reconciles the slots of one service whose wanted slots are `1..=slots`; returns the slots' states
+/// (for the jobs orchestrator, which decides which vacant slots to fill).
+pub fn reconcile_slots(
+    state: &ClusterState,
+    service: &Service,
+    slots: u64,
+    now: Millis,
+    ids: &mut dyn IdSource,
+    plan: &mut Plan,
+) -> BTreeMap<u64, SlotState> {
+    let by_slot = tasks_by_slot(state, service);
+    let mut states = BTreeMap::new();
+    for (&slot, tasks) in &by_slot {
+        if slot == 0 || slot > slots {
+            for t in tasks.iter().filter(|t| wanted(t)) {
+                plan.ops.push(set_desired(t, TaskState::Remove));
+            }
+            continue;
+        }
+        let ctx = SlotCtx {
+            state,
+            service,
+            slot,
+            node: None,
+            can_replace: true,
+            key: RestartKey::Slot {
+                service_id: service.id.clone(),
+                slot,
+            },
+            now,
+        };
+        let keep = |t: &Task| keep_replicated(state, t);
+        states.insert(slot, reconcile_slot(&ctx, tasks, &keep, ids, plan));
+    }
+    for slot in 1..=slots {
+        states.entry(slot).or_insert(SlotState::Vacant);
+    }
+    states
+}
+
+/// Makes every replicated service have one live task per slot (see the module docs).
+pub fn reconcile(state: &ClusterState, now: Millis, ids: &mut dyn IdSource) -> Plan {
+    let mut plan = Plan::new();
+    for service in state.services() {
+        let ServiceMode::Replicated { replicas } = service.spec.mode else {
+            continue;
+        };
+        let states = reconcile_slots(state, service, replicas, now, ids, &mut plan);
+        for (slot, s) in states {
+            if s == SlotState::Vacant {
+                let task = new_task(service, slot, None, now, ids);
+                plan.ops.push(Op::CreateTask(task));
+            }
+        }
+    }
+    plan
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::manager::testutil::*;
+    use crate::model::{NodeAvailability, NodeState, RestartCondition, RestartPolicy};
+    use crate::util::SeqIds;
+
+    fn with_policy(replicas: u64, condition: RestartCondition, delay_s: u64, max: u64) -> Service {
+        let mut s = service("s1", ServiceMode::Replicated { replicas });
+        s.spec.task.restart = RestartPolicy {
+            condition,
+            delay: Duration::from_secs(delay_s),
+            max_attempts: max,
+            window: Duration::ZERO,
+        };
+        s
+    }
+
+    fn running(id: &str, slot: u64, node: &str) -> Task {
+        task(
+            id,
+            "s1",
+            slot,
+            Some(node),
+            TaskState::Running,
+            TaskState::Running,
+        )
+    }
+
+    #[test]
+    fn table() {
+        use RestartCondition::*;
+        let now = 1_000_000;
+        let any = |r| with_policy(r, Any, 0, 0);
+        type Case<'a> = (
+            &'a str,
+            Vec<crate::model::Node>,
+            Service,
+            Vec<Task>,
+            Vec<&'a str>,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                "scale up from nothing",
+                vec![node("n1")],
+                any(2),
+                vec![],
+                vec!["create s1/1@- New", "create s1/2@- New"],
+            ),
+            (
+                "fill the missing slot",
+                vec![node("n1")],
+                any(2),
+                vec![running("a", 1, "n1")],
+                vec!["create s1/2@- New"],
+            ),
+            (
+                "scale down removes high slots",
+                vec![node("n1")],
+                any(1),
+                vec![
+                    running("a", 1, "n1"),
+                    running("b", 2, "n1"),
+                    running("c", 3, "n1"),
+                ],
+                vec![
+                    "update b desired=Remove status=Running@n1",
+                    "update c desired=Remove status=Running@n1",
+                ],
+            ),
+            (
+                "outdated task still counts",
+                vec![node("n1")],
+                {
+                    let mut s = any(1);
+                    s.spec_version = 2;
+                    s
+                },
+                vec![running("a", 1, "n1")],
+                vec![],
+            ),
+            (
+                "any, exit 0: replaced",
+                vec![node("n1")],
+                any(1),
+                vec![exited("a", "s1", 1, Some("n1"), 0, now)],
+                vec![
+                    "update a desired=Shutdown status=Complete@n1",
+                    "create s1/1@- New",
+                ],
+            ),
+            (
+                "on-failure, exit 0: ended",
+                vec![node("n1")],
+                with_policy(1, OnFailure, 0, 0),
+                vec![exited("a", "s1", 1, Some("n1"), 0, now)],
+                vec!["update a desired=Shutdown status=Complete@n1"],
+            ),
+            (
+                "on-failure, exit 1: replaced",
+                vec![node("n1")],
+                with_policy(1, OnFailure, 0, 0),
+                vec![exited("a", "s1", 1, Some("n1"), 1, now)],
+                vec![
+                    "update a desired=Shutdown status=Failed@n1",
+                    "create s1/1@- New",
+                ],
+            ),
+            (
+                "none, exit 1: ended",
+                vec![node("n1")],
+                with_policy(1, None, 0, 0),
+                vec![exited("a", "s1", 1, Some("n1"), 1, now)],
+                vec!["update a desired=Shutdown status=Failed@n1"],
+            ),
+            (
+                "delay not due: nothing yet",
+                vec![node("n1")],
+                with_policy(1, Any, 5, 0),
+                vec![exited("a", "s1", 1, Some("n1"), 1, now - 2000)],
+                vec![],
+            ),
+            (
+                "delay due",
+                vec![node("n1")],
+                with_policy(1, Any, 5, 0),
+                vec![exited("a", "s1", 1, Some("n1"), 1, now - 5000)],
+                vec![
+                    "update a desired=Shutdown status=Failed@n1",
+                    "create s1/1@- New",
+                ],
+            ),
+            (
+                "max attempts recorded",
+                vec![node("n1")],
+                with_policy(1, Any, 0, 2),
+                vec![exited("a", "s1", 1, Some("n1"), 1, now)],
+                vec![
+                    "update a desired=Shutdown status=Failed@n1",
+                    "history+ s1/1 [1000000]",
+                    "create s1/1@- New",
+                ],
+            ),
+            (
+                "drained node: shut down and replaced",
+                vec![
+                    node_with("n1", NodeAvailability::Drain, NodeState::Ready),
+                    node("n2"),
+                ],
+                any(2),
+                vec![running("a", 1, "n1"), running("b", 2, "n2")],
+                vec![
+                    "update a desired=Shutdown status=Running@n1",
+                    "create s1/1@- New",
+                ],
+            ),
+            (
+                "down node: shut down and replaced",
+                vec![node_with("n1", NodeAvailability::Active, NodeState::Down)],
+                any(1),
+                vec![running("a", 1, "n1")],
+                vec![
+                    "update a desired=Shutdown status=Running@n1",
+                    "create s1/1@- New",
+                ],
+            ),
+            (
+                "paused node keeps its task",
+                vec![node_with("n1", NodeAvailability::Pause, NodeState::Ready)],
+                any(1),
+                vec![running("a", 1, "n1")],
+                vec![],
+            ),
+            (
+                "missing node: replaced",
+                vec![],
+                any(1),
+                vec![running("a", 1, "gone")],
+                vec![
+                    "update a desired=Shutdown status=Running@gone",
+                    "create s1/1@- New",
+                ],
+            ),
+            (
+                "ended slot stays ended",
+                vec![node("n1")],
+                with_policy(1, None, 0, 0),
+                vec![{
+                    let mut t = exited("a", "s1", 1, Some("n1"), 1, now);
+                    t.desired_state = TaskState::Shutdown;
+                    t
+                }],
+                vec![],
+            ),
+            (
+                "stopped slot is refilled",
+                vec![node("n1")],
+                with_policy(1, None, 0, 0),
+                vec![task(
+                    "a",
+                    "s1",
+                    1,
+                    Some("n1"),
+                    TaskState::Shutdown,
+                    TaskState::Shutdown,
+                )],
+                vec!["create s1/1@- New"],
+            ),
+        ];
+        for (name, nodes, svc, tasks, want) in cases {
+            let mut w = World::with(creates(nodes, vec![svc], tasks));
+            w.time = now;
+            let plan = reconcile(&w.state, now, &mut SeqIds::new("x"));
+            assert_eq!(summary(&plan), want, "{name}");
+            check_idempotent(&mut w, reconcile);
+        }
+    }
+
+    #[test]
+    fn delay_requeues_then_restarts() {
+        let now = 1_000_000;
+        let mut w = World::with(creates(
+            vec![node("n1")],
+            vec![with_policy(1, RestartCondition::Any, 5, 0)],
+            vec![exited("a", "s1", 1, Some("n1"), 1, now - 2000)],
+        ));
+        w.time = now;
+        let plan = reconcile(&w.state, now, &mut SeqIds::new("x"));
+        assert!(plan.is_empty());
+        assert_eq!(plan.requeue_after, Some(Duration::from_secs(3)));
+        w.time = now + 3000;
+        let plan = reconcile(&w.state, w.time, &mut SeqIds::new("x"));
+        assert_eq!(plan.ops.len(), 2, "{:?}", summary(&plan));
+        assert_eq!(plan.requeue_after, None);
+    }
+
+    #[test]
+    fn max_attempts_within_window() {
+        let mut w = World::with(creates(
+            vec![node("n1")],
+            vec![{
+                let mut s = with_policy(1, RestartCondition::Any, 0, 2);
+                s.spec.task.restart.window = Duration::from_secs(60);
+                s
+            }],
+            vec![],
+        ));
+        let mut ids = SeqIds::new("t");
+        let mut restarts = 0;
+        for round in 0..6 {
+            w.time += 1000;
+            // The slot's live task fails.
+            let live: Vec<Task> = w
+                .state
+                .tasks()
+                .filter(|t| wanted(t) && !t.status.state.is_terminal())
+                .cloned()
+                .collect();
+            let fails: Vec<Op> = live
+                .into_iter()
+                .map(|t| {
+                    let v = t.meta.version;
+                    let mut f = t;
+                    f.status = crate::model::TaskStatus::new(TaskState::Failed, w.time);
+                    f.status.exit_code = Some(1);
+                    Op::UpdateTask {
+                        task: f,
+                        expected_version: v,
+                    }
+                })
+                .collect();
+            if !fails.is_empty() {
+                w.apply_ops(fails);
+            }
+            let plan = reconcile(&w.state, w.time, &mut ids);
+            let created = plan
+                .ops
+                .iter()
+                .filter(|o| matches!(o, Op::CreateTask(_)))
+                .count();
+            if round > 0 {
+                restarts += created;
+            }
+            w.apply_plan(&plan);
+        }
+        assert_eq!(restarts, 2, "two restarts, then the slot ends");
+        assert!(reconcile(&w.state, w.time, &mut ids).is_empty());
+        // After the window the slot is refilled.
+        w.time += 61_000;
+        let plan = reconcile(&w.state, w.time, &mut ids);
+        assert_eq!(summary(&plan), vec!["create s1/1@- New"]);
+    }
+}

@@ -1,0 +1,387 @@
+//! The scheduler: gives every task that should run (desired Running, status New or Pending) a node. All
+//! unassigned tasks of one round are placed together, each placement counted before the next, so a round
+//! spreads as evenly as one at a time would. Replicated tasks get the eligible node with the fewest tasks by
+//! placement preference (`spread=node.labels.X`), then the fewest tasks of their service, then the fewest
+//! tasks overall, then the lowest node id. Global tasks carry their node: they are assigned if it still
+//! fits. A task no node fits goes to Pending with docker's `no suitable node (...)` message.
+//!
+//! Must not: create, stop or delete tasks (that is the orchestrators'), read a clock or use randomness:
+//! equal states give equal placements.
+
+pub mod filter;
+
+use std::collections::BTreeMap;
+
+use self::filter::{check, explain, NodeLoad, Unfit};
+use super::Plan;
+use crate::model::{Node, Task, TaskSpec, TaskState, TaskStatus};
+use crate::store::{ClusterState, Op};
+use crate::util::{IdSource, Millis};
+
+/// The message of an assigned task's status.
+pub const ASSIGNED_MESSAGE: &str = "scheduler assigned task to node";
+
+/// What each node carries now: its non-terminal tasks.
+pub fn loads(state: &ClusterState) -> BTreeMap<String, NodeLoad> {
+    let mut loads: BTreeMap<String, NodeLoad> = state
+        .nodes()
+        .map(|n| (n.id.clone(), NodeLoad::default()))
+        .collect();
+    for t in state.tasks() {
+        if t.status.state.is_terminal() {
+            continue;
+        }
+        if let Some(node) = &t.node_id {
+            loads
+                .entry(node.clone())
+                .or_default()
+                .add(&t.service_id, &t.spec);
+        }
+    }
+    loads
+}
+
+/// Whether the scheduler should place `task`.
+fn unscheduled(task: &Task) -> bool {
+    task.desired_state == TaskState::Running
+        && matches!(task.status.state, TaskState::New | TaskState::Pending)
+}
+
+/// The value a placement preference reads on `node` (`""` when the node lacks the label).
+fn preference_value<'a>(node: &'a Node, preference: &str) -> &'a str {
+    let key = preference.trim();
+    let key = key.strip_prefix("spread=").unwrap_or(key).trim();
+    let value = if let Some(label) = key.strip_prefix("node.labels.") {
+        node.spec.labels.get(label)
+    } else if let Some(label) = key.strip_prefix("engine.labels.") {
+        node.description.engine_labels.get(label)
+    } else {
+        None
+    };
+    value.map_or("", String::as_str)
+}
+
+/// Preference group counts, service tasks, all tasks, node id: lowest wins.
+type SpreadKey = (Vec<u64>, u64, u64, String);
+
+/// Orders candidate nodes: fewest tasks of the service per preference group, then on the node, then
+/// fewest tasks overall, then node id.
+fn spread_key(
+    nodes: &[&Node],
+    loads: &BTreeMap<String, NodeLoad>,
+    node: &Node,
+    service_id: &str,
+    spec: &TaskSpec,
+) -> SpreadKey {
+    let empty = NodeLoad::default();
+    let load_of = |id: &str| loads.get(id).unwrap_or(&empty);
+    let groups = spec
+        .placement
+        .preferences
+        .iter()
+        .map(|pref| {
+            let value = preference_value(node, pref);
+            nodes
+                .iter()
+                .filter(|n| preference_value(n, pref) == value)
+                .map(|n| load_of(&n.id).of_service(service_id))
+                .sum()
+        })
+        .collect();
+    let load = load_of(&node.id);
+    (
+        groups,
+        load.of_service(service_id),
+        load.tasks,
+        node.id.clone(),
+    )
+}
+
+fn assign(task: &Task, node_id: &str, now: Millis) -> Op {
+    let mut new = task.clone();
+    new.node_id = Some(node_id.to_owned());
+    new.status = TaskStatus::new(TaskState::Assigned, now);
+    new.status.message = ASSIGNED_MESSAGE.into();
+    Op::UpdateTask {
+        task: new,
+        expected_version: task.meta.version,
+    }
+}
+
+/// The op that leaves `task` Pending with `message`, unless it already is.
+fn pend(task: &Task, message: String, now: Millis) -> Option<Op> {
+    if task.status.state == TaskState::Pending && task.status.message == message {
+        return None;
+    }
+    let mut new = task.clone();
+    new.status = TaskStatus::new(TaskState::Pending, now);
+    new.status.message = message;
+    Some(Op::UpdateTask {
+        task: new,
+        expected_version: task.meta.version,
+    })
+}
+
+/// Places every unscheduled task (see the module docs).
+pub fn reconcile(state: &ClusterState, now: Millis, _ids: &mut dyn IdSource) -> Plan {
+    let mut plan = Plan::new();
+    let mut loads = loads(state);
+    let nodes: Vec<&Node> = state.nodes().collect();
+    let empty = NodeLoad::default();
+    let mut tasks: Vec<&Task> = state
+        .tasks()
+        .filter(|t| unscheduled(t) && state.service(&t.service_id).is_some())
+        .collect();
+    tasks.sort_by(|a, b| {
+        (&a.service_id, a.slot, &a.node_id, &a.id).cmp(&(&b.service_id, b.slot, &b.node_id, &b.id))
+    });
+    for task in tasks {
+        let chosen = match &task.node_id {
+            Some(node_id) => match state.node(node_id) {
+                Some(node) => {
+                    let load = loads.get(node_id).unwrap_or(&empty);
+                    check(node, load, &task.service_id, &task.spec, false)
+                        .map(|()| node_id.clone())
+                        .map_err(|unfit| explain(&BTreeMap::from([(unfit, 1)])))
+                }
+                None => Err(explain(&BTreeMap::from([(Unfit::NotAvailable, 1)]))),
+            },
+            None => {
+                let mut refused: BTreeMap<Unfit, usize> = BTreeMap::new();
+                let mut best: Option<(SpreadKey, &Node)> = None;
+                for node in &nodes {
+                    let load = loads.get(&node.id).unwrap_or(&empty);
+                    match check(node, load, &task.service_id, &task.spec, true) {
+                        Err(unfit) => *refused.entry(unfit).or_default() += 1,
+                        Ok(()) => {
+                            let key =
+                                spread_key(&nodes, &loads, node, &task.service_id, &task.spec);
+                            if best.as_ref().is_none_or(|(k, _)| key < *k) {
+                                best = Some((key, node));
+                            }
+                        }
+                    }
+                }
+                best.map(|(_, n)| n.id.clone())
+                    .ok_or_else(|| explain(&refused))
+            }
+        };
+        match chosen {
+            Ok(node_id) => {
+                loads
+                    .entry(node_id.clone())
+                    .or_default()
+                    .add(&task.service_id, &task.spec);
+                plan.ops.push(assign(task, &node_id, now));
+            }
+            Err(message) => plan.ops.extend(pend(task, message, now)),
+        }
+    }
+    plan
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manager::testutil::*;
+    use crate::model::{NodeAvailability, NodeState, ServiceMode};
+    use crate::util::SeqIds;
+
+    fn placements(w: &World) -> Vec<String> {
+        let plan = reconcile(&w.state, w.time, &mut SeqIds::new("x"));
+        summary(&plan)
+    }
+
+    fn new_tasks(service: &str, n: u64) -> Vec<Task> {
+        (1..=n)
+            .map(|slot| {
+                task(
+                    &format!("{service}-{slot}"),
+                    service,
+                    slot,
+                    None,
+                    TaskState::Running,
+                    TaskState::New,
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn table() {
+        let repl = |id: &str| service(id, ServiceMode::Replicated { replicas: 1 });
+        let with_spec = |mut tasks: Vec<Task>, f: &dyn Fn(&mut TaskSpec)| {
+            for t in &mut tasks {
+                f(&mut t.spec);
+            }
+            tasks
+        };
+        let big = |id: &str, mem: u64| {
+            let mut n = node(id);
+            n.description.resources.memory_bytes = mem;
+            n
+        };
+        type Case<'a> = (&'a str, Vec<Node>, Vec<Task>, Vec<&'a str>);
+        let cases: Vec<Case> = vec![
+            (
+                "spread over three nodes",
+                vec![node("n1"), node("n2"), node("n3")],
+                new_tasks("s1", 4),
+                vec![
+                    "update s1-1 desired=Running status=Assigned@n1",
+                    "update s1-2 desired=Running status=Assigned@n2",
+                    "update s1-3 desired=Running status=Assigned@n3",
+                    "update s1-4 desired=Running status=Assigned@n1",
+                ],
+            ),
+            (
+                "existing tasks count",
+                vec![node("n1"), node("n2")],
+                {
+                    let mut t = new_tasks("s1", 2);
+                    t[0].node_id = Some("n1".into());
+                    t[0].status.state = TaskState::Running;
+                    t
+                },
+                vec!["update s1-2 desired=Running status=Assigned@n2"],
+            ),
+            (
+                "pause, drain and down take nothing",
+                vec![
+                    node_with("n1", NodeAvailability::Pause, NodeState::Ready),
+                    node_with("n2", NodeAvailability::Drain, NodeState::Ready),
+                    node_with("n3", NodeAvailability::Active, NodeState::Down),
+                    node("n4"),
+                ],
+                new_tasks("s1", 2),
+                vec![
+                    "update s1-1 desired=Running status=Assigned@n4",
+                    "update s1-2 desired=Running status=Assigned@n4",
+                ],
+            ),
+            (
+                "no suitable node",
+                vec![
+                    node_with("n1", NodeAvailability::Pause, NodeState::Ready),
+                    labelled("n2", &[("zone", "b")]),
+                ],
+                with_spec(new_tasks("s1", 1), &|s| {
+                    s.placement.constraints = vec!["node.labels.zone==a".into()]
+                }),
+                vec!["update s1-1 desired=Running status=Pending@-"],
+            ),
+            (
+                "constraints",
+                vec![
+                    labelled("n1", &[("zone", "b")]),
+                    labelled("n2", &[("zone", "a")]),
+                ],
+                with_spec(new_tasks("s1", 2), &|s| {
+                    s.placement.constraints = vec!["node.labels.zone==a".into()]
+                }),
+                vec![
+                    "update s1-1 desired=Running status=Assigned@n2",
+                    "update s1-2 desired=Running status=Assigned@n2",
+                ],
+            ),
+            (
+                "max replicas per node",
+                vec![node("n1"), node("n2")],
+                with_spec(new_tasks("s1", 3), &|s| {
+                    s.placement.max_replicas_per_node = 1
+                }),
+                vec![
+                    "update s1-1 desired=Running status=Assigned@n1",
+                    "update s1-2 desired=Running status=Assigned@n2",
+                    "update s1-3 desired=Running status=Pending@-",
+                ],
+            ),
+            (
+                "resources",
+                vec![big("n1", 100), big("n2", 250)],
+                with_spec(new_tasks("s1", 4), &|s| {
+                    s.resources.reservations.memory_bytes = 100
+                }),
+                vec![
+                    "update s1-1 desired=Running status=Assigned@n1",
+                    "update s1-2 desired=Running status=Assigned@n2",
+                    "update s1-3 desired=Running status=Assigned@n2",
+                    "update s1-4 desired=Running status=Pending@-",
+                ],
+            ),
+            (
+                "spread by label first",
+                vec![
+                    labelled("n1", &[("zone", "a")]),
+                    labelled("n2", &[("zone", "a")]),
+                    labelled("n3", &[("zone", "b")]),
+                ],
+                with_spec(new_tasks("s1", 4), &|s| {
+                    s.placement.preferences = vec!["spread=node.labels.zone".into()]
+                }),
+                vec![
+                    "update s1-1 desired=Running status=Assigned@n1",
+                    "update s1-2 desired=Running status=Assigned@n3",
+                    "update s1-3 desired=Running status=Assigned@n2",
+                    "update s1-4 desired=Running status=Assigned@n3",
+                ],
+            ),
+            (
+                "global task keeps its node if it fits",
+                vec![
+                    node("n1"),
+                    node_with("n2", NodeAvailability::Pause, NodeState::Ready),
+                ],
+                vec![
+                    task(
+                        "g1",
+                        "s1",
+                        0,
+                        Some("n1"),
+                        TaskState::Running,
+                        TaskState::New,
+                    ),
+                    task(
+                        "g2",
+                        "s1",
+                        0,
+                        Some("n2"),
+                        TaskState::Running,
+                        TaskState::New,
+                    ),
+                ],
+                vec![
+                    "update g1 desired=Running status=Assigned@n1",
+                    "update g2 desired=Running status=Pending@n2",
+                ],
+            ),
+        ];
+        for (name, nodes, tasks, want) in cases {
+            let mut w = World::with(creates(nodes, vec![repl("s1")], tasks));
+            assert_eq!(placements(&w), want, "{name}");
+            check_idempotent(&mut w, reconcile);
+        }
+    }
+
+    #[test]
+    fn pending_message_like_docker() {
+        let mut t = new_tasks("s1", 1);
+        t[0].spec.placement.constraints = vec!["node.labels.zone==a".into()];
+        let w = World::with(creates(
+            vec![
+                node_with("n1", NodeAvailability::Pause, NodeState::Ready),
+                labelled("n2", &[("zone", "b")]),
+            ],
+            vec![service("s1", ServiceMode::Replicated { replicas: 1 })],
+            t,
+        ));
+        let plan = reconcile(&w.state, w.time, &mut SeqIds::new("x"));
+        let Op::UpdateTask { task, .. } = &plan.ops[0] else {
+            panic!("{plan:?}")
+        };
+        assert_eq!(
+            task.status.message,
+            "no suitable node (1 node not available for new tasks; 1 node has unmatched placement constraints)"
+        );
+    }
+}
