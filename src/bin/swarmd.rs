@@ -1,5 +1,6 @@
-//! `swarmd`: the node daemon. Parses arguments and hands over to the library; nothing else.
+//! `swarmd`: the node daemon. Parses arguments and hands over to `swarm::node::run`; nothing else.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::Parser;
@@ -9,31 +10,83 @@ use clap::Parser;
 #[command(name = "swarmd", version, about)]
 struct Args {
     /// State directory: an empty one initializes a new cluster, an existing one resumes.
-    #[arg(long, env = "SWARMD_STATE_DIR")]
+    #[arg(long, env = "SWARMD_STATE_DIR", default_value = swarm::cli::client::DEFAULT_STATE_DIR)]
     state_dir: PathBuf,
     /// Node hostname (default: the machine's).
     #[arg(long)]
     hostname: Option<String>,
-    /// Address the cluster API listens on.
+    /// Address of the cluster API (dispatcher, Raft), mutual TLS.
     #[arg(long, default_value = "127.0.0.1:4242")]
-    listen_addr: String,
+    listen_addr: SocketAddr,
     /// Task runtime: the embedded process executor or Docker.
     #[arg(long, default_value = "process", value_parser = ["process", "docker"])]
     executor: String,
+    /// How often agents heartbeat (e.g. 5s).
+    #[arg(long, default_value = "5s")]
+    heartbeat_period: String,
+    /// Raft log entries between snapshots.
+    #[arg(long, default_value_t = 10_000)]
+    snapshot_interval: u64,
 }
 
 fn main() {
     // A task's supervising shim is this same binary started with a hidden argument; it never returns.
     swarm::exec::process::maybe_run_shim();
     let args = Args::parse();
-    eprintln!(
-        "swarmd: the node daemon is not wired yet (state dir {}, listen {}, executor {}): the Raft store, \
-         executors and stack loader exist as libraries; the manager/agent wiring is the open \"single-node \
-         cluster\" issue",
-        args.state_dir.display(),
-        args.listen_addr,
-        args.executor
-    );
-    let _ = args.hostname;
-    std::process::exit(1);
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SWARMD_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn")),
+        )
+        .init();
+    let heartbeat = match swarm::stack::units::parse_duration(&args.heartbeat_period) {
+        Ok(d) if !d.is_zero() => d,
+        _ => {
+            eprintln!(
+                "swarmd: invalid --heartbeat-period {:?} (e.g. 5s)",
+                args.heartbeat_period
+            );
+            std::process::exit(2);
+        }
+    };
+    let mut config = swarm::node::NodeConfig::new(args.state_dir, args.listen_addr);
+    if let Some(h) = args.hostname {
+        config.hostname = h;
+    }
+    config.executor = if args.executor == "docker" {
+        swarm::node::ExecutorKind::Docker
+    } else {
+        swarm::node::ExecutorKind::Process
+    };
+    config.heartbeat_period = heartbeat;
+    config.raft.snapshot_interval_entries = args.snapshot_interval.max(1);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("swarmd: cannot start the runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let result = runtime.block_on(swarm::node::run(config, async {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return std::future::pending().await,
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }));
+    if let Err(e) = result {
+        eprintln!("swarmd: {e}");
+        std::process::exit(1);
+    }
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
 }

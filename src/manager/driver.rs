@@ -22,14 +22,25 @@ pub struct Driver {
 }
 
 /// One round over `state`: every controller's plan, in order (each computed on the same state).
-pub fn plans(state: &ClusterState, now: Millis, ids: &mut dyn IdSource) -> Vec<(&'static str, Plan)> {
-    CONTROLLERS.iter().map(|(name, controller)| (*name, controller(state, now, ids))).collect()
+pub fn plans(
+    state: &ClusterState,
+    now: Millis,
+    ids: &mut dyn IdSource,
+) -> Vec<(&'static str, Plan)> {
+    CONTROLLERS
+        .iter()
+        .map(|(name, controller)| (*name, controller(state, now, ids)))
+        .collect()
 }
 
 impl Driver {
     /// A driver over this node's store and proposer.
     pub fn new(store: Store, proposer: Proposer, ids: Box<dyn IdSource + Send>) -> Self {
-        Driver { store, proposer, ids }
+        Driver {
+            store,
+            proposer,
+            ids,
+        }
     }
 
     /// Runs until the process ends.

@@ -65,10 +65,18 @@ pub struct Identity {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> IdentityError + '_ {
-    move |source| IdentityError::Io { path: path.to_path_buf(), source }
+    move |source| IdentityError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
-fn issue(ca: &RootCa, node_id: &str, ips: &[IpAddr], now: SystemTime) -> Result<NodeCredentials, IdentityError> {
+fn issue(
+    ca: &RootCa,
+    node_id: &str,
+    ips: &[IpAddr],
+    now: SystemTime,
+) -> Result<NodeCredentials, IdentityError> {
     let key = NodeKey::generate()?;
     let mut spec = NodeCertSpec::new(node_id, NodeRole::Manager).with_dns("localhost");
     for ip in ips {
@@ -84,8 +92,12 @@ pub fn init_or_load(dir: &Path, ips: &[IpAddr]) -> Result<Identity, IdentityErro
     let certs = dir.join("certs");
     std::fs::create_dir_all(&certs).map_err(io(&certs))?;
     let node_file = dir.join("node.json");
-    let (ca_crt, ca_key, node_crt, node_key) =
-        (certs.join("ca.crt"), certs.join("ca.key"), certs.join("node.crt"), certs.join("node.key"));
+    let (ca_crt, ca_key, node_crt, node_key) = (
+        certs.join("ca.crt"),
+        certs.join("ca.key"),
+        certs.join("node.crt"),
+        certs.join("node.key"),
+    );
     if !node_file.exists() {
         let mut ids = RandomIds;
         let node_id = ids.next_id();
@@ -96,19 +108,36 @@ pub fn init_or_load(dir: &Path, ips: &[IpAddr]) -> Result<Identity, IdentityErro
         pki::write_private_file(&ca_key, ca.key_pem().as_bytes())?;
         pki::write_public_file(&node_crt, creds.cert_pem().as_bytes())?;
         pki::write_private_file(&node_key, creds.key_pem().as_bytes())?;
-        let file = NodeFile { version: NODE_FILE_VERSION, node_id: node_id.clone(), cluster_id: cluster_id.clone(), raft_id: 1 };
+        let file = NodeFile {
+            version: NODE_FILE_VERSION,
+            node_id: node_id.clone(),
+            cluster_id: cluster_id.clone(),
+            raft_id: 1,
+        };
         let json = serde_json::to_vec_pretty(&file).unwrap_or_default();
         // written last: its presence means the directory holds a complete identity
         pki::write_public_file(&node_file, &json)?;
-        return Ok(Identity { node_id, cluster_id, raft_id: 1, ca, creds, new_cluster: true });
+        return Ok(Identity {
+            node_id,
+            cluster_id,
+            raft_id: 1,
+            ca,
+            creds,
+            new_cluster: true,
+        });
     }
     let text = std::fs::read(&node_file).map_err(io(&node_file))?;
-    let file: NodeFile = serde_json::from_slice(&text)
-        .map_err(|e| IdentityError::Corrupt { path: node_file.clone(), message: e.to_string() })?;
+    let file: NodeFile = serde_json::from_slice(&text).map_err(|e| IdentityError::Corrupt {
+        path: node_file.clone(),
+        message: e.to_string(),
+    })?;
     if file.version != NODE_FILE_VERSION {
         return Err(IdentityError::Corrupt {
             path: node_file,
-            message: format!("unsupported format version {} (this swarmd reads {NODE_FILE_VERSION})", file.version),
+            message: format!(
+                "unsupported format version {} (this swarmd reads {NODE_FILE_VERSION})",
+                file.version
+            ),
         });
     }
     let read = |p: &Path| std::fs::read_to_string(p).map_err(io(p));
@@ -121,7 +150,14 @@ pub fn init_or_load(dir: &Path, ips: &[IpAddr]) -> Result<Identity, IdentityErro
         pki::write_public_file(&node_crt, creds.cert_pem().as_bytes())?;
         pki::write_private_file(&node_key, creds.key_pem().as_bytes())?;
     }
-    Ok(Identity { node_id: file.node_id, cluster_id: file.cluster_id, raft_id: file.raft_id, ca, creds, new_cluster: false })
+    Ok(Identity {
+        node_id: file.node_id,
+        cluster_id: file.cluster_id,
+        raft_id: file.raft_id,
+        ca,
+        creds,
+        new_cluster: false,
+    })
 }
 
 #[cfg(test)]
@@ -140,7 +176,10 @@ mod tests {
         assert!(!b.new_cluster);
         assert_eq!((a.node_id, a.cluster_id), (b.node_id, b.cluster_id));
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(dir.path().join("certs/node.key")).unwrap().permissions().mode();
+        let mode = std::fs::metadata(dir.path().join("certs/node.key"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
     }
 }

@@ -15,7 +15,10 @@ use std::time::Duration;
 use futures::StreamExt;
 
 use crate::agent::{StatusReport, Worker};
-use crate::api::{control::control_server::ControlServer, dispatcher as pb, dispatcher::dispatcher_server::DispatcherServer};
+use crate::api::{
+    control::control_server::ControlServer, dispatcher as pb,
+    dispatcher::dispatcher_server::DispatcherServer,
+};
 use crate::exec::process::{ProcessExecutor, ShimCommand};
 use crate::exec::{Executor, LogOptions, LogStream};
 use crate::manager::controlapi::{ControlApi, TaskLogLine, TaskLogStream, TaskLogs};
@@ -69,7 +72,10 @@ impl NodeConfig {
 
 /// The machine's hostname.
 pub fn hostname() -> String {
-    nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "localhost".into())
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "localhost".into())
 }
 
 /// Why a node could not start.
@@ -109,7 +115,10 @@ impl TaskLogs for ExecutorLogs {
     ) -> futures::future::BoxFuture<'static, Result<TaskLogStream, String>> {
         let worker = self.0.clone();
         Box::pin(async move {
-            let lines = worker.logs(&task_id, LogOptions { tail, follow }).await.map_err(|e| e.to_string())?;
+            let lines = worker
+                .logs(&task_id, LogOptions { tail, follow })
+                .await
+                .map_err(|e| e.to_string())?;
             let stream: TaskLogStream = Box::pin(lines.filter_map(|l| async move {
                 l.ok().map(|l| TaskLogLine {
                     stream: match l.stream {
@@ -125,7 +134,10 @@ impl TaskLogs for ExecutorLogs {
 }
 
 /// Runs a node until `shutdown` resolves. Tasks keep running after it returns (they outlive the daemon).
-pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output = ()>) -> Result<(), NodeError> {
+pub async fn run(
+    config: NodeConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), NodeError> {
     crate::pki::install_crypto_provider();
     let dir = config.state_dir.clone();
     std::fs::create_dir_all(&dir).map_err(|e| NodeError::StateDir(dir.clone(), e))?;
@@ -134,7 +146,10 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
         let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700));
     }
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let ips: Vec<IpAddr> = vec![config.listen_addr.ip(), "127.0.0.1".parse().unwrap_or(config.listen_addr.ip())];
+    let ips: Vec<IpAddr> = vec![
+        config.listen_addr.ip(),
+        "127.0.0.1".parse().unwrap_or(config.listen_addr.ip()),
+    ];
     let id = identity::init_or_load(&dir, &ips)?;
     tracing::info!(node = %id.node_id, cluster = %id.cluster_id, new = id.new_cluster, "node identity ready");
     let key = DataKey::load_or_create(&dir)?;
@@ -143,8 +158,14 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
     let store = Store::default();
     let machine = StoreStateMachine::new(store.clone());
     let raft = Arc::new(
-        RaftNode::open(&dir.join("raft"), id.raft_id, config.listen_addr.to_string(), Box::new(machine), config.raft.clone())
-            .await?,
+        RaftNode::open(
+            &dir.join("raft"),
+            id.raft_id,
+            config.listen_addr.to_string(),
+            Box::new(machine),
+            config.raft.clone(),
+        )
+        .await?,
     );
     raft.initialize_single().await?;
     raft.wait_for_leader(Duration::from_secs(30)).await?;
@@ -171,7 +192,9 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
             Arc::new(ProcessExecutor::new(dir.join("tasks"), shim))
         }
         ExecutorKind::Docker => {
-            return Err(NodeError::Exec("the docker executor is not available yet: use --executor process".into()))
+            return Err(NodeError::Exec(
+                "the docker executor is not available yet: use --executor process".into(),
+            ))
         }
     };
     let (reports_tx, reports_rx) = tokio::sync::mpsc::unbounded_channel::<StatusReport>();
@@ -204,14 +227,26 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
             })
         }) as Arc<dyn Fn() -> serde_json::Value + Send + Sync>
     };
-    let control = ControlApi::new(store.clone(), proposer.clone(), key.clone(), Arc::new(ExecutorLogs(worker.clone())), info);
+    let control = ControlApi::new(
+        store.clone(),
+        proposer.clone(),
+        key.clone(),
+        Arc::new(ExecutorLogs(worker.clone())),
+        info,
+    );
     let socket = dir.join("swarmd.sock");
-    let unix = crate::transport::unix_incoming(&socket).map_err(|e| NodeError::Listen(socket.display().to_string(), e))?;
+    let unix = crate::transport::unix_incoming(&socket)
+        .map_err(|e| NodeError::Listen(socket.display().to_string(), e))?;
     let control_server = tonic::transport::Server::builder()
         .add_service(ControlServer::new(control).max_decoding_message_size(64 << 20))
         .serve_with_incoming(unix);
 
-    let dispatcher = Dispatcher::new(store.clone(), proposer.clone(), key.clone(), config.heartbeat_period);
+    let dispatcher = Dispatcher::new(
+        store.clone(),
+        proposer.clone(),
+        key.clone(),
+        config.heartbeat_period,
+    );
     let server_tls = crate::pki::server_config(id.ca.cert_der(), &id.creds)?;
     let listener = tokio::net::TcpListener::bind(config.listen_addr)
         .await
@@ -230,13 +265,19 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
         hostname: config.hostname.clone(),
         os: std::env::consts::OS.into(),
         arch: std::env::consts::ARCH.into(),
-        nano_cpus: std::thread::available_parallelism().map(|n| n.get() as i64 * 1_000_000_000).unwrap_or(0),
+        nano_cpus: std::thread::available_parallelism()
+            .map(|n| n.get() as i64 * 1_000_000_000)
+            .unwrap_or(0),
         memory_bytes: memory_bytes(),
         engine_labels: Default::default(),
         addr: config.listen_addr.ip().to_string(),
     };
     let session = session::run(
-        session::SessionConfig { addr: config.listen_addr.to_string(), tls: client_tls, description },
+        session::SessionConfig {
+            addr: config.listen_addr.to_string(),
+            tls: client_tls,
+            description,
+        },
         worker.clone(),
         reports_rx,
     );
@@ -261,7 +302,11 @@ fn memory_bytes() -> u64 {
         .and_then(|t| {
             t.lines()
                 .find(|l| l.starts_with("MemTotal:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<u64>().ok()))
+                .and_then(|l| {
+                    l.split_whitespace()
+                        .nth(1)
+                        .and_then(|kb| kb.parse::<u64>().ok())
+                })
         })
         .map(|kb| kb * 1024)
         .unwrap_or(0)

@@ -26,7 +26,11 @@ pub struct SessionConfig {
 }
 
 /// Runs the agent's session loop until the process ends.
-pub async fn run(config: SessionConfig, worker: Arc<Worker>, mut reports: mpsc::UnboundedReceiver<StatusReport>) {
+pub async fn run(
+    config: SessionConfig,
+    worker: Arc<Worker>,
+    mut reports: mpsc::UnboundedReceiver<StatusReport>,
+) {
     let mut backoff = Duration::from_millis(100);
     // reports produced while disconnected are kept (latest per task) and sent after reconnecting
     let mut pending: HashMap<String, StatusReport> = HashMap::new();
@@ -51,7 +55,9 @@ async fn session_once(
     let channel = crate::transport::tls_channel(&config.addr, config.tls.clone()).await?;
     let mut client = DispatcherClient::new(channel).max_decoding_message_size(64 << 20);
     let mut session = client
-        .session(pb::SessionRequest { description: Some(config.description.clone()) })
+        .session(pb::SessionRequest {
+            description: Some(config.description.clone()),
+        })
         .await
         .map_err(|e| format!("session refused: {}", e.message()))?
         .into_inner();
@@ -66,7 +72,9 @@ async fn session_once(
     tracing::info!(%node_id, "agent session established");
 
     let mut assignments = client
-        .assignments(pb::AssignmentsRequest { session_id: session_id.clone() })
+        .assignments(pb::AssignmentsRequest {
+            session_id: session_id.clone(),
+        })
         .await
         .map_err(|e| e.message().to_string())?
         .into_inner();

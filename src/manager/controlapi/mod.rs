@@ -138,8 +138,7 @@ impl ControlApi {
             .iter()
             .map(|c| {
                 let data = c.data.clone();
-                Box::new(move |existing: &FileObjectSpec| existing.data == data)
-                    as SameCheck
+                Box::new(move |existing: &FileObjectSpec| existing.data == data) as SameCheck
             })
             .collect();
         let configs: Vec<PreparedObject> = spec
