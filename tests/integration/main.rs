@@ -1,4 +1,5 @@
 //! The one integration-test crate (one binary keeps link time down): modules run the real `swarmctl` (and,
 //! later, real `swarmd` processes on loopback) the way a user would.
 
+mod cluster;
 mod stack_cli;

@@ -1,0 +1,368 @@
+//! Real `swarmd` processes on loopback, driven with `swarmctl` as a user would: deploy, scale, a task killed,
+//! the daemon killed with SIGKILL and restarted, the stack removed — and no task process left behind.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// A `swarmd` on a free loopback port with its own state directory; killed (with every task it started) on drop.
+pub struct Swarmd {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    child: Option<Child>,
+}
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+fn bin(name: &str) -> PathBuf {
+    assert_cmd::cargo::cargo_bin(name)
+}
+
+impl Swarmd {
+    pub fn start() -> Swarmd {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut d = Swarmd {
+            dir,
+            port: free_port(),
+            child: None,
+        };
+        d.spawn();
+        d
+    }
+
+    pub fn state(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.state().with_extension("log"))
+            .expect("log file");
+        let child = Command::new(bin("swarmd"))
+            .arg("--state-dir")
+            .arg(self.state())
+            .arg("--listen-addr")
+            .arg(format!("127.0.0.1:{}", self.port))
+            .arg("--heartbeat-period")
+            .arg("1s")
+            .env("SWARMD_LOG", "info,openraft=warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start swarmd");
+        self.child = Some(child);
+        self.wait_ready();
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let out = self.ctl(&["node", "ls"]);
+            if out.status.success() && String::from_utf8_lossy(&out.stdout).contains("Ready") {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "swarmd did not become ready: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.state().with_extension("log")).unwrap_or_default()
+    }
+
+    /// SIGKILL the daemon (tasks keep running).
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn host(&self) -> String {
+        format!("unix://{}/swarmd.sock", self.state().display())
+    }
+
+    pub fn ctl(&self, args: &[&str]) -> Output {
+        Command::new(bin("swarmctl"))
+            .env("SWARM_HOST", self.host())
+            .args(args)
+            .output()
+            .expect("run swarmctl")
+    }
+
+    pub fn ctl_ok(&self, args: &[&str]) -> String {
+        let out = self.ctl(args);
+        assert!(
+            out.status.success(),
+            "swarmctl {args:?} failed: {}\n{}\n--- swarmd log ---\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            self.log()
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Ids of the processes whose environment points into this daemon's state directory (its tasks).
+    pub fn task_pids(&self) -> Vec<u32> {
+        let marker = self.state().to_string_lossy().into_owned();
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let Ok(env) = std::fs::read(entry.path().join("environ")) else {
+                continue;
+            };
+            let env = String::from_utf8_lossy(&env);
+            if env.contains("SWARM_SECRETS_DIR=") && env.contains(&marker) {
+                // zombies have an empty environ; only count live processes
+                let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+                if !stat.contains(") Z ") {
+                    out.push(pid);
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+}
+
+impl Drop for Swarmd {
+    fn drop(&mut self) {
+        self.kill9();
+        // kill whatever the daemon left running: shims (their command line names the state dir) and tasks
+        let marker = self.state().to_string_lossy().into_owned();
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let cmd = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            let env = std::fs::read(entry.path().join("environ")).unwrap_or_default();
+            if String::from_utf8_lossy(&cmd).contains(&marker)
+                || String::from_utf8_lossy(&env).contains(&marker)
+            {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+        // unmount the secrets tmpfs of tasks that never got removed
+        if let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") {
+            for line in mounts.lines() {
+                if let Some(mp) = line.split_whitespace().nth(1) {
+                    if mp.starts_with(&marker) {
+                        let _ = nix::mount::umount2(mp, nix::mount::MntFlags::MNT_DETACH);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Polls `f` until it returns Some, or panics with `what` after `secs`.
+pub fn wait_for<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn running(d: &Swarmd, service: &str) -> usize {
+    let out = d.ctl(&["service", "ps", service, "--format", "json"]);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| {
+            v["DesiredState"] == "Running"
+                && v["CurrentState"]
+                    .as_str()
+                    .is_some_and(|s| s.starts_with("Running"))
+        })
+        .count()
+}
+
+const STACK: &str = r#"
+services:
+  app:
+    image: debian:bookworm-slim
+    command: ["sh", "-c", "echo started $$SLOT; cat $$SWARM_SECRETS_DIR/token; exec sleep 300"]
+    environment:
+      SLOT: "{{.Task.Slot}}"
+    secrets: [token]
+    stop_grace_period: 1s
+    deploy:
+      replicas: 2
+      restart_policy:
+        condition: any
+        delay: 500ms
+  broken:
+    image: debian:bookworm-slim
+    command: ["/definitely/not/a/command"]
+    deploy:
+      replicas: 1
+      restart_policy:
+        condition: on-failure
+        delay: 1s
+        max_attempts: 2
+secrets:
+  token:
+    file: ./token.txt
+"#;
+
+#[test]
+fn deploy_scale_heal_survive_kill9_and_remove() {
+    let mut d = Swarmd::start();
+    let files = tempfile::tempdir().unwrap();
+    std::fs::write(files.path().join("stack.yml"), STACK).unwrap();
+    std::fs::write(files.path().join("token.txt"), "s3cr3t-value").unwrap();
+    let stack = files.path().join("stack.yml");
+    let stack = stack.to_str().unwrap();
+
+    // a detached deploy returns at once; the service converges on its own
+    d.ctl_ok(&["stack", "deploy", "-c", stack, "--detach", "demo"]);
+    wait_for(60, "2 app tasks running", || {
+        (running(&d, "demo_app") == 2).then_some(())
+    });
+    assert_eq!(d.task_pids().len(), 2, "one process per running task");
+
+    // the broken service fails with docker's message, retried per restart policy (not in a hot loop)
+    let ps = wait_for(60, "broken task failed twice", || {
+        let ps = d.ctl_ok(&["service", "ps", "demo_broken"]);
+        (ps.matches("Failed").count() >= 2).then_some(ps)
+    });
+    assert!(ps.contains("exec: \"/definitely/not/a/command\""), "{ps}");
+    std::thread::sleep(Duration::from_secs(3));
+    let ps = d.ctl_ok(&["service", "ps", "demo_broken", "-q"]);
+    assert!(
+        ps.lines().count() <= 3,
+        "max_attempts bounds the retries: {ps}"
+    );
+
+    // logs show the secret was readable and the slot template expanded
+    let logs = d.ctl_ok(&["service", "logs", "demo_app"]);
+    assert!(
+        logs.contains("started 1") && logs.contains("started 2"),
+        "{logs}"
+    );
+    assert!(logs.contains("s3cr3t-value"), "{logs}");
+
+    // scale
+    let out = d.ctl_ok(&["service", "scale", "demo_app=4"]);
+    assert!(out.contains("demo_app scaled to 4"));
+    wait_for(60, "4 app tasks running", || {
+        (running(&d, "demo_app") == 4).then_some(())
+    });
+
+    // a task process killed by hand is replaced
+    let victim = d.task_pids()[0];
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(victim as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    wait_for(60, "a failed task and 4 running again", || {
+        let ps = d.ctl_ok(&["service", "ps", "demo_app"]);
+        (ps.contains("Failed") && running(&d, "demo_app") == 4).then_some(())
+    });
+    assert!(!d.task_pids().contains(&victim));
+
+    // kill -9 the daemon: tasks keep running; after a restart they are re-adopted, not restarted
+    let before = d.task_pids();
+    let ids_before = d.ctl_ok(&["service", "ps", "demo_app", "-q"]);
+    d.kill9();
+    let out = d.ctl(&["service", "ls"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("cannot reach swarmd at {}", d.host()))
+            && err.contains("connection refused"),
+        "{err}"
+    );
+    assert_eq!(d.task_pids(), before, "tasks outlive the daemon");
+    d.spawn();
+    wait_for(60, "4 app tasks running after restart", || {
+        (running(&d, "demo_app") == 4).then_some(())
+    });
+    assert_eq!(d.task_pids(), before, "re-adopted, not restarted");
+    assert_eq!(d.ctl_ok(&["service", "ps", "demo_app", "-q"]), ids_before);
+
+    // unknown objects
+    let out = d.ctl(&["service", "inspect", "nope"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no such service: nope"));
+    let out = d.ctl(&["secret", "rm", "demo_token"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("in use by the following service: demo_app")
+    );
+
+    // remove the stack: every task process goes away and nothing is left on disk
+    d.ctl_ok(&["stack", "rm", "demo"]);
+    wait_for(60, "no task process left", || {
+        d.task_pids().is_empty().then_some(())
+    });
+    wait_for(30, "task directories removed", || {
+        let left = std::fs::read_dir(d.state().join("tasks"))
+            .map(|r| r.count())
+            .unwrap_or(0);
+        (left == 0).then_some(())
+    });
+    assert!(d.ctl_ok(&["service", "ls", "-q"]).trim().is_empty());
+}
+
+#[test]
+fn invalid_stack_changes_nothing_and_blocking_deploy_reports_convergence() {
+    let d = Swarmd::start();
+    let files = tempfile::tempdir().unwrap();
+    let bad = files.path().join("bad.yml");
+    std::fs::write(
+        &bad,
+        "services:\n  a:\n    image: x\n    command: [sleep, '60']\n    deploy: {replicas: lots}\n",
+    )
+    .unwrap();
+    let out = d.ctl(&["stack", "deploy", "-c", bad.to_str().unwrap(), "s"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.yml:5:24: services.a.deploy.replicas: expected an integer, got \"lots\""),
+        "{err}"
+    );
+    assert!(
+        d.ctl_ok(&["stack", "ls", "-q"]).trim().is_empty(),
+        "nothing was created"
+    );
+
+    let good = files.path().join("good.yml");
+    std::fs::write(
+        &good,
+        "services:\n  a:\n    image: x\n    command: [sleep, '60']\n    stop_grace_period: 1s\n    deploy: {replicas: 2}\n",
+    )
+    .unwrap();
+    let out = d.ctl_ok(&["stack", "deploy", "-c", good.to_str().unwrap(), "s"]);
+    assert!(out.contains("Creating service s_a"), "{out}");
+    assert!(out.contains("converged"), "{out}");
+    // the same files again: nothing to change
+    let out = d.ctl_ok(&["stack", "deploy", "-c", good.to_str().unwrap(), "s"]);
+    assert!(out.contains("up to date"), "{out}");
+    let ls = d.ctl_ok(&["service", "ls", "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_str(ls.lines().next().unwrap()).unwrap();
+    assert_eq!(v["Replicas"], "2/2");
+    assert_eq!(v["Name"], "s_a");
+    d.ctl_ok(&["stack", "rm", "s"]);
+    wait_for(60, "no task process left", || {
+        d.task_pids().is_empty().then_some(())
+    });
+}
