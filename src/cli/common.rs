@@ -150,7 +150,12 @@ pub fn current_state(t: &Task, now_ms: u64) -> String {
 
 /// The ERROR column.
 pub fn task_error(t: &Task) -> String {
-    t.status.err.clone().unwrap_or_default()
+    match &t.status.err {
+        Some(e) => e.clone(),
+        // a task the scheduler cannot place says why, as docker does ("no suitable node (...)")
+        None if t.status.state == TaskState::Pending => t.status.message.clone(),
+        None => String::new(),
+    }
 }
 
 /// Now, in unix milliseconds (for "… ago").

@@ -176,8 +176,13 @@ pub fn run(host: Option<String>, cmd: NodeCommand) -> i32 {
                     let (k, v) = l.split_once('=').unwrap_or((l.as_str(), ""));
                     label_add.insert(k.to_string(), v.to_string());
                 }
+                let node = if a.node == "self" {
+                    self_id(&mut c).await?
+                } else {
+                    a.node.clone()
+                };
                 c.update_node(control::NodeUpdateRequest {
-                    node: a.node.clone(),
+                    node,
                     availability: a.availability.clone().unwrap_or_default(),
                     label_add,
                     label_rm: a.label_rm.clone(),
