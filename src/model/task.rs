@@ -3,7 +3,7 @@
 //! version it came from (DESIGN invariant 4); a restart is a new task in the same slot.
 //!
 //! Owns: `TaskState` (an ordered enum that only moves forward, through [`TaskState::transition`]), `Task`,
-//! `TaskStatus`. Must not: do I/O, read a clock or generate ids (they are passed in).
+//! `TaskStatus` (with the task's [`TaskHealth`] when it has a health check). Must not: do I/O, read a clock or generate ids (they are passed in).
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -106,6 +106,32 @@ pub struct TaskStatus {
     pub exit_code: Option<i32>,
     /// The process id, while it runs.
     pub pid: Option<u32>,
+    /// The result of the task's health check, when its spec has one (`None` without a check).
+    #[serde(default)]
+    pub health: Option<TaskHealth>,
+}
+
+/// What the health check of a running task says (Docker's container health status).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum TaskHealth {
+    /// Started, no check has passed yet: the task stays `Starting` (or keeps `Running` when it
+    /// was adopted after a daemon restart) until one does.
+    Starting,
+    /// The last check passed (or failed fewer than `retries` times in a row since).
+    Healthy,
+    /// `retries` consecutive checks failed; the task is stopped and reported `Failed`.
+    Unhealthy,
+}
+
+impl TaskHealth {
+    /// Docker's lower-case name (`starting`, `healthy`, `unhealthy`).
+    pub fn name(self) -> &'static str {
+        match self {
+            TaskHealth::Starting => "starting",
+            TaskHealth::Healthy => "healthy",
+            TaskHealth::Unhealthy => "unhealthy",
+        }
+    }
 }
 
 impl TaskStatus {
@@ -118,6 +144,7 @@ impl TaskStatus {
             err: None,
             exit_code: None,
             pid: None,
+            health: None,
         }
     }
 }
@@ -193,6 +220,14 @@ mod tests {
                 to: TaskState::Running
             })
         );
+    }
+
+    #[test]
+    fn status_without_health_still_decodes() {
+        let json = r#"{"state":"Running","timestamp":1,"message":"","err":null,"exit_code":null,"pid":null}"#;
+        let s: TaskStatus = serde_json::from_str(json).expect("decode");
+        assert_eq!(s, TaskStatus::new(TaskState::Running, 1));
+        assert_eq!(TaskHealth::Unhealthy.name(), "unhealthy");
     }
 
     #[test]
