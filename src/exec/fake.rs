@@ -1,7 +1,8 @@
 //! A scripted, in-memory [`Executor`] for simulation tests: each task follows the first scripted
 //! [`Outcome`] whose [`Match`] fits it (run forever, exit with a code after a fake duration, fail
-//! to start or prepare, ignore the stop signal). Time is a fake clock moved only by
-//! [`FakeExecutor::advance`]; `wait` and `shutdown` resolve when state changes, never by sleeping.
+//! to start or prepare, ignore the stop signal), and answers health checks as its scripted
+//! [`HealthScript`] says. Time is a fake clock moved only by [`FakeExecutor::advance`]; `wait` and
+//! `shutdown` resolve when state changes, never by sleeping.
 //!
 //! Must not: start processes, touch the file system, sleep on wall time, or use randomness.
 
@@ -15,8 +16,8 @@ use nix::sys::signal::Signal;
 use tokio::sync::watch;
 
 use crate::exec::{
-    parse_signal, Controller, ExecError, Executor, ExitStatus, LogLine, LogLines, LogOptions,
-    LogStream, ProcessSpec, RuntimeState, TaskInfo, EXIT_NOT_FOUND,
+    parse_signal, CheckResult, Controller, ExecError, Executor, ExitStatus, LogLine, LogLines,
+    LogOptions, LogStream, ProcessSpec, RuntimeState, TaskInfo, EXIT_NOT_FOUND,
 };
 
 /// What a scripted task does.
@@ -43,6 +44,36 @@ pub enum Outcome {
     /// Runs forever and ignores its stop signal: shutdown takes the whole grace period (fake
     /// time) and ends with SIGKILL.
     IgnoreStop,
+}
+
+/// How a scripted task answers its health checks (`exec_check`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum HealthScript {
+    /// Every check passes.
+    #[default]
+    Pass,
+    /// The first `n` checks fail (exit 1), every later one passes.
+    FailFirst(u32),
+    /// Every check fails with exit 1.
+    Fail,
+    /// Every check runs past its timeout (answered at once, as if the timeout had expired).
+    Hang,
+}
+
+impl HealthScript {
+    /// The answer to check number `n` (1-based).
+    fn answer(&self, n: u32, timeout: Duration) -> CheckResult {
+        let exited = |code: i32| CheckResult::Exited {
+            code,
+            output: format!("fake check {n}: exit {code}"),
+        };
+        match self {
+            HealthScript::Pass => exited(0),
+            HealthScript::FailFirst(k) if n > *k => exited(0),
+            HealthScript::FailFirst(_) | HealthScript::Fail => exited(1),
+            HealthScript::Hang => CheckResult::TimedOut { timeout },
+        }
+    }
 }
 
 /// Which tasks a scripted outcome applies to.
@@ -83,12 +114,16 @@ struct FakeTask {
     outcome: Outcome,
     phase: Phase,
     logs: Vec<LogLine>,
+    health: HealthScript,
+    /// Health checks run so far, with their argv.
+    checks: Vec<Vec<String>>,
 }
 
 #[derive(Debug, Default)]
 struct Inner {
     now: Duration,
     rules: Vec<(Match, Outcome)>,
+    health_rules: Vec<(Match, HealthScript)>,
     tasks: BTreeMap<String, FakeTask>,
     unavailable: bool,
 }
@@ -146,6 +181,32 @@ impl FakeExecutor {
     /// tasks created afterwards.
     pub fn script(&self, when: Match, outcome: Outcome) {
         self.lock().rules.push((when, outcome));
+    }
+
+    /// Adds a health rule (first that fits wins; tasks no rule fits pass every check). Applies
+    /// to tasks created afterwards.
+    pub fn script_health(&self, when: Match, script: HealthScript) {
+        self.lock().health_rules.push((when, script));
+    }
+
+    /// Changes how an existing task answers its next health checks (the count goes on).
+    pub fn set_health(&self, task_id: &str, script: HealthScript) -> Result<(), ExecError> {
+        let mut inner = self.lock();
+        let t = inner
+            .tasks
+            .get_mut(task_id)
+            .ok_or_else(|| ExecError::NotFound(task_id.into()))?;
+        t.health = script;
+        Ok(())
+    }
+
+    /// The health check commands run for a task so far, oldest first.
+    pub fn checks(&self, task_id: &str) -> Vec<Vec<String>> {
+        self.lock()
+            .tasks
+            .get(task_id)
+            .map(|t| t.checks.clone())
+            .unwrap_or_default()
     }
 
     /// The fake time since this executor was created.
@@ -290,6 +351,11 @@ impl Executor for FakeExecutor {
                     .iter()
                     .find(|(m, _)| m.fits(&spec))
                     .map_or(Outcome::RunForever, |(_, o)| o.clone());
+                let health = inner
+                    .health_rules
+                    .iter()
+                    .find(|(m, _)| m.fits(&spec))
+                    .map_or(HealthScript::Pass, |(_, h)| h.clone());
                 // Secret data is not kept: only the runtime would need it.
                 let spec = ProcessSpec {
                     secrets: Vec::new(),
@@ -302,6 +368,8 @@ impl Executor for FakeExecutor {
                         outcome,
                         phase: Phase::New,
                         logs: Vec::new(),
+                        health,
+                        checks: Vec::new(),
                     },
                 );
             }
@@ -502,6 +570,22 @@ impl Controller for FakeController {
             .with_task(&self.task_id, |t, _| Ok(runtime_state(&t.phase)));
         futures::future::ready(r).boxed()
     }
+
+    fn exec_check<'a>(
+        &'a self,
+        argv: &'a [String],
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<CheckResult, ExecError>> {
+        let r = self.exec.with_task(&self.task_id, |t, _| {
+            if !matches!(t.phase, Phase::Running { .. }) {
+                return Err(invalid_state(&t.spec.task_id, "exec_check", &t.phase));
+            }
+            t.checks.push(argv.to_vec());
+            let n = u32::try_from(t.checks.len()).unwrap_or(u32::MAX);
+            Ok(t.health.answer(n, timeout))
+        });
+        futures::future::ready(r).boxed()
+    }
 }
 
 #[cfg(test)]
@@ -606,6 +690,32 @@ mod tests {
         exec.advance(Duration::from_secs(1));
         stopping.await.expect("join").expect("shutdown");
         assert_eq!(c.wait().await.expect("wait"), ExitStatus::signaled(9));
+    }
+
+    #[tokio::test]
+    async fn health_checks_follow_their_script() {
+        let exec = FakeExecutor::new();
+        exec.script_health(Match::Image("slow".into()), HealthScript::FailFirst(1));
+        exec.script_health(Match::Image("hung".into()), HealthScript::Hang);
+        let argv = vec!["CMD".to_string()];
+        let t = Duration::from_secs(2);
+        let slow = started(&exec, "a", "slow").await;
+        assert!(!slow.exec_check(&argv, t).await.expect("check").passed());
+        assert!(slow.exec_check(&argv, t).await.expect("check").passed());
+        exec.set_health("a", HealthScript::Fail).expect("set");
+        assert!(!slow.exec_check(&argv, t).await.expect("check").passed());
+        assert_eq!(exec.checks("a").len(), 3);
+        let hung = started(&exec, "b", "hung").await;
+        let r = hung.exec_check(&argv, t).await.expect("check");
+        assert_eq!(r, CheckResult::TimedOut { timeout: t });
+        assert!(r.output().contains("exceeded timeout"));
+        let web = started(&exec, "c", "web").await;
+        assert!(web.exec_check(&argv, t).await.expect("check").passed());
+        web.terminate().await.expect("kill");
+        assert!(matches!(
+            web.exec_check(&argv, t).await,
+            Err(ExecError::InvalidState { .. })
+        ));
     }
 
     #[tokio::test]

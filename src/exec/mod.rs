@@ -2,7 +2,8 @@
 //!
 //! Owns the runtime-agnostic description of one task ([`ProcessSpec`]), the [`Executor`] and
 //! [`Controller`] traits the agent drives (prepare, start, wait, shutdown, terminate, remove, plus
-//! re-adoption after a daemon restart), exit statuses, log lines and the [`ExecError`] enum.
+//! re-adoption after a daemon restart, and health check commands run in the task's context),
+//! exit statuses, check results, log lines and the [`ExecError`] enum.
 //! Implementations: [`process`] (embedded default, real Linux processes under a shim) and [`fake`]
 //! (scripted outcomes for simulation tests).
 //!
@@ -164,6 +165,44 @@ impl fmt::Display for ExitStatus {
             },
             (Some(code), None) => write!(f, "exit code {code}"),
             (None, None) => f.write_str("unknown exit status"),
+        }
+    }
+}
+
+/// At most this many bytes of a health check's output are kept (Docker's limit).
+pub const CHECK_OUTPUT_LIMIT: usize = 4096;
+
+/// What one health check command did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CheckResult {
+    /// The command ended: exit code 0 passes, anything else fails. A command that could not be
+    /// started ends with 126 or 127 and the reason as output, like a task's start failure.
+    Exited {
+        /// The exit code (128 + signal when killed by a signal).
+        code: i32,
+        /// The start of its stdout then stderr, at most [`CHECK_OUTPUT_LIMIT`] bytes.
+        output: String,
+    },
+    /// It was still running when its timeout expired and was killed: a failure.
+    TimedOut {
+        /// The timeout it exceeded.
+        timeout: Duration,
+    },
+}
+
+impl CheckResult {
+    /// Whether the check passed (exited 0).
+    pub fn passed(&self) -> bool {
+        matches!(self, CheckResult::Exited { code: 0, .. })
+    }
+
+    /// What to show for it: the command's output, or Docker's timeout message.
+    pub fn output(&self) -> String {
+        match self {
+            CheckResult::Exited { output, .. } => output.clone(),
+            CheckResult::TimedOut { timeout } => {
+                format!("Health check exceeded timeout ({timeout:?})")
+            }
         }
     }
 }
@@ -354,6 +393,17 @@ pub trait Controller: Send + Sync {
 
     /// What the runtime sees of the task now.
     fn inspect(&self) -> BoxFuture<'_, Result<RuntimeState, ExecError>>;
+
+    /// Runs one health check command of the running task: `argv[0]` is looked up in the task's
+    /// `PATH` and runs with the task's environment, working directory and user, inside the
+    /// task's mount namespace where the runtime has one (so `/run/secrets` resolves as it does
+    /// for the task). A check still running after `timeout` is killed: `TimedOut`. Errors mean
+    /// no check ran (the task is not running, the runtime failed).
+    fn exec_check<'a>(
+        &'a self,
+        argv: &'a [String],
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<CheckResult, ExecError>>;
 }
 
 /// Parses a stop signal as Docker does: `SIGTERM`, `TERM`, `term`, `15`. `None` → SIGTERM.

@@ -19,7 +19,8 @@ use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 
 use crate::exec::{
-    parse_signal, Controller, ExecError, ExitStatus, ProcessSpec, RuntimeState, EXIT_START_FAILED,
+    parse_signal, CheckResult, Controller, ExecError, ExitStatus, ProcessSpec, RuntimeState,
+    EXIT_START_FAILED,
 };
 
 use super::layout::{self, ProcRecord, TaskDir, RECORD_VERSION};
@@ -463,5 +464,13 @@ impl Controller for ProcessController {
 
     fn inspect(&self) -> BoxFuture<'_, Result<RuntimeState, ExecError>> {
         async move { observe(&self.dir).map(Observed::runtime_state) }.boxed()
+    }
+
+    fn exec_check<'a>(
+        &'a self,
+        argv: &'a [String],
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<CheckResult, ExecError>> {
+        self.exec_check_now(argv, timeout).boxed()
     }
 }

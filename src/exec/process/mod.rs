@@ -3,11 +3,13 @@
 //! Runs each task as a real process under a per-task shim (see [`shim`]) so that tasks survive a
 //! crash of the daemon and are re-adopted with their exit code. Each task owns `<root>/<task_id>/`
 //! (see `layout`): `spec.json`, `launch.json`, `shim.json`, `pid.json`, `exit.json`,
-//! `stdout.log`, `stderr.log`, `shim.log`, `secrets/` (tmpfs) and `configs/`.
+//! `stdout.log`, `stderr.log`, `shim.log`, `secrets/` (tmpfs) and `configs/`. Health checks run
+//! in the task's context, inside its mount namespace when it has one (see `check`).
 //!
 //! Must not: know the model or store types, keep per-task state only in memory (everything a
 //! restarted daemon needs is in the task directory), or write secret data to persistent disk.
 
+mod check;
 mod controller;
 mod layout;
 mod logs;
