@@ -3,11 +3,12 @@
 //! Owns: converting assigned tasks into executor specs ([`spec`], with docker's service
 //! [`templates`]), the [`Worker`] that converges the local runtime to the node's complete set of
 //! assignments (adopting tasks that survived a daemon restart, DESIGN invariant 5), the per-task
-//! runners, and the monotonic [`StatusReport`]s it emits.
+//! runners with their [`health`] checks, and the monotonic [`StatusReport`]s it emits.
 //!
 //! Must not: depend on the transport (the dispatcher session feeds [`Assignments`] in and
 //! forwards reports out), write desired state, or log secret data.
 
+pub mod health;
 pub mod report;
 mod runner;
 pub mod spec;
@@ -15,8 +16,11 @@ pub mod templates;
 pub mod worker;
 
 #[cfg(test)]
+mod health_tests;
+#[cfg(test)]
 mod process_tests;
 
+pub use health::{health_check, HealthCheck};
 pub use report::StatusReport;
 pub use spec::{process_spec, SpecError, TaskContext};
 pub use worker::{Assignments, Worker, WorkerError};

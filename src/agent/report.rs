@@ -1,7 +1,7 @@
 //! Status reports from the worker to whoever forwards them to the dispatcher: one
 //! [`StatusReport`] per observed state change, stamped with the injected clock, and never a state
 //! lower than one already reported or known to the manager (states only move forward, DESIGN
-//! invariant 4). Tasks that are not in the current assignments (orphans after a restart) are
+//! invariant 4); the same state is reported again only when it carries a new health. Tasks that are not in the current assignments (orphans after a restart) are
 //! never reported.
 //!
 //! Must not: decide what a task should do, or touch the runtime.
@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::exec::ExitStatus;
-use crate::model::{TaskState, TaskStatus};
+use crate::model::{TaskHealth, TaskState, TaskStatus};
 use crate::util::Clock;
 
 /// One observed state of one task, for the dispatcher.
@@ -31,6 +31,8 @@ struct Floor {
     manager: Option<TaskState>,
     /// What this worker last sent.
     sent: Option<TaskState>,
+    /// The health this worker last sent with `sent`.
+    sent_health: Option<TaskHealth>,
 }
 
 /// Sends reports, keeping them monotonic per task.
@@ -46,6 +48,7 @@ pub(crate) struct Detail {
     pub(crate) message: String,
     pub(crate) err: Option<String>,
     pub(crate) exit_code: Option<i32>,
+    pub(crate) health: Option<TaskHealth>,
 }
 
 impl Detail {
@@ -60,8 +63,13 @@ impl Detail {
         Detail {
             message: message.into(),
             err: Some(err.into()),
-            exit_code: None,
+            ..Detail::default()
         }
+    }
+
+    pub(crate) fn with_health(mut self, health: TaskHealth) -> Self {
+        self.health = Some(health);
+        self
     }
 }
 
@@ -91,8 +99,15 @@ impl Reporter {
         self.lock().retain(|id, _| keep(id));
     }
 
-    /// Sends `state` for `task_id` unless it would not move the task forward. Returns whether a
-    /// report was sent.
+    /// The highest state known for an assigned task: sent by this worker or held by the manager.
+    pub(crate) fn known(&self, task_id: &str) -> Option<TaskState> {
+        let floors = self.lock();
+        let f = floors.get(task_id)?;
+        f.manager.max(f.sent)
+    }
+
+    /// Sends `state` for `task_id` unless it would not move the task forward (a higher state,
+    /// or the state last sent with a new health). Returns whether a report was sent.
     pub(crate) fn report(&self, task_id: &str, state: TaskState, detail: Detail) -> bool {
         {
             let mut floors = self.lock();
@@ -104,10 +119,14 @@ impl Reporter {
                     return false;
                 }
             }
-            if f.sent.is_some_and(|s| state <= s) {
+            let new_health = detail.health.is_some() && detail.health != f.sent_health;
+            if f.sent
+                .is_some_and(|s| state < s || (state == s && !new_health))
+            {
                 return false;
             }
             f.sent = Some(state);
+            f.sent_health = detail.health;
         }
         let status = TaskStatus {
             state,
@@ -116,6 +135,7 @@ impl Reporter {
             err: detail.err,
             exit_code: detail.exit_code,
             pid: None,
+            health: detail.health,
         };
         tracing::debug!(task_id, state = state.name(), "task status");
         // The receiver gone means the worker is being torn down: nothing to tell any more.
@@ -139,16 +159,16 @@ pub(crate) fn exit_report(status: &ExitStatus, stopping: bool) -> (TaskState, De
     if stopping {
         let d = Detail {
             message: "shutdown".into(),
-            err: None,
             exit_code,
+            ..Detail::default()
         };
         return (TaskState::Shutdown, d);
     }
     if status.success() {
         let d = Detail {
             message: "finished".into(),
-            err: None,
             exit_code,
+            ..Detail::default()
         };
         return (TaskState::Complete, d);
     }
@@ -161,6 +181,7 @@ pub(crate) fn exit_report(status: &ExitStatus, stopping: bool) -> (TaskState, De
         message: "failed".into(),
         err: Some(err),
         exit_code,
+        health: None,
     };
     (TaskState::Failed, d)
 }
@@ -217,6 +238,22 @@ mod tests {
             !r.report("b", TaskState::Failed, Detail::default()),
             "terminal"
         );
+        r.assigned("h", TaskState::Running);
+        let healthy = || Detail::default().with_health(TaskHealth::Healthy);
+        let starting = || Detail::default().with_health(TaskHealth::Starting);
+        assert!(r.report("h", TaskState::Running, starting()), "adopted");
+        assert!(
+            !r.report("h", TaskState::Running, starting()),
+            "same health"
+        );
+        assert!(
+            !r.report("h", TaskState::Running, Detail::default()),
+            "no health"
+        );
+        assert!(r.report("h", TaskState::Running, healthy()), "new health");
+        assert!(!r.report("h", TaskState::Running, healthy()));
+        assert!(!r.report("h", TaskState::Starting, starting()), "backwards");
+        assert_eq!(r.known("h"), Some(TaskState::Running));
         r.retain(|id| id == "b");
         assert!(
             !r.report("a", TaskState::Remove, Detail::default()),

@@ -1,6 +1,9 @@
 //! One task's life on this node, as a spawned tokio task: create (or adopt) its controller,
 //! prepare, start, wait, and stop or remove it when its desired state moves on. The worker
 //! steers it only through a `watch` of [`Desired`]; the runner reports every state it observes.
+//! A task with a health check stays `Starting` (health starting) until a check passes, then is
+//! reported `Running` (healthy); once unhealthy it is stopped and reported `Failed` with Docker's
+//! `task: unhealthy container`, and the restart policy replaces it.
 //!
 //! Must not: read the assignments, hold the worker's runner map across an await, or restart a
 //! task that was adopted running.
@@ -10,14 +13,17 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::exec::{Controller, ExecError, ExitStatus, ProcessSpec, RuntimeState};
-use crate::model::TaskState;
+use crate::exec::{CheckResult, Controller, ExecError, ExitStatus, ProcessSpec, RuntimeState};
+use crate::model::{TaskHealth, TaskState};
 
+use super::health::{HealthCheck, Monitor, Verdict};
 use super::report::{exit_code_of, exit_report, Detail};
 use super::worker::Shared;
 
 /// Pause before waiting again after a temporary runtime error while a task runs.
 const WAIT_RETRY: Duration = Duration::from_secs(1);
+/// Docker's error for a task stopped because its health check failed.
+pub(crate) const UNHEALTHY: &str = "task: unhealthy container";
 
 /// What the manager wants of a task, as far as the runner is concerned (ordered: it only grows).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -66,11 +72,13 @@ pub(crate) async fn run(
     task_id: String,
     gen: u64,
     start: Start,
+    health: Option<HealthCheck>,
     mut desired: watch::Receiver<Desired>,
 ) {
     let r = Runner {
         shared: &shared,
         id: &task_id,
+        health,
     };
     match r.lifecycle(start, &mut desired).await {
         End::Retry | End::Abandon => {}
@@ -82,6 +90,7 @@ pub(crate) async fn run(
 struct Runner<'a> {
     shared: &'a Shared,
     id: &'a str,
+    health: Option<HealthCheck>,
 }
 
 impl Runner<'_> {
@@ -141,6 +150,10 @@ impl Runner<'_> {
         }
         self.report(TaskState::Starting, Detail::message("starting"));
         match ctl.start().await {
+            Ok(()) if self.health.is_some() => self.report(
+                TaskState::Starting,
+                Detail::message("started").with_health(TaskHealth::Starting),
+            ),
             Ok(()) => self.report(TaskState::Running, Detail::message("started")),
             Err(ExecError::StartFailed { message, .. }) => {
                 let code = ctl.wait().await.ok().and_then(|s| exit_code_of(&s));
@@ -184,7 +197,19 @@ impl Runner<'_> {
             Ok(RuntimeState::Running) => {
                 tracing::info!(task_id = self.id, "adopted a running task");
                 if !stopping {
-                    self.report(TaskState::Running, Detail::message("started"));
+                    match &self.health {
+                        None => self.report(TaskState::Running, Detail::message("started")),
+                        // Checking starts over; a task the manager already has running keeps
+                        // that state (reports never move back), with its health starting.
+                        Some(_) => {
+                            let state = match self.shared.reporter.known(self.id) {
+                                Some(s) if s >= TaskState::Running => TaskState::Running,
+                                _ => TaskState::Starting,
+                            };
+                            let d = Detail::message("started").with_health(TaskHealth::Starting);
+                            self.report(state, d)
+                        }
+                    };
                 }
                 Ok(self.supervise(ctl, desired).await)
             }
@@ -214,17 +239,27 @@ impl Runner<'_> {
         }
     }
 
-    /// Waits for the running task to end, or stops it when its desired state moves on.
+    /// Waits for the running task to end, or stops it when its desired state moves on or its
+    /// health check says it is unhealthy.
     async fn supervise(
         &self,
         ctl: Arc<dyn Controller>,
         desired: &mut watch::Receiver<Desired>,
     ) -> End {
+        let probe = ctl.clone();
+        let health = async move {
+            match self.health.clone() {
+                Some(check) => self.monitor(probe.as_ref(), check).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(health);
         loop {
             if *desired.borrow_and_update() != Desired::Run {
                 return self.stop(ctl).await;
             }
             tokio::select! {
+                last = &mut health => return self.unhealthy(ctl, &last).await,
                 r = ctl.wait() => match r {
                     Ok(status) => {
                         let stopping = *desired.borrow() != Desired::Run;
@@ -247,6 +282,53 @@ impl Runner<'_> {
                 }
             }
         }
+    }
+
+    /// Runs the health check until the task is unhealthy; returns the last failed check. Reports
+    /// `Running` (healthy) on the first pass.
+    async fn monitor(&self, ctl: &dyn Controller, check: HealthCheck) -> CheckResult {
+        let mut m = Monitor::new(check, tokio::time::Instant::now());
+        loop {
+            tokio::time::sleep(m.next_delay(tokio::time::Instant::now())).await;
+            let at = tokio::time::Instant::now();
+            let c = m.check();
+            let result = match ctl.exec_check(&c.argv, c.timeout).await {
+                Ok(r) => r,
+                Err(e) => {
+                    // No check ran (the task is ending, the runtime failed): nothing to count.
+                    tracing::warn!(task_id = self.id, error = %e, "health check could not run");
+                    continue;
+                }
+            };
+            match m.record(result.passed(), at) {
+                Verdict::Healthy => {
+                    let d = Detail::message("started").with_health(TaskHealth::Healthy);
+                    self.report(TaskState::Running, d);
+                }
+                Verdict::Unchanged => {}
+                Verdict::Unhealthy => return result,
+            }
+            if !result.passed() {
+                tracing::debug!(task_id = self.id, output = %result.output(), "health check failed");
+            }
+        }
+    }
+
+    /// Stops an unhealthy task (stop signal, grace, SIGKILL) and reports it `Failed`.
+    async fn unhealthy(&self, ctl: Arc<dyn Controller>, last: &CheckResult) -> End {
+        tracing::warn!(task_id = self.id, output = %last.output(), "task is unhealthy; stopping it");
+        if let Err(e) = ctl.shutdown().await {
+            tracing::warn!(task_id = self.id, error = %e, "shutdown failed; killing");
+            if let Err(e) = ctl.terminate().await {
+                return self.temporary("terminate", &e);
+            }
+        }
+        let mut detail = Detail::error("failed", UNHEALTHY).with_health(TaskHealth::Unhealthy);
+        if let Ok(status) = ctl.wait().await {
+            detail.exit_code = exit_code_of(&status);
+        }
+        self.report(TaskState::Failed, detail);
+        End::Done(Some(ctl))
     }
 
     /// Stop signal, grace period, SIGKILL (the executor does all three), then report Shutdown.

@@ -60,6 +60,12 @@ pub enum SpecError {
         /// What was given.
         value: String,
     },
+    /// The health check's test is not `CMD ...`, `CMD-SHELL ...`, `NONE` or empty.
+    #[error("invalid healthcheck test {test:?}: it must start with CMD, CMD-SHELL or NONE and name a command")]
+    InvalidHealthcheck {
+        /// The test as given.
+        test: Vec<String>,
+    },
 }
 
 /// The template context of `task` on this node.

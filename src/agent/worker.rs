@@ -21,6 +21,7 @@ use crate::exec::{ExecError, Executor, LogLines, LogOptions, ProcessSpec, TaskIn
 use crate::model::{Task, TaskState};
 use crate::util::Clock;
 
+use super::health::{health_check, HealthCheck};
 use super::report::{Detail, Reporter, StatusReport};
 use super::runner::{self, Desired, Start};
 use super::spec::{process_spec, SpecError, TaskContext};
@@ -187,12 +188,13 @@ impl Worker {
             }
             let Some(known) = &known else { continue };
             if known.contains_key(task.id.as_str()) {
-                let respec = if want == Desired::Run {
-                    self.spec_of(task, a).ok()
+                let (respec, health) = if want == Desired::Run {
+                    let health = health_check(task.spec.container.healthcheck.as_ref());
+                    (self.spec_of(task, a).ok(), health.ok().flatten())
                 } else {
-                    None
+                    (None, None)
                 };
-                self.spawn(&task.id, want, Start::Adopt { respec });
+                self.spawn(&task.id, want, Start::Adopt { respec }, health);
             } else if want == Desired::Run {
                 if task.status.state >= TaskState::Starting {
                     // It was started on this node, but the runtime has no trace of it.
@@ -203,8 +205,12 @@ impl Worker {
                     );
                     continue;
                 }
-                match self.spec_of(task, a) {
-                    Ok(spec) => self.spawn(&task.id, want, Start::Create(spec)),
+                let spec = self.spec_of(task, a).and_then(|spec| {
+                    let health = health_check(task.spec.container.healthcheck.as_ref())?;
+                    Ok((spec, health))
+                });
+                match spec {
+                    Ok((spec, health)) => self.spawn(&task.id, want, Start::Create(spec), health),
                     Err(e) => {
                         reporter.report(
                             &task.id,
@@ -232,7 +238,7 @@ impl Worker {
                 let has_runner = self.shared.runners().contains_key(*id);
                 if !assigned.contains(id) && !has_runner {
                     tracing::info!(task_id = id, "removing a task that is no longer assigned");
-                    self.spawn(id, Desired::Remove, Start::Adopt { respec: None });
+                    self.spawn(id, Desired::Remove, Start::Adopt { respec: None }, None);
                 }
             }
         }
@@ -260,7 +266,7 @@ impl Worker {
         process_spec(task, &ctx, &secrets, &configs)
     }
 
-    fn spawn(&self, task_id: &str, want: Desired, start: Start) {
+    fn spawn(&self, task_id: &str, want: Desired, start: Start, health: Option<HealthCheck>) {
         let gen = self.shared.next_gen.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = watch::channel(want);
         self.shared.runners().insert(
@@ -276,6 +282,7 @@ impl Worker {
             task_id.to_string(),
             gen,
             start,
+            health,
             rx,
         ));
         if let Some(r) = self
