@@ -9,7 +9,7 @@ use futures::StreamExt;
 
 use super::layout::{proc_start_time, ProcRecord, TaskDir};
 use super::*;
-use crate::exec::{ExitStatus, FileMount, LogStream, RuntimeState};
+use crate::exec::{CheckResult, ExitStatus, FileMount, LogStream, RuntimeState};
 
 /// Becomes the shim when started by the executor under test; a no-op in a normal test run.
 #[test]
@@ -463,4 +463,114 @@ async fn unprivileged_secrets_live_in_dev_shm() {
     ctl.remove().await.expect("remove");
     assert!(!target.exists(), "plaintext removed from /dev/shm");
     assert!(!task_dir(&exec, "shm").exists());
+}
+
+/// Starts a long-running task and waits until its process is recorded.
+async fn running(exec: &ProcessExecutor, spec: ProcessSpec) -> Box<dyn Controller> {
+    let ctl = exec.controller(spec).expect("controller");
+    ctl.prepare().await.expect("prepare");
+    ctl.start().await.expect("start");
+    ctl
+}
+
+fn argv(a: &[&str]) -> Vec<String> {
+    a.iter().map(|s| s.to_string()).collect()
+}
+
+#[tokio::test]
+async fn health_checks_run_in_the_task_context() {
+    let (tmp, exec) = executor();
+    let flag = tmp.path().join(format!("healthy-{}", std::process::id()));
+    let work = tmp.path().join("work");
+    std::fs::create_dir(&work).expect("work dir");
+    let mut s = spec("hc", &["sleep", "30"]);
+    s.env = vec![("FOO".into(), "bar".into())];
+    s.working_dir = Some(work.display().to_string());
+    let ctl = running(&exec, s).await;
+    let t = Duration::from_secs(5);
+    let probe = format!("test -f {}", flag.display());
+    let check = argv(&["/bin/sh", "-c", &probe]);
+    let r = ctl.exec_check(&check, t).await.expect("check");
+    assert!(matches!(r, CheckResult::Exited { code: 1, .. }), "{r:?}");
+    std::fs::write(&flag, "").expect("flag");
+    assert!(ctl.exec_check(&check, t).await.expect("check").passed());
+    let env = argv(&["sh", "-c", "echo \"$FOO $(pwd)\"; echo oops >&2; exit 3"]);
+    let r = ctl.exec_check(&env, t).await.expect("check");
+    let want = format!("bar {}\noops\n", work.display());
+    assert_eq!(
+        r,
+        CheckResult::Exited {
+            code: 3,
+            output: want
+        }
+    );
+    let r = ctl
+        .exec_check(&argv(&["nosuchcmd"]), t)
+        .await
+        .expect("check");
+    assert!(
+        matches!(&r, CheckResult::Exited { code: 127, output } if output.contains("executable file not found")),
+        "{r:?}"
+    );
+    let started = Instant::now();
+    let r = ctl
+        .exec_check(&argv(&["sleep", "10"]), Duration::from_millis(300))
+        .await
+        .expect("check");
+    assert_eq!(
+        r,
+        CheckResult::TimedOut {
+            timeout: Duration::from_millis(300)
+        }
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "killed at its timeout"
+    );
+    ctl.terminate().await.expect("terminate");
+    assert!(matches!(
+        ctl.exec_check(&check, t).await,
+        Err(ExecError::InvalidState { .. })
+    ));
+}
+
+#[tokio::test]
+async fn health_checks_see_the_tasks_secrets_and_user() {
+    let (_tmp, exec) = executor();
+    let mut s = spec("hcs", &["sleep", "30"]);
+    s.secrets = vec![FileMount {
+        target: "x".into(),
+        data: b"hunter2".to_vec(),
+        uid: 65534,
+        gid: 65534,
+        mode: 0o400,
+    }];
+    if is_root() {
+        s.user = Some("nobody".into());
+    }
+    let ctl = running(&exec, s).await;
+    let t = Duration::from_secs(5);
+    let script = if is_root() {
+        "cat /run/secrets/x; echo; id -u"
+    } else {
+        "cat \"$SWARM_SECRETS_DIR/x\"; echo"
+    };
+    let r = ctl
+        .exec_check(&argv(&["sh", "-c", script]), t)
+        .await
+        .expect("check");
+    let want = if is_root() {
+        "hunter2\n65534\n"
+    } else {
+        "hunter2\n"
+    };
+    assert_eq!(
+        r,
+        CheckResult::Exited {
+            code: 0,
+            output: want.into()
+        }
+    );
+    ctl.terminate().await.expect("terminate");
+    ctl.remove().await.expect("remove");
 }
