@@ -1,6 +1,7 @@
 //! The worker on the real process executor: a task with a templated environment and a secret
 //! runs, survives the loss of its worker (a daemon restart), is adopted by a new worker on a new
-//! executor over the same directory without being restarted, then shuts down. The shim runs as
+//! executor over the same directory without being restarted, then shuts down; a task with a
+//! health check (reading its secret) is `Running` only once the check passes. The shim runs as
 //! this test binary re-executed with a filter selecting only `shim_entry` (as in
 //! `exec::process::tests`).
 
@@ -12,7 +13,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
 use crate::exec::process::{shim_main, ProcessExecutor, ShimCommand, SHIM_ENV};
-use crate::model::{FileReference, Meta, Task, TaskSpec, TaskState, TaskStatus};
+use crate::model::{
+    FileReference, HealthConfig, Meta, Task, TaskHealth, TaskSpec, TaskState, TaskStatus,
+};
 use crate::util::ManualClock;
 
 use super::{Assignments, StatusReport, Worker};
@@ -168,4 +171,66 @@ async fn real_task_survives_a_worker_restart_and_shuts_down() {
     t.desired_state = TaskState::Remove;
     w2.assign(assignments(&t)).await.expect("assign");
     eventually("the task directory to go", || !dir.exists()).await;
+}
+
+#[tokio::test]
+async fn real_task_is_running_only_once_its_health_check_passes() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let root = tmp.path().join("tasks");
+    let flag = tmp.path().join(format!("ready-{}", std::process::id()));
+    let mut t = greeter();
+    t.id = "health1".into();
+    // As root the check reads the secret where the task sees it, inside its mount namespace.
+    let secret = if nix::unistd::geteuid().is_root() {
+        "/run/secrets/token".to_string()
+    } else {
+        "\"$SWARM_SECRETS_DIR/token\"".to_string()
+    };
+    t.spec.container.healthcheck = Some(HealthConfig {
+        test: vec![
+            "CMD-SHELL".into(),
+            format!("test -f {} && grep -q s3cret {secret}", flag.display()),
+        ],
+        interval: Some(Duration::from_millis(100)),
+        timeout: Some(Duration::from_secs(5)),
+        retries: Some(1000),
+        start_period: None,
+        start_interval: None,
+    });
+    let (w, mut rx) = worker(&root);
+    w.assign(assignments(&t)).await.expect("assign");
+    let seen = until(&mut rx, TaskState::Starting).await;
+    assert_eq!(seen.last().map(|s| s.health), Some(None));
+    let seen = until_health(&mut rx, TaskHealth::Starting).await;
+    assert_eq!(seen.last().map(|s| s.state), Some(TaskState::Starting));
+    // Checks fail while the file is missing: no Running yet.
+    let quiet = tokio::time::timeout(Duration::from_millis(500), rx.recv()).await;
+    assert!(quiet.is_err(), "nothing before the check passes: {quiet:?}");
+    std::fs::write(&flag, "").expect("flag");
+    let seen = until(&mut rx, TaskState::Running).await;
+    assert_eq!(
+        seen.last().map(|s| s.health),
+        Some(Some(TaskHealth::Healthy))
+    );
+
+    t.desired_state = TaskState::Remove;
+    w.assign(assignments(&t)).await.expect("assign");
+    let dir = root.join("health1");
+    eventually("the task directory to go", || !dir.exists()).await;
+}
+
+/// Receives reports until one with `health` (20 s deadline).
+async fn until_health(
+    rx: &mut UnboundedReceiver<StatusReport>,
+    health: TaskHealth,
+) -> Vec<TaskStatus> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut seen = Vec::new();
+    while !seen.iter().any(|s: &TaskStatus| s.health == Some(health)) {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(r)) => seen.push(r.status),
+            _ => panic!("never reached {health:?}; saw {seen:?}"),
+        }
+    }
+    seen
 }
