@@ -27,6 +27,18 @@ use super::shim::LaunchPlan;
 /// How long output is still read after the check's process group was killed.
 const DRAIN: Duration = Duration::from_secs(1);
 
+/// SIGKILLs a check's process group when dropped: also when the check's future is dropped
+/// mid-way (the task exited, the runner moved on).
+struct GroupKill(Option<Pid>);
+
+impl Drop for GroupKill {
+    fn drop(&mut self) {
+        if let Some(pg) = self.0 {
+            let _ = killpg(pg, Signal::SIGKILL);
+        }
+    }
+}
+
 /// Reads at most [`CHECK_OUTPUT_LIMIT`] bytes and drains the rest.
 async fn read_limited(mut r: impl AsyncRead + Unpin) -> Vec<u8> {
     let mut kept = Vec::new();
@@ -159,14 +171,12 @@ impl ProcessController {
                 return Ok(CheckResult::Exited { code, output });
             }
         };
-        let pgid = child.id().map(|p| Pid::from_raw(p as i32));
+        let group = GroupKill(child.id().map(|p| Pid::from_raw(p as i32)));
         let out = child.stdout.take().map(|o| tokio::spawn(read_limited(o)));
         let err = child.stderr.take().map(|e| tokio::spawn(read_limited(e)));
         let waited = tokio::time::timeout(timeout, child.wait()).await;
         // Like the task's own process group: nothing of the check survives it.
-        if let Some(pg) = pgid {
-            let _ = killpg(pg, Signal::SIGKILL);
-        }
+        drop(group);
         let status = match waited {
             Ok(Ok(status)) => status,
             Ok(Err(e)) => return Err(ExecError::io("waiting for a health check", e)),
