@@ -22,6 +22,8 @@ use super::worker::Shared;
 
 /// Pause before waiting again after a temporary runtime error while a task runs.
 const WAIT_RETRY: Duration = Duration::from_secs(1);
+/// How long past its timeout a health check may take before the runner gives up on it.
+const CHECK_SLACK: Duration = Duration::from_secs(5);
 /// Docker's error for a task stopped because its health check failed.
 pub(crate) const UNHEALTHY: &str = "task: unhealthy container";
 
@@ -292,9 +294,13 @@ impl Runner<'_> {
             tokio::time::sleep(m.next_delay(tokio::time::Instant::now())).await;
             let at = tokio::time::Instant::now();
             let c = m.check();
-            let result = match ctl.exec_check(&c.argv, c.timeout).await {
-                Ok(r) => r,
-                Err(e) => {
+            // The executor kills a check at its timeout; this bounds a runtime that does not.
+            let bound = c.timeout + CHECK_SLACK;
+            let result = match tokio::time::timeout(bound, ctl.exec_check(&c.argv, c.timeout)).await
+            {
+                Err(_) => CheckResult::TimedOut { timeout: c.timeout },
+                Ok(Ok(r)) => r,
+                Ok(Err(e)) => {
                     // No check ran (the task is ending, the runtime failed): nothing to count.
                     tracing::warn!(task_id = self.id, error = %e, "health check could not run");
                     continue;
