@@ -534,3 +534,7 @@ pub fn plan_remove_stack(state: &ClusterState, stack_name: &str) -> Option<Deplo
     });
     Some(plan)
 }
+
+#[cfg(test)]
+#[path = "deploy_tests.rs"]
+mod tests;
