@@ -110,7 +110,7 @@ pub fn service_fields(old: &ServiceSpec, new: &ServiceSpec) -> Vec<String> {
         out.push(format!("configs: {}", refs_diff(&oc.configs, &nc.configs)));
     }
     macro_rules! generic {
-        ($name:literal, $a:expr, $b:expr) => {
+        ($name:expr, $a:expr, $b:expr) => {
             if $a != $b {
                 out.push(format!("{}: {} → {}", $name, short(&$a), short(&$b)));
             }
@@ -160,8 +160,25 @@ pub fn service_fields(old: &ServiceSpec, new: &ServiceSpec) -> Vec<String> {
         }
     }
     generic!("labels", old.labels, new.labels);
-    generic!("update_config", old.update, new.update);
-    generic!("rollback_config", old.rollback, new.rollback);
+    for (name, a, b) in [
+        ("update_config", &old.update, &new.update),
+        ("rollback_config", &old.rollback, &new.rollback),
+    ] {
+        generic!(format!("{name}.parallelism"), a.parallelism, b.parallelism);
+        generic!(format!("{name}.delay"), a.delay, b.delay);
+        generic!(
+            format!("{name}.failure_action"),
+            a.failure_action,
+            b.failure_action
+        );
+        generic!(format!("{name}.monitor"), a.monitor, b.monitor);
+        generic!(
+            format!("{name}.max_failure_ratio"),
+            a.max_failure_ratio,
+            b.max_failure_ratio
+        );
+        generic!(format!("{name}.order"), a.order, b.order);
+    }
     generic!("endpoint", old.endpoint, new.endpoint);
     if out.is_empty() && old != new {
         out.push("spec".into());
