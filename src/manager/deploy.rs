@@ -125,6 +125,9 @@ fn with_version(spec: &FileObjectSpec, version: u64) -> FileObjectSpec {
 /// Existing object (id, spec) of a kind, found by name (newest version).
 type Lookup<'s> = dyn Fn(&str) -> Option<(String, &'s FileObjectSpec)> + 's;
 
+/// The ids the stack owns, and name → id of every secret/config its services may refer to.
+type PlannedFiles = (Vec<String>, Vec<(String, String)>);
+
 /// Plans the stack's secrets or configs: unchanged, created (version 1) or a new version. Returns name → id.
 #[allow(clippy::too_many_arguments)]
 fn plan_files<'s>(
@@ -136,7 +139,7 @@ fn plan_files<'s>(
     lookup: &Lookup<'s>,
     create: &dyn Fn(String, FileObjectSpec) -> Op,
     ids: &mut dyn IdSource,
-) -> Result<(Vec<String>, Vec<(String, String)>), DeployError> {
+) -> Result<PlannedFiles, DeployError> {
     let mut owned = Vec::new();
     let mut by_name = Vec::new();
     for name in external {

@@ -46,15 +46,16 @@ fn stack(services: Vec<ServiceSpec>, secrets: Vec<FileObjectSpec>) -> StackSpec 
     }
 }
 
+type SameCheck = Box<dyn Fn(&FileObjectSpec) -> bool>;
+
 /// Plans `spec` against the world (secret data compared as is: the tests do not seal).
 fn plan(w: &World, spec: &StackSpec, prune: bool, ids: &mut SeqIds) -> DeployPlan {
-    let same: Vec<Box<dyn Fn(&FileObjectSpec) -> bool>> = spec
+    let same: Vec<SameCheck> = spec
         .secrets
         .iter()
         .map(|s| {
             let data = s.data.clone();
-            Box::new(move |e: &FileObjectSpec| e.data == data)
-                as Box<dyn Fn(&FileObjectSpec) -> bool>
+            Box::new(move |e: &FileObjectSpec| e.data == data) as SameCheck
         })
         .collect();
     let prepared: Vec<PreparedObject> = spec
