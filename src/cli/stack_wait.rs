@@ -213,3 +213,74 @@ pub(super) async fn wait_converged(
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manager::testutil::{service, task};
+    use crate::model::UpdateStatus;
+
+    fn status(state: UpdateState, at: u64, message: &str) -> Option<UpdateStatus> {
+        Some(UpdateStatus {
+            state,
+            started_at: at,
+            completed_at: None,
+            message: message.into(),
+        })
+    }
+
+    #[test]
+    fn updates_report_progress_and_fail_when_paused_or_rolled_back() {
+        let mut svc = service("web", ServiceMode::Replicated { replicas: 2 });
+        svc.spec_version = 2;
+        let old = task(
+            "t1",
+            "web",
+            1,
+            Some("n"),
+            TaskState::Running,
+            TaskState::Running,
+        );
+        let mut new = task(
+            "t2",
+            "web",
+            2,
+            Some("n"),
+            TaskState::Running,
+            TaskState::Running,
+        );
+        new.spec_version = 2;
+        svc.update_status = status(UpdateState::Updating, 1000, "update in progress");
+        match progress(&svc, &[&old, &new], 500) {
+            Progress::Converging(t) => assert!(t.contains("updated 1/2"), "{t}"),
+            other => panic!("an outdated task still runs: {other:?}"),
+        }
+        let mut new1 = old.clone();
+        new1.id = "t3".into();
+        new1.spec_version = 2;
+        assert!(matches!(
+            progress(&svc, &[&new1, &new], 500),
+            Progress::Done(_)
+        ));
+
+        svc.update_status = status(UpdateState::Paused, 1000, "task t2 failed");
+        assert_eq!(
+            progress(&svc, &[&old, &new], 500),
+            Progress::Failed("update paused: task t2 failed".into())
+        );
+        // a pause from before this deploy is not this deploy's failure
+        assert!(matches!(
+            progress(&svc, &[&new1, &new], 5000),
+            Progress::Done(_)
+        ));
+        svc.update_status = status(UpdateState::RollbackStarted, 1000, "update failed");
+        assert!(
+            matches!(progress(&svc, &[&new1, &new], 500), Progress::Converging(ref t) if t.contains("rolling back"))
+        );
+        svc.update_status = status(UpdateState::RollbackCompleted, 1000, "rolled back");
+        assert!(matches!(
+            progress(&svc, &[&new1, &new], 500),
+            Progress::Failed(_)
+        ));
+    }
+}
