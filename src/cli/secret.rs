@@ -10,7 +10,7 @@ use super::common::*;
 use super::output::{human_duration, short_id, Table};
 use super::service::FormatArgs;
 use crate::api::control;
-use crate::model::Secret;
+use crate::model::{object_version, Secret};
 
 /// `swarmctl secret` subcommands.
 #[derive(Subcommand, Debug)]
@@ -99,13 +99,17 @@ pub fn run(host: Option<String>, cmd: SecretCommand) -> i32 {
                         .into_inner()
                         .json,
                 )?;
-                secrets.sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
+                secrets.sort_by(|a, b| {
+                    (&a.spec.name, object_version(&a.spec.labels))
+                        .cmp(&(&b.spec.name, object_version(&b.spec.labels)))
+                });
                 if a.format.quiet {
                     secrets.iter().for_each(|s| println!("{}", s.id));
                     return Ok(());
                 }
                 let now = now_ms();
-                let mut table = Table::new(&["ID", "NAME", "DRIVER", "CREATED", "UPDATED"]);
+                let mut table =
+                    Table::new(&["ID", "NAME", "VERSION", "DRIVER", "CREATED", "UPDATED"]);
                 for s in &secrets {
                     let created = format!(
                         "{} ago",
@@ -118,12 +122,13 @@ pub fn run(host: Option<String>, cmd: SecretCommand) -> i32 {
                     if a.format.format == "json" {
                         println!(
                             "{}",
-                            serde_json::json!({"ID": s.id, "Name": s.spec.name, "Driver": "", "CreatedAt": created, "UpdatedAt": updated, "Labels": s.spec.labels})
+                            serde_json::json!({"ID": s.id, "Name": s.spec.name, "Version": object_version(&s.spec.labels), "Driver": "", "CreatedAt": created, "UpdatedAt": updated, "Labels": s.spec.labels})
                         );
                     } else {
                         table.row(vec![
                             short_id(&s.id).into(),
                             s.spec.name.clone(),
+                            object_version(&s.spec.labels).to_string(),
                             String::new(),
                             created,
                             updated,

@@ -1,4 +1,4 @@
-//! `swarmctl service ...`: ls, ps, inspect, scale, logs, rm.
+//! `swarmctl service ...`: ls, ps, inspect, scale, logs, rm, update, rollback.
 //!
 //! Must not: change anything but through the control API.
 
@@ -28,6 +28,51 @@ pub enum ServiceCommand {
     /// Remove services.
     #[command(alias = "remove")]
     Rm(RmArgs),
+    /// Update a service (a change of the task template rolls its tasks under update_config).
+    Update(UpdateArgs),
+    /// Roll a service back to its previous spec.
+    Rollback(RollbackArgs),
+}
+
+/// Arguments of `service update`.
+#[derive(Args, Debug)]
+pub struct UpdateArgs {
+    /// New image.
+    #[arg(long)]
+    pub image: Option<String>,
+    /// Add or change an environment variable (`KEY=VALUE`).
+    #[arg(long = "env-add")]
+    pub env_add: Vec<String>,
+    /// Remove an environment variable.
+    #[arg(long = "env-rm")]
+    pub env_rm: Vec<String>,
+    /// Number of tasks.
+    #[arg(long)]
+    pub replicas: Option<u64>,
+    /// Replace the tasks even if nothing else changed.
+    #[arg(long)]
+    pub force: bool,
+    /// Tasks updated at once (0 = all).
+    #[arg(long = "update-parallelism")]
+    pub update_parallelism: Option<u64>,
+    /// Wait between batches (e.g. 10s).
+    #[arg(long = "update-delay")]
+    pub update_delay: Option<String>,
+    /// start-first or stop-first.
+    #[arg(long = "update-order")]
+    pub update_order: Option<String>,
+    /// pause, continue or rollback.
+    #[arg(long = "update-failure-action")]
+    pub update_failure_action: Option<String>,
+    /// Service name or id.
+    pub service: String,
+}
+
+/// Arguments of `service rollback`.
+#[derive(Args, Debug)]
+pub struct RollbackArgs {
+    /// Service name or id.
+    pub service: String,
 }
 
 /// Output format flags shared by listing commands.
@@ -190,6 +235,41 @@ pub fn run(host: Option<String>, cmd: ServiceCommand) -> i32 {
                 }
                 Ok(())
             }
+            ServiceCommand::Update(a) => {
+                let reply = c
+                    .update_service(control::ServiceUpdateRequest {
+                        service: a.service.clone(),
+                        image: a.image.unwrap_or_default(),
+                        env_add: a.env_add,
+                        env_rm: a.env_rm,
+                        replicas: a.replicas,
+                        force: a.force,
+                        update_parallelism: a.update_parallelism,
+                        update_delay: a.update_delay.unwrap_or_default(),
+                        update_order: a.update_order.unwrap_or_default(),
+                        update_failure_action: a.update_failure_action.unwrap_or_default(),
+                    })
+                    .await
+                    .map_err(rpc)?
+                    .into_inner();
+                if reply.changes.is_empty() {
+                    println!("{}: nothing to change", a.service);
+                } else {
+                    println!("{}: {}", a.service, reply.changes.join("; "));
+                }
+                Ok(())
+            }
+            ServiceCommand::Rollback(a) => {
+                let reply = c
+                    .rollback_service(control::ObjectRef {
+                        id_or_name: a.service.clone(),
+                    })
+                    .await
+                    .map_err(rpc)?
+                    .into_inner();
+                println!("{}: rollback: {}", a.service, reply.changes.join("; "));
+                Ok(())
+            }
             ServiceCommand::Rm(a) => {
                 let mut failed = Vec::new();
                 for s in &a.services {
@@ -263,7 +343,7 @@ pub async fn list(c: &mut Client, stack: &str, format: &FormatArgs) -> CmdResult
             short_id(&s.id).to_string(),
             s.spec.name.clone(),
             mode(s).to_string(),
-            replicas(s, &tasks, &nodes),
+            with_update_state(replicas(s, &tasks, &nodes), s),
             s.spec.task.container.image.clone(),
             ports(s),
         ];
@@ -280,6 +360,18 @@ pub async fn list(c: &mut Client, stack: &str, format: &FormatArgs) -> CmdResult
         print!("{}", table.render());
     }
     Ok(())
+}
+
+/// The REPLICAS column with the update state appended while an update is not simply completed:
+/// `3/6 (updating)`, `6/6 (paused: ...)`.
+fn with_update_state(replicas: String, s: &Service) -> String {
+    match &s.update_status {
+        Some(u) if u.state != crate::model::UpdateState::Completed => format!(
+            "{replicas} ({})",
+            super::stack_wait::update_state_name(u.state)
+        ),
+        _ => replicas,
+    }
 }
 
 /// Prints tasks like `service ps`.

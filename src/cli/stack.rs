@@ -15,6 +15,12 @@ pub enum StackCommand {
     /// Deploy a new stack or update an existing one, then wait until it converged (unless --detach).
     #[command(alias = "up")]
     Deploy(DeployArgs),
+    /// Show what a deploy of these files would change, changing nothing (exit 0: nothing to do, 2: changes).
+    Diff(DiffArgs),
+    /// List the revisions of a stack (each applied deploy).
+    History(StackNameArgs),
+    /// Re-apply an earlier revision of a stack as a new revision (default: the one before the current).
+    Rollback(RollbackArgs),
     /// List stacks.
     #[command(alias = "list")]
     Ls(super::service::ListArgs),
@@ -80,6 +86,41 @@ pub struct DeployArgs {
     /// Give up waiting after this long (e.g. 90s, 5m).
     #[arg(long, default_value = "5m")]
     pub timeout: String,
+    /// Print the plan and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Stack name.
+    pub name: String,
+}
+
+/// Arguments of `stack diff`.
+#[derive(Args, Debug)]
+pub struct DiffArgs {
+    /// Stack file(s); later files override earlier ones.
+    #[arg(short = 'c', long = "compose-file", required = true)]
+    pub files: Vec<PathBuf>,
+    /// Plan as `deploy --prune` would (services the files no longer name are removed).
+    #[arg(long)]
+    pub prune: bool,
+    /// Stack name.
+    pub name: String,
+}
+
+/// Arguments of `stack rollback`.
+#[derive(Args, Debug)]
+pub struct RollbackArgs {
+    /// The revision to re-apply (default: the one before the current).
+    #[arg(long)]
+    pub revision: Option<u64>,
+    /// Print the plan and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Return as soon as the change is accepted.
+    #[arg(short, long)]
+    pub detach: bool,
+    /// Give up waiting after this long.
+    #[arg(long, default_value = "5m")]
+    pub timeout: String,
     /// Stack name.
     pub name: String,
 }
@@ -106,6 +147,9 @@ pub struct StackNamesArgs {
 pub fn run(host: Option<String>, cmd: StackCommand) -> i32 {
     match cmd {
         StackCommand::Deploy(args) => super::stack_deploy::deploy(host, args),
+        StackCommand::Diff(args) => super::stack_deploy::diff(host, args),
+        StackCommand::History(args) => super::stack_history::history(host, args),
+        StackCommand::Rollback(args) => super::stack_history::rollback(host, args),
         StackCommand::Ls(args) => super::stack_deploy::list(host, args),
         StackCommand::Ps(args) => super::stack_deploy::ps(host, args),
         StackCommand::Services(args) => super::stack_deploy::services(host, args),

@@ -1,41 +1,147 @@
-//! `swarmctl stack deploy | ls | ps | services | rm`: the commands that send a stack to the cluster and watch it.
+//! `swarmctl stack deploy | diff | ls | ps | services | rm`: the commands that send a stack to the cluster (or ask
+//! what sending it would change) and list it.
 //!
 //! Must not: interpret stack files (that is `stack::load` / `stack::convert`) or decide convergence on the server.
 
-use std::collections::HashMap;
-use std::io::IsTerminal;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::common::*;
 use super::output::Table;
 use super::service::{fetch, list as list_services, print_ps, ListArgs};
-use super::stack::{DeployArgs, StackNameArgs, StackNamesArgs};
+use super::stack::{DeployArgs, DiffArgs, StackNameArgs, StackNamesArgs};
+use super::stack_wait::wait_converged;
 use crate::api::{control, to_json};
-use crate::model::{Service, ServiceMode, Stack, Task, TaskState};
+use crate::model::{PlanAction, PlanItem, Stack, Task};
 use crate::stack::{self, LoadOptions};
 
-/// `stack deploy`.
-pub fn deploy(host: Option<String>, args: DeployArgs) -> i32 {
-    let loaded = match stack::load(&args.files, &LoadOptions::default()) {
+/// Loads and converts the files into a deploy request (errors already printed).
+fn load_request(
+    files: &[std::path::PathBuf],
+    name: &str,
+    prune: bool,
+    dry_run: bool,
+) -> Result<control::DeployStackRequest, ()> {
+    let loaded = match stack::load(files, &LoadOptions::default()) {
         Ok(l) => l,
         Err(e) => {
             for p in &e.problems {
                 eprintln!("error: {p}");
             }
-            return 1;
+            return Err(());
         }
     };
     for w in &loaded.warnings {
         eprintln!("{w}");
     }
-    let spec = match stack::convert::convert(&args.name, &loaded.stack) {
+    let spec = match stack::convert::convert(name, &loaded.stack) {
         Ok(s) => s,
         Err(e) => {
             for p in &e.problems {
                 eprintln!("error: {p}");
             }
-            return 1;
+            return Err(());
         }
+    };
+    let files = loaded
+        .sources
+        .iter()
+        .map(|(name, text)| control::StackFile {
+            name: name.clone(),
+            text: text.clone(),
+        })
+        .collect();
+    Ok(control::DeployStackRequest {
+        spec_json: to_json(&spec),
+        files,
+        prune,
+        dry_run,
+    })
+}
+
+/// The plan items of a reply.
+pub(super) fn plan_items(reply: &control::DeployStackResponse) -> Result<Vec<PlanItem>, String> {
+    if reply.plan_json.is_empty() {
+        return Ok(Vec::new());
+    }
+    decode(&reply.plan_json)
+}
+
+/// Prints a plan, one object a line: `update    service demo_web  image: web:1 → web:2`.
+pub(super) fn print_plan(items: &[PlanItem], show_unchanged: bool) {
+    for i in items {
+        let verb = match i.action {
+            PlanAction::Create => "create",
+            PlanAction::Update => "update",
+            PlanAction::Remove => "remove",
+            PlanAction::Unchanged => "unchanged",
+            PlanAction::Left => "left",
+        };
+        if i.action == PlanAction::Unchanged && !show_unchanged {
+            continue;
+        }
+        let mut line = format!("{verb:<10}{:<8}{}", i.kind, i.name);
+        if i.action == PlanAction::Left {
+            line.push_str("  (not pruned: the files no longer name it)");
+        }
+        if !i.fields.is_empty() {
+            line.push_str("  ");
+            line.push_str(&i.fields.join("; "));
+        }
+        println!("{}", line.trim_end());
+    }
+}
+
+/// Prints what an applied (or planned) deploy does, then waits for the changed services unless `detach`.
+pub(super) async fn report_and_wait(
+    c: &mut Client,
+    stack: &str,
+    reply: control::DeployStackResponse,
+    dry_run: bool,
+    detach: bool,
+    timeout: Duration,
+) -> CmdResult {
+    let items = plan_items(&reply)?;
+    let changed = items.iter().any(PlanItem::is_change);
+    if !changed {
+        println!("Stack {stack} is up to date: nothing to change");
+        print_plan(&items, false);
+        return Ok(());
+    }
+    if dry_run {
+        println!("Stack {stack}: plan (dry run, nothing changed)");
+        print_plan(&items, true);
+        return Ok(());
+    }
+    for i in &items {
+        let verb = match i.action {
+            PlanAction::Create => "Creating",
+            PlanAction::Update => "Updating",
+            PlanAction::Remove => "Removing",
+            PlanAction::Left => "Leaving",
+            PlanAction::Unchanged => continue,
+        };
+        let mut line = format!("{verb} {} {}", i.kind, i.name);
+        if i.action == PlanAction::Left {
+            line.push_str(" (not pruned)");
+        }
+        if !i.fields.is_empty() {
+            line.push_str(&format!(" ({})", i.fields.join("; ")));
+        }
+        println!("{line}");
+    }
+    if reply.revision > 0 {
+        println!("Stack {stack} is at revision {}", reply.revision);
+    }
+    if detach || reply.changed_services.is_empty() {
+        return Ok(());
+    }
+    wait_converged(c, stack, &reply.changed_services, timeout).await
+}
+
+/// `stack deploy`.
+pub fn deploy(host: Option<String>, args: DeployArgs) -> i32 {
+    let Ok(request) = load_request(&args.files, &args.name, args.prune, args.dry_run) else {
+        return 1;
     };
     let timeout = match stack::units::parse_duration(&args.timeout) {
         Ok(t) => t,
@@ -44,199 +150,41 @@ pub fn deploy(host: Option<String>, args: DeployArgs) -> i32 {
             return 1;
         }
     };
-    let service_names: Vec<String> = spec.services.iter().map(|s| s.name.clone()).collect();
     block_on(async move {
         let mut c = client(&host).await?;
-        let files = loaded
-            .sources
-            .iter()
-            .map(|(name, text)| control::StackFile {
-                name: name.clone(),
-                text: text.clone(),
-            })
-            .collect();
-        let reply = c
-            .deploy_stack(control::DeployStackRequest {
-                spec_json: to_json(&spec),
-                files,
-                prune: args.prune,
-            })
-            .await
-            .map_err(rpc)?
-            .into_inner();
-        if reply.changes.is_empty() {
-            println!("Stack {} is up to date: nothing to change", args.name);
-        }
-        for change in &reply.changes {
-            let mut words = change.splitn(2, ' ');
-            let verb = words.next().unwrap_or("");
-            let rest = words.next().unwrap_or("");
-            let verb = match verb {
-                "create" => "Creating",
-                "update" => "Updating",
-                "remove" => "Removing",
-                other => other,
-            };
-            println!("{verb} {rest}");
-        }
-        if args.detach {
-            return Ok(());
-        }
-        wait_converged(&mut c, &args.name, &service_names, timeout).await
+        let reply = c.deploy_stack(request).await.map_err(rpc)?.into_inner();
+        report_and_wait(
+            &mut c,
+            &args.name,
+            reply,
+            args.dry_run,
+            args.detach,
+            timeout,
+        )
+        .await
     })
 }
 
-#[derive(PartialEq, Eq, Clone, Debug)]
-enum Progress {
-    Converging(String),
-    Done(String),
-    Failed(String),
-}
-
-fn progress(svc: &Service, tasks: &[&Task], started_ms: u64) -> Progress {
-    let current: Vec<&&Task> = tasks
-        .iter()
-        .filter(|t| t.spec_version >= svc.spec_version)
-        .collect();
-    let running = current.iter().filter(|t| is_running(t)).count() as u64;
-    let live = current
-        .iter()
-        .filter(|t| t.desired_state <= TaskState::Running && !t.status.state.is_terminal())
-        .count();
-    let failed: Vec<&&&Task> = current
-        .iter()
-        .filter(|t| {
-            matches!(t.status.state, TaskState::Failed | TaskState::Rejected)
-                && t.status.timestamp >= started_ms
-        })
-        .collect();
-    let last_error = failed
-        .iter()
-        .max_by_key(|t| t.status.timestamp)
-        .map(|t| {
-            t.status
-                .err
-                .clone()
-                .unwrap_or_else(|| t.status.message.clone())
-        })
-        .unwrap_or_default();
-    let (done, text, want) = match &svc.spec.mode {
-        ServiceMode::Replicated { replicas } => (
-            running == *replicas && live as u64 == *replicas,
-            format!("{running}/{replicas} running"),
-            *replicas,
-        ),
-        ServiceMode::Global => {
-            let desired = current
-                .iter()
-                .filter(|t| t.desired_state <= TaskState::Running)
-                .count() as u64;
-            (
-                desired > 0 && running == desired,
-                format!("{running}/{desired} running"),
-                desired.max(1),
-            )
-        }
-        ServiceMode::ReplicatedJob {
-            total_completions, ..
-        } => {
-            let complete = current
-                .iter()
-                .filter(|t| t.status.state == TaskState::Complete)
-                .count() as u64;
-            (
-                complete >= *total_completions,
-                format!("{complete}/{total_completions} completed"),
-                *total_completions,
-            )
-        }
-        ServiceMode::GlobalJob => {
-            let complete = current
-                .iter()
-                .filter(|t| t.status.state == TaskState::Complete)
-                .count() as u64;
-            let desired = current
-                .iter()
-                .filter(|t| t.desired_state <= TaskState::Complete)
-                .count() as u64;
-            (
-                desired > 0 && complete >= desired,
-                format!("{complete}/{desired} completed"),
-                desired.max(1),
-            )
-        }
+/// `stack diff`: prints the plan; exit 0 when there is nothing to do, 2 when there are changes, 1 on error.
+pub fn diff(host: Option<String>, args: DiffArgs) -> i32 {
+    let Ok(request) = load_request(&args.files, &args.name, args.prune, true) else {
+        return 1;
     };
-    if done {
-        return Progress::Done(text);
-    }
-    // Failing: tasks keep failing and nothing is running, or the restart policy gave up (nothing live any more).
-    let gave_up = live == 0 && !failed.is_empty();
-    let keeps_failing = failed.len() as u64 >= (3 * want).max(3) && running == 0;
-    if gave_up || keeps_failing {
-        return Progress::Failed(format!("{text}; task failed: {last_error}"));
-    }
-    if !failed.is_empty() {
-        return Progress::Converging(format!("{text} ({} failed: {last_error})", failed.len()));
-    }
-    Progress::Converging(text)
-}
-
-async fn wait_converged(
-    c: &mut Client,
-    stack: &str,
-    names: &[String],
-    timeout: Duration,
-) -> CmdResult {
-    let started = Instant::now();
-    let started_ms = now_ms().saturating_sub(2_000);
-    let tty = std::io::stdout().is_terminal();
-    let mut shown: HashMap<String, Progress> = HashMap::new();
-    loop {
-        let (services, tasks, _) = fetch(c, stack).await?;
-        let mut all_done = true;
-        let mut failures = Vec::new();
-        for name in names {
-            let Some(svc) = services.iter().find(|s| &s.spec.name == name) else {
-                all_done = false;
-                continue;
-            };
-            let mine: Vec<&Task> = tasks.iter().filter(|t| t.service_id == svc.id).collect();
-            let p = progress(svc, &mine, started_ms);
-            if shown.get(name) != Some(&p) {
-                let line = match &p {
-                    Progress::Converging(t) => format!("{name}: {t}"),
-                    Progress::Done(t) => format!("{name}: {t} (converged)"),
-                    Progress::Failed(t) => format!("{name}: {t}"),
-                };
-                if tty {
-                    println!("\x1b[2K{line}");
-                } else {
-                    println!("{line}");
-                }
-                shown.insert(name.clone(), p.clone());
-            }
-            match p {
-                Progress::Done(_) => {}
-                Progress::Failed(t) => {
-                    failures.push(format!("service {name} failed to converge: {t}"))
-                }
-                Progress::Converging(_) => all_done = false,
-            }
+    let mut changed = false;
+    let code = block_on(async {
+        let mut c = client(&host).await?;
+        let reply = c.deploy_stack(request).await.map_err(rpc)?.into_inner();
+        let items = plan_items(&reply)?;
+        changed = items.iter().any(PlanItem::is_change);
+        print_plan(&items, true);
+        if !changed {
+            println!("Stack {} is up to date: nothing to change", args.name);
         }
-        if !failures.is_empty() {
-            return Err(failures.join("\n"));
-        }
-        if all_done {
-            println!("Stack {stack} converged");
-            return Ok(());
-        }
-        if started.elapsed() > timeout {
-            return Err(format!(
-                "stack {stack} did not converge within {}",
-                crate::stack::units::format_duration(timeout)
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        Ok(())
+    });
+    match (code, changed) {
+        (0, true) => 2,
+        (code, _) => code,
     }
 }
 

@@ -1,5 +1,8 @@
 //! Planning a stack deploy or removal against the store: which services, secrets, configs and networks to create,
-//! update or remove, as ONE batch of ops (a deploy is one Raft entry: all of it applies, or none).
+//! update (with the changed fields) or remove, and which are unchanged or left, as ONE batch of ops (a deploy is
+//! one Raft entry: all of it applies, or none). A secret or config whose content changed gets a new version
+//! (same name, new id, `com.swarm.version` label) and the services using it move to it; `gc` removes old
+//! versions once nothing uses them. Every applied deploy is recorded as a stack revision.
 //!
 //! Pure: ids and time come in as arguments, secret sealing is done by the caller (data arrives sealed, with a
 //! comparison callback for existing secrets). Must not: touch the network or the disk.
@@ -7,8 +10,9 @@
 use std::collections::BTreeSet;
 
 use crate::model::{
-    self, FileObjectSpec, Meta, Network, Secret, Service, ServiceSpec, Stack, StackSpec,
-    STACK_NAMESPACE_LABEL,
+    self, object_version, FileObjectSpec, Meta, Network, PlanAction, PlanItem, Secret, Service,
+    ServiceSpec, Stack, StackRevision, StackSpec, UpdateState, UpdateStatus, OBJECT_VERSION_LABEL,
+    STACK_HISTORY_LIMIT, STACK_NAMESPACE_LABEL,
 };
 use crate::store::{ClusterState, Op};
 use crate::util::{IdSource, Millis};
@@ -34,14 +38,6 @@ pub enum DeployError {
         /// The referenced name.
         name: String,
     },
-    /// A secret or config of the stack changed content; swarm objects are immutable.
-    #[error("{kind} {name} already exists with different content: {kind}s are immutable (rename it, or remove the stack's services using it first)")]
-    Immutable {
-        /// secret or config.
-        kind: &'static str,
-        /// Its name.
-        name: String,
-    },
     /// An object of that name belongs to another stack or to no stack.
     #[error("{kind} {name} already exists and is not part of stack {stack}")]
     NameTaken {
@@ -57,10 +53,37 @@ pub enum DeployError {
 /// What a deploy will do.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct DeployPlan {
-    /// The ops, to propose as one batch.
+    /// The ops, to propose as one batch (empty: nothing to do).
     pub ops: Vec<Op>,
+    /// One item per object of the stack: created, updated (with fields), removed, unchanged or left.
+    pub items: Vec<PlanItem>,
+    /// The stack revision the deploy becomes (None: nothing to do, no new revision).
+    pub revision: Option<u64>,
+}
+
+impl DeployPlan {
     /// One line per change, for the user ("create service demo_web").
-    pub changes: Vec<String>,
+    pub fn changes(&self) -> Vec<String> {
+        self.items
+            .iter()
+            .filter(|i| i.is_change())
+            .map(PlanItem::line)
+            .collect()
+    }
+
+    /// Whether applying the plan changes anything.
+    pub fn has_changes(&self) -> bool {
+        !self.ops.is_empty()
+    }
+
+    fn item(&mut self, kind: &str, name: &str, action: PlanAction, fields: Vec<String>) {
+        self.items.push(PlanItem {
+            kind: kind.into(),
+            name: name.into(),
+            action,
+            fields,
+        });
+    }
 }
 
 /// A secret or config as the caller prepared it: the spec with SEALED data (secrets) and a way to tell whether an
@@ -74,6 +97,101 @@ pub struct PreparedObject<'a> {
 
 fn in_stack(labels: &std::collections::BTreeMap<String, String>, stack: &str) -> bool {
     labels.get(STACK_NAMESPACE_LABEL).map(String::as_str) == Some(stack)
+}
+
+/// The newest version of the secret called `name`.
+pub fn latest_secret<'a>(state: &'a ClusterState, name: &str) -> Option<&'a Secret> {
+    state
+        .secrets()
+        .filter(|s| s.spec.name == name)
+        .max_by_key(|s| object_version(&s.spec.labels))
+}
+
+/// The newest version of the config called `name`.
+pub fn latest_config<'a>(state: &'a ClusterState, name: &str) -> Option<&'a model::Config> {
+    state
+        .configs()
+        .filter(|c| c.spec.name == name)
+        .max_by_key(|c| object_version(&c.spec.labels))
+}
+
+fn with_version(spec: &FileObjectSpec, version: u64) -> FileObjectSpec {
+    let mut spec = spec.clone();
+    spec.labels
+        .insert(OBJECT_VERSION_LABEL.into(), version.to_string());
+    spec
+}
+
+/// Existing object (id, spec) of a kind, found by name (newest version).
+type Lookup<'s> = dyn Fn(&str) -> Option<(String, &'s FileObjectSpec)> + 's;
+
+/// The ids the stack owns, and name → id of every secret/config its services may refer to.
+type PlannedFiles = (Vec<String>, Vec<(String, String)>);
+
+/// Plans the stack's secrets or configs: unchanged, created (version 1) or a new version. Returns name → id.
+#[allow(clippy::too_many_arguments)]
+fn plan_files<'s>(
+    plan: &mut DeployPlan,
+    kind: &'static str,
+    stack: &str,
+    external: &[String],
+    prepared: &[PreparedObject],
+    lookup: &Lookup<'s>,
+    create: &dyn Fn(String, FileObjectSpec) -> Op,
+    ids: &mut dyn IdSource,
+) -> Result<PlannedFiles, DeployError> {
+    let mut owned = Vec::new();
+    let mut by_name = Vec::new();
+    for name in external {
+        match lookup(name) {
+            Some((id, _)) => by_name.push((name.clone(), id)),
+            None => {
+                return Err(DeployError::ExternalMissing {
+                    kind,
+                    name: name.clone(),
+                })
+            }
+        }
+    }
+    for p in prepared {
+        let name = &p.spec.name;
+        let id = match lookup(name) {
+            Some((id, existing)) => {
+                if !in_stack(&existing.labels, stack) {
+                    return Err(DeployError::NameTaken {
+                        kind,
+                        name: name.clone(),
+                        stack: stack.into(),
+                    });
+                }
+                if (p.same_as)(existing) {
+                    plan.item(kind, name, PlanAction::Unchanged, vec![]);
+                    id
+                } else {
+                    let old = object_version(&existing.labels);
+                    let id = ids.next_id();
+                    plan.item(
+                        kind,
+                        name,
+                        PlanAction::Update,
+                        vec![format!("content changed: version {old} → {}", old + 1)],
+                    );
+                    plan.ops
+                        .push(create(id.clone(), with_version(&p.spec, old + 1)));
+                    id
+                }
+            }
+            None => {
+                let id = ids.next_id();
+                plan.item(kind, name, PlanAction::Create, vec![]);
+                plan.ops.push(create(id.clone(), with_version(&p.spec, 1)));
+                id
+            }
+        };
+        owned.push(id.clone());
+        by_name.push((name.clone(), id));
+    }
+    Ok((owned, by_name))
 }
 
 /// Plans deploying `spec` (secrets and configs given prepared, in the same order as in `spec`).
@@ -112,11 +230,12 @@ pub fn plan_deploy(
                         stack: stack_name.into(),
                     });
                 }
+                plan.item("network", &net.name, PlanAction::Unchanged, vec![]);
                 network_ids.push(existing.id.clone());
             }
             None => {
                 let id = ids.next_id();
-                plan.changes.push(format!("create network {}", net.name));
+                plan.item("network", &net.name, PlanAction::Create, vec![]);
                 plan.ops.push(Op::CreateNetwork(Network {
                     id: id.clone(),
                     meta: Meta::default(),
@@ -127,98 +246,67 @@ pub fn plan_deploy(
         }
     }
 
-    // secrets and configs: name → id
-    let mut secret_ids = Vec::new();
-    let mut secret_by_name: Vec<(String, String)> = Vec::new();
-    for name in &spec.external_secrets {
-        match state.secrets().find(|s| &s.spec.name == name) {
-            Some(s) => secret_by_name.push((name.clone(), s.id.clone())),
-            None => {
-                return Err(DeployError::ExternalMissing {
-                    kind: "secret",
-                    name: name.clone(),
-                })
-            }
+    // secrets and configs: name → id (a changed content is a new version)
+    let secret_lookup = |name: &str| latest_secret(state, name).map(|s| (s.id.clone(), &s.spec));
+    let (secret_ids, secret_by_name) = plan_files(
+        &mut plan,
+        "secret",
+        stack_name,
+        &spec.external_secrets,
+        secrets,
+        &secret_lookup,
+        &|id, spec| {
+            Op::CreateSecret(Secret {
+                id,
+                meta: Meta::default(),
+                spec,
+            })
+        },
+        ids,
+    )?;
+    let config_lookup = |name: &str| latest_config(state, name).map(|c| (c.id.clone(), &c.spec));
+    let (config_ids, config_by_name) = plan_files(
+        &mut plan,
+        "config",
+        stack_name,
+        &spec.external_configs,
+        configs,
+        &config_lookup,
+        &|id, spec| {
+            Op::CreateConfig(model::Config {
+                id,
+                meta: Meta::default(),
+                spec,
+            })
+        },
+        ids,
+    )?;
+    // stack secrets/configs the files no longer name: kept (removed with the stack)
+    let named: BTreeSet<&str> = spec
+        .secrets
+        .iter()
+        .chain(&spec.configs)
+        .map(|s| s.name.as_str())
+        .collect();
+    let mut left: BTreeSet<(&str, &str)> = BTreeSet::new();
+    for s in state
+        .secrets()
+        .filter(|s| in_stack(&s.spec.labels, stack_name))
+    {
+        if !named.contains(s.spec.name.as_str()) {
+            left.insert(("secret", s.spec.name.as_str()));
         }
     }
-    for prepared in secrets {
-        let name = &prepared.spec.name;
-        match state.secrets().find(|s| &s.spec.name == name) {
-            Some(existing) => {
-                if !in_stack(&existing.spec.labels, stack_name) {
-                    return Err(DeployError::NameTaken {
-                        kind: "secret",
-                        name: name.clone(),
-                        stack: stack_name.into(),
-                    });
-                }
-                if !(prepared.same_as)(&existing.spec) {
-                    return Err(DeployError::Immutable {
-                        kind: "secret",
-                        name: name.clone(),
-                    });
-                }
-                secret_ids.push(existing.id.clone());
-                secret_by_name.push((name.clone(), existing.id.clone()));
-            }
-            None => {
-                let id = ids.next_id();
-                plan.changes.push(format!("create secret {name}"));
-                plan.ops.push(Op::CreateSecret(Secret {
-                    id: id.clone(),
-                    meta: Meta::default(),
-                    spec: prepared.spec.clone(),
-                }));
-                secret_ids.push(id.clone());
-                secret_by_name.push((name.clone(), id));
-            }
+    for c in state
+        .configs()
+        .filter(|c| in_stack(&c.spec.labels, stack_name))
+    {
+        if !named.contains(c.spec.name.as_str()) {
+            left.insert(("config", c.spec.name.as_str()));
         }
     }
-    let mut config_ids = Vec::new();
-    let mut config_by_name: Vec<(String, String)> = Vec::new();
-    for name in &spec.external_configs {
-        match state.configs().find(|c| &c.spec.name == name) {
-            Some(c) => config_by_name.push((name.clone(), c.id.clone())),
-            None => {
-                return Err(DeployError::ExternalMissing {
-                    kind: "config",
-                    name: name.clone(),
-                })
-            }
-        }
-    }
-    for prepared in configs {
-        let name = &prepared.spec.name;
-        match state.configs().find(|c| &c.spec.name == name) {
-            Some(existing) => {
-                if !in_stack(&existing.spec.labels, stack_name) {
-                    return Err(DeployError::NameTaken {
-                        kind: "config",
-                        name: name.clone(),
-                        stack: stack_name.into(),
-                    });
-                }
-                if !(prepared.same_as)(&existing.spec) {
-                    return Err(DeployError::Immutable {
-                        kind: "config",
-                        name: name.clone(),
-                    });
-                }
-                config_ids.push(existing.id.clone());
-                config_by_name.push((name.clone(), existing.id.clone()));
-            }
-            None => {
-                let id = ids.next_id();
-                plan.changes.push(format!("create config {name}"));
-                plan.ops.push(Op::CreateConfig(model::Config {
-                    id: id.clone(),
-                    meta: Meta::default(),
-                    spec: prepared.spec.clone(),
-                }));
-                config_ids.push(id.clone());
-                config_by_name.push((name.clone(), id));
-            }
-        }
+    for (kind, name) in left {
+        plan.item(kind, name, PlanAction::Left, vec![]);
     }
 
     // services
@@ -226,27 +314,28 @@ pub fn plan_deploy(
     let mut wanted = BTreeSet::new();
     for svc in &spec.services {
         let mut svc_spec: ServiceSpec = svc.clone();
-        for r in svc_spec.task.container.secrets.iter_mut() {
-            match secret_by_name.iter().find(|(n, _)| n == &r.name) {
-                Some((_, id)) => r.id = id.clone(),
-                None => {
-                    return Err(DeployError::ReferenceMissing {
-                        service: svc.name.clone(),
-                        kind: "secret",
-                        name: r.name.clone(),
-                    })
-                }
-            }
-        }
-        for r in svc_spec.task.container.configs.iter_mut() {
-            match config_by_name.iter().find(|(n, _)| n == &r.name) {
-                Some((_, id)) => r.id = id.clone(),
-                None => {
-                    return Err(DeployError::ReferenceMissing {
-                        service: svc.name.clone(),
-                        kind: "config",
-                        name: r.name.clone(),
-                    })
+        for (refs, by_name, kind) in [
+            (
+                &mut svc_spec.task.container.secrets,
+                &secret_by_name,
+                "secret",
+            ),
+            (
+                &mut svc_spec.task.container.configs,
+                &config_by_name,
+                "config",
+            ),
+        ] {
+            for r in refs.iter_mut() {
+                match by_name.iter().find(|(n, _)| n == &r.name) {
+                    Some((_, id)) => r.id = id.clone(),
+                    None => {
+                        return Err(DeployError::ReferenceMissing {
+                            service: svc.name.clone(),
+                            kind,
+                            name: r.name.clone(),
+                        })
+                    }
                 }
             }
         }
@@ -261,13 +350,17 @@ pub fn plan_deploy(
                     });
                 }
                 service_ids.push(existing.id.clone());
-                if let Some(op) = update_service(existing, svc_spec, &mut plan.changes) {
-                    plan.ops.push(op);
+                match update_service(existing, svc_spec, now) {
+                    Some((op, fields)) => {
+                        plan.item("service", &svc.name, PlanAction::Update, fields);
+                        plan.ops.push(op);
+                    }
+                    None => plan.item("service", &svc.name, PlanAction::Unchanged, vec![]),
                 }
             }
             None => {
                 let id = ids.next_id();
-                plan.changes.push(format!("create service {}", svc.name));
+                plan.item("service", &svc.name, PlanAction::Create, vec![]);
                 plan.ops.push(Op::CreateService(Service {
                     id: id.clone(),
                     meta: Meta::default(),
@@ -284,31 +377,52 @@ pub fn plan_deploy(
     for s in state.services() {
         if in_stack(&s.spec.labels, stack_name) && !wanted.contains(&s.spec.name) {
             if prune {
-                plan.changes.push(format!("remove service {}", s.spec.name));
+                plan.item("service", &s.spec.name, PlanAction::Remove, vec![]);
                 plan.ops.push(Op::DeleteService {
                     id: s.id.clone(),
                     expected_version: s.meta.version,
                 });
             } else {
+                plan.item("service", &s.spec.name, PlanAction::Left, vec![]);
                 service_ids.push(s.id.clone());
             }
         }
     }
 
-    if plan.ops.is_empty() && existing_stack.as_ref().is_some_and(|s| s.files == files) {
+    if plan.ops.is_empty() {
+        // Same files (or files meaning the same): no new revision, nothing restarted.
         return Ok(plan);
+    }
+    let revision = existing_stack.as_ref().map_or(1, |s| s.revision + 1);
+    // what a rollback needs to re-apply this revision: the spec with secret data SEALED
+    let mut sealed = spec.clone();
+    sealed.secrets = secrets.iter().map(|p| p.spec.clone()).collect();
+    let mut history = existing_stack
+        .as_ref()
+        .map(|s| s.history.clone())
+        .unwrap_or_default();
+    history.push(StackRevision {
+        revision,
+        deployed_at: now,
+        changes: plan.changes(),
+        files: files.clone(),
+        spec_json: serde_json::to_string(&sealed).unwrap_or_default(),
+        prune,
+    });
+    if history.len() > STACK_HISTORY_LIMIT {
+        history.drain(..history.len() - STACK_HISTORY_LIMIT);
     }
     let stack = Stack {
         name: stack_name.to_string(),
         meta: Meta::default(),
-        revision: existing_stack.as_ref().map_or(1, |s| s.revision + 1),
+        revision,
         files,
         service_ids,
         secret_ids,
         config_ids,
         network_ids,
+        history,
     };
-    let _ = now;
     match existing_stack {
         Some(old) => plan.ops.push(Op::UpdateStack {
             stack,
@@ -316,41 +430,57 @@ pub fn plan_deploy(
         }),
         None => plan.ops.push(Op::CreateStack(stack)),
     }
+    plan.revision = Some(revision);
     Ok(plan)
 }
 
-fn update_service(existing: &Service, spec: ServiceSpec, changes: &mut Vec<String>) -> Option<Op> {
+/// The update of `existing` to `spec`, with the changed fields; None when nothing changes. A change of the task
+/// template bumps `spec_version`, keeps the old spec as `previous_spec` and starts a rolling update
+/// (`UpdateStatus::Updating`); any other change (replicas, labels, update config) keeps the spec version.
+pub fn update_service(
+    existing: &Service,
+    spec: ServiceSpec,
+    now: Millis,
+) -> Option<(Op, Vec<String>)> {
     if existing.spec == spec {
         return None;
     }
-    let task_changed = existing.spec.task != spec.task;
-    let mut fields = Vec::new();
-    if task_changed {
-        fields.push("task template");
+    let fields = crate::manager::specdiff::service_fields(&existing.spec, &spec);
+    let mut updated = existing.clone();
+    if existing.spec.task != spec.task {
+        updated.spec_version += 1;
+        updated.previous_spec = Some(existing.spec.clone());
+        updated.update_status = Some(UpdateStatus {
+            state: UpdateState::Updating,
+            started_at: now,
+            completed_at: None,
+            message: "update in progress".into(),
+        });
     }
-    if existing.spec.mode != spec.mode {
-        fields.push("mode/replicas");
-    }
-    if existing.spec.labels != spec.labels {
-        fields.push("labels");
-    }
-    if existing.spec.update != spec.update || existing.spec.rollback != spec.rollback {
-        fields.push("update/rollback config");
-    }
-    if existing.spec.endpoint != spec.endpoint {
-        fields.push("endpoint");
-    }
-    changes.push(format!(
-        "update service {} ({})",
-        spec.name,
-        fields.join(", ")
-    ));
+    updated.spec = spec;
+    Some((
+        Op::UpdateService {
+            service: updated,
+            expected_version: existing.meta.version,
+        },
+        fields,
+    ))
+}
+
+/// A manually requested rollback: `spec` and `previous_spec` swap, the spec version moves on and the update
+/// status says `RollbackStarted`. None when there is no previous spec.
+pub fn manual_rollback(existing: &Service, now: Millis) -> Option<Op> {
+    let previous = existing.previous_spec.clone()?;
     let mut updated = existing.clone();
     updated.previous_spec = Some(existing.spec.clone());
-    updated.spec = spec;
-    if task_changed {
-        updated.spec_version += 1;
-    }
+    updated.spec = previous;
+    updated.spec_version += 1;
+    updated.update_status = Some(UpdateStatus {
+        state: UpdateState::RollbackStarted,
+        started_at: now,
+        completed_at: None,
+        message: "manually requested rollback".into(),
+    });
     Some(Op::UpdateService {
         service: updated,
         expected_version: existing.meta.version,
@@ -365,8 +495,7 @@ pub fn plan_remove_stack(state: &ClusterState, stack_name: &str) -> Option<Deplo
         .services()
         .filter(|s| in_stack(&s.spec.labels, stack_name))
     {
-        plan.changes
-            .push(format!("Removing service {}", s.spec.name));
+        plan.item("service", &s.spec.name, PlanAction::Remove, vec![]);
         plan.ops.push(Op::DeleteService {
             id: s.id.clone(),
             expected_version: s.meta.version,
@@ -376,8 +505,7 @@ pub fn plan_remove_stack(state: &ClusterState, stack_name: &str) -> Option<Deplo
         .secrets()
         .filter(|s| in_stack(&s.spec.labels, stack_name))
     {
-        plan.changes
-            .push(format!("Removing secret {}", s.spec.name));
+        plan.item("secret", &s.spec.name, PlanAction::Remove, vec![]);
         plan.ops.push(Op::DeleteSecret {
             id: s.id.clone(),
             expected_version: s.meta.version,
@@ -387,8 +515,7 @@ pub fn plan_remove_stack(state: &ClusterState, stack_name: &str) -> Option<Deplo
         .configs()
         .filter(|c| in_stack(&c.spec.labels, stack_name))
     {
-        plan.changes
-            .push(format!("Removing config {}", c.spec.name));
+        plan.item("config", &c.spec.name, PlanAction::Remove, vec![]);
         plan.ops.push(Op::DeleteConfig {
             id: c.id.clone(),
             expected_version: c.meta.version,
@@ -398,8 +525,7 @@ pub fn plan_remove_stack(state: &ClusterState, stack_name: &str) -> Option<Deplo
         .networks()
         .filter(|n| in_stack(&n.spec.labels, stack_name))
     {
-        plan.changes
-            .push(format!("Removing network {}", n.spec.name));
+        plan.item("network", &n.spec.name, PlanAction::Remove, vec![]);
         plan.ops.push(Op::DeleteNetwork {
             id: n.id.clone(),
             expected_version: n.meta.version,
@@ -411,3 +537,7 @@ pub fn plan_remove_stack(state: &ClusterState, stack_name: &str) -> Option<Deplo
     });
     Some(plan)
 }
+
+#[cfg(test)]
+#[path = "deploy_tests.rs"]
+mod tests;

@@ -17,9 +17,11 @@ pub mod controlapi;
 pub mod deploy;
 pub mod dispatcher;
 pub mod driver;
+pub mod gc;
 pub mod orchestrator;
 pub mod proposer;
 pub mod scheduler;
+pub mod specdiff;
 
 #[cfg(test)]
 pub(crate) mod testutil;
@@ -45,6 +47,7 @@ pub const CONTROLLERS: &[(&str, Controller)] = &[
     ("orphans", orchestrator::reconcile_orphans),
     ("scheduler", scheduler::reconcile),
     ("reaper", orchestrator::reaper::reconcile),
+    ("gc", gc::reconcile),
 ];
 
 /// The object an op touches, so merged plans never change one object twice in a batch.

@@ -72,6 +72,29 @@ pub struct Stack {
     pub config_ids: Vec<String>,
     /// Networks the stack owns.
     pub network_ids: Vec<String>,
+    /// The last applied deploys, oldest first (at most [`STACK_HISTORY_LIMIT`]); the last one is the current.
+    #[serde(default)]
+    pub history: Vec<StackRevision>,
+}
+
+/// How many revisions a stack keeps.
+pub const STACK_HISTORY_LIMIT: usize = 10;
+
+/// One applied deploy of a stack: enough to show what changed and to re-apply it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StackRevision {
+    /// The stack's revision number.
+    pub revision: u64,
+    /// When it was applied (unix millis).
+    pub deployed_at: u64,
+    /// One line per change it made ("update service demo_web (image: web:1 → web:2)").
+    pub changes: Vec<String>,
+    /// The stack files as deployed: (file name, content).
+    pub files: Vec<(String, String)>,
+    /// JSON of the `StackSpec` deployed, secret data SEALED (never plaintext).
+    pub spec_json: String,
+    /// Whether the deploy pruned services the files no longer named.
+    pub prune: bool,
 }
 
 /// The cluster object (one per cluster).

@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod constraint;
 pub mod node;
 pub mod objects;
+pub mod plan;
 pub mod service;
 pub mod task;
 
@@ -14,5 +15,6 @@ pub use cluster::*;
 pub use constraint::{Constraint, ConstraintOp};
 pub use node::*;
 pub use objects::*;
+pub use plan::*;
 pub use service::*;
 pub use task::*;

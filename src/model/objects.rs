@@ -73,3 +73,15 @@ pub struct StackSpec {
 
 /// The label that marks an object as part of a stack (docker's name, so docker tooling recognizes it).
 pub const STACK_NAMESPACE_LABEL: &str = "com.docker.stack.namespace";
+
+/// The label holding the version of a stack secret or config (`1`, `2`, ...): a changed file creates a new
+/// version under the same name, and services move to it with a rolling update.
+pub const OBJECT_VERSION_LABEL: &str = "com.swarm.version";
+
+/// The version of a secret or config (1 when it carries no version label).
+pub fn object_version(labels: &BTreeMap<String, String>) -> u64 {
+    labels
+        .get(OBJECT_VERSION_LABEL)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+}

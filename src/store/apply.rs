@@ -1,5 +1,5 @@
 //! Deterministic apply: one `Batch` at one Raft log index, all or nothing. Each op is checked (existence,
-//! expected version, name uniqueness, a task's service and slot fixed, its states only moving forward) and
+//! expected version, name uniqueness (per version for secrets and configs), a task's service and slot fixed, its states only moving forward) and
 //! applied in order while an undo log records what it replaced; the first refused op rolls everything back.
 //! Applied objects get `meta.version` = the log index and `updated_at` = the batch's time.
 //!
@@ -9,7 +9,8 @@
 use super::ops::{Batch, BatchRejected, Event, Op, Rejection};
 use super::state::{ClusterState, ObjectKind, StoredObject};
 use crate::model::{
-    Cluster, Config, Meta, Network, Node, RestartHistory, Secret, Service, Stack, Task,
+    object_version, Cluster, Config, Meta, Network, Node, RestartHistory, Secret, Service, Stack,
+    Task,
 };
 
 /// Kind-specific rules beyond existence and version, checked before a create (`old` is `None`) or update.
@@ -89,21 +90,38 @@ fn unique_name<'a, T: StoredObject>(
     }
 }
 
+/// Secrets and configs: the name is unique per version (`com.swarm.version` label), so a changed stack file can
+/// add a new version under the same name while tasks still use the old one.
+fn unique_versioned_name<'a, T: StoredObject>(
+    objects: impl Iterator<Item = (&'a str, &'a crate::model::FileObjectSpec)>,
+    id: &str,
+    spec: &crate::model::FileObjectSpec,
+) -> Result<(), Rejection> {
+    let version = object_version(&spec.labels);
+    match objects
+        .into_iter()
+        .find(|(i, o)| o.name == spec.name && object_version(&o.labels) == version && *i != id)
+    {
+        Some((existing, _)) => Err(Rejection::NameConflict {
+            kind: T::KIND,
+            name: format!("{} (version {version})", spec.name),
+            existing_id: existing.to_owned(),
+        }),
+        None => Ok(()),
+    }
+}
+
 impl Validate for Secret {
     fn validate(state: &ClusterState, _old: Option<&Self>, new: &Self) -> Result<(), Rejection> {
-        let names = state
-            .secrets()
-            .map(|o| (o.id.as_str(), o.spec.name.as_str()));
-        unique_name::<Self>(names, &new.id, &new.spec.name)
+        let objects = state.secrets().map(|o| (o.id.as_str(), &o.spec));
+        unique_versioned_name::<Self>(objects, &new.id, &new.spec)
     }
 }
 
 impl Validate for Config {
     fn validate(state: &ClusterState, _old: Option<&Self>, new: &Self) -> Result<(), Rejection> {
-        let names = state
-            .configs()
-            .map(|o| (o.id.as_str(), o.spec.name.as_str()));
-        unique_name::<Self>(names, &new.id, &new.spec.name)
+        let objects = state.configs().map(|o| (o.id.as_str(), &o.spec));
+        unique_versioned_name::<Self>(objects, &new.id, &new.spec)
     }
 }
 

@@ -12,7 +12,7 @@ use super::ops::{decode, encode, CodecError};
 use super::state::ClusterState;
 use crate::model::{Cluster, Config, Network, Node, RestartHistory, Secret, Service, Stack, Task};
 
-/// The encoding side of a version-1 snapshot (borrows the tables).
+/// The encoding side of a snapshot (borrows the tables).
 #[derive(Serialize)]
 struct SnapshotRef<'a> {
     applied_index: u64,
@@ -27,7 +27,7 @@ struct SnapshotRef<'a> {
     clusters: &'a BTreeMap<String, Cluster>,
 }
 
-/// The decoding side of a version-1 snapshot (same fields, same order).
+/// The decoding side of a snapshot (same fields, same order).
 #[derive(Deserialize)]
 struct SnapshotOwned {
     applied_index: u64,

@@ -6,9 +6,9 @@ use std::collections::BTreeSet;
 use super::raft::StateMachine;
 use super::*;
 use crate::model::{
-    Cluster, ClusterSettings, FileObjectSpec, Meta, Network, NetworkSpec, Node, NodeDescription,
-    NodeSpec, NodeStatus, RestartHistory, RestartKey, Secret, SecretData, Service, ServiceSpec,
-    Stack, Task, TaskSpec, TaskState, TaskStatus,
+    Cluster, ClusterSettings, Config, FileObjectSpec, Meta, Network, NetworkSpec, Node,
+    NodeDescription, NodeSpec, NodeStatus, RestartHistory, RestartKey, Secret, SecretData, Service,
+    ServiceSpec, Stack, Task, TaskSpec, TaskState, TaskStatus,
 };
 
 pub(super) fn service(id: &str, name: &str) -> Service {
@@ -563,10 +563,78 @@ fn names_of_secrets_configs_and_networks_are_unique() {
         err.reason,
         Rejection::NameConflict {
             kind: ObjectKind::Secret,
-            name: "app_pw".into(),
+            name: "app_pw (version 1)".into(),
             existing_id: "sec1".into()
         }
     );
+}
+
+#[test]
+fn secrets_and_configs_are_unique_per_name_and_version() {
+    let mut s = populated();
+    let versioned = |id: &str, version: &str| Secret {
+        id: id.into(),
+        meta: Meta::default(),
+        spec: FileObjectSpec {
+            name: "app_pw".into(),
+            labels: [(
+                crate::model::OBJECT_VERSION_LABEL.to_string(),
+                version.to_string(),
+            )]
+            .into(),
+            ..FileObjectSpec::default()
+        },
+    };
+    // version 2 of an existing name is accepted next to version 1 (sec1 has no label: version 1)
+    s.apply_batch(9, &batch(1, vec![Op::CreateSecret(versioned("sec2", "2"))]))
+        .expect("a new version under the same name");
+    assert_eq!(s.secrets().filter(|x| x.spec.name == "app_pw").count(), 2);
+    // the same version twice is refused, explicit label or not
+    let err = s
+        .apply_batch(
+            10,
+            &batch(1, vec![Op::CreateSecret(versioned("sec3", "2"))]),
+        )
+        .expect_err("same name and version");
+    assert!(
+        matches!(err.reason, Rejection::NameConflict { ref existing_id, .. } if existing_id == "sec2")
+    );
+    let err = s
+        .apply_batch(
+            10,
+            &batch(1, vec![Op::CreateSecret(versioned("sec3", "1"))]),
+        )
+        .expect_err("explicit version 1 collides with the unlabelled one");
+    assert!(
+        matches!(err.reason, Rejection::NameConflict { ref existing_id, .. } if existing_id == "sec1")
+    );
+    // configs follow the same rule
+    let cfg = |id: &str, version: &str| Config {
+        id: id.into(),
+        meta: Meta::default(),
+        spec: versioned(id, version).spec,
+    };
+    s.apply_batch(
+        10,
+        &batch(
+            1,
+            vec![
+                Op::CreateConfig(cfg("c1", "1")),
+                Op::CreateConfig(cfg("c2", "2")),
+            ],
+        ),
+    )
+    .expect("two config versions");
+    let err = s
+        .apply_batch(11, &batch(1, vec![Op::CreateConfig(cfg("c3", "2"))]))
+        .expect_err("same config version");
+    assert!(matches!(
+        err.reason,
+        Rejection::NameConflict {
+            kind: ObjectKind::Config,
+            ..
+        }
+    ));
 }
 
 #[test]

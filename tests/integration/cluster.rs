@@ -6,7 +6,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// A `swarmd` on a free loopback port with its own state directory; killed (with every task it started) on drop.
-pub struct Swarmd {
+pub(crate) struct Swarmd {
     pub dir: tempfile::TempDir,
     pub port: u16,
     child: Option<Child>,
@@ -170,7 +170,7 @@ impl Drop for Swarmd {
 }
 
 /// Polls `f` until it returns Some, or panics with `what` after `secs`.
-pub fn wait_for<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+pub(crate) fn wait_for<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + Duration::from_secs(secs);
     loop {
         if let Some(v) = f() {

@@ -4,6 +4,7 @@
 //! Must not: change the store without a proposal, or return secret data (secret reads never include it).
 
 mod objects;
+mod update;
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -14,7 +15,7 @@ use tonic::{Request, Response, Status};
 
 use crate::api::control::{self, control_server::Control};
 use crate::api::{from_json, to_json};
-use crate::manager::deploy::{plan_deploy, plan_remove_stack, PreparedObject};
+use crate::manager::deploy::{manual_rollback, plan_deploy, plan_remove_stack, PreparedObject};
 use crate::manager::proposer::{ProposeError, Proposer};
 use crate::model::{self, FileObjectSpec, SecretData, StackSpec};
 use crate::secrets::DataKey;
@@ -169,6 +170,52 @@ impl ControlApi {
     }
 }
 
+impl ControlApi {
+    /// Plans a deploy of `spec`; applies it unless `dry_run`.
+    async fn deploy(
+        &self,
+        spec: StackSpec,
+        files: Vec<(String, String)>,
+        prune: bool,
+        dry_run: bool,
+    ) -> Result<control::DeployStackResponse, Status> {
+        crate::stack::convert::check_stack_name(&spec.name).map_err(Status::invalid_argument)?;
+        let plan = self.plan_deploy(&spec, files, prune)?;
+        let changes = plan.changes();
+        let changed_services = plan
+            .items
+            .iter()
+            .filter(|i| {
+                i.kind == "service"
+                    && matches!(
+                        i.action,
+                        model::PlanAction::Create | model::PlanAction::Update
+                    )
+            })
+            .map(|i| i.name.clone())
+            .collect();
+        let plan_json = serde_json::to_string(&plan.items).unwrap_or_default();
+        let revision = if dry_run {
+            0
+        } else {
+            plan.revision.unwrap_or(0)
+        };
+        if !dry_run {
+            self.propose(plan.ops).await?;
+        }
+        let stack = self.store.view(|s| s.stack(&spec.name).cloned());
+        Ok(control::DeployStackResponse {
+            stack_json: stack
+                .map(|s| to_json(&public_stack(&s)))
+                .unwrap_or_default(),
+            changes,
+            plan_json,
+            revision,
+            changed_services,
+        })
+    }
+}
+
 fn propose_status(e: ProposeError) -> Status {
     match e {
         ProposeError::Rejected(r) => Status::aborted(format!(
@@ -183,6 +230,15 @@ fn objects<T: serde::Serialize>(items: impl Iterator<Item = T>) -> Response<cont
     Response::new(control::JsonObjects {
         json: items.map(|i| to_json(&i)).collect(),
     })
+}
+
+/// A stack as shown to users: the stored specs of its revisions are left out.
+fn public_stack(stack: &model::Stack) -> model::Stack {
+    let mut s = stack.clone();
+    for r in &mut s.history {
+        r.spec_json = String::new();
+    }
+    s
 }
 
 /// A secret as shown to users: everything but the data.
@@ -248,23 +304,83 @@ impl Control for ControlApi {
     ) -> Result<Response<control::DeployStackResponse>, Status> {
         let req = request.into_inner();
         let spec: StackSpec = from_json("stack spec", &req.spec_json)?;
-        crate::stack::convert::check_stack_name(&spec.name).map_err(Status::invalid_argument)?;
         let files: Vec<(String, String)> =
             req.files.into_iter().map(|f| (f.name, f.text)).collect();
-        let plan = self.plan_deploy(&spec, files, req.prune)?;
-        self.propose(plan.ops).await?;
-        let stack = self.store.view(|s| s.stack(&spec.name).cloned());
-        Ok(Response::new(control::DeployStackResponse {
-            stack_json: stack.map(|s| to_json(&s)).unwrap_or_default(),
-            changes: plan.changes,
-        }))
+        self.deploy(spec, files, req.prune, req.dry_run)
+            .await
+            .map(Response::new)
+    }
+
+    async fn stack_history(
+        &self,
+        request: Request<control::ObjectRef>,
+    ) -> Result<Response<control::JsonObjects>, Status> {
+        let name = request.into_inner().id_or_name;
+        let stack = self
+            .store
+            .view(|s| s.stack(&name).cloned())
+            .ok_or_else(|| Status::not_found(format!("nothing found in stack: {name}")))?;
+        Ok(objects(stack.history.into_iter().map(|mut r| {
+            r.spec_json = String::new();
+            r
+        })))
+    }
+
+    async fn rollback_stack(
+        &self,
+        request: Request<control::RollbackStackRequest>,
+    ) -> Result<Response<control::DeployStackResponse>, Status> {
+        let req = request.into_inner();
+        let stack = self
+            .store
+            .view(|s| s.stack(&req.name).cloned())
+            .ok_or_else(|| Status::not_found(format!("nothing found in stack: {}", req.name)))?;
+        let wanted = if req.revision == 0 {
+            stack.revision.saturating_sub(1)
+        } else {
+            req.revision
+        };
+        let rev = stack
+            .history
+            .iter()
+            .find(|r| r.revision == wanted)
+            .ok_or_else(|| {
+                let kept: Vec<String> = stack
+                    .history
+                    .iter()
+                    .map(|r| r.revision.to_string())
+                    .collect();
+                Status::not_found(format!(
+                    "stack {} has no revision {wanted} (kept: {})",
+                    req.name,
+                    if kept.is_empty() {
+                        "none".into()
+                    } else {
+                        kept.join(", ")
+                    }
+                ))
+            })?
+            .clone();
+        let mut spec: StackSpec = from_json("stored stack spec", &rev.spec_json)?;
+        for s in spec.secrets.iter_mut() {
+            let plain = self.key.open(&s.data.0).map_err(|e| {
+                Status::failed_precondition(format!(
+                    "cannot open secret {} of revision {wanted}: {e}",
+                    s.name
+                ))
+            })?;
+            s.data = SecretData(plain);
+        }
+        self.deploy(spec, rev.files, rev.prune, req.dry_run)
+            .await
+            .map(Response::new)
     }
 
     async fn list_stacks(
         &self,
         _: Request<control::Empty>,
     ) -> Result<Response<control::JsonObjects>, Status> {
-        Ok(self.store.view(|s| objects(s.stacks().cloned())))
+        Ok(self.store.view(|s| objects(s.stacks().map(public_stack))))
     }
 
     async fn remove_stack(
@@ -277,7 +393,12 @@ impl Control for ControlApi {
             .view(|s| plan_remove_stack(s, &name))
             .ok_or_else(|| Status::not_found(format!("nothing found in stack: {name}")))?;
         self.propose(plan.ops).await?;
-        Ok(Response::new(control::JsonObjects { json: plan.changes }))
+        let lines = plan
+            .items
+            .iter()
+            .map(|i| format!("Removing {} {}", i.kind, i.name))
+            .collect();
+        Ok(Response::new(control::JsonObjects { json: lines }))
     }
 
     async fn list_services(
@@ -359,6 +480,53 @@ impl Control for ControlApi {
         }])
         .await?;
         Ok(Response::new(control::Empty {}))
+    }
+
+    async fn update_service(
+        &self,
+        request: Request<control::ServiceUpdateRequest>,
+    ) -> Result<Response<control::ServiceUpdateResponse>, Status> {
+        let req = request.into_inner();
+        let svc = self
+            .store
+            .view(|s| resolve_service(s, &req.service).cloned())?;
+        let spec = update::apply_flags(&svc.spec, &req).map_err(Status::invalid_argument)?;
+        let mut changes = Vec::new();
+        if let Some((op, fields)) = crate::manager::deploy::update_service(&svc, spec, self.now()) {
+            self.propose(vec![op]).await?;
+            changes = fields;
+        }
+        let svc = self.store.view(|s| s.service(&svc.id).cloned());
+        Ok(Response::new(control::ServiceUpdateResponse {
+            service_json: svc.map(|s| to_json(&s)).unwrap_or_default(),
+            changes,
+        }))
+    }
+
+    async fn rollback_service(
+        &self,
+        request: Request<control::ObjectRef>,
+    ) -> Result<Response<control::ServiceUpdateResponse>, Status> {
+        let key = request.into_inner().id_or_name;
+        let svc = self.store.view(|s| resolve_service(s, &key).cloned())?;
+        let op = manual_rollback(&svc, self.now()).ok_or_else(|| {
+            Status::failed_precondition(format!(
+                "service {} has no previous spec to roll back to",
+                svc.spec.name
+            ))
+        })?;
+        let fields = match (&op, &svc) {
+            (Op::UpdateService { service, .. }, old) => {
+                crate::manager::specdiff::service_fields(&old.spec, &service.spec)
+            }
+            _ => Vec::new(),
+        };
+        self.propose(vec![op]).await?;
+        let svc = self.store.view(|s| s.service(&svc.id).cloned());
+        Ok(Response::new(control::ServiceUpdateResponse {
+            service_json: svc.map(|s| to_json(&s)).unwrap_or_default(),
+            changes: fields,
+        }))
     }
 
     type ServiceLogsStream = Pin<Box<dyn Stream<Item = Result<control::LogLine, Status>> + Send>>;
@@ -486,6 +654,7 @@ impl Control for ControlApi {
         if self
             .store
             .view(|s| s.secrets().any(|x| x.spec.name == req.name))
+        // any version of the name
         {
             return Err(Status::already_exists(format!(
                 "secret {} already exists",

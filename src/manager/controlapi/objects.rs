@@ -61,13 +61,10 @@ pub fn resolve_node<'a>(state: &'a ClusterState, key: &str) -> Result<&'a Node, 
 
 /// A secret by id, name or id prefix.
 pub fn resolve_secret<'a>(state: &'a ClusterState, key: &str) -> Result<&'a Secret, Status> {
-    resolve(
-        "secret",
-        key,
-        state.secrets().collect(),
-        |s| &s.id,
-        |s| &s.spec.name,
-    )
+    let mut secrets: Vec<&Secret> = state.secrets().collect();
+    // by name: the newest version
+    secrets.sort_by_key(|s| std::cmp::Reverse(crate::model::object_version(&s.spec.labels)));
+    resolve("secret", key, secrets, |s| &s.id, |s| &s.spec.name)
 }
 
 /// Checks a secret/config name (docker's rule: letters, digits, `-`, `_`, `.`, at most 64).

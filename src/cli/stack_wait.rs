@@ -1,0 +1,286 @@
+//! Waiting for a deploy: per changed service, tasks updated / total, until every one converged (exit 0), an update
+//! paused or rolled back (exit 1, with the service and the UpdateStatus message), or the timeout (exit 1).
+//! On a terminal lines are redrawn in place; otherwise a plain line is printed only when a service's progress changes.
+//!
+//! Must not: decide convergence on the server or change anything.
+
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::time::{Duration, Instant};
+
+use super::common::*;
+use super::service::fetch;
+use crate::model::{Service, ServiceMode, Task, TaskState, UpdateState};
+
+#[derive(PartialEq, Eq, Clone, Debug)]
+enum Progress {
+    Converging(String),
+    Done(String),
+    Failed(String),
+}
+
+/// Docker's words for an update state.
+pub fn update_state_name(state: UpdateState) -> &'static str {
+    match state {
+        UpdateState::Updating => "updating",
+        UpdateState::Paused => "paused",
+        UpdateState::Completed => "completed",
+        UpdateState::RollbackStarted => "rollback_started",
+        UpdateState::RollbackPaused => "rollback_paused",
+        UpdateState::RollbackCompleted => "rollback_completed",
+    }
+}
+
+fn progress(svc: &Service, tasks: &[&Task], started_ms: u64) -> Progress {
+    // an update of this deploy that paused or rolled back is a failure, whatever the tasks do
+    let status = svc
+        .update_status
+        .as_ref()
+        .filter(|u| u.started_at >= started_ms);
+    if let Some(u) = status {
+        if matches!(
+            u.state,
+            UpdateState::Paused | UpdateState::RollbackPaused | UpdateState::RollbackCompleted
+        ) {
+            return Progress::Failed(format!(
+                "update {}: {}",
+                update_state_name(u.state),
+                u.message
+            ));
+        }
+    }
+    let rolling_back = status.is_some_and(|u| u.state == UpdateState::RollbackStarted);
+    let outdated_live = tasks
+        .iter()
+        .filter(|t| {
+            t.spec_version < svc.spec_version
+                && t.desired_state <= TaskState::Running
+                && !t.status.state.is_terminal()
+        })
+        .count();
+    let current: Vec<&&Task> = tasks
+        .iter()
+        .filter(|t| t.spec_version >= svc.spec_version)
+        .collect();
+    let running = current.iter().filter(|t| is_running(t)).count() as u64;
+    let live = current
+        .iter()
+        .filter(|t| t.desired_state <= TaskState::Running && !t.status.state.is_terminal())
+        .count();
+    let failed: Vec<&&&Task> = current
+        .iter()
+        .filter(|t| {
+            matches!(t.status.state, TaskState::Failed | TaskState::Rejected)
+                && t.status.timestamp >= started_ms
+        })
+        .collect();
+    let last_error = failed
+        .iter()
+        .max_by_key(|t| t.status.timestamp)
+        .map(|t| {
+            t.status
+                .err
+                .clone()
+                .unwrap_or_else(|| t.status.message.clone())
+        })
+        .unwrap_or_default();
+    let (done, text, want) = match &svc.spec.mode {
+        ServiceMode::Replicated { replicas } => (
+            running == *replicas && live as u64 == *replicas,
+            format!("{running}/{replicas} running"),
+            *replicas,
+        ),
+        ServiceMode::Global => {
+            let desired = current
+                .iter()
+                .filter(|t| t.desired_state <= TaskState::Running)
+                .count() as u64;
+            (
+                desired > 0 && running == desired,
+                format!("{running}/{desired} running"),
+                desired.max(1),
+            )
+        }
+        ServiceMode::ReplicatedJob {
+            total_completions, ..
+        } => {
+            let complete = current
+                .iter()
+                .filter(|t| t.status.state == TaskState::Complete)
+                .count() as u64;
+            (
+                complete >= *total_completions,
+                format!("{complete}/{total_completions} completed"),
+                *total_completions,
+            )
+        }
+        ServiceMode::GlobalJob => {
+            let complete = current
+                .iter()
+                .filter(|t| t.status.state == TaskState::Complete)
+                .count() as u64;
+            let desired = current
+                .iter()
+                .filter(|t| t.desired_state <= TaskState::Complete)
+                .count() as u64;
+            (
+                desired > 0 && complete >= desired,
+                format!("{complete}/{desired} completed"),
+                desired.max(1),
+            )
+        }
+    };
+    let text = if outdated_live > 0 || status.is_some_and(|u| u.state == UpdateState::Updating) {
+        let total = current.len() + outdated_live;
+        format!("{text}, updated {}/{total}", current.len())
+    } else {
+        text
+    };
+    if rolling_back {
+        let msg = status.map(|u| u.message.clone()).unwrap_or_default();
+        return Progress::Converging(format!("{text} (rolling back: {msg})"));
+    }
+    if done && outdated_live == 0 {
+        return Progress::Done(text);
+    }
+    // Failing: tasks keep failing and nothing is running, or the restart policy gave up (nothing live any more).
+    let gave_up = live == 0 && !failed.is_empty();
+    let keeps_failing = failed.len() as u64 >= (3 * want).max(3) && running == 0;
+    if gave_up || keeps_failing {
+        return Progress::Failed(format!("{text}; task failed: {last_error}"));
+    }
+    if !failed.is_empty() {
+        return Progress::Converging(format!("{text} ({} failed: {last_error})", failed.len()));
+    }
+    Progress::Converging(text)
+}
+
+pub(super) async fn wait_converged(
+    c: &mut Client,
+    stack: &str,
+    names: &[String],
+    timeout: Duration,
+) -> CmdResult {
+    let started = Instant::now();
+    let started_ms = now_ms().saturating_sub(2_000);
+    let tty = std::io::stdout().is_terminal();
+    let mut shown: HashMap<String, Progress> = HashMap::new();
+    loop {
+        let (services, tasks, _) = fetch(c, stack).await?;
+        let mut all_done = true;
+        let mut failures = Vec::new();
+        for name in names {
+            let Some(svc) = services.iter().find(|s| &s.spec.name == name) else {
+                all_done = false;
+                continue;
+            };
+            let mine: Vec<&Task> = tasks.iter().filter(|t| t.service_id == svc.id).collect();
+            let p = progress(svc, &mine, started_ms);
+            if shown.get(name) != Some(&p) {
+                let line = match &p {
+                    Progress::Converging(t) => format!("{name}: {t}"),
+                    Progress::Done(t) => format!("{name}: {t} (converged)"),
+                    Progress::Failed(t) => format!("{name}: {t}"),
+                };
+                if tty {
+                    println!("\x1b[2K{line}");
+                } else {
+                    println!("{line}");
+                }
+                shown.insert(name.clone(), p.clone());
+            }
+            match p {
+                Progress::Done(_) => {}
+                Progress::Failed(t) => {
+                    failures.push(format!("service {name} failed to converge: {t}"))
+                }
+                Progress::Converging(_) => all_done = false,
+            }
+        }
+        if !failures.is_empty() {
+            return Err(failures.join("\n"));
+        }
+        if all_done {
+            println!("Stack {stack} converged");
+            return Ok(());
+        }
+        if started.elapsed() > timeout {
+            return Err(format!(
+                "stack {stack} did not converge within {}",
+                crate::stack::units::format_duration(timeout)
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manager::testutil::{service, task};
+    use crate::model::UpdateStatus;
+
+    fn status(state: UpdateState, at: u64, message: &str) -> Option<UpdateStatus> {
+        Some(UpdateStatus {
+            state,
+            started_at: at,
+            completed_at: None,
+            message: message.into(),
+        })
+    }
+
+    #[test]
+    fn updates_report_progress_and_fail_when_paused_or_rolled_back() {
+        let mut svc = service("web", ServiceMode::Replicated { replicas: 2 });
+        svc.spec_version = 2;
+        let old = task(
+            "t1",
+            "web",
+            1,
+            Some("n"),
+            TaskState::Running,
+            TaskState::Running,
+        );
+        let mut new = task(
+            "t2",
+            "web",
+            2,
+            Some("n"),
+            TaskState::Running,
+            TaskState::Running,
+        );
+        new.spec_version = 2;
+        svc.update_status = status(UpdateState::Updating, 1000, "update in progress");
+        match progress(&svc, &[&old, &new], 500) {
+            Progress::Converging(t) => assert!(t.contains("updated 1/2"), "{t}"),
+            other => panic!("an outdated task still runs: {other:?}"),
+        }
+        let mut new1 = old.clone();
+        new1.id = "t3".into();
+        new1.spec_version = 2;
+        assert!(matches!(
+            progress(&svc, &[&new1, &new], 500),
+            Progress::Done(_)
+        ));
+
+        svc.update_status = status(UpdateState::Paused, 1000, "task t2 failed");
+        assert_eq!(
+            progress(&svc, &[&old, &new], 500),
+            Progress::Failed("update paused: task t2 failed".into())
+        );
+        // a pause from before this deploy is not this deploy's failure
+        assert!(matches!(
+            progress(&svc, &[&new1, &new], 5000),
+            Progress::Done(_)
+        ));
+        svc.update_status = status(UpdateState::RollbackStarted, 1000, "update failed");
+        assert!(
+            matches!(progress(&svc, &[&new1, &new], 500), Progress::Converging(ref t) if t.contains("rolling back"))
+        );
+        svc.update_status = status(UpdateState::RollbackCompleted, 1000, "rolled back");
+        assert!(matches!(
+            progress(&svc, &[&new1, &new], 500),
+            Progress::Failed(_)
+        ));
+    }
+}
