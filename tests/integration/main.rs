@@ -3,3 +3,4 @@
 
 mod cluster;
 mod stack_cli;
+mod sim;
