@@ -40,6 +40,8 @@ pub struct SimNode {
     reports: UnboundedReceiver<StatusReport>,
     /// False while partitioned: no assignments in, no reports out (the worker keeps its tasks).
     pub connected: bool,
+    /// Reports made while partitioned, latest per task, sent after reconnecting (as the session does).
+    pending: BTreeMap<String, StatusReport>,
 }
 
 /// The whole simulated cluster.
@@ -163,6 +165,7 @@ impl Sim {
                 worker,
                 reports,
                 connected: true,
+                pending: BTreeMap::new(),
             },
         );
         self.apply(vec![Op::CreateNode(node(id))]);
@@ -265,9 +268,14 @@ impl Sim {
             let before = out.len();
             for (id, n) in self.nodes.iter_mut() {
                 while let Ok(r) = n.reports.try_recv() {
-                    if n.connected {
-                        out.push((id.clone(), r));
-                    }
+                    n.pending.insert(r.task_id.clone(), r);
+                }
+                if n.connected {
+                    out.extend(
+                        std::mem::take(&mut n.pending)
+                            .into_values()
+                            .map(|r| (id.clone(), r)),
+                    );
                 }
             }
             quiet = if out.len() == before { quiet + 1 } else { 0 };
