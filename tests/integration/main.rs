@@ -2,5 +2,5 @@
 //! later, real `swarmd` processes on loopback) the way a user would.
 
 mod cluster;
-mod stack_cli;
 mod sim;
+mod stack_cli;

@@ -98,11 +98,7 @@ async fn restart_conditions() {
             .iter()
             .filter(|t| t.status.exit_code == Some(code) && t.status.state.is_terminal())
             .collect();
-        assert!(
-            !ended.is_empty(),
-            "{name}: nothing exited\n{}",
-            sim.dump()
-        );
+        assert!(!ended.is_empty(), "{name}: nothing exited\n{}", sim.dump());
         if restarts {
             // Reaped tasks aside, several generations must have run in slot 1.
             assert!(
@@ -177,7 +173,10 @@ async fn restart_max_attempts_within_window() {
     let mut sim = Sim::new("attempts", 2);
     sim.script(
         Match::TaskNamePrefix("flaky.".into()),
-        Outcome::Exit { code: 1, after: SEC },
+        Outcome::Exit {
+            code: 1,
+            after: SEC,
+        },
     );
     let mut s = service("flaky", replicated(1));
     s.spec.task.restart.max_attempts = 2;
@@ -301,11 +300,7 @@ async fn replicated_job_completes() {
             .filter(|t| !t.status.state.is_terminal() && t.desired_state <= TaskState::Complete)
             .count();
         max_active = max_active.max(active);
-        assert!(
-            active <= 2,
-            "{active} job tasks at once\n{}",
-            sim.dump()
-        );
+        assert!(active <= 2, "{active} job tasks at once\n{}", sim.dump());
     }
     let tasks = sim.tasks_of("batch");
     let done: Vec<&Task> = tasks
@@ -314,7 +309,12 @@ async fn replicated_job_completes() {
         .collect();
     assert_eq!(done.len(), 5, "{}", sim.dump());
     assert_eq!(slots(&tasks), (1..=5).collect(), "{}", sim.dump());
-    assert_eq!(tasks.len(), 5, "a successful job task was restarted\n{}", sim.dump());
+    assert_eq!(
+        tasks.len(),
+        5,
+        "a successful job task was restarted\n{}",
+        sim.dump()
+    );
     assert_eq!(max_active, 2);
     assert!(sim.runtime_running().is_empty());
 }
@@ -449,12 +449,10 @@ async fn chaos(seed: u64) {
         sim.dump()
     );
     let by_slot: BTreeMap<u64, usize> =
-        sim.running("web")
-            .iter()
-            .fold(BTreeMap::new(), |mut m, t| {
-                *m.entry(t.slot).or_default() += 1;
-                m
-            });
+        sim.running("web").iter().fold(BTreeMap::new(), |mut m, t| {
+            *m.entry(t.slot).or_default() += 1;
+            m
+        });
     assert_eq!(
         by_slot.keys().copied().collect::<BTreeSet<u64>>(),
         (1..=replicas).collect(),
