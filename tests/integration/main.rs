@@ -2,5 +2,6 @@
 //! later, real `swarmd` processes on loopback) the way a user would.
 
 mod cluster;
+mod sim;
 mod stack_cli;
 mod stack_diff;

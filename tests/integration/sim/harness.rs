@@ -1,0 +1,578 @@
+//! The simulated cluster: one `Store` (batches applied directly at increasing log indexes, no Raft), the
+//! manager's controllers run in the driver's order on a `ManualClock`, and N nodes each with a real
+//! `agent::Worker` over its own `FakeExecutor`. Assignments go to the workers as the dispatcher builds them
+//! (`assignments_for`), status reports come back as `Op::UpdateTask` with the dispatcher's rules (only
+//! forward, only from the task's node, stale ones ignored). Nothing sleeps on wall time: the workers' tokio
+//! tasks progress by `yield_now` on the test's current-thread runtime.
+//!
+//! Every applied batch is checked against the invariants (see [`Sim::check_invariants`]).
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use swarm::agent::{Assignments, StatusReport, Worker};
+use swarm::api::from_json;
+use swarm::exec::fake::{FakeExecutor, Match, Outcome};
+use swarm::exec::RuntimeState;
+use swarm::manager::dispatcher::assignments_for;
+use swarm::manager::CONTROLLERS;
+use swarm::model::{
+    Meta, Node, NodeAvailability, NodeDescription, NodeResources, NodeSpec, NodeState, NodeStatus,
+    Platform, Service, ServiceMode, ServiceSpec, Task, TaskSpec, TaskState,
+};
+use swarm::secrets::DataKey;
+use swarm::store::{Batch, Op, Store};
+use swarm::util::{Clock, IdSource, ManualClock, Millis, SeqIds};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
+
+/// The manual clock's start (unix millis).
+pub const T0: Millis = 1_700_000_000_000;
+
+/// Rounds of controllers + agents within one step before the step is declared not to settle.
+const MAX_ROUNDS: usize = 60;
+
+/// One simulated node: a worker over a fake executor, and whether it can reach the manager.
+pub struct SimNode {
+    pub exec: FakeExecutor,
+    worker: Worker,
+    reports: UnboundedReceiver<StatusReport>,
+    /// False while partitioned: no assignments in, no reports out (the worker keeps its tasks).
+    pub connected: bool,
+    /// Reports made while partitioned, latest per task, sent after reconnecting (as the session does).
+    pending: BTreeMap<String, StatusReport>,
+}
+
+/// The whole simulated cluster.
+pub struct Sim {
+    pub name: String,
+    pub store: Store,
+    pub clock: ManualClock,
+    ids: SeqIds,
+    key: DataKey,
+    pub nodes: BTreeMap<String, SimNode>,
+    rules: Vec<(Match, Outcome)>,
+    index: u64,
+    pub steps: u64,
+    /// The highest (desired, status) seen per task id: neither may go backwards.
+    seen: HashMap<String, (TaskState, TaskState)>,
+    /// Plans the store refused (a controller computed them on the latest state: should not happen).
+    pub rejected: Vec<String>,
+}
+
+/// A Ready, Active worker node.
+pub fn node(id: &str) -> Node {
+    Node {
+        id: id.into(),
+        meta: Meta::default(),
+        description: NodeDescription {
+            hostname: id.into(),
+            platform: Platform {
+                os: "linux".into(),
+                arch: "x86_64".into(),
+            },
+            resources: NodeResources::default(),
+            engine_labels: BTreeMap::new(),
+        },
+        spec: NodeSpec::default(),
+        status: NodeStatus {
+            state: NodeState::Ready,
+            ..NodeStatus::default()
+        },
+        manager_status: None,
+    }
+}
+
+/// A service `name` (its id is `svc-{name}`) in `mode`, runnable by the agent, restart delay 0.
+pub fn service(name: &str, mode: ServiceMode) -> Service {
+    let mut task = TaskSpec::default();
+    task.container.image = format!("img/{name}");
+    task.container.args = vec![name.into(), "--serve".into()];
+    task.restart.delay = Duration::ZERO;
+    Service {
+        id: format!("svc-{name}"),
+        meta: Meta::default(),
+        spec: ServiceSpec {
+            name: name.into(),
+            task,
+            mode,
+            ..ServiceSpec::default()
+        },
+        spec_version: 1,
+        previous_spec: None,
+        update_status: None,
+    }
+}
+
+/// The dispatcher's message → the worker's `Assignments` (what `node::session` does on the wire).
+fn decode(node_id: &str, msg: swarm::api::dispatcher::AssignmentsMessage) -> Assignments {
+    let tasks = msg
+        .tasks_json
+        .iter()
+        .map(|j| from_json::<Task>("task", j).expect("assigned task decodes"))
+        .collect();
+    Assignments {
+        tasks,
+        secrets: msg.secrets.into_iter().map(|s| (s.id, s.data)).collect(),
+        configs: msg.configs.into_iter().map(|c| (c.id, c.data)).collect(),
+        service_names: msg.service_names.into_iter().collect(),
+        node_id: node_id.to_string(),
+        node_hostname: msg.node_hostname,
+    }
+}
+
+impl Sim {
+    /// A cluster with `n` Ready, Active worker nodes `n1..=n{n}`. `name` prefixes the ids (the "seed").
+    pub fn new(name: &str, n: usize) -> Sim {
+        let prefix = format!("{name}-");
+        println!("sim {name}: ids {prefix}NNNNNN, clock starts at {T0}, {n} nodes");
+        let mut sim = Sim {
+            name: name.into(),
+            store: Store::default(),
+            clock: ManualClock::new(T0),
+            ids: SeqIds::new(&prefix),
+            key: DataKey::from_bytes([7; 32]),
+            nodes: BTreeMap::new(),
+            rules: Vec::new(),
+            index: 0,
+            steps: 0,
+            seen: HashMap::new(),
+            rejected: Vec::new(),
+        };
+        for i in 1..=n {
+            sim.add_node(&format!("n{i}"));
+        }
+        sim
+    }
+
+    pub fn now(&self) -> Millis {
+        self.clock.now()
+    }
+
+    /// Registers a node and starts its agent.
+    pub fn add_node(&mut self, id: &str) {
+        let exec = FakeExecutor::new();
+        for (m, o) in &self.rules {
+            exec.script(m.clone(), o.clone());
+        }
+        let (tx, reports) = unbounded_channel();
+        let worker = Worker::new(Arc::new(exec.clone()), Arc::new(self.clock.clone()), tx);
+        self.nodes.insert(
+            id.into(),
+            SimNode {
+                exec,
+                worker,
+                reports,
+                connected: true,
+                pending: BTreeMap::new(),
+            },
+        );
+        self.apply(vec![Op::CreateNode(node(id))]);
+    }
+
+    /// Scripts an outcome on every node (present and future) for tasks created afterwards.
+    pub fn script(&mut self, when: Match, outcome: Outcome) {
+        for n in self.nodes.values() {
+            n.exec.script(when.clone(), outcome.clone());
+        }
+        self.rules.push((when, outcome));
+    }
+
+    /// Applies `ops` as the next log entry; returns whether the store took it.
+    pub fn try_apply(&mut self, ops: Vec<Op>) -> Result<(), String> {
+        let batch = Batch {
+            ops,
+            time: self.now(),
+        };
+        let index = self.index + 1;
+        match self.store.apply(index, &batch) {
+            Ok(_) => {
+                self.index = index;
+                self.check_monotonic();
+                Ok(())
+            }
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// Applies `ops` as the next log entry; fails the test (with a dump) if the store refuses it.
+    pub fn apply(&mut self, ops: Vec<Op>) {
+        if let Err(e) = self.try_apply(ops) {
+            self.fail(&format!("batch refused: {e}"));
+        }
+    }
+
+    pub fn create_service(&mut self, s: Service) {
+        self.apply(vec![Op::CreateService(s)]);
+    }
+
+    /// Changes a service (bumping its spec version) through `f`.
+    pub fn update_service(&mut self, name: &str, f: impl FnOnce(&mut Service)) {
+        let mut s = self
+            .store
+            .view(|st| st.service_by_name(name).cloned())
+            .expect("service exists");
+        let v = s.meta.version;
+        f(&mut s);
+        s.spec_version += 1;
+        self.apply(vec![Op::UpdateService {
+            service: s,
+            expected_version: v,
+        }]);
+    }
+
+    pub fn scale(&mut self, name: &str, replicas: u64) {
+        self.update_service(name, |s| s.spec.mode = ServiceMode::Replicated { replicas });
+    }
+
+    /// Changes a node object through `f` (availability, status).
+    pub fn update_node(&mut self, id: &str, f: impl FnOnce(&mut Node)) {
+        let mut n = self
+            .store
+            .view(|st| st.node(id).cloned())
+            .expect("node exists");
+        let v = n.meta.version;
+        f(&mut n);
+        self.apply(vec![Op::UpdateNode {
+            node: n,
+            expected_version: v,
+        }]);
+    }
+
+    pub fn set_availability(&mut self, id: &str, a: NodeAvailability) {
+        self.update_node(id, |n| n.spec.availability = a);
+    }
+
+    /// The node is lost (what `nodes.rs` does when heartbeats stop): status Down, and the sim stops talking to
+    /// its agent, which keeps running its tasks.
+    pub fn node_down(&mut self, id: &str) {
+        self.nodes.get_mut(id).expect("node").connected = false;
+        self.update_node(id, |n| n.status.state = NodeState::Down);
+    }
+
+    /// The node comes back: Ready, connected again (it gets its full assignments at once).
+    pub fn node_up(&mut self, id: &str) {
+        self.nodes.get_mut(id).expect("node").connected = true;
+        self.update_node(id, |n| n.status.state = NodeState::Ready);
+    }
+
+    /// Lets the workers' tokio tasks run until nothing more happens; returns the reports they produced.
+    async fn settle_agents(&mut self) -> Vec<(String, StatusReport)> {
+        let mut out = Vec::new();
+        let mut quiet = 0;
+        while quiet < 3 {
+            for _ in 0..16 {
+                tokio::task::yield_now().await;
+            }
+            let before = out.len();
+            for (id, n) in self.nodes.iter_mut() {
+                while let Ok(r) = n.reports.try_recv() {
+                    n.pending.insert(r.task_id.clone(), r);
+                }
+                if n.connected {
+                    out.extend(
+                        std::mem::take(&mut n.pending)
+                            .into_values()
+                            .map(|r| (id.clone(), r)),
+                    );
+                }
+            }
+            quiet = if out.len() == before { quiet + 1 } else { 0 };
+        }
+        out
+    }
+
+    /// Applies reports as the dispatcher does: only from the task's node, only forward, stale ones ignored.
+    fn apply_reports(&mut self, reports: Vec<(String, StatusReport)>) -> bool {
+        // latest per task, like the session's pending map
+        let mut latest: BTreeMap<String, (String, StatusReport)> = BTreeMap::new();
+        for (node, r) in reports {
+            latest.insert(r.task_id.clone(), (node, r));
+        }
+        let ops: Vec<Op> = self.store.view(|s| {
+            latest
+                .values()
+                .filter_map(|(node, r)| {
+                    let task = s.task(&r.task_id)?;
+                    if task.node_id.as_deref() != Some(node.as_str())
+                        || r.status.state < task.status.state
+                        || task.status == r.status
+                    {
+                        return None;
+                    }
+                    let mut updated = task.clone();
+                    updated.status = r.status.clone();
+                    Some(Op::UpdateTask {
+                        task: updated,
+                        expected_version: task.meta.version,
+                    })
+                })
+                .collect()
+        });
+        if ops.is_empty() {
+            return false;
+        }
+        self.apply(ops);
+        true
+    }
+
+    /// One driver round: every controller on the latest state, its plan applied at once. Returns whether
+    /// anything changed.
+    fn run_controllers(&mut self) -> bool {
+        let mut changed = false;
+        for (name, controller) in CONTROLLERS {
+            let now = self.now();
+            let ids: &mut dyn IdSource = &mut self.ids;
+            let plan = self.store.view(|s| controller(s, now, ids));
+            if plan.ops.is_empty() {
+                continue;
+            }
+            let summary = format!("{name}: {:?}", plan.ops);
+            match self.try_apply(plan.ops) {
+                Ok(()) => {
+                    changed = true;
+                    self.check_replicas();
+                }
+                Err(e) => self.rejected.push(format!("{e} <- {summary}")),
+            }
+        }
+        changed
+    }
+
+    /// Sends every connected node its complete assignments.
+    async fn deliver(&mut self) {
+        let state = self.store.view(|s| s.clone());
+        for (id, n) in &self.nodes {
+            if !n.connected {
+                continue;
+            }
+            let a = decode(id, assignments_for(&state, id, &self.key));
+            if let Err(e) = n.worker.assign(a).await {
+                panic!("assign on {id}: {e}");
+            }
+        }
+    }
+
+    /// Advances time by `dt` (manager clock and every executor), then runs controllers, assignments and
+    /// reports until nothing changes.
+    pub async fn step(&mut self, dt: Duration) {
+        self.steps += 1;
+        self.clock.advance(dt);
+        for n in self.nodes.values() {
+            n.exec.advance(dt);
+        }
+        for _ in 0..MAX_ROUNDS {
+            let reports = self.settle_agents().await;
+            let mut changed = self.apply_reports(reports);
+            changed |= self.run_controllers();
+            self.deliver().await;
+            let reports = self.settle_agents().await;
+            changed |= self.apply_reports(reports);
+            if !changed {
+                self.check_replicas();
+                return;
+            }
+        }
+        self.fail(&format!("step did not settle in {MAX_ROUNDS} rounds"));
+    }
+
+    /// Steps by `dt` until `pred` holds; fails with a dump after `max_steps`.
+    pub async fn run_until(
+        &mut self,
+        what: &str,
+        dt: Duration,
+        max_steps: usize,
+        pred: impl Fn(&Sim) -> bool,
+    ) {
+        for _ in 0..max_steps {
+            if pred(self) {
+                return;
+            }
+            self.step(dt).await;
+        }
+        if !pred(self) {
+            self.fail(&format!("not reached after {max_steps} steps: {what}"));
+        }
+    }
+
+    // ---- queries ----
+
+    pub fn tasks(&self) -> Vec<Task> {
+        self.store.view(|s| s.tasks().cloned().collect())
+    }
+
+    pub fn tasks_of(&self, name: &str) -> Vec<Task> {
+        self.store.view(|s| {
+            let Some(svc) = s.service_by_name(name) else {
+                return Vec::new();
+            };
+            s.tasks_of_service(&svc.id).cloned().collect()
+        })
+    }
+
+    /// Tasks of the service the manager sees running and wants running.
+    pub fn running(&self, name: &str) -> Vec<Task> {
+        self.tasks_of(name)
+            .into_iter()
+            .filter(|t| {
+                t.status.state == TaskState::Running && t.desired_state == TaskState::Running
+            })
+            .collect()
+    }
+
+    /// Running tasks of the service per node (every node listed).
+    pub fn running_per_node(&self, name: &str) -> Vec<(String, usize)> {
+        let running = self.running(name);
+        self.nodes
+            .keys()
+            .map(|n| {
+                let c = running
+                    .iter()
+                    .filter(|t| t.node_id.as_deref() == Some(n))
+                    .count();
+                (n.clone(), c)
+            })
+            .collect()
+    }
+
+    /// Runtime tasks that are running on node executors.
+    pub fn runtime_running(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for (id, n) in &self.nodes {
+            for (task, st) in n.exec.states() {
+                if st == RuntimeState::Running {
+                    out.push((id.clone(), task));
+                }
+            }
+        }
+        out
+    }
+
+    /// The runtime matches the store: every task running on an executor is one the manager wants running on
+    /// that node and sees running, and vice versa.
+    pub fn runtime_matches_store(&self) -> bool {
+        let mut runtime = self.runtime_running();
+        runtime.sort();
+        let mut store: Vec<(String, String)> = self
+            .tasks()
+            .into_iter()
+            .filter(|t| {
+                t.status.state == TaskState::Running && t.desired_state == TaskState::Running
+            })
+            .filter_map(|t| Some((t.node_id.clone()?, t.id)))
+            .collect();
+        store.sort();
+        runtime == store
+    }
+
+    // ---- invariants and failure ----
+
+    /// Per replicated service, at most `replicas` non-terminal tasks with desired Running. Checked after
+    /// every controller batch and at the end of every step (not right after a user's scale-down: that write
+    /// itself makes the count exceed the new `replicas` until the orchestrator's next plan).
+    fn check_replicas(&self) {
+        let (services, tasks) = self.store.view(|s| {
+            (
+                s.services().cloned().collect::<Vec<_>>(),
+                s.tasks().cloned().collect::<Vec<_>>(),
+            )
+        });
+        for svc in &services {
+            if let ServiceMode::Replicated { replicas } = svc.spec.mode {
+                let live = tasks
+                    .iter()
+                    .filter(|t| {
+                        t.service_id == svc.id
+                            && t.desired_state == TaskState::Running
+                            && !t.status.state.is_terminal()
+                    })
+                    .count() as u64;
+                if live > replicas {
+                    self.fail(&format!(
+                        "invariant: service {} has {live} live tasks with desired Running, replicas {replicas}",
+                        svc.spec.name
+                    ));
+                }
+            }
+        }
+    }
+
+    /// No task's desired state or observed state moves backwards (also across deletes: ids are not reused).
+    /// Checked after every applied batch.
+    fn check_monotonic(&mut self) {
+        let tasks: Vec<Task> = self.store.view(|s| s.tasks().cloned().collect());
+        for t in &tasks {
+            let now = (t.desired_state, t.status.state);
+            if let Some(&(d, s)) = self.seen.get(&t.id) {
+                if now.0 < d || now.1 < s {
+                    self.fail(&format!(
+                        "invariant: task {} went backwards: desired {d:?}->{:?}, status {s:?}->{:?}",
+                        t.id, now.0, now.1
+                    ));
+                }
+            }
+            self.seen.insert(t.id.clone(), now);
+        }
+    }
+
+    /// A readable dump of the cluster.
+    pub fn dump(&self) -> String {
+        let mut out = String::new();
+        let now = self.now();
+        let _ = writeln!(
+            out,
+            "=== sim {} at t0+{}ms, step {}, log index {} ===",
+            self.name,
+            now - T0,
+            self.steps,
+            self.index
+        );
+        self.store.view(|s| {
+            for n in s.nodes() {
+                let _ = writeln!(
+                    out,
+                    "node {} {:?} {:?} connected={}",
+                    n.id,
+                    n.status.state,
+                    n.spec.availability,
+                    self.nodes.get(&n.id).is_some_and(|x| x.connected)
+                );
+            }
+            for svc in s.services() {
+                let _ = writeln!(
+                    out,
+                    "service {} ({}) {:?} v{}",
+                    svc.spec.name, svc.id, svc.spec.mode, svc.spec_version
+                );
+                let mut tasks: Vec<&Task> = s.tasks_of_service(&svc.id).collect();
+                tasks.sort_by_key(|t| (t.slot, t.meta.created_at, t.id.clone()));
+                for t in tasks {
+                    let _ = writeln!(
+                        out,
+                        "  task {} slot {} node {} desired {:?} status {:?} exit {:?} at t0+{}ms created t0+{}ms",
+                        t.id,
+                        t.slot,
+                        t.node_id.as_deref().unwrap_or("-"),
+                        t.desired_state,
+                        t.status.state,
+                        t.status.exit_code,
+                        t.status.timestamp.saturating_sub(T0),
+                        t.meta.created_at.saturating_sub(T0),
+                    );
+                }
+            }
+        });
+        for (id, n) in &self.nodes {
+            let _ = writeln!(out, "runtime {id}: {:?}", n.exec.states());
+        }
+        if !self.rejected.is_empty() {
+            let _ = writeln!(out, "rejected plans: {:#?}", self.rejected);
+        }
+        out
+    }
+
+    pub fn fail(&self, why: &str) -> ! {
+        panic!("{why}\n{}", self.dump());
+    }
+}
