@@ -19,6 +19,16 @@ pub type Client = ControlClient<Channel>;
 /// A command's failure: the message printed after `error: ` (exit status 1).
 pub type CmdResult = Result<(), String>;
 
+/// Ok when nothing failed, else every failure on its own line (commands on several objects go on after a failure,
+/// like docker's, and fail at the end).
+pub fn all_ok(failed: Vec<String>) -> CmdResult {
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(failed.join("\n"))
+    }
+}
+
 /// Runs an async command on a fresh runtime; prints its error and returns the exit status.
 pub fn block_on(fut: impl std::future::Future<Output = CmdResult>) -> i32 {
     let rt = match tokio::runtime::Builder::new_current_thread()

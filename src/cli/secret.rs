@@ -176,11 +176,7 @@ pub fn run(host: Option<String>, cmd: SecretCommand) -> i32 {
                         Err(e) => failed.push(rpc(e)),
                     }
                 }
-                if failed.is_empty() {
-                    Ok(())
-                } else {
-                    Err(failed.join("\n"))
-                }
+                all_ok(failed)
             }
         }
     })

@@ -202,11 +202,7 @@ pub fn run(host: Option<String>, cmd: ServiceCommand) -> i32 {
                         Err(e) => failed.push(rpc(e)),
                     }
                 }
-                if failed.is_empty() {
-                    Ok(())
-                } else {
-                    Err(failed.join("\n"))
-                }
+                all_ok(failed)
             }
             ServiceCommand::Logs(a) => {
                 let tail = if a.tail == "all" {
@@ -283,11 +279,7 @@ pub fn run(host: Option<String>, cmd: ServiceCommand) -> i32 {
                         Err(e) => failed.push(rpc(e)),
                     }
                 }
-                if failed.is_empty() {
-                    Ok(())
-                } else {
-                    Err(failed.join("\n"))
-                }
+                all_ok(failed)
             }
         }
     })

@@ -281,10 +281,6 @@ pub fn remove(host: Option<String>, args: StackNamesArgs) -> i32 {
                 Err(e) => failed.push(rpc(e)),
             }
         }
-        if failed.is_empty() {
-            Ok(())
-        } else {
-            Err(failed.join("\n"))
-        }
+        all_ok(failed)
     })
 }
