@@ -1,0 +1,992 @@
+//! Tests of the rolling updater: one reconcile on a given state (table), and whole clusters converging
+//! through every controller and a simulated agent, with invariants checked at every step.
+
+use std::time::Duration;
+
+use super::*;
+use crate::manager::testutil::*;
+use crate::manager::{Controller, CONTROLLERS};
+use crate::model::{FileReference, Node, ServiceSpec, TaskStatus};
+use crate::util::SeqIds;
+
+const T0: Millis = 1_000_000;
+
+/// The ops of a plan in words: creates with their desired state, service updates with their status.
+fn words(plan: &Plan) -> Vec<String> {
+    plan.ops
+        .iter()
+        .map(|op| match op {
+            Op::CreateTask(t) => format!(
+                "create {}/{} v{} desired={:?}",
+                t.service_id, t.slot, t.spec_version, t.desired_state
+            ),
+            Op::UpdateTask { task, .. } => format!(
+                "update {} v{} desired={:?}",
+                task.id, task.spec_version, task.desired_state
+            ),
+            Op::UpdateService { service, .. } => {
+                let s = service.update_status.as_ref().expect("a status");
+                format!(
+                    "service {} v{} {:?}: {}",
+                    service.id, service.spec_version, s.state, s.message
+                )
+            }
+            other => format!("{other:?}"),
+        })
+        .collect()
+}
+
+fn image(img: &str) -> crate::model::TaskSpec {
+    let mut s = service("x", ServiceMode::Global).spec.task;
+    s.container.image = img.into();
+    s
+}
+
+/// Service `s1`: `replicas` on image v2 at spec version 2, updating since T0, the previous spec on v1.
+fn updating(replicas: u64, cfg: UpdateConfig) -> Service {
+    let mut s = service("s1", ServiceMode::Replicated { replicas });
+    s.spec.task = image("v1");
+    let previous = s.spec.clone();
+    s.spec.task = image("v2");
+    s.spec.update = cfg;
+    s.spec_version = 2;
+    s.previous_spec = Some(previous);
+    s.update_status = Some(UpdateStatus {
+        state: UpdateState::Updating,
+        started_at: T0 - 15_000,
+        completed_at: None,
+        message: "update in progress".into(),
+    });
+    s
+}
+
+/// A task of s1 in `slot` on n1 at spec version `v` (spec image `v{v}`), desired and status as given.
+fn at(id: &str, slot: u64, v: u64, desired: TaskState, status: TaskState, ts: Millis) -> Task {
+    let mut t = task(id, "s1", slot, Some("n1"), desired, status);
+    t.spec = image(&format!("v{v}"));
+    t.spec_version = v;
+    t.status.timestamp = ts;
+    if status < TaskState::Assigned {
+        t.node_id = None;
+    }
+    t
+}
+
+fn cfg(parallelism: u64, order: UpdateOrder) -> UpdateConfig {
+    UpdateConfig {
+        parallelism,
+        order,
+        ..UpdateConfig::default()
+    }
+}
+
+#[test]
+fn table() {
+    use TaskState::{New, Ready, Running as R, Shutdown};
+    let stop = || cfg(1, UpdateOrder::StopFirst);
+    let start = || cfg(1, UpdateOrder::StartFirst);
+    let old = |id, slot| at(id, slot, 1, R, R, T0 - 10_000);
+    // (name, service, tasks, now, want, requeue)
+    type Case<'a> = (
+        &'a str,
+        Service,
+        Vec<Task>,
+        Millis,
+        Vec<&'a str>,
+        Option<u64>,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            "stop-first: old shut down, placeholder created",
+            updating(2, stop()),
+            vec![old("a", 1), old("b", 2)],
+            T0,
+            vec!["update a v1 desired=Shutdown", "create s1/1 v2 desired=Ready"],
+            None,
+        ),
+        (
+            "start-first: new task first",
+            updating(2, start()),
+            vec![old("a", 1), old("b", 2)],
+            T0,
+            vec!["create s1/1 v2 desired=Running"],
+            None,
+        ),
+        (
+            "parallelism 0: all at once",
+            updating(3, cfg(0, UpdateOrder::StartFirst)),
+            vec![old("a", 1), old("b", 2), old("c", 3)],
+            T0,
+            vec![
+                "create s1/1 v2 desired=Running",
+                "create s1/2 v2 desired=Running",
+                "create s1/3 v2 desired=Running",
+            ],
+            None,
+        ),
+        (
+            "placeholder waits for the old task to stop",
+            updating(2, stop()),
+            vec![
+                at("a", 1, 1, Shutdown, R, T0),
+                at("p", 1, 2, Ready, New, T0),
+                old("b", 2),
+            ],
+            T0 + 1000,
+            vec![],
+            None,
+        ),
+        (
+            "placeholder raised once the old task stopped",
+            updating(2, stop()),
+            vec![
+                at("a", 1, 1, Shutdown, Shutdown, T0),
+                at("p", 1, 2, Ready, New, T0),
+                old("b", 2),
+            ],
+            T0 + 1000,
+            vec!["update p v2 desired=Running"],
+            None,
+        ),
+        (
+            "start-first: old shut down once the new one runs",
+            updating(2, start()),
+            vec![old("a", 1), at("n", 1, 2, R, R, T0 + 500), old("b", 2)],
+            T0 + 1000,
+            vec!["update a v1 desired=Shutdown"],
+            None,
+        ),
+        (
+            "next batch once the previous one runs",
+            updating(2, start()),
+            vec![
+                at("a", 1, 1, Shutdown, Shutdown, T0),
+                at("n", 1, 2, R, R, T0 + 500),
+                old("b", 2),
+            ],
+            T0 + 1000,
+            vec!["create s1/2 v2 desired=Running"],
+            None,
+        ),
+        (
+            "delay not over: requeue",
+            updating(2, {
+                let mut c = start();
+                c.delay = Duration::from_secs(10);
+                c
+            }),
+            vec![
+                at("a", 1, 1, Shutdown, Shutdown, T0),
+                at("n", 1, 2, R, R, T0 + 4000),
+                old("b", 2),
+            ],
+            T0 + 8000,
+            vec![],
+            Some(6000),
+        ),
+        (
+            "monitor window not over: requeue",
+            updating(1, stop()),
+            vec![at("n", 1, 2, R, R, T0 + 1000)],
+            T0 + 3000,
+            vec![],
+            Some(3000),
+        ),
+        (
+            "completed once the window passed",
+            updating(1, stop()),
+            vec![at("n", 1, 2, R, R, T0 + 1000)],
+            T0 + 6000,
+            vec!["service s1 v2 Completed: update completed"],
+            None,
+        ),
+        (
+            "early failure pauses",
+            updating(2, stop()),
+            vec![
+                {
+                    let mut t = at("n", 1, 2, R, TaskState::Failed, T0 - 8000);
+                    t.status.exit_code = Some(1);
+                    t
+                },
+                old("b", 2),
+            ],
+            T0 + 2000,
+            vec!["service s1 v2 Paused: update paused due to failure or early termination of task n"],
+            None,
+        ),
+        (
+            "failure with rollback: swap, untouched slot relabelled",
+            updating(2, {
+                let mut c = stop();
+                c.failure_action = FailureAction::Rollback;
+                c
+            }),
+            vec![
+                {
+                    let mut t = at("n", 1, 2, R, TaskState::Failed, T0 - 8000);
+                    t.status.exit_code = Some(1);
+                    t
+                },
+                old("b", 2),
+            ],
+            T0 + 2000,
+            vec![
+                "service s1 v3 RollbackStarted: update rolled back due to failure or early termination of task n",
+                "update b v3 desired=Running",
+            ],
+            None,
+        ),
+        (
+            "paused: outdated tasks stay",
+            {
+                let mut s = updating(2, stop());
+                s.update_status.as_mut().unwrap().state = UpdateState::Paused;
+                s
+            },
+            vec![old("a", 1), old("b", 2)],
+            T0,
+            vec![],
+            None,
+        ),
+        (
+            "paused: an in-flight placeholder is still raised",
+            {
+                let mut s = updating(2, stop());
+                s.update_status.as_mut().unwrap().state = UpdateState::Paused;
+                s
+            },
+            vec![at("p", 1, 2, Ready, New, T0), old("b", 2)],
+            T0,
+            vec!["update p v2 desired=Running"],
+            None,
+        ),
+        (
+            "no update status: outdated tasks stay",
+            {
+                let mut s = updating(2, stop());
+                s.update_status = None;
+                s
+            },
+            vec![old("a", 1), old("b", 2)],
+            T0,
+            vec![],
+            None,
+        ),
+        (
+            "same spec, new version: relabelled, completed at once",
+            {
+                let mut s = updating(2, stop());
+                s.spec.task = image("v1");
+                s
+            },
+            vec![old("a", 1), old("b", 2)],
+            T0,
+            vec![
+                "service s1 v2 Completed: update completed",
+                "update a v2 desired=Running",
+                "update b v2 desired=Running",
+            ],
+            None,
+        ),
+        (
+            "slot above replicas is the orchestrator's",
+            updating(1, stop()),
+            vec![at("n", 1, 2, R, R, T0 - 10_000), old("b", 2)],
+            T0,
+            vec!["service s1 v2 Completed: update completed"],
+            None,
+        ),
+    ];
+    for (name, svc, tasks, now, want, requeue) in cases {
+        let mut w = World::new();
+        w.time = T0 - 20_000;
+        w.create_ops(creates(vec![node("n1")], vec![svc], vec![]));
+        w.time = T0 - 10_000;
+        w.create_ops(tasks.into_iter().map(Op::CreateTask).collect());
+        w.time = now;
+        let plan = reconcile(&w.state, now, &mut SeqIds::new("x"));
+        assert_eq!(words(&plan), want, "{name}");
+        assert_eq!(
+            plan.requeue_after,
+            requeue.map(Duration::from_millis),
+            "{name}"
+        );
+        check_idempotent(&mut w, reconcile);
+    }
+}
+
+#[test]
+fn rollback_op_swaps_specs() {
+    let s = updating(2, UpdateConfig::default());
+    let Some(Op::UpdateService {
+        service: r,
+        expected_version,
+    }) = rollback_op(&s, T0 + 5, MANUAL_ROLLBACK)
+    else {
+        panic!("no op");
+    };
+    assert_eq!(expected_version, s.meta.version);
+    assert_eq!(Some(r.spec.clone()), s.previous_spec);
+    assert_eq!(r.previous_spec, Some(s.spec.clone()));
+    assert_eq!(r.spec_version, 3);
+    let status = r.update_status.unwrap();
+    assert_eq!(status.state, UpdateState::RollbackStarted);
+    assert_eq!((status.started_at, status.completed_at), (T0 + 5, None));
+    assert_eq!(status.message, "manually requested rollback");
+    let mut fresh = s;
+    fresh.previous_spec = None;
+    assert_eq!(rollback_op(&fresh, T0, MANUAL_ROLLBACK), None);
+}
+
+// ---- convergence through every controller and a simulated agent ----
+
+/// Images starting with `crash` fail as they start, `bad` exit 1 after a second of running, `exit0` exit 0
+/// after a second; others run.
+fn behave(t: &Task) -> Option<(TaskState, i32)> {
+    let img = t.spec.container.image.as_str();
+    if img.starts_with("crash") {
+        Some((TaskState::Failed, 1))
+    } else if t.status.state < TaskState::Running {
+        None
+    } else if img.starts_with("bad") {
+        Some((TaskState::Failed, 1))
+    } else if img.starts_with("exit0") {
+        Some((TaskState::Complete, 0))
+    } else {
+        None
+    }
+}
+
+struct Sim {
+    w: World,
+    ids: SeqIds,
+    /// (time, tasks created) of every updater plan that started a batch.
+    batches: Vec<(Millis, usize)>,
+    /// Whether the updater asked for a requeue at least once.
+    requeued: bool,
+}
+
+impl Sim {
+    fn new(nodes: Vec<Node>, services: Vec<Service>) -> Sim {
+        let mut s = Sim {
+            w: World::with(creates(nodes, services, vec![])),
+            ids: SeqIds::new("t"),
+            batches: Vec::new(),
+            requeued: false,
+        };
+        s.converge(&mut |_| {});
+        s
+    }
+
+    /// One round: each controller's plan as its own batch, then the agent; `check` sees every state.
+    /// Returns whether anything changed or a controller wants to look again.
+    fn round(&mut self, check: &mut dyn FnMut(&World)) -> bool {
+        let mut busy = false;
+        for (name, controller) in CONTROLLERS {
+            let plan = controller(&self.w.state, self.w.time, &mut self.ids);
+            busy |= plan.requeue_after.is_some();
+            if *name == "update" {
+                self.check_update(&plan);
+            }
+            if plan.is_empty() {
+                continue;
+            }
+            busy = true;
+            self.w.apply_plan(&plan);
+            check(&self.w);
+            if *name == "update" {
+                let again = reconcile(&self.w.state, self.w.time, &mut SeqIds::new("y"));
+                assert!(again.is_empty(), "own output gave ops: {:?}", words(&again));
+            }
+        }
+        if agent_step(&mut self.w, &behave) {
+            busy = true;
+            check(&self.w);
+        }
+        self.w.time += 1000;
+        busy
+    }
+
+    /// Same state, same plan; records batches and requeues.
+    fn check_update(&mut self, plan: &Plan) {
+        let again = reconcile(&self.w.state, self.w.time, &mut SeqIds::new("z"));
+        assert_eq!(words(plan), words(&again), "same state, same ops");
+        assert_eq!(plan.requeue_after, again.requeue_after);
+        let created = plan
+            .ops
+            .iter()
+            .filter(|o| matches!(o, Op::CreateTask(_)))
+            .count();
+        if created > 0 {
+            self.batches.push((self.w.time, created));
+        }
+        self.requeued |= plan.requeue_after.is_some();
+    }
+
+    fn converge(&mut self, check: &mut dyn FnMut(&World)) {
+        for _ in 0..500 {
+            if !self.round(check) {
+                return;
+            }
+        }
+        panic!("did not converge");
+    }
+
+    fn run_until(&mut self, what: &str, done: &dyn Fn(&World) -> bool) {
+        for _ in 0..500 {
+            if done(&self.w) {
+                return;
+            }
+            self.round(&mut |_| {});
+        }
+        panic!("never reached: {what}");
+    }
+
+    fn service(&self, id: &str) -> &Service {
+        self.w.state.service(id).expect("service")
+    }
+
+    fn write(&mut self, s: Service) {
+        let v = self.service(&s.id).meta.version;
+        self.w.apply_ops(vec![Op::UpdateService {
+            service: s,
+            expected_version: v,
+        }]);
+    }
+
+    /// What a deploy that changes the task template does (the contract with the control API).
+    fn deploy(&mut self, id: &str, change: impl FnOnce(&mut ServiceSpec)) {
+        let mut s = self.service(id).clone();
+        let old = s.spec.clone();
+        change(&mut s.spec);
+        s.spec_version += 1;
+        s.previous_spec = Some(old);
+        s.update_status = Some(UpdateStatus {
+            state: UpdateState::Updating,
+            started_at: self.w.time,
+            completed_at: None,
+            message: "update in progress".into(),
+        });
+        self.write(s);
+    }
+
+    fn status(&self, id: &str) -> UpdateStatus {
+        self.service(id).update_status.clone().expect("a status")
+    }
+
+    fn batch_sizes(&self) -> Vec<usize> {
+        self.batches.iter().map(|b| b.1).collect()
+    }
+}
+
+fn running_count(w: &World, id: &str) -> usize {
+    w.state
+        .tasks_of_service(id)
+        .filter(|t| t.status.state == TaskState::Running)
+        .count()
+}
+
+/// The images of the running tasks of `id`, sorted.
+fn running_images(w: &World, id: &str) -> Vec<String> {
+    let mut v: Vec<String> = w
+        .state
+        .tasks_of_service(id)
+        .filter(|t| t.status.state == TaskState::Running)
+        .map(|t| t.spec.container.image.clone())
+        .collect();
+    v.sort();
+    v
+}
+
+fn replicated(id: &str, replicas: u64, img: &str, update: UpdateConfig) -> Service {
+    let mut s = service(id, ServiceMode::Replicated { replicas });
+    s.spec.task.container.image = img.into();
+    s.spec.update = update;
+    s
+}
+
+fn two_nodes() -> Vec<Node> {
+    vec![node("n1"), node("n2")]
+}
+
+fn imgs(img: &str, n: usize) -> Vec<String> {
+    vec![img.to_owned(); n]
+}
+
+#[test]
+fn parallelism_1_2_0_and_completed_status() {
+    for (p, want) in [(1, vec![1, 1, 1, 1]), (2, vec![2, 2]), (0, vec![4])] {
+        let mut sim = Sim::new(
+            two_nodes(),
+            vec![replicated("s1", 4, "v1", cfg(p, UpdateOrder::StopFirst))],
+        );
+        let started = sim.w.time;
+        sim.deploy("s1", |s| s.task.container.image = "v2".into());
+        sim.converge(&mut |_| {});
+        assert_eq!(sim.batch_sizes(), want, "parallelism {p}");
+        assert_eq!(running_images(&sim.w, "s1"), imgs("v2", 4));
+        let status = sim.status("s1");
+        assert_eq!(status.state, UpdateState::Completed);
+        assert_eq!(status.message, "update completed");
+        assert_eq!(status.started_at, started);
+        let last_running = sim
+            .w
+            .state
+            .tasks_of_service("s1")
+            .filter(|t| t.status.state == TaskState::Running)
+            .map(|t| t.status.timestamp)
+            .max()
+            .unwrap();
+        let done = status.completed_at.expect("completed_at");
+        assert!(done >= last_running + 5000, "monitor window waited for");
+        assert!(done < last_running + 7000, "and not much longer");
+        assert!(sim.requeued, "the monitor window is timed by requeue_after");
+    }
+}
+
+#[test]
+fn delay_between_batches() {
+    let mut c = cfg(1, UpdateOrder::StopFirst);
+    c.delay = Duration::from_secs(10);
+    let mut sim = Sim::new(two_nodes(), vec![replicated("s1", 3, "v1", c)]);
+    sim.deploy("s1", |s| s.task.container.image = "v2".into());
+    sim.converge(&mut |_| {});
+    assert_eq!(sim.batch_sizes(), vec![1, 1, 1]);
+    for pair in sim.batches.windows(2) {
+        let gap = pair[1].0 - pair[0].0;
+        assert!((10_000..14_000).contains(&gap), "gap {gap}");
+    }
+    assert!(sim.requeued);
+    assert_eq!(running_images(&sim.w, "s1"), imgs("v2", 3));
+}
+
+#[test]
+fn stop_first_never_exceeds_replicas() {
+    let mut sim = Sim::new(
+        two_nodes(),
+        vec![replicated("s1", 4, "v1", cfg(2, UpdateOrder::StopFirst))],
+    );
+    sim.deploy("s1", |s| s.task.container.image = "v2".into());
+    let mut max = 0;
+    sim.converge(&mut |w| {
+        let n = running_count(w, "s1");
+        max = max.max(n);
+        assert!(n <= 4, "{n} running");
+    });
+    assert_eq!(max, 4);
+    assert_eq!(running_images(&sim.w, "s1"), imgs("v2", 4));
+    assert_eq!(sim.status("s1").state, UpdateState::Completed);
+}
+
+#[test]
+fn start_first_stays_within_replicas_and_replicas_plus_parallelism() {
+    let mut sim = Sim::new(
+        two_nodes(),
+        vec![replicated("s1", 4, "v1", cfg(2, UpdateOrder::StartFirst))],
+    );
+    sim.deploy("s1", |s| s.task.container.image = "v2".into());
+    let mut max = 0;
+    sim.converge(&mut |w| {
+        let n = running_count(w, "s1");
+        max = max.max(n);
+        assert!((4..=6).contains(&n), "{n} running");
+    });
+    assert_eq!(max, 6, "batches of two ran beside the old tasks");
+    assert_eq!(sim.batch_sizes(), vec![2, 2]);
+    assert_eq!(running_images(&sim.w, "s1"), imgs("v2", 4));
+    assert_eq!(sim.status("s1").state, UpdateState::Completed);
+}
+
+fn v2_slots(w: &World) -> Vec<u64> {
+    let mut slots: Vec<u64> = w
+        .state
+        .tasks_of_service("s1")
+        .filter(|t| t.spec_version == 2)
+        .map(|t| t.slot)
+        .collect();
+    slots.sort();
+    slots.dedup();
+    slots
+}
+
+#[test]
+fn failure_pauses_then_a_new_deploy_resumes() {
+    let mut sim = Sim::new(
+        two_nodes(),
+        vec![replicated("s1", 3, "v1", cfg(1, UpdateOrder::StopFirst))],
+    );
+    // Fails as it starts: the next batch never begins.
+    sim.deploy("s1", |s| s.task.container.image = "crash".into());
+    let paused = |w: &World| {
+        w.state
+            .service("s1")
+            .unwrap()
+            .update_status
+            .as_ref()
+            .unwrap()
+            .state
+            == UpdateState::Paused
+    };
+    sim.run_until("paused", &paused);
+    let status = sim.status("s1");
+    assert!(
+        status
+            .message
+            .starts_with("update paused due to failure or early termination of task t"),
+        "{}",
+        status.message
+    );
+    assert_eq!(status.completed_at, None);
+    for _ in 0..20 {
+        sim.round(&mut |_| {});
+    }
+    assert_eq!(
+        v2_slots(&sim.w),
+        vec![1],
+        "no slot after the first was touched"
+    );
+    assert_eq!(
+        running_images(&sim.w, "s1")
+            .iter()
+            .filter(|i| *i == "v1")
+            .count(),
+        2
+    );
+
+    // A new deploy starts over and wins.
+    sim.deploy("s1", |s| s.task.container.image = "v3".into());
+    sim.converge(&mut |_| {});
+    assert_eq!(running_images(&sim.w, "s1"), imgs("v3", 3));
+    assert_eq!(sim.status("s1").state, UpdateState::Completed);
+}
+
+#[test]
+fn late_failure_pauses_with_the_next_batch_in_flight() {
+    let mut sim = Sim::new(
+        two_nodes(),
+        vec![replicated("s1", 4, "v1", cfg(1, UpdateOrder::StopFirst))],
+    );
+    // Runs for a second, then exits 1: the next batch has started by then (as in Docker, where the
+    // monitor runs beside the batches).
+    sim.deploy("s1", |s| s.task.container.image = "bad".into());
+    sim.run_until("paused", &|w| {
+        w.state
+            .service("s1")
+            .unwrap()
+            .update_status
+            .as_ref()
+            .unwrap()
+            .state
+            == UpdateState::Paused
+    });
+    let touched = v2_slots(&sim.w);
+    assert!(touched.len() < 4, "{touched:?}");
+    let mut min_running = usize::MAX;
+    for _ in 0..20 {
+        sim.round(&mut |w| min_running = min_running.min(running_count(w, "s1")));
+    }
+    assert_eq!(v2_slots(&sim.w), touched, "nothing new after the pause");
+    assert!(min_running >= 4 - touched.len());
+    assert_eq!(sim.status("s1").state, UpdateState::Paused);
+}
+
+#[test]
+fn failure_with_continue_keeps_going() {
+    let mut c = cfg(1, UpdateOrder::StopFirst);
+    c.failure_action = FailureAction::Continue;
+    let mut sim = Sim::new(two_nodes(), vec![replicated("s1", 3, "v1", c)]);
+    sim.deploy("s1", |s| s.task.container.image = "bad".into());
+    sim.run_until("every slot tried", &|w| v2_slots(w) == vec![1, 2, 3]);
+    for _ in 0..10 {
+        sim.round(&mut |_| {});
+        assert!(!matches!(
+            sim.status("s1").state,
+            UpdateState::Paused | UpdateState::RollbackStarted
+        ));
+    }
+}
+
+#[test]
+fn failure_rolls_back_to_the_previous_spec() {
+    let mut c = cfg(1, UpdateOrder::StopFirst);
+    c.failure_action = FailureAction::Rollback;
+    let mut sim = Sim::new(two_nodes(), vec![replicated("s1", 3, "v1", c)]);
+    let before = sim.service("s1").spec.clone();
+    // Fails as it starts: only slot 1 is ever touched.
+    let untouched: Vec<String> = {
+        let mut v: Vec<(u64, String)> = sim
+            .w
+            .state
+            .tasks_of_service("s1")
+            .filter(|t| t.slot > 1)
+            .map(|t| (t.slot, t.id.clone()))
+            .collect();
+        v.sort();
+        v.into_iter().map(|(_, id)| id).collect()
+    };
+    sim.deploy("s1", |s| s.task.container.image = "crash".into());
+    let bad = sim.service("s1").spec.clone();
+    sim.run_until("rollback started", &|w| {
+        w.state
+            .service("s1")
+            .unwrap()
+            .update_status
+            .as_ref()
+            .unwrap()
+            .state
+            == UpdateState::RollbackStarted
+    });
+    assert!(sim
+        .status("s1")
+        .message
+        .starts_with("update rolled back due to failure or early termination of task t"));
+    sim.converge(&mut |_| {});
+    let s = sim.service("s1");
+    assert_eq!(s.spec, before, "the previous spec is back");
+    assert_eq!(s.previous_spec.as_ref(), Some(&bad));
+    assert_eq!(s.spec_version, 3);
+    let status = sim.status("s1");
+    assert_eq!(status.state, UpdateState::RollbackCompleted);
+    assert_eq!(status.message, "rollback completed");
+    assert!(status.completed_at.is_some());
+    assert_eq!(running_images(&sim.w, "s1"), imgs("v1", 3));
+    let running: Vec<&Task> = sim
+        .w
+        .state
+        .tasks_of_service("s1")
+        .filter(|t| t.status.state == TaskState::Running)
+        .collect();
+    assert!(running
+        .iter()
+        .all(|t| t.spec == before.task && t.spec_version == 3));
+    for id in untouched {
+        assert!(
+            running.iter().any(|t| t.id == id),
+            "slot task {id} was never touched"
+        );
+    }
+}
+
+#[test]
+fn failing_rollback_pauses() {
+    let mut s = replicated("s1", 2, "v2", cfg(1, UpdateOrder::StopFirst));
+    let mut bad = s.spec.clone();
+    bad.task.container.image = "crash".into();
+    s.previous_spec = Some(bad);
+    let mut sim = Sim::new(two_nodes(), vec![s]);
+    let op = rollback_op(sim.service("s1"), sim.w.time, MANUAL_ROLLBACK).unwrap();
+    sim.w.apply_ops(vec![op]);
+    assert_eq!(sim.status("s1").message, "manually requested rollback");
+    sim.run_until("rollback paused", &|w| {
+        w.state
+            .service("s1")
+            .unwrap()
+            .update_status
+            .as_ref()
+            .unwrap()
+            .state
+            == UpdateState::RollbackPaused
+    });
+    assert!(sim
+        .status("s1")
+        .message
+        .starts_with("rollback paused due to failure or early termination of task t"));
+    for _ in 0..10 {
+        sim.round(&mut |_| {});
+    }
+    assert_eq!(sim.status("s1").state, UpdateState::RollbackPaused);
+    assert_eq!(
+        running_images(&sim.w, "s1")
+            .iter()
+            .filter(|i| *i == "v2")
+            .count(),
+        1,
+        "the second slot was left alone"
+    );
+}
+
+fn scale(sim: &mut Sim, replicas: u64) {
+    let mut s = sim.service("s1").clone();
+    s.spec.mode = ServiceMode::Replicated { replicas };
+    sim.write(s);
+}
+
+#[test]
+fn scaling_during_an_update() {
+    for (to, want) in [(6u64, 6usize), (2, 2)] {
+        let mut c = cfg(1, UpdateOrder::StopFirst);
+        c.delay = Duration::from_secs(5);
+        let mut sim = Sim::new(two_nodes(), vec![replicated("s1", 4, "v1", c)]);
+        sim.deploy("s1", |s| s.task.container.image = "v2".into());
+        sim.run_until("second batch", &|w| v2_slots(w).len() == 2);
+        scale(&mut sim, to);
+        sim.converge(&mut |_| {});
+        assert_eq!(running_images(&sim.w, "s1"), imgs("v2", want), "to {to}");
+        assert_eq!(sim.status("s1").state, UpdateState::Completed);
+    }
+}
+
+#[test]
+fn global_service_updated_node_by_node() {
+    let mut g = service("g", ServiceMode::Global);
+    g.spec.task.container.image = "v1".into();
+    let mut sim = Sim::new(vec![node("n1"), node("n2"), node("n3")], vec![g]);
+    assert_eq!(running_count(&sim.w, "g"), 3);
+    sim.deploy("g", |s| s.task.container.image = "v2".into());
+    sim.converge(&mut |w| assert!(running_count(w, "g") <= 3));
+    assert_eq!(sim.batch_sizes(), vec![1, 1, 1]);
+    assert_eq!(running_images(&sim.w, "g"), imgs("v2", 3));
+    assert_eq!(sim.status("g").state, UpdateState::Completed);
+}
+
+#[test]
+fn job_tasks_exiting_0_are_not_failures_but_service_tasks_are() {
+    let mut j = service(
+        "j",
+        ServiceMode::ReplicatedJob {
+            max_concurrent: 2,
+            total_completions: 2,
+        },
+    );
+    j.spec.task.container.image = "v1".into();
+    let mut sim = Sim::new(two_nodes(), vec![j]);
+    assert_eq!(running_count(&sim.w, "j"), 2);
+    sim.deploy("j", |s| s.task.container.image = "exit0".into());
+    sim.converge(&mut |_| {});
+    assert_eq!(sim.status("j").state, UpdateState::Completed);
+    let done = sim
+        .w
+        .state
+        .tasks_of_service("j")
+        .filter(|t| t.spec_version == 2 && t.desired_state == TaskState::Complete)
+        .count();
+    assert_eq!(done, 2);
+
+    // A long-running service whose new tasks exit 0 at once: Docker counts that as a failure.
+    let mut sim = Sim::new(
+        two_nodes(),
+        vec![replicated("s1", 2, "v1", cfg(1, UpdateOrder::StopFirst))],
+    );
+    sim.deploy("s1", |s| s.task.container.image = "exit0".into());
+    sim.run_until("paused", &|w| {
+        w.state
+            .service("s1")
+            .unwrap()
+            .update_status
+            .as_ref()
+            .unwrap()
+            .state
+            == UpdateState::Paused
+    });
+}
+
+#[test]
+fn secret_rotation_replaces_only_services_whose_spec_changed() {
+    let with_secret = |id: &str| {
+        let mut s = replicated(id, 2, "v1", cfg(1, UpdateOrder::StopFirst));
+        s.spec.task.container.secrets = vec![FileReference {
+            name: "db_password".into(),
+            id: "sec1".into(),
+            target: "db_password".into(),
+            ..FileReference::default()
+        }];
+        s
+    };
+    let mut sim = Sim::new(two_nodes(), vec![with_secret("s1"), with_secret("s2")]);
+    let ids_of = |w: &World, id: &str| {
+        let mut v: Vec<String> = w
+            .state
+            .tasks_of_service(id)
+            .filter(|t| t.status.state == TaskState::Running)
+            .map(|t| t.id.clone())
+            .collect();
+        v.sort();
+        v
+    };
+    let (s1_before, s2_before) = (ids_of(&sim.w, "s1"), ids_of(&sim.w, "s2"));
+    sim.deploy("s1", |s| s.task.container.secrets[0].id = "sec2".into());
+    sim.converge(&mut |_| {});
+    let s1_after = ids_of(&sim.w, "s1");
+    assert_eq!(s1_after.len(), 2);
+    assert!(
+        s1_after.iter().all(|id| !s1_before.contains(id)),
+        "s1 restarted"
+    );
+    assert_eq!(ids_of(&sim.w, "s2"), s2_before, "s2 untouched");
+    let on_new_secret = sim
+        .w
+        .state
+        .tasks_of_service("s1")
+        .filter(|t| t.status.state == TaskState::Running)
+        .all(|t| t.spec.container.secrets[0].id == "sec2");
+    assert!(on_new_secret);
+    assert_eq!(sim.status("s1").state, UpdateState::Completed);
+    assert_eq!(sim.service("s2").update_status, None);
+}
+
+#[test]
+fn merged_plans_converge_too() {
+    let mut w = World::with(creates(
+        two_nodes(),
+        vec![replicated("s1", 3, "v1", cfg(2, UpdateOrder::StartFirst))],
+        vec![],
+    ));
+    let mut ids = SeqIds::new("t");
+    let step = |w: &mut World, ids: &mut SeqIds| {
+        let plan = crate::manager::reconcile_all(&w.state, w.time, ids);
+        let busy = !plan.is_empty() || plan.requeue_after.is_some();
+        if !plan.is_empty() {
+            w.apply_plan(&plan);
+        }
+        let agent = agent_step(w, &behave);
+        w.time += 1000;
+        busy || agent
+    };
+    for _ in 0..100 {
+        if !step(&mut w, &mut ids) {
+            break;
+        }
+    }
+    let mut s = w.state.service("s1").unwrap().clone();
+    let v = s.meta.version;
+    s.previous_spec = Some(s.spec.clone());
+    s.spec.task.container.image = "v2".into();
+    s.spec_version += 1;
+    s.update_status = Some(UpdateStatus {
+        state: UpdateState::Updating,
+        started_at: w.time,
+        completed_at: None,
+        message: "update in progress".into(),
+    });
+    w.apply_ops(vec![Op::UpdateService {
+        service: s,
+        expected_version: v,
+    }]);
+    for _ in 0..200 {
+        if !step(&mut w, &mut ids) {
+            break;
+        }
+        let n = running_count(&w, "s1");
+        assert!((3..=5).contains(&n), "{n}");
+    }
+    assert_eq!(running_images(&w, "s1"), imgs("v2", 3));
+    let state = w
+        .state
+        .service("s1")
+        .unwrap()
+        .update_status
+        .as_ref()
+        .unwrap()
+        .state;
+    assert_eq!(state, UpdateState::Completed);
+}
+
+/// The controller type is the shared one.
+#[test]
+fn is_a_controller() {
+    let c: Controller = reconcile;
+    let w = World::new();
+    assert!(c(&w.state, w.time, &mut SeqIds::new("x")).is_empty());
+    let _ = TaskStatus::new(TaskState::New, 0);
+}
