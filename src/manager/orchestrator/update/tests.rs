@@ -828,6 +828,28 @@ fn scaling_during_an_update() {
 }
 
 #[test]
+fn a_new_deploy_during_an_update_wins() {
+    for order in [UpdateOrder::StopFirst, UpdateOrder::StartFirst] {
+        let mut c = cfg(1, order);
+        c.delay = Duration::from_secs(3);
+        let mut sim = Sim::new(two_nodes(), vec![replicated("s1", 4, "v1", c)]);
+        sim.deploy("s1", |s| s.task.container.image = "v2".into());
+        sim.run_until("second batch", &|w| v2_slots(w).len() == 2);
+        sim.deploy("s1", |s| s.task.container.image = "v3".into());
+        sim.converge(&mut |w| {
+            let n = running_count(w, "s1");
+            match order {
+                UpdateOrder::StopFirst => assert!(n <= 4, "{n} running"),
+                UpdateOrder::StartFirst => assert!(n >= 4, "{n} running"),
+            }
+        });
+        assert_eq!(running_images(&sim.w, "s1"), imgs("v3", 4), "{order:?}");
+        assert_eq!(sim.status("s1").state, UpdateState::Completed);
+        assert_eq!(sim.service("s1").spec_version, 3);
+    }
+}
+
+#[test]
 fn global_service_updated_node_by_node() {
     let mut g = service("g", ServiceMode::Global);
     g.spec.task.container.image = "v1".into();
@@ -837,6 +859,17 @@ fn global_service_updated_node_by_node() {
     sim.converge(&mut |w| assert!(running_count(w, "g") <= 3));
     assert_eq!(sim.batch_sizes(), vec![1, 1, 1]);
     assert_eq!(running_images(&sim.w, "g"), imgs("v2", 3));
+    assert_eq!(sim.status("g").state, UpdateState::Completed);
+
+    // Start-first, two nodes at a time: never fewer than one task per node running.
+    let mut s = sim.service("g").clone();
+    s.spec.update = cfg(2, UpdateOrder::StartFirst);
+    sim.write(s);
+    sim.batches.clear();
+    sim.deploy("g", |s| s.task.container.image = "v3".into());
+    sim.converge(&mut |w| assert!((3..=5).contains(&running_count(w, "g"))));
+    assert_eq!(sim.batch_sizes(), vec![2, 1]);
+    assert_eq!(running_images(&sim.w, "g"), imgs("v3", 3));
     assert_eq!(sim.status("g").state, UpdateState::Completed);
 }
 
