@@ -38,13 +38,14 @@ pub struct Plan {
 /// The signature every controller has.
 pub type Controller = fn(&ClusterState, Millis, &mut dyn IdSource) -> Plan;
 
-/// Every controller, by name, in the order the driver should run them (orchestrators, then the scheduler,
-/// then the reaper).
+/// Every controller, by name, in the order the driver should run them (orchestrators, then the rolling
+/// updater, then the scheduler, then the reaper).
 pub const CONTROLLERS: &[(&str, Controller)] = &[
     ("replicated", orchestrator::replicated::reconcile),
     ("global", orchestrator::global::reconcile),
     ("jobs", orchestrator::jobs::reconcile),
     ("orphans", orchestrator::reconcile_orphans),
+    ("update", orchestrator::update::reconcile),
     ("scheduler", scheduler::reconcile),
     ("reaper", orchestrator::reaper::reconcile),
     ("gc", gc::reconcile),

@@ -215,3 +215,48 @@ pub fn check_idempotent(world: &mut World, controller: super::Controller) {
         summary(&next)
     );
 }
+
+/// What the simulated agent does with a task it is about to start (status before Running) or that runs:
+/// None starts it / keeps it running, `Some((state, code))` ends it (Complete or Failed) with that exit code.
+pub type Behaviour = dyn Fn(&Task) -> Option<(TaskState, i32)>;
+
+/// The agent, simulated, for one step at `world.time`: on Ready nodes, tasks asked to stop stop, assigned
+/// tasks start, and running tasks end when `behave` says so. Returns whether anything changed.
+pub fn agent_step(w: &mut World, behave: &Behaviour) -> bool {
+    let mut ops = Vec::new();
+    for t in w.state.tasks() {
+        let node_up = t
+            .node_id
+            .as_deref()
+            .and_then(|n| w.state.node(n))
+            .is_some_and(|n| n.status.state == NodeState::Ready);
+        if !node_up || t.status.state < TaskState::Assigned || t.status.state.is_terminal() {
+            continue;
+        }
+        let mut status = if t.desired_state >= TaskState::Shutdown {
+            TaskStatus::new(TaskState::Shutdown, w.time)
+        } else if let Some((state, code)) = behave(t) {
+            let mut s = TaskStatus::new(state, w.time);
+            s.exit_code = Some(code);
+            s
+        } else if t.status.state < TaskState::Running {
+            TaskStatus::new(TaskState::Running, w.time)
+        } else {
+            continue;
+        };
+        if status.state == TaskState::Shutdown {
+            status.message = "shutdown".into();
+        }
+        let mut new = t.clone();
+        new.status = status;
+        ops.push(Op::UpdateTask {
+            task: new,
+            expected_version: t.meta.version,
+        });
+    }
+    let changed = !ops.is_empty();
+    if changed {
+        w.apply_ops(ops);
+    }
+    changed
+}

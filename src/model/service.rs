@@ -470,3 +470,32 @@ pub enum UpdateState {
     /// The rollback finished.
     RollbackCompleted,
 }
+
+impl UpdateState {
+    /// Whether tasks are being replaced (`Updating` or `RollbackStarted`).
+    pub fn in_progress(self) -> bool {
+        matches!(self, UpdateState::Updating | UpdateState::RollbackStarted)
+    }
+
+    /// Whether this is a state of a rollback.
+    pub fn is_rollback(self) -> bool {
+        matches!(
+            self,
+            UpdateState::RollbackStarted
+                | UpdateState::RollbackPaused
+                | UpdateState::RollbackCompleted
+        )
+    }
+
+    /// Docker's lower-case name (`updating`, `paused`, `completed`, `rollback_started`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            UpdateState::Updating => "updating",
+            UpdateState::Paused => "paused",
+            UpdateState::Completed => "completed",
+            UpdateState::RollbackStarted => "rollback_started",
+            UpdateState::RollbackPaused => "rollback_paused",
+            UpdateState::RollbackCompleted => "rollback_completed",
+        }
+    }
+}

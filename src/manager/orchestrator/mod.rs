@@ -1,7 +1,8 @@
 //! Orchestrators: make each service have the tasks its mode asks for. `replicated` (slots 1..=replicas),
 //! `global` (one task per eligible node), `jobs` (run-to-completion), all through the one slot routine
 //! here, which applies `restart` to tasks that ended on their own and moves tasks off lost or drained
-//! nodes; `reaper` deletes what is no longer needed. [`reconcile_orphans`] removes tasks whose service is
+//! nodes; `update` rolls outdated tasks over to the current spec version (and back); `reaper` deletes what
+//! is no longer needed. [`reconcile_orphans`] removes tasks whose service is
 //! gone.
 //!
 //! Must not: choose nodes for replicated tasks (that is the scheduler), write observed state (a task's
@@ -12,6 +13,7 @@ pub mod jobs;
 pub mod reaper;
 pub mod replicated;
 pub mod restart;
+pub mod update;
 
 use self::restart::{ended_on_its_own, succeeded, supervise, would_restart, Supervised};
 use super::Plan;
