@@ -467,24 +467,14 @@ pub fn update_service(
     ))
 }
 
-/// A manually requested rollback: `spec` and `previous_spec` swap, the spec version moves on and the update
-/// status says `RollbackStarted`. None when there is no previous spec.
+/// A manually requested rollback (`service rollback`): the updater's swap with Docker's message.
+/// None when there is no previous spec.
 pub fn manual_rollback(existing: &Service, now: Millis) -> Option<Op> {
-    let previous = existing.previous_spec.clone()?;
-    let mut updated = existing.clone();
-    updated.previous_spec = Some(existing.spec.clone());
-    updated.spec = previous;
-    updated.spec_version += 1;
-    updated.update_status = Some(UpdateStatus {
-        state: UpdateState::RollbackStarted,
-        started_at: now,
-        completed_at: None,
-        message: "manually requested rollback".into(),
-    });
-    Some(Op::UpdateService {
-        service: updated,
-        expected_version: existing.meta.version,
-    })
+    crate::manager::orchestrator::update::rollback_op(
+        existing,
+        now,
+        crate::manager::orchestrator::update::MANUAL_ROLLBACK,
+    )
 }
 
 /// Plans removing a whole stack: its services, then its secrets, configs and networks, then the stack object.

@@ -84,9 +84,13 @@ pub fn rollback_op(service: &Service, now: Millis, message: &str) -> Option<Op> 
     })
 }
 
-/// Whether `task` is up: running (and, once task status carries health, healthy).
+/// Whether `task` is up: running, and healthy when it has a health check (an update waits for healthy tasks).
 pub fn is_up(task: &Task) -> bool {
     task.status.state == TaskState::Running
+        && task
+            .status
+            .health
+            .is_none_or(|h| h == crate::model::TaskHealth::Healthy)
 }
 
 /// Whether `task` is a stop-first placeholder: created desired Ready, waiting for the old task to stop.
