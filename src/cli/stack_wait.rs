@@ -63,6 +63,8 @@ fn progress(svc: &Service, tasks: &[&Task], started_ms: u64) -> Progress {
         .filter(|t| t.spec_version >= svc.spec_version)
         .collect();
     let running = current.iter().filter(|t| is_running(t)).count() as u64;
+    // what the user sees: every running task, old spec or new
+    let running_all = tasks.iter().filter(|t| is_running(t)).count() as u64;
     let live = current
         .iter()
         .filter(|t| t.desired_state <= TaskState::Running && !t.status.state.is_terminal())
@@ -87,7 +89,7 @@ fn progress(svc: &Service, tasks: &[&Task], started_ms: u64) -> Progress {
     let (done, text, want) = match &svc.spec.mode {
         ServiceMode::Replicated { replicas } => (
             running == *replicas && live as u64 == *replicas,
-            format!("{running}/{replicas} running"),
+            format!("{running_all}/{replicas} running"),
             *replicas,
         ),
         ServiceMode::Global => {
@@ -97,7 +99,7 @@ fn progress(svc: &Service, tasks: &[&Task], started_ms: u64) -> Progress {
                 .count() as u64;
             (
                 desired > 0 && running == desired,
-                format!("{running}/{desired} running"),
+                format!("{running_all}/{desired} running"),
                 desired.max(1),
             )
         }
@@ -140,8 +142,13 @@ fn progress(svc: &Service, tasks: &[&Task], started_ms: u64) -> Progress {
         let msg = status.map(|u| u.message.clone()).unwrap_or_default();
         return Progress::Converging(format!("{text} (rolling back: {msg})"));
     }
-    if done && outdated_live == 0 {
+    // like docker, an update is done only once its new tasks stayed up for the monitor period
+    let verifying = status.is_some_and(|u| u.state == UpdateState::Updating);
+    if done && outdated_live == 0 && !verifying {
         return Progress::Done(text);
+    }
+    if done && outdated_live == 0 {
+        return Progress::Converging(format!("{text} (verifying that the new tasks are stable)"));
     }
     // Failing: tasks keep failing and nothing is running, or the restart policy gave up (nothing live any more).
     let gave_up = live == 0 && !failed.is_empty();
@@ -258,6 +265,11 @@ mod tests {
         let mut new1 = old.clone();
         new1.id = "t3".into();
         new1.spec_version = 2;
+        // all tasks updated, but the update is still watching them (monitor): not done yet
+        assert!(
+            matches!(progress(&svc, &[&new1, &new], 500), Progress::Converging(ref t) if t.contains("verifying")),
+        );
+        svc.update_status = status(UpdateState::Completed, 1000, "update completed");
         assert!(matches!(
             progress(&svc, &[&new1, &new], 500),
             Progress::Done(_)

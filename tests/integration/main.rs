@@ -2,6 +2,7 @@
 //! later, real `swarmd` processes on loopback) the way a user would.
 
 mod cluster;
+mod rolling;
 mod sim;
 mod stack_cli;
 mod stack_diff;

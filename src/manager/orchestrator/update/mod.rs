@@ -384,11 +384,15 @@ fn reconcile_service(r: &mut Round<'_>, original: &Service, ids: &mut dyn IdSour
             };
             status.completed_at = Some(r.now);
             status.message = if rollback {
-                ROLLBACK_COMPLETED
+                // keep why an automatic rollback happened: it is what a CI log needs to show
+                if status.message.starts_with("update rolled back") {
+                    format!("{ROLLBACK_COMPLETED} ({})", status.message)
+                } else {
+                    ROLLBACK_COMPLETED.to_owned()
+                }
             } else {
-                UPDATE_COMPLETED
-            }
-            .to_owned();
+                UPDATE_COMPLETED.to_owned()
+            };
         }
         return service;
     }
