@@ -111,29 +111,67 @@ impl Swarmd {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    /// Ids of the processes whose environment points into this daemon's state directory (its tasks).
+    /// Ids of this daemon's task processes: processes whose session leader is one of its shims (the shim's
+    /// command line names the task directory under the state dir), or whose environment points there.
     pub fn task_pids(&self) -> Vec<u32> {
         let marker = self.state().to_string_lossy().into_owned();
-        let mut out = Vec::new();
-        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-                continue;
-            };
-            let Ok(env) = std::fs::read(entry.path().join("environ")) else {
-                continue;
-            };
-            let env = String::from_utf8_lossy(&env);
-            if env.contains("SWARM_SECRETS_DIR=") && env.contains(&marker) {
-                // zombies have an empty environ; only count live processes
-                let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
-                if !stat.contains(") Z ") {
-                    out.push(pid);
-                }
-            }
-        }
+        let mut out: Vec<u32> = processes()
+            .into_iter()
+            .filter(|p| !p.zombie && p.pid != p.sid && p.is_ours(&marker))
+            .map(|p| p.pid)
+            .collect();
         out.sort();
         out
     }
+}
+
+struct Proc {
+    pid: u32,
+    sid: u32,
+    zombie: bool,
+    cmdline: String,
+    environ: String,
+    leader_cmdline: String,
+}
+
+impl Proc {
+    fn is_ours(&self, marker: &str) -> bool {
+        self.leader_cmdline.contains(marker) || self.environ.contains(marker)
+    }
+}
+
+fn processes() -> Vec<Proc> {
+    let read = |pid: u32, what: &str| {
+        let bytes = std::fs::read(format!("/proc/{pid}/{what}")).unwrap_or_default();
+        String::from_utf8_lossy(&bytes).replace('\0', " ")
+    };
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let stat = read(pid, "stat");
+        // fields after the command name (which is in parentheses and may contain spaces)
+        let Some(rest) = stat.rsplit_once(") ").map(|(_, r)| r.to_string()) else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let zombie = fields.first() == Some(&"Z");
+        let sid = fields.get(3).and_then(|s| s.parse().ok()).unwrap_or(0);
+        out.push(Proc {
+            pid,
+            sid,
+            zombie,
+            cmdline: read(pid, "cmdline"),
+            environ: read(pid, "environ"),
+            leader_cmdline: if sid > 0 {
+                read(sid, "cmdline")
+            } else {
+                String::new()
+            },
+        });
+    }
+    out
 }
 
 impl Drop for Swarmd {
@@ -141,17 +179,10 @@ impl Drop for Swarmd {
         self.kill9();
         // kill whatever the daemon left running: shims (their command line names the state dir) and tasks
         let marker = self.state().to_string_lossy().into_owned();
-        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-                continue;
-            };
-            let cmd = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-            let env = std::fs::read(entry.path().join("environ")).unwrap_or_default();
-            if String::from_utf8_lossy(&cmd).contains(&marker)
-                || String::from_utf8_lossy(&env).contains(&marker)
-            {
+        for p in processes() {
+            if p.cmdline.contains(&marker) || p.is_ours(&marker) {
                 let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid),
+                    nix::unistd::Pid::from_raw(p.pid as i32),
                     nix::sys::signal::Signal::SIGKILL,
                 );
             }
