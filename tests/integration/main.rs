@@ -3,5 +3,6 @@
 
 mod cluster;
 mod sim;
+mod sim_update;
 mod stack_cli;
 mod stack_diff;
