@@ -4,5 +4,6 @@
 mod cluster;
 mod rolling;
 mod sim;
+mod sim_update;
 mod stack_cli;
 mod stack_diff;

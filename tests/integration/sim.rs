@@ -3,7 +3,7 @@
 //! its invariants after every applied batch; each test drives one behaviour, most as a chaos phase followed
 //! by heal-and-converge.
 
-mod harness;
+pub(crate) mod harness;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;

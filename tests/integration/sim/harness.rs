@@ -14,21 +14,26 @@ use std::time::Duration;
 
 use swarm::agent::{Assignments, StatusReport, Worker};
 use swarm::api::from_json;
-use swarm::exec::fake::{FakeExecutor, Match, Outcome};
+use swarm::exec::fake::{FakeExecutor, HealthScript, Match, Outcome};
 use swarm::exec::RuntimeState;
 use swarm::manager::dispatcher::assignments_for;
 use swarm::manager::CONTROLLERS;
 use swarm::model::{
-    Meta, Node, NodeAvailability, NodeDescription, NodeResources, NodeSpec, NodeState, NodeStatus,
-    Platform, Service, ServiceMode, ServiceSpec, Task, TaskSpec, TaskState,
+    FileObjectSpec, Meta, Node, NodeAvailability, NodeDescription, NodeResources, NodeSpec,
+    NodeState, NodeStatus, Platform, Secret, SecretData, Service, ServiceMode, ServiceSpec, Task,
+    TaskSpec, TaskState, UpdateOrder,
 };
 use swarm::secrets::DataKey;
+use swarm::store::ClusterState;
 use swarm::store::{Batch, Op, Store};
 use swarm::util::{Clock, IdSource, ManualClock, Millis, SeqIds};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
 /// The manual clock's start (unix millis).
 pub const T0: Millis = 1_700_000_000_000;
+
+/// A check run on the state after every applied batch (see [`Sim::observe`]).
+pub type Observer = Box<dyn Fn(&ClusterState) -> Result<(), String>>;
 
 /// Rounds of controllers + agents within one step before the step is declared not to settle.
 const MAX_ROUNDS: usize = 60;
@@ -53,6 +58,11 @@ pub struct Sim {
     key: DataKey,
     pub nodes: BTreeMap<String, SimNode>,
     rules: Vec<(Match, Outcome)>,
+    health_rules: Vec<(Match, HealthScript)>,
+    observers: Vec<Observer>,
+    /// Whether the test runs on paused tokio time (`start_paused`): each step then also advances it, which
+    /// drives the agents' health checks.
+    tokio_time: bool,
     index: u64,
     pub steps: u64,
     /// The highest (desired, status) seen per task id: neither may go backwards.
@@ -135,6 +145,9 @@ impl Sim {
             key: DataKey::from_bytes([7; 32]),
             nodes: BTreeMap::new(),
             rules: Vec::new(),
+            health_rules: Vec::new(),
+            observers: Vec::new(),
+            tokio_time: false,
             index: 0,
             steps: 0,
             seen: HashMap::new(),
@@ -155,6 +168,9 @@ impl Sim {
         let exec = FakeExecutor::new();
         for (m, o) in &self.rules {
             exec.script(m.clone(), o.clone());
+        }
+        for (m, h) in &self.health_rules {
+            exec.script_health(m.clone(), h.clone());
         }
         let (tx, reports) = unbounded_channel();
         let worker = Worker::new(Arc::new(exec.clone()), Arc::new(self.clock.clone()), tx);
@@ -179,6 +195,25 @@ impl Sim {
         self.rules.push((when, outcome));
     }
 
+    /// Scripts health-check answers on every node (present and future) for tasks created afterwards.
+    pub fn script_health(&mut self, when: Match, script: HealthScript) {
+        for n in self.nodes.values() {
+            n.exec.script_health(when.clone(), script.clone());
+        }
+        self.health_rules.push((when, script));
+    }
+
+    /// Declares that the test runs on paused tokio time (`#[tokio::test(start_paused = true)]`): every step
+    /// then advances it by its `dt` too, so the agents' health checks run on simulated time.
+    pub fn use_tokio_time(&mut self) {
+        self.tokio_time = true;
+    }
+
+    /// Adds a check run on the state after every applied batch from now on; an `Err` fails the test.
+    pub fn observe(&mut self, check: impl Fn(&ClusterState) -> Result<(), String> + 'static) {
+        self.observers.push(Box::new(check));
+    }
+
     /// Applies `ops` as the next log entry; returns whether the store took it.
     pub fn try_apply(&mut self, ops: Vec<Op>) -> Result<(), String> {
         let batch = Batch {
@@ -190,6 +225,11 @@ impl Sim {
             Ok(_) => {
                 self.index = index;
                 self.check_monotonic();
+                for o in &self.observers {
+                    if let Err(e) = self.store.view(|s| o(s)) {
+                        self.fail(&format!("observer: {e}"));
+                    }
+                }
                 Ok(())
             }
             Err(e) => Err(e.to_string()),
@@ -220,6 +260,46 @@ impl Sim {
             service: s,
             expected_version: v,
         }]);
+    }
+
+    /// Deploys a changed spec of service `name` the way `stack deploy` does ([`swarm::manager::deploy::update_service`]):
+    /// a changed task template bumps `spec_version`, keeps the old spec as `previous_spec` and starts a
+    /// rolling update (`Updating` at now). Fails the test when `f` changes nothing.
+    pub fn deploy(&mut self, name: &str, f: impl FnOnce(&mut ServiceSpec)) {
+        let existing = self
+            .store
+            .view(|st| st.service_by_name(name).cloned())
+            .expect("service exists");
+        let mut spec = existing.spec.clone();
+        f(&mut spec);
+        let (op, _) = swarm::manager::deploy::update_service(&existing, spec, self.now())
+            .unwrap_or_else(|| self.fail(&format!("deploy of {name} changes nothing")));
+        self.apply(vec![op]);
+    }
+
+    /// Stores version `version` of secret `name` with `data` (sealed with the cluster key) under id `id`,
+    /// labelled as `deploy.rs` labels a changed secret's new version.
+    pub fn create_secret(&mut self, id: &str, name: &str, version: u64, data: &[u8]) {
+        let secret = Secret {
+            id: id.into(),
+            meta: Meta::default(),
+            spec: FileObjectSpec {
+                name: name.into(),
+                labels: BTreeMap::from([(
+                    swarm::model::OBJECT_VERSION_LABEL.to_string(),
+                    version.to_string(),
+                )]),
+                data: SecretData(self.key.seal(data)),
+            },
+        };
+        self.apply(vec![Op::CreateSecret(secret)]);
+    }
+
+    /// The service called `name`.
+    pub fn service(&self, name: &str) -> Service {
+        self.store
+            .view(|st| st.service_by_name(name).cloned())
+            .unwrap_or_else(|| self.fail(&format!("no service {name}")))
     }
 
     pub fn scale(&mut self, name: &str, replicas: u64) {
@@ -362,6 +442,9 @@ impl Sim {
         for n in self.nodes.values() {
             n.exec.advance(dt);
         }
+        if self.tokio_time {
+            tokio::time::advance(dt).await;
+        }
         for _ in 0..MAX_ROUNDS {
             let reports = self.settle_agents().await;
             let mut changed = self.apply_reports(reports);
@@ -468,9 +551,11 @@ impl Sim {
 
     // ---- invariants and failure ----
 
-    /// Per replicated service, at most `replicas` non-terminal tasks with desired Running. Checked after
-    /// every controller batch and at the end of every step (not right after a user's scale-down: that write
-    /// itself makes the count exceed the new `replicas` until the orchestrator's next plan).
+    /// Per replicated service, at most `replicas` non-terminal tasks with desired Running (plus the
+    /// parallelism of a start-first update or rollback, whose new tasks start before the old ones stop).
+    /// Checked after every controller batch and at the end of every step (not right after a user's
+    /// scale-down: that write itself makes the count exceed the new `replicas` until the orchestrator's next
+    /// plan).
     fn check_replicas(&self) {
         let (services, tasks) = self.store.view(|s| {
             (
@@ -488,9 +573,19 @@ impl Sim {
                             && !t.status.state.is_terminal()
                     })
                     .count() as u64;
-                if live > replicas {
+                let surge = |c: &swarm::model::UpdateConfig| match (c.order, c.parallelism) {
+                    (UpdateOrder::StartFirst, 0) => replicas,
+                    (UpdateOrder::StartFirst, p) => p.min(replicas),
+                    (UpdateOrder::StopFirst, _) => 0,
+                };
+                let slack = if svc.update_status.is_some() {
+                    surge(&svc.spec.update).max(surge(&svc.spec.rollback))
+                } else {
+                    0
+                };
+                if live > replicas + slack {
                     self.fail(&format!(
-                        "invariant: service {} has {live} live tasks with desired Running, replicas {replicas}",
+                        "invariant: service {} has {live} live tasks with desired Running, replicas {replicas} (+{slack} update surge)",
                         svc.spec.name
                     ));
                 }
