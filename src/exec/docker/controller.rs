@@ -297,6 +297,9 @@ impl DockerController {
             Ok(()) => {}
             // Not running any more (304 on stop, 409 on kill) or gone.
             Err(e) if matches!(status_of(&e), Some(304 | 404 | 409)) => {}
+            // A grace period longer than the client's request timeout: the daemon still stops
+            // the container; wait for it.
+            Err(bollard::errors::Error::RequestTimeoutError) => {}
             Err(e) => return Err(self.err("stopping the container")(e)),
         }
         self.wait_now().await.map(drop)
