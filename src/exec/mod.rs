@@ -4,12 +4,15 @@
 //! [`Controller`] traits the agent drives (prepare, start, wait, shutdown, terminate, remove, plus
 //! re-adoption after a daemon restart, and health check commands run in the task's context),
 //! exit statuses, check results, log lines and the [`ExecError`] enum.
-//! Implementations: [`process`] (embedded default, real Linux processes under a shim) and [`fake`]
+//! Implementations: [`process`] (embedded default, real Linux processes under a shim), `docker`
+//! (containers through the Docker Engine API; cargo feature `docker`, on by default) and [`fake`]
 //! (scripted outcomes for simulation tests).
 //!
 //! Must not: know the model, store or Raft types (the agent converts its task model into a
 //! [`ProcessSpec`]), decide desired state, or log secret data.
 
+#[cfg(feature = "docker")]
+pub mod docker;
 pub mod fake;
 pub mod process;
 

@@ -191,9 +191,19 @@ pub async fn run(
             let shim = ShimCommand::current_exe().map_err(|e| NodeError::Exec(e.to_string()))?;
             Arc::new(ProcessExecutor::new(dir.join("tasks"), shim))
         }
+        #[cfg(feature = "docker")]
+        ExecutorKind::Docker => Arc::new(
+            crate::exec::docker::DockerExecutor::connect(dir.join("docker"))
+                .await
+                .map_err(|e| match e {
+                    crate::exec::ExecError::Unavailable(m) => NodeError::Exec(m),
+                    e => NodeError::Exec(e.to_string()),
+                })?,
+        ),
+        #[cfg(not(feature = "docker"))]
         ExecutorKind::Docker => {
             return Err(NodeError::Exec(
-                "the docker executor is not available yet: use --executor process".into(),
+                "this swarmd was built without the docker feature: use --executor process".into(),
             ))
         }
     };
