@@ -36,7 +36,7 @@ fn replicas(mode: &ServiceMode) -> String {
     }
 }
 
-/// `+K=V` for added or changed keys, `-K` for removed ones.
+/// `+K=V` for added keys, `K=old → new` for changed ones, `-K` for removed ones.
 fn env_diff(old: &[String], new: &[String]) -> String {
     let map = |v: &[String]| -> BTreeMap<String, String> {
         v.iter()
@@ -49,8 +49,10 @@ fn env_diff(old: &[String], new: &[String]) -> String {
     let (old, new) = (map(old), map(new));
     let mut parts = Vec::new();
     for (k, v) in &new {
-        if old.get(k) != Some(v) {
-            parts.push(format!("+{k}={v}"));
+        match old.get(k) {
+            Some(o) if o == v => {}
+            Some(o) => parts.push(format!("{k}={o} → {v}")),
+            None => parts.push(format!("+{k}={v}")),
         }
     }
     for k in old.keys() {
@@ -198,13 +200,13 @@ mod tests {
         a.mode = ServiceMode::Replicated { replicas: 2 };
         let mut b = a.clone();
         b.task.container.image = "web:2".into();
-        b.task.container.env = vec!["FOO=1".into(), "KEEP=x".into()];
+        b.task.container.env = vec!["FOO=1".into(), "KEEP=y".into()];
         b.mode = ServiceMode::Replicated { replicas: 6 };
         assert_eq!(
             service_fields(&a, &b),
             vec![
                 "image: web:1 → web:2",
-                "env: +FOO=1 -BAR",
+                "env: +FOO=1 KEEP=x → y -BAR",
                 "replicas: 2 → 6"
             ]
         );
