@@ -14,6 +14,7 @@
 #[cfg(feature = "docker")]
 pub mod docker;
 pub mod fake;
+pub(crate) mod files;
 pub mod process;
 
 use std::fmt;

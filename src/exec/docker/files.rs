@@ -7,20 +7,13 @@
 //! (`..`).
 
 use std::fs;
-use std::io::{self, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::io;
 use std::path::{Component, Path, PathBuf};
-
-use nix::mount::{mount, umount2, MntFlags, MsFlags};
 
 use crate::exec::{ExecError, FileMount};
 
-/// Which kind of file a target names.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum FileKind {
-    Secret,
-    Config,
-}
+pub(crate) use crate::exec::files::FileKind;
+use crate::exec::files::{io_err, mount_tmpfs, unmount_all, write_file};
 
 /// The absolute path of a secret or config inside the container: relative secret targets live
 /// in `/run/secrets/`, relative config targets in `/` (Docker's defaults).
@@ -44,18 +37,6 @@ pub(crate) fn container_target(target: &str, kind: FileKind) -> Result<String, S
         return Err(format!("target {target:?} names no file"));
     }
     Ok(out.display().to_string())
-}
-
-fn io_err(context: String) -> impl FnOnce(io::Error) -> ExecError {
-    move |e| ExecError::io(context, e)
-}
-
-fn is_mount_point(p: &Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    match (fs::symlink_metadata(p), p.parent().map(fs::metadata)) {
-        (Ok(m), Some(Ok(parent))) => m.is_dir() && m.dev() != parent.dev(),
-        _ => false,
-    }
 }
 
 fn task_id_ok(task_id: &str) -> bool {
@@ -124,18 +105,10 @@ impl TaskFiles {
 
     fn setup_secrets_dir(&self) -> Result<(), ExecError> {
         let s = &self.secrets;
-        fs::create_dir_all(s).map_err(io_err(format!("creating {}", s.display())))?;
-        if self.is_root && !is_mount_point(s) {
-            mount(
-                Some("tmpfs"),
-                s,
-                Some("tmpfs"),
-                MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-                Some("mode=0755,size=16m"),
-            )
-            .map_err(|e| ExecError::sys(format!("mounting tmpfs at {}", s.display()), e))?;
+        if self.is_root {
+            return mount_tmpfs(s);
         }
-        Ok(())
+        fs::create_dir_all(s).map_err(io_err(format!("creating {}", s.display())))
     }
 
     fn write_files(
@@ -153,21 +126,7 @@ impl TaskFiles {
                     message,
                 })?;
             let path = base.join(i.to_string());
-            let ctx = format!("writing {}", path.display());
-            let mut file = fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&path)
-                .map_err(io_err(ctx.clone()))?;
-            file.write_all(&f.data).map_err(io_err(ctx.clone()))?;
-            if self.is_root {
-                std::os::unix::fs::fchown(&file, Some(f.uid), Some(f.gid))
-                    .map_err(io_err(format!("chown {}", path.display())))?;
-            }
-            fs::set_permissions(&path, fs::Permissions::from_mode(f.mode & 0o7777))
-                .map_err(io_err(format!("chmod {}", path.display())))?;
+            write_file(&path, f, self.is_root)?;
             binds.push(format!("{}:{target}:ro", path.display()));
         }
         Ok(binds)
@@ -175,10 +134,7 @@ impl TaskFiles {
 
     /// Removes everything: unmounts the secrets tmpfs, deletes the directories. Idempotent.
     pub(crate) fn remove(&self) -> Result<(), ExecError> {
-        while is_mount_point(&self.secrets) {
-            umount2(&self.secrets, MntFlags::MNT_DETACH)
-                .map_err(|e| ExecError::sys(format!("unmounting {}", self.secrets.display()), e))?;
-        }
+        unmount_all(&self.secrets)?;
         for d in [&self.secrets, &self.dir] {
             match fs::remove_dir_all(d) {
                 Ok(()) => {}

@@ -8,9 +8,9 @@
 
 use std::ffi::CString;
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
@@ -19,12 +19,8 @@ use crate::exec::{ExecError, FileMount};
 
 use super::layout::TaskDir;
 
-/// Which kind of file a target names.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum FileKind {
-    Secret,
-    Config,
-}
+pub(crate) use crate::exec::files::FileKind;
+use crate::exec::files::{io_err, mount_tmpfs, unmount_all, write_file};
 
 /// Maps a target to a path relative to the secrets/configs directory: absolute targets are
 /// mirrored (`/etc/app.conf` → `etc/app.conf`), secrets under `/run/secrets/` lose that prefix.
@@ -49,18 +45,6 @@ pub(crate) fn relative_target(target: &str, kind: FileKind) -> Result<PathBuf, S
     Ok(out)
 }
 
-fn io_err(context: String) -> impl FnOnce(io::Error) -> ExecError {
-    move |e| ExecError::io(context, e)
-}
-
-fn is_mount_point(p: &Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    match (fs::symlink_metadata(p), p.parent().map(fs::metadata)) {
-        (Ok(m), Some(Ok(parent))) => m.is_dir() && m.dev() != parent.dev(),
-        _ => false,
-    }
-}
-
 /// Creates the secrets directory on tmpfs. Idempotent.
 pub(crate) fn setup_secrets_dir(
     dir: &TaskDir,
@@ -69,21 +53,7 @@ pub(crate) fn setup_secrets_dir(
 ) -> Result<(), ExecError> {
     let secrets = dir.secrets();
     if is_root {
-        if !secrets.exists() {
-            fs::create_dir(&secrets).map_err(io_err(format!("creating {}", secrets.display())))?;
-        }
-        if !is_mount_point(&secrets) {
-            let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-            mount(
-                Some("tmpfs"),
-                &secrets,
-                Some("tmpfs"),
-                flags,
-                Some("size=16m,mode=0755"),
-            )
-            .map_err(|e| ExecError::sys(format!("mounting tmpfs at {}", secrets.display()), e))?;
-        }
-        return Ok(());
+        return mount_tmpfs(&secrets);
     }
     if fs::symlink_metadata(&secrets).is_ok() {
         return Ok(());
@@ -122,22 +92,7 @@ pub(crate) fn write_files(
         if let Some(parent) = path.parent() {
             fs::create_dir_all(parent).map_err(io_err(format!("creating {}", parent.display())))?;
         }
-        let ctx = format!("writing {}", path.display());
-        let mut file = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(io_err(ctx.clone()))?;
-        file.write_all(&f.data).map_err(io_err(ctx.clone()))?;
-        file.sync_all().map_err(io_err(ctx.clone()))?;
-        if is_root {
-            std::os::unix::fs::fchown(&file, Some(f.uid), Some(f.gid))
-                .map_err(io_err(format!("chown {}", path.display())))?;
-        }
-        fs::set_permissions(&path, fs::Permissions::from_mode(f.mode & 0o7777))
-            .map_err(io_err(format!("chmod {}", path.display())))?;
+        write_file(&path, f, is_root)?;
     }
     Ok(())
 }
@@ -163,11 +118,7 @@ pub(crate) fn teardown_secrets(dir: &TaskDir) -> Result<(), ExecError> {
         return fs::remove_file(&secrets)
             .map_err(io_err(format!("removing {}", secrets.display())));
     }
-    while is_mount_point(&secrets) {
-        umount2(&secrets, MntFlags::MNT_DETACH)
-            .map_err(|e| ExecError::sys(format!("unmounting {}", secrets.display()), e))?;
-    }
-    Ok(())
+    unmount_all(&secrets)
 }
 
 /// One step the child performs inside its new mount namespace. Paths are prepared as C strings
