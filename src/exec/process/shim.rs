@@ -158,12 +158,27 @@ fn run(dir: &TaskDir) -> Result<(), ExecError> {
         .stderr(open_log(&dir.stderr())?)
         .process_group(0);
     let namespace = plan.namespace;
+    // As root, a task whose service sets `hostname` (the agent passes it as HOSTNAME) gets its own UTS
+    // namespace with that name, so `hostname` in the task answers like in a container.
+    let hostname: Option<std::ffi::OsString> = if nix::unistd::geteuid().is_root() {
+        plan.env
+            .iter()
+            .find(|(k, _)| k == "HOSTNAME")
+            .map(|(_, v)| v.into())
+    } else {
+        None
+    };
     // SAFETY: the closure runs in the forked child before exec and only makes system calls on
     // data prepared above (no allocation, no locks).
     unsafe {
         cmd.pre_exec(move || {
             if namespace {
                 apply_namespace(&steps)?;
+            }
+            if let Some(h) = &hostname {
+                let errno = |e: nix::Error| std::io::Error::from_raw_os_error(e as i32);
+                nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWUTS).map_err(errno)?;
+                nix::unistd::sethostname(h).map_err(errno)?;
             }
             if let Some(c) = &creds {
                 let errno = |e: nix::Error| std::io::Error::from_raw_os_error(e as i32);

@@ -132,6 +132,27 @@ async fn env_and_working_dir_are_honored() {
 }
 
 #[tokio::test]
+async fn hostname_is_the_tasks_own_when_root() {
+    let (_tmp, exec) = executor();
+    let mut s = spec("host", &["sh", "-c", "hostname; echo \"$HOSTNAME\""]);
+    s.env = vec![("HOSTNAME".into(), "web-7".into())];
+    let (_, status) = run(&exec, s).await;
+    assert_eq!(status, ExitStatus::exited(0));
+    let out = stdout_of(&exec, "host");
+    if is_root() {
+        assert_eq!(out, "web-7\nweb-7\n", "own UTS namespace");
+        let host = nix::unistd::gethostname().unwrap();
+        assert_ne!(
+            host.to_string_lossy(),
+            "web-7",
+            "the host's name is untouched"
+        );
+    } else {
+        assert!(out.ends_with("web-7\n"), "{out}");
+    }
+}
+
+#[tokio::test]
 async fn output_lands_in_log_files_and_logs_reads_them() {
     let (_tmp, exec) = executor();
     let (_, status) = run(
