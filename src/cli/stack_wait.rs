@@ -150,6 +150,14 @@ fn progress(svc: &Service, tasks: &[&Task], started_ms: u64) -> Progress {
     if done && outdated_live == 0 {
         return Progress::Converging(format!("{text} (verifying that the new tasks are stable)"));
     }
+    // While this deploy's update runs, the updater's verdict (pause, rollback, complete) decides, not a guess
+    // from failed tasks: a failed new task may just be the one that triggers the rollback.
+    if status.is_some_and(|u| u.state == UpdateState::Updating) {
+        if failed.is_empty() {
+            return Progress::Converging(text);
+        }
+        return Progress::Converging(format!("{text} ({} failed: {last_error})", failed.len()));
+    }
     // Failing: tasks keep failing and nothing is running, or the restart policy gave up (nothing live any more).
     let gave_up = live == 0 && !failed.is_empty();
     let keeps_failing = failed.len() as u64 >= (3 * want).max(3) && running == 0;
