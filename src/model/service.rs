@@ -454,8 +454,10 @@ pub struct UpdateStatus {
     pub message: String,
 }
 
-/// Where a rolling update is.
+/// Where a rolling update is. Serialized with Docker's names (`rollback_completed`); the Raft encoding (postcard)
+/// uses the variant index, so the names do not affect stored data.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum UpdateState {
     /// Replacing outdated tasks.
     Updating,

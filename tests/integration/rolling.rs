@@ -130,7 +130,7 @@ fn start_first_update_stays_in_bounds_and_a_failing_update_rolls_back() {
         after[0]["spec"], v2[0]["spec"],
         "the service holds v2's spec again"
     );
-    assert_eq!(after[0]["update_status"]["state"], "RollbackCompleted");
+    assert_eq!(after[0]["update_status"]["state"], "rollback_completed");
     // and the v2 files are what the cluster runs: nothing to do
     let diff = Command::new(assert_cmd::cargo::cargo_bin("swarmctl"))
         .env("SWARM_HOST", d.host())

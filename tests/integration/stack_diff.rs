@@ -149,7 +149,7 @@ fn secret_rotation_service_update_rollback_and_stack_rollback() {
     );
     let svc = service_json(&d, "r_app");
     assert_eq!(svc["spec_version"], 3);
-    assert_eq!(svc["update_status"]["state"], "Updating");
+    assert_eq!(svc["update_status"]["state"], "updating");
     d.ctl_ok(&["service", "update", "--replicas", "2", "r_app"]);
     assert_eq!(service_json(&d, "r_app")["spec_version"], 3);
     let out = d.ctl(&["service", "update", "--update-order", "sideways", "r_app"]);
@@ -159,7 +159,7 @@ fn secret_rotation_service_update_rollback_and_stack_rollback() {
     d.ctl_ok(&["service", "rollback", "r_app"]);
     let svc = service_json(&d, "r_app");
     assert_eq!(svc["spec"]["task"]["container"]["image"], "app:1");
-    assert_eq!(svc["update_status"]["state"], "RollbackStarted");
+    assert_eq!(svc["update_status"]["state"], "rollback_started");
     assert_eq!(
         svc["update_status"]["message"],
         "manually requested rollback"
