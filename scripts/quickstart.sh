@@ -14,10 +14,15 @@ if ! "$SWARMCTL" node ls >/dev/null 2>&1; then
   mkdir -p "$STATE"
   nohup "$PWD/target/debug/swarmd" --state-dir "$STATE" --listen-addr "$ADDR" >>"$STATE.log" 2>&1 &
   echo $! >"$STATE.pid"
-  for _ in $(seq 1 100); do
+  for _ in $(seq 1 150); do
     "$SWARMCTL" node ls >/dev/null 2>&1 && break
     sleep 0.2
   done
+  if ! "$SWARMCTL" node ls >/dev/null 2>&1; then
+    echo "swarmd did not come up; the end of $STATE.log:" >&2
+    tail -n 20 "$STATE.log" >&2
+    exit 1
+  fi
 fi
 "$SWARMCTL" node ls
 echo
