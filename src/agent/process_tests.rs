@@ -81,6 +81,7 @@ fn assignments(task: &Task) -> Assignments {
         service_names: HashMap::from([("svc1".to_string(), "web".to_string())]),
         node_id: "n1".into(),
         node_hostname: "box1".into(),
+        service_ports: HashMap::new(),
     }
 }
 

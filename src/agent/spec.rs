@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use thiserror::Error;
 
-use crate::exec::{FileMount, ProcessSpec};
-use crate::model::{FileReference, Task};
+use crate::exec::{FileMount, Limits, PortProtocol, ProcessSpec, PublishedPort};
+use crate::model::{self, FileReference, PortConfig, PublishMode, Task};
 
 use super::templates::{expand, TemplateContext};
 
@@ -30,6 +30,8 @@ pub struct TaskContext {
     pub node_id: String,
     /// This node's hostname.
     pub node_hostname: String,
+    /// The ports the task's service publishes.
+    pub ports: Vec<PortConfig>,
 }
 
 /// Why a task cannot be turned into a [`ProcessSpec`]; the task is then rejected.
@@ -135,7 +137,30 @@ pub fn process_spec(
         image: c.image.clone(),
         read_only: c.read_only,
         init: c.init.unwrap_or(false),
+        limits: limits(&task.spec.resources.limits),
+        ports: ctx.ports.iter().map(published_port).collect(),
     })
+}
+
+fn limits(l: &model::ResourceValues) -> Limits {
+    Limits {
+        nano_cpus: l.nano_cpus.max(0),
+        memory_bytes: l.memory_bytes,
+        pids: l.pids.max(0),
+    }
+}
+
+fn published_port(p: &PortConfig) -> PublishedPort {
+    PublishedPort {
+        target: p.target_port,
+        published: p.published_port.filter(|n| *n != 0),
+        protocol: match p.protocol {
+            model::PortProtocol::Tcp => PortProtocol::Tcp,
+            model::PortProtocol::Udp => PortProtocol::Udp,
+            model::PortProtocol::Sctp => PortProtocol::Sctp,
+        },
+        ingress: p.publish_mode == PublishMode::Ingress,
+    }
 }
 
 fn file_mount(
@@ -234,6 +259,7 @@ mod tests {
             service_name: "web".into(),
             node_id: "n1".into(),
             node_hostname: "box1".into(),
+            ports: Vec::new(),
         }
     }
 
@@ -294,6 +320,60 @@ mod tests {
         assert_eq!(s.env, [("SLOT".into(), "n1 web.n1.t1 s1".into())]);
         assert_eq!(s.stop_signal.as_deref(), Some("SIGUSR1"));
         assert_eq!(s.stop_grace_period, Duration::from_secs(3));
+    }
+
+    #[test]
+    fn limits_and_published_ports_pass_through() {
+        use crate::exec::{Limits, PortProtocol, PublishedPort};
+        let mut t = task();
+        t.spec.resources.limits.nano_cpus = 1_500_000_000;
+        t.spec.resources.limits.memory_bytes = 256 << 20;
+        t.spec.resources.limits.pids = 100;
+        t.spec.resources.reservations.memory_bytes = 1 << 20;
+        let mut c = ctx();
+        c.ports = vec![
+            PortConfig {
+                protocol: model::PortProtocol::Tcp,
+                target_port: 80,
+                published_port: Some(8080),
+                publish_mode: PublishMode::Host,
+            },
+            PortConfig {
+                protocol: model::PortProtocol::Udp,
+                target_port: 53,
+                published_port: None,
+                publish_mode: PublishMode::Ingress,
+            },
+        ];
+        let s = process_spec(&t, &c, &data, &data).expect("spec");
+        assert_eq!(
+            s.limits,
+            Limits {
+                nano_cpus: 1_500_000_000,
+                memory_bytes: 256 << 20,
+                pids: 100
+            }
+        );
+        assert_eq!(
+            s.ports,
+            [
+                PublishedPort {
+                    target: 80,
+                    published: Some(8080),
+                    protocol: PortProtocol::Tcp,
+                    ingress: false
+                },
+                PublishedPort {
+                    target: 53,
+                    published: None,
+                    protocol: PortProtocol::Udp,
+                    ingress: true
+                },
+            ]
+        );
+        let s = process_spec(&task(), &ctx(), &data, &data).expect("spec");
+        assert!(s.limits.is_none());
+        assert!(s.ports.is_empty());
     }
 
     #[test]

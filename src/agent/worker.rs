@@ -18,7 +18,7 @@ use tokio::task::AbortHandle;
 
 use crate::exec::process::LOST_MESSAGE;
 use crate::exec::{ExecError, Executor, LogLines, LogOptions, ProcessSpec, TaskInfo};
-use crate::model::{Task, TaskState};
+use crate::model::{PortConfig, Task, TaskState};
 use crate::util::Clock;
 
 use super::health::{health_check, HealthCheck};
@@ -38,6 +38,8 @@ pub struct Assignments {
     pub configs: HashMap<String, Vec<u8>>,
     /// Service names by service id.
     pub service_names: HashMap<String, String>,
+    /// Published ports by service id (services without any are absent).
+    pub service_ports: HashMap<String, Vec<PortConfig>>,
     /// This node's id.
     pub node_id: String,
     /// This node's hostname.
@@ -55,6 +57,7 @@ impl fmt::Debug for Assignments {
             .field("secrets", &secrets)
             .field("configs", &configs)
             .field("service_names", &self.service_names)
+            .field("service_ports", &self.service_ports)
             .field("node_id", &self.node_id)
             .field("node_hostname", &self.node_hostname)
             .finish()
@@ -260,6 +263,11 @@ impl Worker {
                 .unwrap_or_else(|| task.service_id.clone()),
             node_id: a.node_id.clone(),
             node_hostname: a.node_hostname.clone(),
+            ports: a
+                .service_ports
+                .get(&task.service_id)
+                .cloned()
+                .unwrap_or_default(),
         };
         let secrets = |id: &str| a.secrets.get(id).cloned();
         let configs = |id: &str| a.configs.get(id).cloned();

@@ -607,6 +607,8 @@ mod tests {
             image: image.into(),
             read_only: false,
             init: false,
+            limits: Default::default(),
+            ports: Vec::new(),
         }
     }
 

@@ -26,7 +26,7 @@ use nix::sys::signal::Signal;
 use serde::{Deserialize, Serialize};
 
 /// What a runtime needs to run one task, converted by the agent from its task model.
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Clone, Default, Serialize, Deserialize)]
 pub struct ProcessSpec {
     /// Unique task id; names the task's directory or container.
     pub task_id: String,
@@ -56,6 +56,79 @@ pub struct ProcessSpec {
     pub read_only: bool,
     /// Run an init process (ignored by the process executor).
     pub init: bool,
+    /// Resource limits (enforced by the docker executor; recorded only by the process executor).
+    #[serde(default)]
+    pub limits: Limits,
+    /// Ports published on this node (docker executor only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<PublishedPort>,
+}
+
+/// Upper bounds of a task's resources; 0 means no limit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    /// Billionths of a CPU.
+    pub nano_cpus: i64,
+    /// Memory in bytes.
+    pub memory_bytes: u64,
+    /// Number of processes.
+    pub pids: i64,
+}
+
+impl Limits {
+    /// Whether no limit is set.
+    pub fn is_none(&self) -> bool {
+        *self == Limits::default()
+    }
+}
+
+/// A task port published on the node running it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublishedPort {
+    /// Port inside the task.
+    pub target: u16,
+    /// Port on the node; `None` lets the runtime pick a free one.
+    pub published: Option<u16>,
+    /// Transport protocol.
+    pub protocol: PortProtocol,
+    /// Asked for on the routing mesh (every node), which runtimes here cannot provide: it is
+    /// published on the task's node only, like a host-mode port.
+    #[serde(default)]
+    pub ingress: bool,
+}
+
+/// The transport protocol of a [`PublishedPort`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PortProtocol {
+    /// TCP.
+    #[default]
+    Tcp,
+    /// UDP.
+    Udp,
+    /// SCTP.
+    Sctp,
+}
+
+impl PortProtocol {
+    /// `tcp`, `udp` or `sctp`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PortProtocol::Tcp => "tcp",
+            PortProtocol::Udp => "udp",
+            PortProtocol::Sctp => "sctp",
+        }
+    }
+
+    /// Parses `tcp`, `udp` or `sctp`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "tcp" => Some(PortProtocol::Tcp),
+            "udp" => Some(PortProtocol::Udp),
+            "sctp" => Some(PortProtocol::Sctp),
+            _ => None,
+        }
+    }
 }
 
 impl fmt::Debug for ProcessSpec {
@@ -74,6 +147,8 @@ impl fmt::Debug for ProcessSpec {
             .field("image", &self.image)
             .field("read_only", &self.read_only)
             .field("init", &self.init)
+            .field("limits", &self.limits)
+            .field("ports", &self.ports)
             .finish()
     }
 }

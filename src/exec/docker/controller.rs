@@ -9,7 +9,9 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
-use bollard::models::{ContainerCreateBody, ContainerInspectResponse, HostConfig};
+use bollard::models::{
+    ContainerCreateBody, ContainerInspectResponse, HostConfig, PortBinding, PortMap,
+};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, InspectContainerOptions,
     KillContainerOptionsBuilder, RemoveContainerOptionsBuilder, StartContainerOptions,
@@ -21,8 +23,8 @@ use futures::{FutureExt, StreamExt};
 use nix::sys::signal::Signal;
 
 use crate::exec::{
-    parse_signal, CheckResult, Controller, ExecError, ExitStatus, ProcessSpec, RuntimeState,
-    CHECK_OUTPUT_LIMIT,
+    parse_signal, CheckResult, Controller, ExecError, ExitStatus, Limits, PortProtocol,
+    ProcessSpec, PublishedPort, RuntimeState, CHECK_OUTPUT_LIMIT,
 };
 
 use super::files::TaskFiles;
@@ -138,6 +140,11 @@ impl DockerController {
             .find(|(k, _)| k == "HOSTNAME")
             .map(|(_, v)| v.clone())
             .filter(|h| !h.is_empty());
+        let (exposed_ports, port_bindings) = port_config(&spec.ports);
+        if spec.ports.iter().any(|p| p.ingress) {
+            warn_ingress_once(&spec.task_name);
+        }
+        let limits = spec.limits;
         let grace = spec.stop_grace_period;
         let stop_timeout = grace.as_secs() as i64 + i64::from(grace.subsec_nanos() > 0);
         ContainerCreateBody {
@@ -150,6 +157,7 @@ impl DockerController {
             hostname,
             stop_signal: Some(self.stop_signal.as_str().to_string()),
             stop_timeout: Some(stop_timeout),
+            exposed_ports,
             labels: Some(HashMap::from([
                 (LABEL_TASK_ID.to_string(), spec.task_id.clone()),
                 (LABEL_TASK_NAME.to_string(), spec.task_name.clone()),
@@ -158,6 +166,11 @@ impl DockerController {
                 binds: (!binds.is_empty()).then_some(binds),
                 readonly_rootfs: Some(spec.read_only),
                 init: spec.init.then_some(true),
+                nano_cpus: (limits.nano_cpus > 0).then_some(limits.nano_cpus),
+                memory: (limits.memory_bytes > 0)
+                    .then(|| i64::try_from(limits.memory_bytes).unwrap_or(i64::MAX)),
+                pids_limit: (limits.pids > 0).then_some(limits.pids),
+                port_bindings,
                 ..Default::default()
             }),
             ..Default::default()
@@ -410,6 +423,73 @@ impl DockerController {
     }
 }
 
+/// Docker's `ExposedPorts` and `PortBindings` for the published ports (`None` when there are
+/// none). A port without a published number gets an empty host port: the daemon picks one.
+fn port_config(ports: &[PublishedPort]) -> (Option<Vec<String>>, Option<PortMap>) {
+    if ports.is_empty() {
+        return (None, None);
+    }
+    let mut exposed = Vec::new();
+    let mut bindings = PortMap::new();
+    for p in ports {
+        let key = format!("{}/{}", p.target, p.protocol.as_str());
+        if !exposed.contains(&key) {
+            exposed.push(key.clone());
+        }
+        let binding = PortBinding {
+            host_ip: None,
+            host_port: Some(p.published.map(|n| n.to_string()).unwrap_or_default()),
+        };
+        bindings
+            .entry(key)
+            .or_insert_with(|| Some(Vec::new()))
+            .get_or_insert_with(Vec::new)
+            .push(binding);
+    }
+    (Some(exposed), Some(bindings))
+}
+
+/// Logs, once per process, that routing-mesh ports are published on the task's node only.
+fn warn_ingress_once(task_name: &str) {
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    WARNED.call_once(|| {
+        tracing::warn!(
+            task = task_name,
+            "ingress (routing mesh) ports are not supported by the docker executor: they are \
+             published on the node running the task only, like host-mode ports"
+        );
+    });
+}
+
+/// The published ports of a container, read back from its `PortBindings`.
+fn ports_of(info: &ContainerInspectResponse) -> Vec<PublishedPort> {
+    let Some(map) = info
+        .host_config
+        .as_ref()
+        .and_then(|h| h.port_bindings.as_ref())
+    else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (key, bindings) in map {
+        let (target, proto) = key.split_once('/').unwrap_or((key.as_str(), "tcp"));
+        let (Ok(target), Some(protocol)) = (target.parse::<u16>(), PortProtocol::parse(proto))
+        else {
+            continue;
+        };
+        for b in bindings.iter().flatten() {
+            out.push(PublishedPort {
+                target,
+                published: b.host_port.as_deref().and_then(|p| p.parse().ok()),
+                protocol,
+                ingress: false,
+            });
+        }
+    }
+    out.sort_by_key(|p| (p.target, p.protocol.as_str(), p.published));
+    out
+}
+
 /// Whether the container ever started (its start time is set).
 fn started(info: &ContainerInspectResponse) -> bool {
     info.state
@@ -478,6 +558,15 @@ pub(crate) fn spec_of(
         image: config.image.clone().unwrap_or_default(),
         read_only: false,
         init: false,
+        limits: info
+            .host_config
+            .as_ref()
+            .map_or_else(Limits::default, |h| Limits {
+                nano_cpus: h.nano_cpus.unwrap_or(0).max(0),
+                memory_bytes: h.memory.unwrap_or(0).max(0) as u64,
+                pids: h.pids_limit.unwrap_or(0).max(0),
+            }),
+        ports: ports_of(info),
     })
 }
 

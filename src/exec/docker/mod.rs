@@ -7,7 +7,10 @@
 //! directory under /dev/shm) and bind-mounted read-only at `/run/secrets/<target>`; configs live
 //! in `<root>/<task_id>/configs` and are bind-mounted read-only at their absolute target. Both are
 //! removed with the task. Logs come from the container's log driver; health checks run through
-//! `docker exec`.
+//! `docker exec`. Resource limits become `NanoCpus`, `Memory` and `PidsLimit`; published ports
+//! become `ExposedPorts` + `PortBindings` on this node (a port without a number gets one picked
+//! by the daemon). Ingress (routing mesh) ports cannot be honoured and are published like
+//! host-mode ports, with a warning logged once.
 //!
 //! Must not: write secret data to persistent disk, touch containers without the task label, or
 //! know the model or store types.

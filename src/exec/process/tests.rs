@@ -56,6 +56,8 @@ fn spec(id: &str, argv: &[&str]) -> ProcessSpec {
         image: "busybox".into(),
         read_only: false,
         init: false,
+        limits: Default::default(),
+        ports: Vec::new(),
     }
 }
 

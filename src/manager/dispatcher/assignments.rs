@@ -25,9 +25,13 @@ pub fn assignments_for(
     let mut secret_ids = BTreeSet::new();
     let mut config_ids = BTreeSet::new();
     let mut service_names = std::collections::HashMap::new();
+    let mut service_ports_json = std::collections::HashMap::new();
     for t in &tasks {
         if let Some(svc) = state.service(&t.service_id) {
             service_names.insert(t.service_id.clone(), svc.spec.name.clone());
+            if !svc.spec.endpoint.ports.is_empty() {
+                service_ports_json.insert(t.service_id.clone(), to_json(&svc.spec.endpoint.ports));
+            }
         }
         // only tasks that may still run get their secrets
         if !t.status.state.is_terminal() && t.desired_state <= TaskState::Running {
@@ -73,5 +77,56 @@ pub fn assignments_for(
         configs,
         service_names,
         node_hostname,
+        service_ports_json,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::from_json;
+    use crate::manager::testutil::{creates, node, service, task, World};
+    use crate::model::{PortConfig, PortProtocol, PublishMode, ServiceMode};
+
+    #[test]
+    fn carries_the_published_ports_of_the_node_services() {
+        let mut web = service("web", ServiceMode::Replicated { replicas: 1 });
+        let ports = vec![PortConfig {
+            protocol: PortProtocol::Udp,
+            target_port: 53,
+            published_port: Some(5353),
+            publish_mode: PublishMode::Host,
+        }];
+        web.spec.endpoint.ports = ports.clone();
+        let db = service("db", ServiceMode::Replicated { replicas: 1 });
+        let world = World::with(creates(
+            vec![node("n1")],
+            vec![web, db],
+            vec![
+                task(
+                    "t1",
+                    "web",
+                    1,
+                    Some("n1"),
+                    TaskState::Running,
+                    TaskState::Assigned,
+                ),
+                task(
+                    "t2",
+                    "db",
+                    1,
+                    Some("n1"),
+                    TaskState::Running,
+                    TaskState::Assigned,
+                ),
+            ],
+        ));
+        let key = DataKey::from_bytes([7; 32]);
+        let msg = assignments_for(&world.state, "n1", &key);
+        assert_eq!(msg.service_names.len(), 2);
+        assert_eq!(msg.service_ports_json.len(), 1, "db publishes nothing");
+        let got: Vec<PortConfig> =
+            from_json("ports", &msg.service_ports_json["web"]).expect("decodes");
+        assert_eq!(got, ports);
     }
 }

@@ -127,6 +127,11 @@ fn decode(node_id: &str, msg: swarm::api::dispatcher::AssignmentsMessage) -> Ass
         secrets: msg.secrets.into_iter().map(|s| (s.id, s.data)).collect(),
         configs: msg.configs.into_iter().map(|c| (c.id, c.data)).collect(),
         service_names: msg.service_names.into_iter().collect(),
+        service_ports: msg
+            .service_ports_json
+            .iter()
+            .map(|(id, j)| (id.clone(), from_json("ports", j).expect("ports decode")))
+            .collect(),
         node_id: node_id.to_string(),
         node_hostname: msg.node_hostname,
     }
