@@ -481,45 +481,40 @@ pub fn manual_rollback(existing: &Service, now: Millis) -> Option<Op> {
 pub fn plan_remove_stack(state: &ClusterState, stack_name: &str) -> Option<DeployPlan> {
     let stack = state.stack(stack_name)?;
     let mut plan = DeployPlan::default();
-    for s in state
-        .services()
-        .filter(|s| in_stack(&s.spec.labels, stack_name))
-    {
-        plan.item("service", &s.spec.name, PlanAction::Remove, vec![]);
-        plan.ops.push(Op::DeleteService {
+    // (kind, name, labels, delete op) of every object of the stack, in removal order
+    let services = state.services().map(|s| {
+        let op = Op::DeleteService {
             id: s.id.clone(),
             expected_version: s.meta.version,
-        });
-    }
-    for s in state
-        .secrets()
-        .filter(|s| in_stack(&s.spec.labels, stack_name))
-    {
-        plan.item("secret", &s.spec.name, PlanAction::Remove, vec![]);
-        plan.ops.push(Op::DeleteSecret {
+        };
+        ("service", &s.spec.name, &s.spec.labels, op)
+    });
+    let secrets = state.secrets().map(|s| {
+        let op = Op::DeleteSecret {
             id: s.id.clone(),
             expected_version: s.meta.version,
-        });
-    }
-    for c in state
-        .configs()
-        .filter(|c| in_stack(&c.spec.labels, stack_name))
-    {
-        plan.item("config", &c.spec.name, PlanAction::Remove, vec![]);
-        plan.ops.push(Op::DeleteConfig {
+        };
+        ("secret", &s.spec.name, &s.spec.labels, op)
+    });
+    let configs = state.configs().map(|c| {
+        let op = Op::DeleteConfig {
             id: c.id.clone(),
             expected_version: c.meta.version,
-        });
-    }
-    for n in state
-        .networks()
-        .filter(|n| in_stack(&n.spec.labels, stack_name))
-    {
-        plan.item("network", &n.spec.name, PlanAction::Remove, vec![]);
-        plan.ops.push(Op::DeleteNetwork {
+        };
+        ("config", &c.spec.name, &c.spec.labels, op)
+    });
+    let networks = state.networks().map(|n| {
+        let op = Op::DeleteNetwork {
             id: n.id.clone(),
             expected_version: n.meta.version,
-        });
+        };
+        ("network", &n.spec.name, &n.spec.labels, op)
+    });
+    for (kind, name, labels, op) in services.chain(secrets).chain(configs).chain(networks) {
+        if in_stack(labels, stack_name) {
+            plan.item(kind, name, PlanAction::Remove, vec![]);
+            plan.ops.push(op);
+        }
     }
     plan.ops.push(Op::DeleteStack {
         name: stack.name.clone(),
