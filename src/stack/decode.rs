@@ -232,21 +232,32 @@ impl<'a> Decoder<'a> {
         }
     }
 
-    fn int(&mut self, node: &Node, path: &str) -> Option<i64> {
-        match &node.value {
-            Value::Int(i) => Some(*i),
-            Value::Str(s) if node.interpolated => match s.trim().parse() {
-                Ok(i) => Some(i),
-                Err(_) => {
-                    self.expected(node, path, "an integer");
-                    None
-                }
-            },
-            _ => {
-                self.expected(node, path, "an integer");
-                None
-            }
+    /// A typed scalar: `direct` reads the YAML value; a string that came out of `${VAR}` interpolation is also
+    /// accepted when `parse` reads its text (docker casts interpolated values the same way).
+    fn scalar<T>(
+        &mut self,
+        node: &Node,
+        path: &str,
+        what: &str,
+        direct: impl Fn(&Value) -> Option<T>,
+        parse: impl Fn(&str) -> Option<T>,
+    ) -> Option<T> {
+        let value = match &node.value {
+            Value::Str(s) if node.interpolated => parse(s.trim()),
+            v => direct(v),
+        };
+        if value.is_none() {
+            self.expected(node, path, what);
         }
+        value
+    }
+
+    fn int(&mut self, node: &Node, path: &str) -> Option<i64> {
+        let direct = |v: &Value| match v {
+            Value::Int(i) => Some(*i),
+            _ => None,
+        };
+        self.scalar(node, path, "an integer", direct, |s| s.parse().ok())
     }
 
     fn uint(&mut self, node: &Node, path: &str) -> Option<u64> {
@@ -265,39 +276,25 @@ impl<'a> Decoder<'a> {
     }
 
     fn float(&mut self, node: &Node, path: &str) -> Option<f64> {
-        match &node.value {
+        let direct = |v: &Value| match v {
             Value::Int(i) => Some(*i as f64),
             Value::Float(f) => Some(*f),
-            Value::Str(s) if node.interpolated => match s.trim().parse() {
-                Ok(f) => Some(f),
-                Err(_) => {
-                    self.expected(node, path, "a number");
-                    None
-                }
-            },
-            _ => {
-                self.expected(node, path, "a number");
-                None
-            }
-        }
+            _ => None,
+        };
+        self.scalar(node, path, "a number", direct, |s| s.parse().ok())
     }
 
     fn boolean(&mut self, node: &Node, path: &str) -> Option<bool> {
-        match &node.value {
+        let direct = |v: &Value| match v {
             Value::Bool(b) => Some(*b),
-            Value::Str(s) if node.interpolated => match s.trim().to_ascii_lowercase().as_str() {
-                "true" => Some(true),
-                "false" => Some(false),
-                _ => {
-                    self.expected(node, path, "a boolean (true or false)");
-                    None
-                }
-            },
-            _ => {
-                self.expected(node, path, "a boolean (true or false)");
-                None
-            }
-        }
+            _ => None,
+        };
+        let parse = |s: &str| match s.to_ascii_lowercase().as_str() {
+            "true" => Some(true),
+            "false" => Some(false),
+            _ => None,
+        };
+        self.scalar(node, path, "a boolean (true or false)", direct, parse)
     }
 
     fn duration(&mut self, node: &Node, path: &str) -> Option<GoDuration> {
