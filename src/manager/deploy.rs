@@ -10,9 +10,9 @@
 use std::collections::BTreeSet;
 
 use crate::model::{
-    self, object_version, FileObjectSpec, Meta, Network, PlanAction, PlanItem, Secret, Service,
-    ServiceSpec, Stack, StackRevision, StackSpec, UpdateState, UpdateStatus, OBJECT_VERSION_LABEL,
-    STACK_HISTORY_LIMIT, STACK_NAMESPACE_LABEL,
+    self, object_version, FileObjectSpec, Meta, Network, PlanAction, PlanItem, PlanKind, Secret,
+    Service, ServiceSpec, Stack, StackRevision, StackSpec, UpdateState, UpdateStatus,
+    OBJECT_VERSION_LABEL, STACK_HISTORY_LIMIT, STACK_NAMESPACE_LABEL,
 };
 use crate::store::{ClusterState, Op};
 use crate::util::{IdSource, Millis};
@@ -24,7 +24,7 @@ pub enum DeployError {
     #[error("{kind} not found: {name} (declared external in the stack: create it first)")]
     ExternalMissing {
         /// secret, config or network.
-        kind: &'static str,
+        kind: PlanKind,
         /// Its name.
         name: String,
     },
@@ -34,7 +34,7 @@ pub enum DeployError {
         /// The service.
         service: String,
         /// secret or config.
-        kind: &'static str,
+        kind: PlanKind,
         /// The referenced name.
         name: String,
     },
@@ -42,7 +42,7 @@ pub enum DeployError {
     #[error("{kind} {name} already exists and is not part of stack {stack}")]
     NameTaken {
         /// service, secret, config or network.
-        kind: &'static str,
+        kind: PlanKind,
         /// Its name.
         name: String,
         /// The stack being deployed.
@@ -76,9 +76,9 @@ impl DeployPlan {
         !self.ops.is_empty()
     }
 
-    fn item(&mut self, kind: &str, name: &str, action: PlanAction, fields: Vec<String>) {
+    fn item(&mut self, kind: PlanKind, name: &str, action: PlanAction, fields: Vec<String>) {
         self.items.push(PlanItem {
-            kind: kind.into(),
+            kind,
             name: name.into(),
             action,
             fields,
@@ -132,7 +132,7 @@ type PlannedFiles = (Vec<String>, Vec<(String, String)>);
 #[allow(clippy::too_many_arguments)]
 fn plan_files<'s>(
     plan: &mut DeployPlan,
-    kind: &'static str,
+    kind: PlanKind,
     stack: &str,
     external: &[String],
     prepared: &[PreparedObject],
@@ -215,7 +215,7 @@ pub fn plan_deploy(
     for name in &spec.external_networks {
         if !state.networks().any(|n| &n.spec.name == name) {
             return Err(DeployError::ExternalMissing {
-                kind: "network",
+                kind: PlanKind::Network,
                 name: name.clone(),
             });
         }
@@ -225,17 +225,17 @@ pub fn plan_deploy(
             Some(existing) => {
                 if !in_stack(&existing.spec.labels, stack_name) {
                     return Err(DeployError::NameTaken {
-                        kind: "network",
+                        kind: PlanKind::Network,
                         name: net.name.clone(),
                         stack: stack_name.into(),
                     });
                 }
-                plan.item("network", &net.name, PlanAction::Unchanged, vec![]);
+                plan.item(PlanKind::Network, &net.name, PlanAction::Unchanged, vec![]);
                 network_ids.push(existing.id.clone());
             }
             None => {
                 let id = ids.next_id();
-                plan.item("network", &net.name, PlanAction::Create, vec![]);
+                plan.item(PlanKind::Network, &net.name, PlanAction::Create, vec![]);
                 plan.ops.push(Op::CreateNetwork(Network {
                     id: id.clone(),
                     meta: Meta::default(),
@@ -250,7 +250,7 @@ pub fn plan_deploy(
     let secret_lookup = |name: &str| latest_secret(state, name).map(|s| (s.id.clone(), &s.spec));
     let (secret_ids, secret_by_name) = plan_files(
         &mut plan,
-        "secret",
+        PlanKind::Secret,
         stack_name,
         &spec.external_secrets,
         secrets,
@@ -267,7 +267,7 @@ pub fn plan_deploy(
     let config_lookup = |name: &str| latest_config(state, name).map(|c| (c.id.clone(), &c.spec));
     let (config_ids, config_by_name) = plan_files(
         &mut plan,
-        "config",
+        PlanKind::Config,
         stack_name,
         &spec.external_configs,
         configs,
@@ -288,13 +288,13 @@ pub fn plan_deploy(
         .chain(&spec.configs)
         .map(|s| s.name.as_str())
         .collect();
-    let mut left: BTreeSet<(&str, &str)> = BTreeSet::new();
+    let mut left: BTreeSet<(PlanKind, &str)> = BTreeSet::new();
     for s in state
         .secrets()
         .filter(|s| in_stack(&s.spec.labels, stack_name))
     {
         if !named.contains(s.spec.name.as_str()) {
-            left.insert(("secret", s.spec.name.as_str()));
+            left.insert((PlanKind::Secret, s.spec.name.as_str()));
         }
     }
     for c in state
@@ -302,7 +302,7 @@ pub fn plan_deploy(
         .filter(|c| in_stack(&c.spec.labels, stack_name))
     {
         if !named.contains(c.spec.name.as_str()) {
-            left.insert(("config", c.spec.name.as_str()));
+            left.insert((PlanKind::Config, c.spec.name.as_str()));
         }
     }
     for (kind, name) in left {
@@ -318,12 +318,12 @@ pub fn plan_deploy(
             (
                 &mut svc_spec.task.container.secrets,
                 &secret_by_name,
-                "secret",
+                PlanKind::Secret,
             ),
             (
                 &mut svc_spec.task.container.configs,
                 &config_by_name,
-                "config",
+                PlanKind::Config,
             ),
         ] {
             for r in refs.iter_mut() {
@@ -344,7 +344,7 @@ pub fn plan_deploy(
             Some(existing) => {
                 if !in_stack(&existing.spec.labels, stack_name) {
                     return Err(DeployError::NameTaken {
-                        kind: "service",
+                        kind: PlanKind::Service,
                         name: svc.name.clone(),
                         stack: stack_name.into(),
                     });
@@ -352,15 +352,15 @@ pub fn plan_deploy(
                 service_ids.push(existing.id.clone());
                 match update_service(existing, svc_spec, now) {
                     Some((op, fields)) => {
-                        plan.item("service", &svc.name, PlanAction::Update, fields);
+                        plan.item(PlanKind::Service, &svc.name, PlanAction::Update, fields);
                         plan.ops.push(op);
                     }
-                    None => plan.item("service", &svc.name, PlanAction::Unchanged, vec![]),
+                    None => plan.item(PlanKind::Service, &svc.name, PlanAction::Unchanged, vec![]),
                 }
             }
             None => {
                 let id = ids.next_id();
-                plan.item("service", &svc.name, PlanAction::Create, vec![]);
+                plan.item(PlanKind::Service, &svc.name, PlanAction::Create, vec![]);
                 plan.ops.push(Op::CreateService(Service {
                     id: id.clone(),
                     meta: Meta::default(),
@@ -377,13 +377,13 @@ pub fn plan_deploy(
     for s in state.services() {
         if in_stack(&s.spec.labels, stack_name) && !wanted.contains(&s.spec.name) {
             if prune {
-                plan.item("service", &s.spec.name, PlanAction::Remove, vec![]);
+                plan.item(PlanKind::Service, &s.spec.name, PlanAction::Remove, vec![]);
                 plan.ops.push(Op::DeleteService {
                     id: s.id.clone(),
                     expected_version: s.meta.version,
                 });
             } else {
-                plan.item("service", &s.spec.name, PlanAction::Left, vec![]);
+                plan.item(PlanKind::Service, &s.spec.name, PlanAction::Left, vec![]);
                 service_ids.push(s.id.clone());
             }
         }
@@ -487,28 +487,28 @@ pub fn plan_remove_stack(state: &ClusterState, stack_name: &str) -> Option<Deplo
             id: s.id.clone(),
             expected_version: s.meta.version,
         };
-        ("service", &s.spec.name, &s.spec.labels, op)
+        (PlanKind::Service, &s.spec.name, &s.spec.labels, op)
     });
     let secrets = state.secrets().map(|s| {
         let op = Op::DeleteSecret {
             id: s.id.clone(),
             expected_version: s.meta.version,
         };
-        ("secret", &s.spec.name, &s.spec.labels, op)
+        (PlanKind::Secret, &s.spec.name, &s.spec.labels, op)
     });
     let configs = state.configs().map(|c| {
         let op = Op::DeleteConfig {
             id: c.id.clone(),
             expected_version: c.meta.version,
         };
-        ("config", &c.spec.name, &c.spec.labels, op)
+        (PlanKind::Config, &c.spec.name, &c.spec.labels, op)
     });
     let networks = state.networks().map(|n| {
         let op = Op::DeleteNetwork {
             id: n.id.clone(),
             expected_version: n.meta.version,
         };
-        ("network", &n.spec.name, &n.spec.labels, op)
+        (PlanKind::Network, &n.spec.name, &n.spec.labels, op)
     });
     for (kind, name, labels, op) in services.chain(secrets).chain(configs).chain(networks) {
         if in_stack(labels, stack_name) {

@@ -186,7 +186,7 @@ impl ControlApi {
             .items
             .iter()
             .filter(|i| {
-                i.kind == "service"
+                i.kind == model::PlanKind::Service
                     && matches!(
                         i.action,
                         model::PlanAction::Create | model::PlanAction::Update
