@@ -9,9 +9,6 @@ pub mod output;
 pub mod secret;
 pub mod service;
 pub mod stack;
-pub mod stack_deploy;
-pub mod stack_history;
-pub mod stack_wait;
 pub mod swarm;
 
 use clap::{Parser, Subcommand};

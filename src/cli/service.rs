@@ -358,10 +358,9 @@ pub async fn list(c: &mut Client, stack: &str, format: &FormatArgs) -> CmdResult
 /// `3/6 (updating)`, `6/6 (paused: ...)`.
 fn with_update_state(replicas: String, s: &Service) -> String {
     match &s.update_status {
-        Some(u) if u.state != crate::model::UpdateState::Completed => format!(
-            "{replicas} ({})",
-            super::stack_wait::update_state_name(u.state)
-        ),
+        Some(u) if u.state != crate::model::UpdateState::Completed => {
+            format!("{replicas} ({})", super::output::update_state_name(u.state))
+        }
         _ => replicas,
     }
 }

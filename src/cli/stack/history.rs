@@ -2,11 +2,11 @@
 //!
 //! Must not: read stack files (a rollback re-applies what the server stored).
 
-use super::common::*;
-use super::output::{human_duration, Table};
-use super::stack::{RollbackArgs, StackNameArgs};
-use super::stack_deploy::report_and_wait;
+use super::plan::report_and_wait;
+use super::{RollbackArgs, StackNameArgs};
 use crate::api::control;
+use crate::cli::common::*;
+use crate::cli::output::{human_duration, Table};
 use crate::model::StackRevision;
 
 /// `stack history NAME`.

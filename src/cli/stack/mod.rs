@@ -1,13 +1,23 @@
-//! `swarmctl stack ...`: config, validate (local), and the commands that talk to the cluster.
+//! `swarmctl stack ...`: the subcommands and their arguments; each runs in a child: `config` (config,
+//! validate: local), `deploy`, `diff`, `history` (history, rollback), `list` (ls, ps, services), `remove` (rm).
+//! `plan` (building a deploy request, printing a plan) and `wait` (waiting for convergence) are shared by them.
 //!
 //! Must not: interpret stack files itself (that is `stack::load` / `stack::convert`).
 
-use std::io::Write;
+mod config;
+mod deploy;
+mod diff;
+mod history;
+mod list;
+mod plan;
+mod remove;
+mod wait;
+
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand, ValueEnum};
 
-use crate::stack::{self, LoadOptions};
+use crate::cli::service::{FormatArgs, ListArgs};
 
 /// `swarmctl stack` subcommands.
 #[derive(Subcommand, Debug)]
@@ -23,7 +33,7 @@ pub enum StackCommand {
     Rollback(RollbackArgs),
     /// List stacks.
     #[command(alias = "list")]
-    Ls(super::service::ListArgs),
+    Ls(ListArgs),
     /// List the tasks of a stack.
     Ps(StackNameArgs),
     /// List the services of a stack.
@@ -132,7 +142,7 @@ pub struct StackNameArgs {
     pub name: String,
     /// Output format.
     #[command(flatten)]
-    pub format: super::service::FormatArgs,
+    pub format: FormatArgs,
 }
 
 /// Stack names.
@@ -146,107 +156,15 @@ pub struct StackNamesArgs {
 /// Runs one `stack` subcommand; returns the exit code.
 pub fn run(host: Option<String>, cmd: StackCommand) -> i32 {
     match cmd {
-        StackCommand::Deploy(args) => super::stack_deploy::deploy(host, args),
-        StackCommand::Diff(args) => super::stack_deploy::diff(host, args),
-        StackCommand::History(args) => super::stack_history::history(host, args),
-        StackCommand::Rollback(args) => super::stack_history::rollback(host, args),
-        StackCommand::Ls(args) => super::stack_deploy::list(host, args),
-        StackCommand::Ps(args) => super::stack_deploy::ps(host, args),
-        StackCommand::Services(args) => super::stack_deploy::services(host, args),
-        StackCommand::Rm(args) => super::stack_deploy::remove(host, args),
-        StackCommand::Config(args) => config(args),
-        StackCommand::Validate(args) => validate(args),
-    }
-}
-
-fn print_problems(err: &stack::StackError) {
-    for p in &err.problems {
-        eprintln!("error: {p}");
-    }
-}
-
-fn config(args: ConfigArgs) -> i32 {
-    let loaded = match stack::load(&args.files, &LoadOptions::default()) {
-        Ok(l) => l,
-        Err(e) => {
-            print_problems(&e);
-            return 1;
-        }
-    };
-    for w in &loaded.warnings {
-        eprintln!("{w}");
-    }
-    for p in &loaded.deploy_problems {
-        eprintln!("warning: {p} (a deploy would refuse this)");
-    }
-    let text = match args.format {
-        ConfigFormat::Json => serde_json::to_string_pretty(&loaded.stack).map(|mut s| {
-            s.push('\n');
-            s
-        }),
-        ConfigFormat::Yaml => serde_saphyr::to_string(&loaded.stack).map_err(|e| {
-            // fall back to the JSON error type for one error path
-            serde_json::Error::io(std::io::Error::other(e.to_string()))
-        }),
-    };
-    match text {
-        Ok(t) => {
-            let mut out = std::io::stdout().lock();
-            if out
-                .write_all(t.as_bytes())
-                .and_then(|_| out.flush())
-                .is_err()
-            {
-                return 1;
-            }
-            0
-        }
-        Err(e) => {
-            eprintln!("error: cannot print the stack: {e}");
-            1
-        }
-    }
-}
-
-fn validate(args: ValidateArgs) -> i32 {
-    let loaded = match stack::load(&args.files, &LoadOptions::default()) {
-        Ok(l) => l,
-        Err(e) => {
-            print_problems(&e);
-            return 1;
-        }
-    };
-    for w in &loaded.warnings {
-        eprintln!("{w}");
-    }
-    match stack::convert::convert(&args.name, &loaded.stack) {
-        Ok(spec) => {
-            let files: Vec<String> = args.files.iter().map(|f| f.display().to_string()).collect();
-            println!(
-                "{}: valid ({} service{}, {} secret{}, {} config{}, {} network{})",
-                files.join(", "),
-                spec.services.len(),
-                plural(spec.services.len()),
-                spec.secrets.len() + spec.external_secrets.len(),
-                plural(spec.secrets.len() + spec.external_secrets.len()),
-                spec.configs.len() + spec.external_configs.len(),
-                plural(spec.configs.len() + spec.external_configs.len()),
-                spec.networks.len() + spec.external_networks.len(),
-                plural(spec.networks.len() + spec.external_networks.len()),
-            );
-            0
-        }
-        Err(e) => {
-            print_problems(&e);
-            1
-        }
-    }
-}
-
-fn plural(n: usize) -> &'static str {
-    if n == 1 {
-        ""
-    } else {
-        "s"
+        StackCommand::Deploy(args) => deploy::deploy(host, args),
+        StackCommand::Diff(args) => diff::diff(host, args),
+        StackCommand::History(args) => history::history(host, args),
+        StackCommand::Rollback(args) => history::rollback(host, args),
+        StackCommand::Ls(args) => list::list(host, args),
+        StackCommand::Ps(args) => list::ps(host, args),
+        StackCommand::Services(args) => list::services(host, args),
+        StackCommand::Rm(args) => remove::remove(host, args),
+        StackCommand::Config(args) => config::config(args),
+        StackCommand::Validate(args) => config::validate(args),
     }
 }

@@ -8,8 +8,9 @@ use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
-use super::common::*;
-use super::service::fetch;
+use crate::cli::common::*;
+use crate::cli::output::update_state_name;
+use crate::cli::service::fetch;
 use crate::model::{Service, ServiceMode, Task, TaskState, UpdateState};
 
 #[derive(PartialEq, Eq, Clone, Debug)]
@@ -17,18 +18,6 @@ enum Progress {
     Converging(String),
     Done(String),
     Failed(String),
-}
-
-/// Docker's words for an update state.
-pub fn update_state_name(state: UpdateState) -> &'static str {
-    match state {
-        UpdateState::Updating => "updating",
-        UpdateState::Paused => "paused",
-        UpdateState::Completed => "completed",
-        UpdateState::RollbackStarted => "rollback_started",
-        UpdateState::RollbackPaused => "rollback_paused",
-        UpdateState::RollbackCompleted => "rollback_completed",
-    }
 }
 
 fn progress(svc: &Service, tasks: &[&Task], started_ms: u64) -> Progress {

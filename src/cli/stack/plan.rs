@@ -1,0 +1,130 @@
+//! What `stack deploy`, `diff` and `rollback` share: turning stack files into a deploy request, and printing
+//! (then waiting for) the plan the cluster answers with.
+//!
+//! Must not: interpret stack files (that is `stack::load` / `stack::convert`) or decide convergence on the server.
+
+use std::time::Duration;
+
+use super::wait::wait_converged;
+use crate::api::{control, to_json};
+use crate::cli::common::*;
+use crate::model::{PlanAction, PlanItem};
+use crate::stack::{self, LoadOptions};
+
+/// Loads and converts the files into a deploy request (errors already printed).
+pub(super) fn load_request(
+    files: &[std::path::PathBuf],
+    name: &str,
+    prune: bool,
+    dry_run: bool,
+) -> Result<control::DeployStackRequest, ()> {
+    let loaded = match stack::load(files, &LoadOptions::default()) {
+        Ok(l) => l,
+        Err(e) => {
+            for p in &e.problems {
+                eprintln!("error: {p}");
+            }
+            return Err(());
+        }
+    };
+    for w in &loaded.warnings {
+        eprintln!("{w}");
+    }
+    let spec = match stack::convert::convert(name, &loaded.stack) {
+        Ok(s) => s,
+        Err(e) => {
+            for p in &e.problems {
+                eprintln!("error: {p}");
+            }
+            return Err(());
+        }
+    };
+    let files = loaded
+        .sources
+        .iter()
+        .map(|(name, text)| control::StackFile {
+            name: name.clone(),
+            text: text.clone(),
+        })
+        .collect();
+    Ok(control::DeployStackRequest {
+        spec_json: to_json(&spec),
+        files,
+        prune,
+        dry_run,
+    })
+}
+
+/// The plan items of a reply.
+pub(super) fn plan_items(reply: &control::DeployStackResponse) -> Result<Vec<PlanItem>, String> {
+    if reply.plan_json.is_empty() {
+        return Ok(Vec::new());
+    }
+    decode(&reply.plan_json)
+}
+
+/// Prints a plan, one object a line: `update    service demo_web  image: web:1 → web:2`.
+pub(super) fn print_plan(items: &[PlanItem], show_unchanged: bool) {
+    for i in items {
+        let verb = i.action.name();
+        if i.action == PlanAction::Unchanged && !show_unchanged {
+            continue;
+        }
+        let mut line = format!("{verb:<10}{:<8}{}", i.kind, i.name);
+        if i.action == PlanAction::Left {
+            line.push_str("  (not pruned: the files no longer name it)");
+        }
+        if !i.fields.is_empty() {
+            line.push_str("  ");
+            line.push_str(&i.fields.join("; "));
+        }
+        println!("{}", line.trim_end());
+    }
+}
+
+/// Prints what an applied (or planned) deploy does, then waits for the changed services unless `detach`.
+pub(super) async fn report_and_wait(
+    c: &mut Client,
+    stack: &str,
+    reply: control::DeployStackResponse,
+    dry_run: bool,
+    detach: bool,
+    timeout: Duration,
+) -> CmdResult {
+    let items = plan_items(&reply)?;
+    let changed = items.iter().any(PlanItem::is_change);
+    if !changed {
+        println!("Stack {stack} is up to date: nothing to change");
+        print_plan(&items, false);
+        return Ok(());
+    }
+    if dry_run {
+        println!("Stack {stack}: plan (dry run, nothing changed)");
+        print_plan(&items, true);
+        return Ok(());
+    }
+    for i in &items {
+        let verb = match i.action {
+            PlanAction::Create => "Creating",
+            PlanAction::Update => "Updating",
+            PlanAction::Remove => "Removing",
+            PlanAction::Left => "Leaving",
+            PlanAction::Unchanged => continue,
+        };
+        let mut line = format!("{verb} {} {}", i.kind, i.name);
+        if i.action == PlanAction::Left {
+            line.push_str(" (not pruned)");
+        }
+        if !i.fields.is_empty() {
+            line.push_str(&format!(" ({})", i.fields.join("; ")));
+        }
+        println!("{line}");
+    }
+    if reply.revision > 0 {
+        println!("Stack {stack} is at revision {}", reply.revision);
+    }
+    if detach || reply.changed_services.is_empty() {
+        return Ok(());
+    }
+    wait_converged(c, stack, &reply.changed_services, timeout).await
+}
