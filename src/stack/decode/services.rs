@@ -2,8 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{idx, sub, Decoder};
-use super::{IGNORED_SERVICE_KEYS, SERVICE_KEYS};
+use super::{idx, sub, Decoder, IGNORED_SERVICE_KEYS, SERVICE_KEYS};
 use crate::stack::compose::*;
 use crate::stack::yaml::{Node, Pos, Value};
 
