@@ -1,19 +1,32 @@
 //! # Layout
 //!
 //! `swarm` is a declarative container orchestrator in the spirit of Docker Swarm mode. Modules, lowest first
-//! (imports only run down this list):
+//! (a module imports only modules above it in this list, and sibling files never import each other in a circle;
+//! `tests/integration/layout.rs` checks both):
 //!
-//! - [`model`]: the vocabulary (services, tasks, secrets, networks, stacks) as plain data; no I/O.
+//! - [`util`]: clocks (system, manual) and id sources (random, sequential); no other module of the crate.
+//! - [`model`]: the vocabulary (services, tasks, nodes, secrets, networks, stacks, plans) as plain data; no I/O.
+//! - [`secrets`]: the cluster data key (a 0600 file) and XChaCha20-Poly1305 sealing of secret data.
+//! - [`pki`]: the cluster's own CA, `SWMTKN-1` join tokens, node certificates with the role in their OU,
+//!   renewal timing, 0600 atomic key files and the mutual-TLS rustls configurations.
+//! - [`exec`]: task runtimes behind `Executor`/`Controller`: the process executor (a supervising shim per task,
+//!   logs in files, secrets on tmpfs, re-adoption after a daemon crash), the Docker executor (feature `docker`)
+//!   and a scripted fake for simulations.
+//! - [`api`]: the gRPC messages and services generated from `proto/` (control API, dispatcher).
 //! - [`stack`]: Compose-format stack files: load (YAML, anchors, merge keys, several files), interpolate,
 //!   validate (our JSON Schema plus semantic checks), normalize, convert to model specs.
 //! - [`store`]: the replicated state: `ClusterState` tables and indexes, ops carrying the version they were
-//!   computed from, deterministic all-or-nothing apply of one batch per Raft entry, events and a gap-free
-//!   `watch`; `store::raft` is the openraft glue (redb log, vote and snapshots, a byte-level state machine
-//!   and transport) and keeps every openraft type inside it.
-//! - [`exec`]: task runtimes behind `Executor`/`Controller`: the process executor (a supervising shim per task,
-//!   logs in files, secrets on tmpfs, re-adoption after a daemon crash) and a scripted fake for simulations.
-//! - [`pki`]: the cluster's own CA, `SWMTKN-1` join tokens, node certificates with the role in their OU,
-//!   renewal timing, 0600 atomic key files and the mutual-TLS rustls configurations.
+//!   computed from, deterministic all-or-nothing apply of one batch per Raft entry, a change feed; `store::raft`
+//!   is the openraft glue (redb log, vote and snapshots, a byte-level state machine and transport) and keeps
+//!   every openraft type inside it.
+//! - [`transport`]: the mutual-TLS listener (the peer's node identity travels with each request), the mTLS
+//!   client connector and the unix-socket listener.
+//! - [`agent`]: the worker side: converges the local runtime to the node's assignment set, health checks,
+//!   task templates, reports.
+//! - [`manager`]: the leader side: pure controllers (orchestrators, scheduler, restart, reaper, updater, gc),
+//!   the driver that runs them, the proposer, the deploy planner, the control API and the dispatcher.
+//! - [`node`]: `swarmd`'s wiring: the state dir's identity, the agent's session with the dispatcher, and the
+//!   lifecycle that starts every part and shuts them all down.
 //! - [`cli`]: `swarmctl`'s commands and their output.
 
 pub mod agent;

@@ -2,6 +2,7 @@
 //! later, real `swarmd` processes on loopback) the way a user would.
 
 mod cluster;
+mod layout;
 mod rolling;
 mod sim;
 mod sim_update;
