@@ -50,3 +50,67 @@ pub fn reconcile(state: &ClusterState, _now: Millis, _ids: &mut dyn IdSource) ->
     }
     plan
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manager::testutil::{service, task, World};
+    use crate::model::{FileObjectSpec, FileReference, Meta, Secret, ServiceMode, TaskState};
+    use crate::util::SeqIds;
+
+    fn version(id: &str, v: u64) -> Secret {
+        Secret {
+            id: id.into(),
+            meta: Meta::default(),
+            spec: FileObjectSpec {
+                name: "pw".into(),
+                labels: [(OBJECT_VERSION_LABEL.to_string(), v.to_string())].into(),
+                ..FileObjectSpec::default()
+            },
+        }
+    }
+
+    #[test]
+    fn an_old_version_used_by_a_live_task_is_kept_until_the_task_ends() {
+        let reference = FileReference {
+            name: "pw".into(),
+            id: "s1".into(),
+            ..FileReference::default()
+        };
+        let mut web = service("web", ServiceMode::Replicated { replicas: 1 });
+        web.spec.task.container.secrets = vec![FileReference {
+            id: "s2".into(),
+            ..reference.clone()
+        }];
+        let mut old = task(
+            "t1",
+            "web",
+            1,
+            Some("n1"),
+            TaskState::Shutdown,
+            TaskState::Running,
+        );
+        old.spec.container.secrets = vec![reference];
+        let mut w = World::with(vec![
+            Op::CreateSecret(version("s1", 1)),
+            Op::CreateSecret(version("s2", 2)),
+            Op::CreateService(web),
+            Op::CreateTask(old.clone()),
+        ]);
+        let mut ids = SeqIds::default();
+        assert!(reconcile(&w.state, 0, &mut ids).ops.is_empty());
+        let mut ended = w.state.task("t1").unwrap().clone();
+        ended.status.state = TaskState::Shutdown;
+        w.apply_ops(vec![Op::UpdateTask {
+            expected_version: ended.meta.version,
+            task: ended,
+        }]);
+        assert_eq!(
+            reconcile(&w.state, 0, &mut ids).ops,
+            vec![Op::DeleteSecret {
+                id: "s1".into(),
+                expected_version: 1
+            }]
+        );
+    }
+}
