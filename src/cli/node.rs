@@ -56,14 +56,6 @@ pub struct UpdateArgs {
     pub node: String,
 }
 
-fn availability(a: NodeAvailability) -> &'static str {
-    match a {
-        NodeAvailability::Active => "Active",
-        NodeAvailability::Pause => "Pause",
-        NodeAvailability::Drain => "Drain",
-    }
-}
-
 fn status(s: NodeState) -> &'static str {
     match s {
         NodeState::Unknown => "Unknown",
@@ -134,7 +126,7 @@ pub fn run(host: Option<String>, cmd: NodeCommand) -> i32 {
                         id,
                         n.description.hostname.clone(),
                         status(n.status.state).into(),
-                        availability(n.spec.availability).into(),
+                        n.spec.availability.title().into(),
                         manager.into(),
                         env!("CARGO_PKG_VERSION").into(),
                     ];
@@ -171,6 +163,13 @@ pub fn run(host: Option<String>, cmd: NodeCommand) -> i32 {
                 Ok(())
             }
             NodeCommand::Update(a) => {
+                // the control API's own parser: a wrong word is refused before anything is sent
+                let availability = a
+                    .availability
+                    .as_deref()
+                    .map(str::parse::<NodeAvailability>)
+                    .transpose()
+                    .map_err(|e| e.to_string())?;
                 let mut label_add = HashMap::new();
                 for l in &a.label_add {
                     let (k, v) = l.split_once('=').unwrap_or((l.as_str(), ""));
@@ -183,7 +182,9 @@ pub fn run(host: Option<String>, cmd: NodeCommand) -> i32 {
                 };
                 c.update_node(control::NodeUpdateRequest {
                     node,
-                    availability: a.availability.clone().unwrap_or_default(),
+                    availability: availability
+                        .map(|v| v.name().to_string())
+                        .unwrap_or_default(),
                     label_add,
                     label_rm: a.label_rm.clone(),
                 })

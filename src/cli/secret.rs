@@ -10,6 +10,7 @@ use super::common::*;
 use super::output::{human_duration, short_id, Table};
 use super::service::FormatArgs;
 use crate::api::control;
+use crate::manager::rules::{check_object_name, check_secret_data};
 use crate::model::{object_version, Secret};
 
 /// `swarmctl secret` subcommands.
@@ -69,6 +70,9 @@ pub fn run(host: Option<String>, cmd: SecretCommand) -> i32 {
                 } else {
                     std::fs::read(&a.file).map_err(|e| format!("cannot read {}: {e}", a.file))?
                 };
+                // the control API's own limits, checked before anything is sent
+                check_object_name(&a.name).map_err(|e| e.to_string())?;
+                check_secret_data(&data).map_err(|e| e.to_string())?;
                 let labels = a
                     .labels
                     .iter()

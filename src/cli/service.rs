@@ -179,17 +179,12 @@ pub fn run(host: Option<String>, cmd: ServiceCommand) -> i32 {
             ServiceCommand::Scale(a) => {
                 let mut failed = Vec::new();
                 for pair in &a.pairs {
-                    let Some((name, n)) = pair.split_once('=') else {
-                        failed.push(format!(
-                            "invalid scale specifier {pair:?}: expected SERVICE=REPLICAS"
-                        ));
-                        continue;
-                    };
-                    let Ok(replicas) = n.parse::<u64>() else {
-                        failed.push(format!(
-                            "invalid replicas value {n:?} for {name}: expected a whole number"
-                        ));
-                        continue;
+                    let (name, replicas) = match crate::manager::rules::parse_scale_arg(pair) {
+                        Ok(arg) => arg,
+                        Err(e) => {
+                            failed.push(e);
+                            continue;
+                        }
                     };
                     match c
                         .scale_service(control::ScaleRequest {

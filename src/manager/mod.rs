@@ -20,8 +20,10 @@ pub mod driver;
 pub mod gc;
 pub mod orchestrator;
 pub mod proposer;
+pub mod rules;
 pub mod scheduler;
 pub mod specdiff;
+pub mod usage;
 
 #[cfg(test)]
 pub(crate) mod testutil;

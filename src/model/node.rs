@@ -90,6 +90,61 @@ pub enum NodeAvailability {
     Drain,
 }
 
+impl NodeAvailability {
+    /// Every availability, in the order the CLI lists them.
+    pub const ALL: [NodeAvailability; 3] = [
+        NodeAvailability::Active,
+        NodeAvailability::Pause,
+        NodeAvailability::Drain,
+    ];
+
+    /// The name users type (`active`, `pause`, `drain`), as in `node update --availability`.
+    pub fn name(self) -> &'static str {
+        match self {
+            NodeAvailability::Active => "active",
+            NodeAvailability::Pause => "pause",
+            NodeAvailability::Drain => "drain",
+        }
+    }
+
+    /// The name as `node ls` shows it, with a capital first letter (`Active`).
+    pub fn title(self) -> &'static str {
+        match self {
+            NodeAvailability::Active => "Active",
+            NodeAvailability::Pause => "Pause",
+            NodeAvailability::Drain => "Drain",
+        }
+    }
+}
+
+/// A word that is not an availability.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AvailabilityError(pub String);
+
+impl std::fmt::Display for AvailabilityError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "invalid availability {:?}: use active, pause or drain",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for AvailabilityError {}
+
+impl std::str::FromStr for NodeAvailability {
+    type Err = AvailabilityError;
+
+    /// Exactly one of the [`NodeAvailability::name`]s (lower case, as docker).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        NodeAvailability::ALL
+            .into_iter()
+            .find(|a| a.name() == s)
+            .ok_or_else(|| AvailabilityError(s.to_string()))
+    }
+}
+
 /// What the managers observe of a node.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeStatus {
@@ -138,4 +193,28 @@ pub enum Reachability {
     Unreachable,
     /// The leader reaches it.
     Reachable,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn availability_names_parse_back_and_wire_form_is_unchanged() {
+        for a in NodeAvailability::ALL {
+            assert_eq!(a.name().parse::<NodeAvailability>(), Ok(a));
+            assert_eq!(a.title().to_lowercase(), a.name());
+            // the JSON form stays the variant name
+            assert_eq!(
+                serde_json::to_string(&a).unwrap(),
+                format!("\"{}\"", a.title())
+            );
+        }
+        let err = "Drain".parse::<NodeAvailability>().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid availability \"Drain\": use active, pause or drain"
+        );
+        assert!("".parse::<NodeAvailability>().is_err());
+    }
 }

@@ -1,9 +1,8 @@
-//! Finding objects the way docker does: by full id, by name, or by an unambiguous id prefix; and checking names.
+//! Finding objects the way docker does: by full id, by name, or by an unambiguous id prefix.
 //!
 //! Must not: change anything.
 
-use tonic::Status;
-
+use super::error::ApiError;
 use crate::model::{Node, Secret, Service};
 use crate::store::ClusterState;
 
@@ -13,7 +12,7 @@ fn resolve<'a, T>(
     items: Vec<&'a T>,
     id: impl Fn(&T) -> &str,
     name: impl Fn(&T) -> &str,
-) -> Result<&'a T, Status>
+) -> Result<&'a T, ApiError>
 where
     T: 'a,
 {
@@ -29,8 +28,8 @@ where
         .collect();
     match matches.len() {
         1 => Ok(matches[0]),
-        0 => Err(Status::not_found(format!("no such {kind}: {key}"))),
-        _ => Err(Status::invalid_argument(format!(
+        0 => Err(ApiError::NotFound(format!("no such {kind}: {key}"))),
+        _ => Err(ApiError::Invalid(format!(
             "{kind} {key} is ambiguous ({} matches)",
             matches.len()
         ))),
@@ -38,7 +37,7 @@ where
 }
 
 /// A service by id, name or id prefix.
-pub fn resolve_service<'a>(state: &'a ClusterState, key: &str) -> Result<&'a Service, Status> {
+pub fn resolve_service<'a>(state: &'a ClusterState, key: &str) -> Result<&'a Service, ApiError> {
     resolve(
         "service",
         key,
@@ -49,7 +48,7 @@ pub fn resolve_service<'a>(state: &'a ClusterState, key: &str) -> Result<&'a Ser
 }
 
 /// A node by id, hostname or id prefix.
-pub fn resolve_node<'a>(state: &'a ClusterState, key: &str) -> Result<&'a Node, Status> {
+pub fn resolve_node<'a>(state: &'a ClusterState, key: &str) -> Result<&'a Node, ApiError> {
     resolve(
         "node",
         key,
@@ -60,27 +59,9 @@ pub fn resolve_node<'a>(state: &'a ClusterState, key: &str) -> Result<&'a Node, 
 }
 
 /// A secret by id, name or id prefix.
-pub fn resolve_secret<'a>(state: &'a ClusterState, key: &str) -> Result<&'a Secret, Status> {
+pub fn resolve_secret<'a>(state: &'a ClusterState, key: &str) -> Result<&'a Secret, ApiError> {
     let mut secrets: Vec<&Secret> = state.secrets().collect();
     // by name: the newest version
     secrets.sort_by_key(|s| std::cmp::Reverse(crate::model::object_version(&s.spec.labels)));
     resolve("secret", key, secrets, |s| &s.id, |s| &s.spec.name)
-}
-
-/// Checks a secret/config name (docker's rule: letters, digits, `-`, `_`, `.`, at most 64).
-pub fn check_object_name(name: &str) -> Result<(), String> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        && name
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphanumeric());
-    if ok {
-        Ok(())
-    } else {
-        Err(format!("invalid name {name:?}: use letters, digits, '-', '_' and '.', starting with a letter or digit (at most 64)"))
-    }
 }

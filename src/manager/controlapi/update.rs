@@ -3,7 +3,7 @@
 //! Must not: decide about spec versions or update status (that is `deploy::update_service`).
 
 use crate::api::control::ServiceUpdateRequest;
-use crate::model::{FailureAction, ServiceMode, ServiceSpec, UpdateOrder};
+use crate::model::{FailureAction, ServiceSpec, UpdateOrder};
 
 /// The spec `spec` becomes with the request's flags; an error names the bad flag.
 pub fn apply_flags(spec: &ServiceSpec, req: &ServiceUpdateRequest) -> Result<ServiceSpec, String> {
@@ -27,15 +27,7 @@ pub fn apply_flags(spec: &ServiceSpec, req: &ServiceUpdateRequest) -> Result<Ser
     }
     c.env.sort();
     if let Some(n) = req.replicas {
-        match &mut new.mode {
-            ServiceMode::Replicated { replicas } => *replicas = n,
-            other => {
-                return Err(format!(
-                    "--replicas can only be used with replicated mode (service is {})",
-                    other.name()
-                ))
-            }
-        }
+        new.mode = crate::manager::rules::replicas_flag(&new.mode, n)?;
     }
     if req.force {
         new.task.force_update += 1;
@@ -74,6 +66,7 @@ pub fn apply_flags(spec: &ServiceSpec, req: &ServiceUpdateRequest) -> Result<Ser
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::ServiceMode;
 
     #[test]
     fn flags_change_only_what_they_name() {

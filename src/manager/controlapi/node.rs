@@ -1,0 +1,104 @@
+//! Node requests: ls, inspect, update (availability, labels). Availability words are parsed by
+//! `model::NodeAvailability`'s `FromStr`, the one parser the CLI uses too.
+//!
+//! Must not: change the store but by proposal, or touch what a node reports about itself.
+
+use super::error::ApiError;
+use super::objects::resolve_node;
+use super::{json_objects, ControlApi};
+use crate::api::control;
+use crate::api::to_json;
+use crate::model::{NodeAvailability, NodeSpec};
+use crate::store::Op;
+
+/// The spec `spec` becomes with the request's availability (empty: unchanged), labels removed (each must
+/// exist) and labels added.
+fn updated_spec(spec: &NodeSpec, req: &control::NodeUpdateRequest) -> Result<NodeSpec, ApiError> {
+    let mut new = spec.clone();
+    if !req.availability.is_empty() {
+        new.availability = req.availability.parse::<NodeAvailability>()?;
+    }
+    for k in &req.label_rm {
+        if new.labels.remove(k).is_none() {
+            return Err(ApiError::NotFound(format!(
+                "key {k} doesn't exist in node's labels"
+            )));
+        }
+    }
+    new.labels.extend(req.label_add.clone());
+    Ok(new)
+}
+
+/// `node ls`.
+pub fn list(api: &ControlApi) -> control::JsonObjects {
+    api.store.view(|s| json_objects(s.nodes().cloned()))
+}
+
+/// `node inspect`.
+pub fn get(api: &ControlApi, key: &str) -> Result<control::JsonObject, ApiError> {
+    let node = api.store.view(|s| resolve_node(s, key).cloned())?;
+    Ok(control::JsonObject {
+        json: to_json(&node),
+    })
+}
+
+/// `node update`.
+pub async fn update(
+    api: &ControlApi,
+    req: control::NodeUpdateRequest,
+) -> Result<control::JsonObject, ApiError> {
+    let node = api.store.view(|s| resolve_node(s, &req.node).cloned())?;
+    let mut updated = node.clone();
+    updated.spec = updated_spec(&node.spec, &req)?;
+    if updated != node {
+        api.propose(vec![Op::UpdateNode {
+            node: updated,
+            expected_version: node.meta.version,
+        }])
+        .await?;
+    }
+    let node = api.store.view(|s| s.node(&node.id).map(to_json));
+    Ok(control::JsonObject {
+        json: node.unwrap_or_default(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(availability: &str, add: &[(&str, &str)], rm: &[&str]) -> control::NodeUpdateRequest {
+        control::NodeUpdateRequest {
+            node: "n1".into(),
+            availability: availability.into(),
+            label_add: add
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            label_rm: rm.iter().map(|k| k.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn availability_and_labels_change_as_asked() {
+        let mut spec = NodeSpec::default();
+        spec.labels.insert("zone".into(), "a".into());
+        let new = updated_spec(&spec, &req("drain", &[("disk", "ssd")], &["zone"])).unwrap();
+        assert_eq!(new.availability, NodeAvailability::Drain);
+        assert_eq!(new.labels.len(), 1);
+        assert_eq!(new.labels["disk"], "ssd");
+        assert_eq!(updated_spec(&spec, &req("", &[], &[])).unwrap(), spec);
+        assert_eq!(
+            updated_spec(&spec, &req("off", &[], &[])),
+            Err(ApiError::Invalid(
+                "invalid availability \"off\": use active, pause or drain".into()
+            ))
+        );
+        assert_eq!(
+            updated_spec(&spec, &req("", &[], &["rack"])),
+            Err(ApiError::NotFound(
+                "key rack doesn't exist in node's labels".into()
+            ))
+        );
+    }
+}
