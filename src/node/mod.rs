@@ -1,6 +1,8 @@
 //! `swarmd` wiring: `run(config, shutdown)` brings up one node — identity and certificates, the data key, the
 //! Raft-backed store, the control API (unix socket), the dispatcher (mutual TLS), the reconcile driver (while
 //! leader) and the agent with its executor — and stops it when `shutdown` resolves. Tests start several.
+//! Each running piece is a named part of one [`parts::Parts`] set: a part that dies (a fatal Raft error, a
+//! listener error) stops the whole node with an error naming it. The `info` document is built in [`info`].
 //!
 //! Must not: hold logic of its own beyond putting the pieces together.
 
