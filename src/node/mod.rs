@@ -1,11 +1,17 @@
 //! `swarmd` wiring: `run(config, shutdown)` brings up one node — identity and certificates, the data key, the
 //! Raft-backed store, the control API (unix socket), the dispatcher (mutual TLS), the reconcile driver (while
 //! leader) and the agent with its executor — and stops it when `shutdown` resolves. Tests start several.
+//! Each running piece is a named part of one [`parts::Parts`] set: a part that dies (a fatal Raft error, a
+//! listener error) stops the whole node with an error naming it. The `info` document is built in [`info`].
 //!
 //! Must not: hold logic of its own beyond putting the pieces together.
 
 pub mod identity;
+pub mod info;
+pub mod parts;
 pub mod session;
+#[cfg(test)]
+mod session_tests;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -29,6 +35,7 @@ use crate::secrets::DataKey;
 use crate::store::raft::{RaftNode, RaftSettings};
 use crate::store::{Op, Store, StoreStateMachine};
 use crate::util::{Clock, RandomIds, SystemClock};
+use parts::Parts;
 
 /// Which task runtime to use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -102,6 +109,9 @@ pub enum NodeError {
     /// A listener could not be opened.
     #[error("cannot listen on {0}: {1}")]
     Listen(String, std::io::Error),
+    /// A part of the running node died (a fatal Raft error, a listener error): the node stopped.
+    #[error(transparent)]
+    Part(#[from] parts::PartFailed),
 }
 
 struct ExecutorLogs(Arc<Worker>);
@@ -133,60 +143,19 @@ impl TaskLogs for ExecutorLogs {
     }
 }
 
-/// Runs a node until `shutdown` resolves. Tasks keep running after it returns (they outlive the daemon).
+/// Runs a node until `shutdown` resolves. Tasks keep running after it returns (they outlive the daemon). Fails
+/// if the node cannot start, or with [`NodeError::Part`] when one of its parts dies.
 pub async fn run(
     config: NodeConfig,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), NodeError> {
-    crate::pki::install_crypto_provider();
-    let dir = config.state_dir.clone();
-    std::fs::create_dir_all(&dir).map_err(|e| NodeError::StateDir(dir.clone(), e))?;
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700));
-    }
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let ips: Vec<IpAddr> = vec![
-        config.listen_addr.ip(),
-        "127.0.0.1".parse().unwrap_or(config.listen_addr.ip()),
-    ];
-    let id = identity::init_or_load(&dir, &ips)?;
-    tracing::info!(node = %id.node_id, cluster = %id.cluster_id, new = id.new_cluster, "node identity ready");
-    let key = DataKey::load_or_create(&dir)?;
+    let executor = open_executor(&config).await?;
+    run_with_executor(config, executor, shutdown).await
+}
 
-    // the replicated store
-    let store = Store::default();
-    let machine = StoreStateMachine::new(store.clone());
-    let raft = Arc::new(
-        RaftNode::open(
-            &dir.join("raft"),
-            id.raft_id,
-            config.listen_addr.to_string(),
-            Box::new(machine),
-            config.raft.clone(),
-        )
-        .await?,
-    );
-    raft.initialize_single().await?;
-    raft.wait_for_leader(Duration::from_secs(30)).await?;
-    let proposer = Proposer::new(raft.clone(), clock.clone());
-    if store.view(|s| s.cluster().is_none()) {
-        let cluster = crate::model::Cluster {
-            id: id.cluster_id.clone(),
-            meta: Default::default(),
-            settings: crate::model::ClusterSettings {
-                snapshot_interval: config.raft.snapshot_interval_entries,
-                heartbeat_period_ms: config.heartbeat_period.as_millis() as u64,
-                ..Default::default()
-            },
-        };
-        if let Err(e) = proposer.propose(vec![Op::CreateCluster(cluster)]).await {
-            tracing::warn!("cannot create the cluster object: {e}");
-        }
-    }
-
-    // the agent and its executor
-    let executor: Arc<dyn Executor> = match config.executor {
+async fn open_executor(config: &NodeConfig) -> Result<Arc<dyn Executor>, NodeError> {
+    let dir = &config.state_dir;
+    Ok(match config.executor {
         ExecutorKind::Process => {
             let shim = ShimCommand::current_exe().map_err(|e| NodeError::Exec(e.to_string()))?;
             Arc::new(ProcessExecutor::new(dir.join("tasks"), shim))
@@ -206,50 +175,70 @@ pub async fn run(
                 "this swarmd was built without the docker feature: use --executor process".into(),
             ))
         }
-    };
+    })
+}
+
+/// Like [`run`], with the given task runtime (tests pass their own).
+pub async fn run_with_executor(
+    config: NodeConfig,
+    executor: Arc<dyn Executor>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), NodeError> {
+    crate::pki::install_crypto_provider();
+    let dir = config.state_dir.clone();
+    std::fs::create_dir_all(&dir).map_err(|e| NodeError::StateDir(dir.clone(), e))?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700));
+    }
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let ips: Vec<IpAddr> = vec![
+        config.listen_addr.ip(),
+        "127.0.0.1".parse().unwrap_or(config.listen_addr.ip()),
+    ];
+    let id = identity::init_or_load(&dir, &ips)?;
+    tracing::info!(node = %id.node_id, cluster = %id.cluster_id, new = id.new_cluster, "node identity ready");
+    let key = DataKey::load_or_create(&dir)?;
+    let (store, raft, proposer) = open_store(&config, &id, clock.clone()).await?;
+    let mut parts = Parts::new();
+    {
+        let raft = raft.clone();
+        let shutdown = parts.shutdown();
+        parts.spawn("the raft node", async move {
+            tokio::select! {
+                e = raft.stopped() => Err(e.to_string()),
+                _ = shutdown.wait() => Ok(()),
+            }
+        });
+    }
+
+    // the agent and its executor
     let (reports_tx, reports_rx) = tokio::sync::mpsc::unbounded_channel::<StatusReport>();
     let worker = Arc::new(Worker::new(executor, clock.clone(), reports_tx));
 
     // servers
-    let info = {
-        let store = store.clone();
-        let raft = raft.clone();
-        let node_id = id.node_id.clone();
-        let cluster_id = id.cluster_id.clone();
-        Arc::new(move || {
-            let m = raft.metrics();
-            store.view(|s| {
-                let settings = s.cluster().map(|c| c.settings.clone()).unwrap_or_default();
-                serde_json::json!({
-                    "NodeID": node_id,
-                    "IsManager": true,
-                    "ClusterID": cluster_id,
-                    "Managers": s.nodes().filter(|n| n.spec.role == crate::model::NodeRole::Manager).count(),
-                    "Nodes": s.nodes().count(),
-                    "SnapshotInterval": settings.snapshot_interval,
-                    "HeartbeatPeriodMs": settings.heartbeat_period_ms,
-                    "TaskHistoryRetentionLimit": settings.task_history_retention_limit,
-                    "RaftLastLogIndex": m.last_log_index,
-                    "RaftLastApplied": m.last_applied_index,
-                    "RaftSnapshotIndex": m.snapshot_index,
-                    "Leader": m.leader,
-                })
-            })
-        }) as Arc<dyn Fn() -> serde_json::Value + Send + Sync>
-    };
     let control = ControlApi::new(
         store.clone(),
         proposer.clone(),
         key.clone(),
         Arc::new(ExecutorLogs(worker.clone())),
-        info,
+        info::info_fn(
+            store.clone(),
+            raft.clone(),
+            id.node_id.clone(),
+            id.cluster_id.clone(),
+        ),
     );
     let socket = dir.join("swarmd.sock");
     let unix = crate::transport::unix_incoming(&socket)
         .map_err(|e| NodeError::Listen(socket.display().to_string(), e))?;
-    let control_server = tonic::transport::Server::builder()
-        .add_service(ControlServer::new(control).max_decoding_message_size(64 << 20))
-        .serve_with_incoming(unix);
+    parts.spawn_until_shutdown("the control API", async move {
+        tonic::transport::Server::builder()
+            .add_service(ControlServer::new(control).max_decoding_message_size(64 << 20))
+            .serve_with_incoming(unix)
+            .await
+            .map_err(|e| e.to_string())
+    });
 
     let dispatcher = Dispatcher::new(
         store.clone(),
@@ -264,14 +253,86 @@ pub async fn run(
     let dispatcher_server = tonic::transport::Server::builder()
         .add_service(DispatcherServer::new(dispatcher.clone()).max_decoding_message_size(64 << 20))
         .serve_with_incoming(crate::transport::tls_incoming(listener, server_tls));
+    parts.spawn_until_shutdown("the dispatcher API", async move {
+        dispatcher_server.await.map_err(|e| e.to_string())
+    });
 
     // leader-only loops
     let driver = Driver::new(store.clone(), proposer.clone(), Box::new(RandomIds));
-    let heartbeats = dispatcher.watch_heartbeats();
+    parts.spawn_until_shutdown("the driver", async move {
+        driver.run().await;
+        Ok(())
+    });
+    parts.spawn_until_shutdown("the heartbeat monitor", async move {
+        dispatcher.watch_heartbeats().await;
+        Ok(())
+    });
 
     // the agent's session with the (local) dispatcher
     let client_tls = crate::pki::client_config(id.ca.cert_der(), &id.creds)?;
-    let description = pb::NodeDescription {
+    let session = session::run(
+        session::SessionConfig {
+            addr: config.listen_addr.to_string(),
+            tls: client_tls,
+            description: describe(&config),
+        },
+        worker.clone(),
+        reports_rx,
+    );
+    parts.spawn_until_shutdown("the agent session", async move {
+        session.await;
+        Ok(())
+    });
+
+    tracing::info!(socket = %socket.display(), listen = %config.listen_addr, "swarmd ready");
+    let result = parts.run(shutdown).await;
+    let _ = std::fs::remove_file(&socket);
+    let _ = raft.shutdown().await;
+    result.map_err(NodeError::from)
+}
+
+/// Opens the Raft-backed store (a new single-voter cluster, or the one in the state directory) and creates the
+/// cluster object on first start.
+async fn open_store(
+    config: &NodeConfig,
+    id: &identity::Identity,
+    clock: Arc<dyn Clock>,
+) -> Result<(Store, Arc<RaftNode>, Proposer), NodeError> {
+    let store = Store::default();
+    let machine = StoreStateMachine::new(store.clone());
+    let raft = Arc::new(
+        RaftNode::open(
+            &config.state_dir.join("raft"),
+            id.raft_id,
+            config.listen_addr.to_string(),
+            Box::new(machine),
+            config.raft.clone(),
+        )
+        .await?,
+    );
+    raft.initialize_single().await?;
+    raft.wait_for_leader(Duration::from_secs(30)).await?;
+    let proposer = Proposer::new(raft.clone(), clock);
+    if store.view(|s| s.cluster().is_none()) {
+        let cluster = crate::model::Cluster {
+            id: id.cluster_id.clone(),
+            meta: Default::default(),
+            settings: crate::model::ClusterSettings {
+                snapshot_interval: config.raft.snapshot_interval_entries,
+                heartbeat_period_ms: config.heartbeat_period.as_millis() as u64,
+                ..Default::default()
+            },
+        };
+        if let Err(e) = proposer.propose(vec![Op::CreateCluster(cluster)]).await {
+            tracing::warn!("cannot create the cluster object: {e}");
+        }
+    }
+    Ok((store, raft, proposer))
+}
+
+/// This node's description for the dispatcher.
+fn describe(config: &NodeConfig) -> pb::NodeDescription {
+    pb::NodeDescription {
         hostname: config.hostname.clone(),
         os: std::env::consts::OS.into(),
         arch: std::env::consts::ARCH.into(),
@@ -281,29 +342,7 @@ pub async fn run(
         memory_bytes: memory_bytes(),
         engine_labels: Default::default(),
         addr: config.listen_addr.ip().to_string(),
-    };
-    let session = session::run(
-        session::SessionConfig {
-            addr: config.listen_addr.to_string(),
-            tls: client_tls,
-            description,
-        },
-        worker.clone(),
-        reports_rx,
-    );
-
-    tracing::info!(socket = %socket.display(), listen = %config.listen_addr, "swarmd ready");
-    tokio::select! {
-        r = control_server => if let Err(e) = r { tracing::error!("control API stopped: {e}") },
-        r = dispatcher_server => if let Err(e) = r { tracing::error!("dispatcher stopped: {e}") },
-        _ = driver.run() => tracing::error!("driver stopped"),
-        _ = heartbeats => {},
-        _ = session => {},
-        _ = shutdown => tracing::info!("shutting down (tasks keep running)"),
     }
-    let _ = std::fs::remove_file(&socket);
-    let _ = raft.shutdown().await;
-    Ok(())
 }
 
 fn memory_bytes() -> u64 {

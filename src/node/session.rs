@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 
 use crate::agent::{Assignments, StatusReport, Worker};
 use crate::api::dispatcher::{self as pb, dispatcher_client::DispatcherClient};
@@ -25,33 +26,95 @@ pub struct SessionConfig {
     pub description: pb::NodeDescription,
 }
 
+/// First delay before reconnecting; doubles (with jitter) after each failed attempt, up to [`BACKOFF_MAX`].
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+/// Longest delay between two reconnection attempts.
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// Exponential backoff with jitter, capped, reset after a session that worked.
+struct Backoff {
+    next: Duration,
+}
+
+impl Backoff {
+    fn new() -> Self {
+        Backoff { next: BACKOFF_MIN }
+    }
+
+    fn reset(&mut self) {
+        self.next = BACKOFF_MIN;
+    }
+
+    /// The delay to wait now: between half and all of the current step, which then doubles.
+    fn delay(&mut self) -> Duration {
+        let step = self.next;
+        self.next = (step * 2).min(BACKOFF_MAX);
+        let jitter = rand::random_range(0.5..=1.0);
+        step.mul_f64(jitter)
+    }
+}
+
+/// How a session ended: whether it was up (opened and a heartbeat acknowledged) before it broke.
+struct Ended {
+    worked: bool,
+    error: String,
+}
+
 /// Runs the agent's session loop until the process ends.
 pub async fn run(
     config: SessionConfig,
     worker: Arc<Worker>,
     mut reports: mpsc::UnboundedReceiver<StatusReport>,
 ) {
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = Backoff::new();
     // reports produced while disconnected are kept (latest per task) and sent after reconnecting
     let mut pending: HashMap<String, StatusReport> = HashMap::new();
     loop {
-        match session_once(&config, &worker, &mut reports, &mut pending).await {
-            Ok(()) => backoff = Duration::from_millis(100),
-            Err(e) => {
-                tracing::warn!("dispatcher session ended: {e}; reconnecting in {backoff:?}");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-            }
+        let Some(ended) = session_once(&config, &worker, &mut reports, &mut pending).await else {
+            return;
+        };
+        if ended.worked {
+            backoff.reset();
         }
+        let delay = backoff.delay();
+        tracing::warn!(
+            "dispatcher session ended: {}; reconnecting in {delay:?}",
+            ended.error
+        );
+        tokio::time::sleep(delay).await;
     }
 }
 
+/// One session; `None` when the reports channel closed (the worker is gone).
 async fn session_once(
     config: &SessionConfig,
     worker: &Arc<Worker>,
     reports: &mut mpsc::UnboundedReceiver<StatusReport>,
     pending: &mut HashMap<String, StatusReport>,
-) -> Result<(), String> {
+) -> Option<Ended> {
+    let worked = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let result = session_parts(config, worker, reports, pending, worked.clone()).await;
+    let worked = worked.load(std::sync::atomic::Ordering::SeqCst);
+    match result {
+        Ok(true) => None,
+        Ok(false) => Some(Ended {
+            worked,
+            error: "ended".into(),
+        }),
+        Err(error) => Some(Ended { worked, error }),
+    }
+}
+
+/// Opens a session and runs its parts: heartbeats and assignments each on their own task (a slow `assign` or a
+/// stuck upload never delays a heartbeat), status uploads here. Ends at the first part that fails; `Ok(true)` when
+/// the reports channel closed.
+async fn session_parts(
+    config: &SessionConfig,
+    worker: &Arc<Worker>,
+    reports: &mut mpsc::UnboundedReceiver<StatusReport>,
+    pending: &mut HashMap<String, StatusReport>,
+    worked: Arc<std::sync::atomic::AtomicBool>,
+) -> Result<bool, String> {
     let channel = crate::transport::tls_channel(&config.addr, config.tls.clone()).await?;
     let mut client = DispatcherClient::new(channel).max_decoding_message_size(64 << 20);
     let mut session = client
@@ -71,62 +134,146 @@ async fn session_once(
     let period = Duration::from_millis(first.heartbeat_period_ms.max(100));
     tracing::info!(%node_id, "agent session established");
 
-    let mut assignments = client
+    let assignments = client
         .assignments(pb::AssignmentsRequest {
             session_id: session_id.clone(),
         })
         .await
         .map_err(|e| e.message().to_string())?
         .into_inner();
-    let mut heartbeat = tokio::time::interval(period);
-    // retries what failed temporarily (a start that hit an I/O error, a removal that did not finish)
-    let mut resync = tokio::time::interval(Duration::from_secs(5));
+    // dropping the set (when this session ends) aborts its tasks
+    let mut tasks: JoinSet<Result<(), String>> = JoinSet::new();
+    tasks.spawn(heartbeats(
+        client.clone(),
+        session_id.clone(),
+        period,
+        worked,
+    ));
+    tasks.spawn(apply_assignments(assignments, worker.clone(), node_id));
+    // the session stream stays open (unread) while the session lives
+    let _session = session;
+    tokio::select! {
+        Some(joined) = tasks.join_next() => Err(match joined {
+            Ok(Err(e)) => e,
+            Ok(Ok(())) => "session task ended".into(),
+            Err(e) => format!("session task failed: {e}"),
+        }),
+        closed = upload_reports(&mut client, &session_id, reports, pending) => closed.map(|()| true),
+    }
+}
+
+/// Heartbeats every `period` until one fails (or takes longer than the dispatcher waits for).
+async fn heartbeats(
+    mut client: DispatcherClient<tonic::transport::Channel>,
+    session_id: String,
+    period: Duration,
+    worked: Arc<std::sync::atomic::AtomicBool>,
+) -> Result<(), String> {
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tokio::select! {
-            _ = resync.tick() => {
-                if let Err(e) = worker.resync().await {
-                    tracing::debug!("resync: {e}");
-                }
-            }
-            msg = assignments.message() => {
-                let msg = msg.map_err(|e| e.message().to_string())?.ok_or("assignments stream closed")?;
-                let a = decode(&node_id, msg)?;
-                if let Err(e) = worker.assign(a).await {
-                    tracing::warn!("cannot converge to the assignments yet: {e}");
-                }
-            }
-            _ = heartbeat.tick() => {
-                client
-                    .heartbeat(pb::HeartbeatRequest { session_id: session_id.clone() })
-                    .await
-                    .map_err(|e| format!("heartbeat failed: {}", e.message()))?;
-            }
-            report = reports.recv() => {
-                let Some(report) = report else { return Ok(()) };
-                pending.insert(report.task_id.clone(), report);
-                // gather what arrives in the next few milliseconds into one request
-                let deadline = tokio::time::sleep(Duration::from_millis(20));
-                tokio::pin!(deadline);
-                loop {
-                    tokio::select! {
-                        _ = &mut deadline => break,
-                        more = reports.recv() => match more {
-                            Some(r) => { pending.insert(r.task_id.clone(), r); }
-                            None => break,
-                        },
+        tick.tick().await;
+        let beat = client.heartbeat(pb::HeartbeatRequest {
+            session_id: session_id.clone(),
+        });
+        match tokio::time::timeout(period * 3, beat).await {
+            Ok(Ok(_)) => worked.store(true, std::sync::atomic::Ordering::SeqCst),
+            Ok(Err(e)) => return Err(format!("heartbeat failed: {}", e.message())),
+            Err(_) => return Err("heartbeat timed out".into()),
+        }
+    }
+}
+
+/// Receives the assignments and hands the latest to the worker, converging again every few seconds to retry what
+/// failed temporarily (a start that hit an I/O error, a removal that did not finish).
+async fn apply_assignments(
+    mut assignments: tonic::Streaming<pb::AssignmentsMessage>,
+    worker: Arc<Worker>,
+    node_id: String,
+) -> Result<(), String> {
+    let (latest_tx, mut latest) = mpsc::unbounded_channel::<Assignments>();
+    let receive = async move {
+        loop {
+            let msg = assignments
+                .message()
+                .await
+                .map_err(|e| e.message().to_string())?
+                .ok_or("assignments stream closed")?;
+            let a = decode(&node_id, msg)?;
+            let _ = latest_tx.send(a);
+        }
+    };
+    let apply = async move {
+        let mut resync = tokio::time::interval(Duration::from_secs(5));
+        resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = resync.tick() => {
+                    if let Err(e) = worker.resync().await {
+                        tracing::debug!("resync: {e}");
                     }
                 }
-                let updates: Vec<pb::TaskStatusUpdate> = pending
-                    .values()
-                    .map(|r| pb::TaskStatusUpdate { task_id: r.task_id.clone(), status_json: to_json(&r.status) })
-                    .collect();
-                client
-                    .update_task_status(pb::UpdateTaskStatusRequest { session_id: session_id.clone(), updates })
-                    .await
-                    .map_err(|e| format!("status update failed: {}", e.message()))?;
-                pending.clear();
+                a = latest.recv() => {
+                    let Some(mut a) = a else { return };
+                    // only the newest set matters (each one is complete)
+                    while let Ok(newer) = latest.try_recv() {
+                        a = newer;
+                    }
+                    if let Err(e) = worker.assign(a).await {
+                        tracing::warn!("cannot converge to the assignments yet: {e}");
+                    }
+                    resync.reset();
+                }
             }
         }
+    };
+    tokio::select! {
+        r = receive => r,
+        () = apply => Err("assignments stopped".into()),
+    }
+}
+
+/// Sends status reports in small batches; returns `Ok` when the reports channel closes.
+async fn upload_reports(
+    client: &mut DispatcherClient<tonic::transport::Channel>,
+    session_id: &str,
+    reports: &mut mpsc::UnboundedReceiver<StatusReport>,
+    pending: &mut HashMap<String, StatusReport>,
+) -> Result<(), String> {
+    loop {
+        if pending.is_empty() {
+            let Some(report) = reports.recv().await else {
+                return Ok(());
+            };
+            pending.insert(report.task_id.clone(), report);
+        }
+        // gather what arrives in the next few milliseconds into one request
+        let deadline = tokio::time::sleep(Duration::from_millis(20));
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                _ = &mut deadline => break,
+                more = reports.recv() => match more {
+                    Some(r) => { pending.insert(r.task_id.clone(), r); }
+                    None => break,
+                },
+            }
+        }
+        let updates: Vec<pb::TaskStatusUpdate> = pending
+            .values()
+            .map(|r| pb::TaskStatusUpdate {
+                task_id: r.task_id.clone(),
+                status_json: to_json(&r.status),
+            })
+            .collect();
+        client
+            .update_task_status(pb::UpdateTaskStatusRequest {
+                session_id: session_id.to_string(),
+                updates,
+            })
+            .await
+            .map_err(|e| format!("status update failed: {}", e.message()))?;
+        pending.clear();
     }
 }
 

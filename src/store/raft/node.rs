@@ -344,6 +344,23 @@ impl RaftNode {
             .map_err(error::from_fatal)
     }
 
+    /// Completes when Raft has stopped: with openraft's fatal error (a storage failure, a panic of its core) or,
+    /// after [`RaftNode::shutdown`], with "raft stopped". Pending while Raft runs; the node cannot recover once
+    /// it completes, so the caller treats it as a dying part.
+    pub fn stopped(&self) -> impl std::future::Future<Output = Error> + Send + 'static {
+        let mut rx = self.metrics.clone();
+        async move {
+            loop {
+                if let Err(fatal) = &rx.borrow_and_update().running_state {
+                    return error::from_fatal(fatal.clone());
+                }
+                if rx.changed().await.is_err() {
+                    return Error::Stopped("the raft core task ended".into());
+                }
+            }
+        }
+    }
+
     /// Stops Raft gracefully. The handle answers nothing useful afterwards.
     pub async fn shutdown(&self) -> Result<()> {
         let result = self

@@ -392,3 +392,58 @@ fn corrupt_snapshot_fails_open_with_an_error() {
     ));
     assert!(matches!(r, Err(Error::Storage { .. })), "{:?}", r.err());
 }
+
+/// A state machine that panics on the command `b"boom"`, as a broken apply would.
+#[derive(Clone, Default)]
+struct PanickingSm(RecordingSm);
+
+impl StateMachine for PanickingSm {
+    fn apply(&mut self, index: u64, command: &[u8]) -> Vec<u8> {
+        assert_ne!(command, b"boom", "the state machine failed");
+        self.0.apply(index, command)
+    }
+    fn snapshot(&self) -> Vec<u8> {
+        self.0.snapshot()
+    }
+    fn restore(&mut self, index: u64, snapshot: &[u8]) -> Result<(), String> {
+        self.0.restore(index, snapshot)
+    }
+}
+
+#[tokio::test]
+async fn stopped_completes_on_a_fatal_error_and_after_shutdown() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = RaftNode::open(
+        dir.path(),
+        1,
+        "127.0.0.1:4242".into(),
+        Box::new(PanickingSm::default()),
+        fast_settings(),
+    )
+    .await
+    .expect("open");
+    node.initialize_single().await.expect("initialize");
+    node.wait_for_leader(WAIT).await.expect("leader");
+    let stopped = node.stopped();
+    tokio::pin!(stopped);
+    node.propose(command(1)).await.expect("propose");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), &mut stopped)
+            .await
+            .is_err(),
+        "pending while raft runs"
+    );
+    let _ = tokio::time::timeout(WAIT, node.propose(b"boom".to_vec())).await;
+    let e = tokio::time::timeout(WAIT, &mut stopped)
+        .await
+        .expect("raft reports its fatal state");
+    assert!(matches!(e, Error::Stopped(_)), "{e:?}");
+    let _ = node.shutdown().await;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = open_single(dir.path(), &RecordingSm::default(), fast_settings()).await;
+    let stopped = node.stopped();
+    node.shutdown().await.expect("shutdown");
+    let e = tokio::time::timeout(WAIT, stopped).await.expect("stopped");
+    assert!(matches!(e, Error::Stopped(_)), "{e:?}");
+}
