@@ -13,8 +13,8 @@ use tokio::task::JoinSet;
 
 use crate::agent::{Assignments, StatusReport, Worker};
 use crate::api::dispatcher::{self as pb, dispatcher_client::DispatcherClient};
-use crate::api::{from_json, to_json};
-use crate::model::{PortConfig, Task};
+use crate::api::to_json;
+use crate::manager::dispatcher::decode_assignments;
 
 /// What the agent needs to reach its dispatcher.
 pub struct SessionConfig {
@@ -199,7 +199,7 @@ async fn apply_assignments(
                 .await
                 .map_err(|e| e.message().to_string())?
                 .ok_or("assignments stream closed")?;
-            let a = decode(&node_id, msg)?;
+            let a = decode_assignments(&node_id, msg)?;
             let _ = latest_tx.send(a);
         }
     };
@@ -275,30 +275,4 @@ async fn upload_reports(
             .map_err(|e| format!("status update failed: {}", e.message()))?;
         pending.clear();
     }
-}
-
-fn decode(node_id: &str, msg: pb::AssignmentsMessage) -> Result<Assignments, String> {
-    let tasks = msg
-        .tasks_json
-        .iter()
-        .map(|j| from_json::<Task>("task", j).map_err(|e| e.message().to_string()))
-        .collect::<Result<Vec<_>, _>>()?;
-    let service_ports = msg
-        .service_ports_json
-        .iter()
-        .map(|(id, j)| {
-            from_json::<Vec<PortConfig>>("ports", j)
-                .map(|ports| (id.clone(), ports))
-                .map_err(|e| e.message().to_string())
-        })
-        .collect::<Result<_, _>>()?;
-    Ok(Assignments {
-        tasks,
-        secrets: msg.secrets.into_iter().map(|s| (s.id, s.data)).collect(),
-        configs: msg.configs.into_iter().map(|c| (c.id, c.data)).collect(),
-        service_names: msg.service_names.into_iter().collect(),
-        service_ports,
-        node_id: node_id.to_string(),
-        node_hostname: msg.node_hostname,
-    })
 }

@@ -2,7 +2,8 @@
 //!
 //! Files: `state` ([`ClusterState`]: tables and indexes, read accessors), `ops` ([`Op`], [`Batch`],
 //! [`Event`], [`Rejection`] and their versioned encodings), `apply` (deterministic, all-or-nothing apply of a
-//! batch), `snapshot` (whole-state snapshots), `watch` ([`Store`]: shared state, `view`, gap-free `watch`),
+//! batch), `snapshot` (whole-state snapshots), `watch` ([`Store`]: shared state, `view`, the copy-free `subscribe`
+//! and the gap-free `watch`),
 //! `machine` ([`StoreStateMachine`], the `raft::StateMachine` over the store).
 //!
 //! `raft` owns the consensus glue (log, snapshots, leadership); it knows nothing of the model types and
@@ -21,6 +22,8 @@ mod watch;
 mod prop_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod watch_tests;
 
 pub use machine::StoreStateMachine;
 pub use ops::{
@@ -28,4 +31,4 @@ pub use ops::{
     Commit, Event, Op, Rejection, FORMAT_VERSION,
 };
 pub use state::{ClusterState, ObjectKind};
-pub use watch::{Change, Store, WATCH_CAPACITY};
+pub use watch::{Change, Changes, Store, WATCH_CAPACITY};

@@ -1,12 +1,14 @@
-//! `Store`: the shared, lockable `ClusterState` plus a broadcast of what each applied batch changed. Readers
-//! use [`Store::view`]; controllers use [`Store::watch`] to get a snapshot and every later change, gap-free.
+//! `Store`: the shared, lockable `ClusterState` plus two feeds of its changes. Readers use [`Store::view`].
+//! Components that only need to know *that* something changed (the driver, the dispatcher's assignment
+//! streams) use [`Store::subscribe`]: a version counter bumped under the write lock, nothing copied, bursts
+//! coalesced, no change missed. Consumers that need a snapshot and every later event use [`Store::watch`].
 //!
 //! Must not: change the state except through `apply` (committed Raft entries, via the state machine) and
 //! `restore` (a Raft snapshot); must not block on subscribers (a lagging receiver is told it lagged).
 
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 
 use super::ops::{Applied, ApplyResponse, Batch, Commit};
 use super::state::ClusterState;
@@ -31,6 +33,39 @@ pub enum Change {
 pub struct Store {
     state: Arc<RwLock<ClusterState>>,
     changes: broadcast::Sender<Change>,
+    /// How many times the state changed (applied batches and restores); bumped under the write lock.
+    version: Arc<watch::Sender<u64>>,
+}
+
+/// A subscription to "the store changed" (see [`Store::subscribe`]): holds no state, only the last version
+/// it saw. Gap-free: a change made after the subscription (or after the last [`Changes::changed`]
+/// returned) always wakes the next `changed`; coalescing: any number of changes in between wake it once.
+#[derive(Debug)]
+pub struct Changes {
+    version: watch::Receiver<u64>,
+}
+
+impl Changes {
+    /// Waits until the store changed since this subscription was made or `changed` last returned, and
+    /// returns the store's version then (or since [`Changes::mark_seen`]). Read what you need *after* it returns: every change up to that
+    /// version is then visible. Waits forever once the store is gone (nothing can change any more).
+    pub async fn changed(&mut self) -> u64 {
+        if self.version.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+        *self.version.borrow_and_update()
+    }
+
+    /// Takes every change so far as seen: the next [`Changes::changed`] waits for a later one. Call it right
+    /// before reading the state a round works on.
+    pub fn mark_seen(&mut self) -> u64 {
+        *self.version.borrow_and_update()
+    }
+
+    /// Whether the store changed since the last [`Changes::changed`] (or the subscription), without waiting.
+    pub fn has_changed(&self) -> bool {
+        self.version.has_changed().unwrap_or(false)
+    }
 }
 
 impl Default for Store {
@@ -43,9 +78,11 @@ impl Store {
     /// A store holding `state`.
     pub fn new(state: ClusterState) -> Store {
         let (changes, _) = broadcast::channel(WATCH_CAPACITY);
+        let (version, _) = watch::channel(0);
         Store {
             state: Arc::new(RwLock::new(state)),
             changes,
+            version: Arc::new(version),
         }
     }
 
@@ -64,8 +101,21 @@ impl Store {
         f(&self.read())
     }
 
+    /// A subscription to changes from now on (nothing is copied; see [`Changes`]).
+    pub fn subscribe(&self) -> Changes {
+        let mut version = self.version.subscribe();
+        version.mark_unchanged();
+        Changes { version }
+    }
+
+    /// How many times the state changed so far (applied batches and restores).
+    pub fn version(&self) -> u64 {
+        *self.version.borrow()
+    }
+
     /// A copy of the current state and a receiver of every change after it, with no gap and no overlap: the
     /// copy is taken and the subscription made under one read lock, and changes are sent under the write lock.
+    /// This copies the whole state: use it only when the snapshot is needed ([`Store::subscribe`] otherwise).
     pub fn watch(&self) -> (ClusterState, broadcast::Receiver<Change>) {
         let state = self.read();
         let receiver = self.changes.subscribe();
@@ -78,6 +128,7 @@ impl Store {
         match state.apply_batch(index, batch) {
             Ok(events) => {
                 let changes = events.len();
+                self.version.send_modify(|v| *v += 1);
                 // No receivers is fine: nobody is watching.
                 let _ = self.changes.send(Change::Commit(Commit { index, events }));
                 Ok(Applied { index, changes })
@@ -90,6 +141,7 @@ impl Store {
     pub fn restore(&self, index: u64, state: ClusterState) {
         let mut current = self.write();
         *current = state;
+        self.version.send_modify(|v| *v += 1);
         let _ = self.changes.send(Change::Reset { index });
     }
 }

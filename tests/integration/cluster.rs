@@ -276,12 +276,18 @@ fn deploy_scale_heal_survive_kill9_and_remove() {
         (ps.matches("Failed").count() >= 2).then_some(ps)
     });
     assert!(ps.contains("exec: \"/definitely/not/a/command\""), "{ps}");
-    std::thread::sleep(Duration::from_secs(3));
-    let ps = d.ctl_ok(&["service", "ps", "demo_broken", "-q"]);
-    assert!(
-        ps.lines().count() <= 3,
-        "max_attempts bounds the retries: {ps}"
-    );
+    // max_attempts 2: the first task and two restarts, all failed, then nothing more. Record that history
+    // once it is complete; the end of the test (many seconds and manager rounds later, across a daemon
+    // restart) checks that it did not change.
+    let broken_history = wait_for(60, "broken: 3 tasks, all failed", || {
+        let ps = d.ctl_ok(&["service", "ps", "demo_broken"]);
+        let ids = d.ctl_ok(&["service", "ps", "demo_broken", "-q"]);
+        assert!(
+            ids.lines().count() <= 3,
+            "max_attempts bounds the retries: {ps}"
+        );
+        (ids.lines().count() == 3 && ps.matches("Failed").count() >= 3).then_some(ids)
+    });
 
     // logs show the secret was readable and the slot template expanded
     let logs = d.ctl_ok(&["service", "logs", "demo_app"]);
@@ -338,6 +344,13 @@ fn deploy_scale_heal_survive_kill9_and_remove() {
     assert_eq!(out.status.code(), Some(1));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("in use by the following service: demo_app")
+    );
+
+    // the broken service's history is as it was: no restart beyond max_attempts, however long we waited
+    assert_eq!(
+        d.ctl_ok(&["service", "ps", "demo_broken", "-q"]),
+        broken_history,
+        "max_attempts bounds the retries"
     );
 
     // remove the stack: every task process goes away and nothing is left on disk

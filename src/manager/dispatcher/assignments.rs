@@ -1,13 +1,17 @@
 //! What a node is told to run: every task the scheduler gave it (level-triggered: the complete set each time), the
 //! names of their services, and the secrets and configs those tasks reference — decrypted here, for this node only.
 //!
+//! Both ends of the wire live here: [`assignments_for`] builds the message (dispatcher side) and
+//! [`decode_assignments`] turns it into the worker's [`Assignments`] (agent side, `node::session`).
+//!
 //! Must not: include a secret that no task of the node uses.
 
 use std::collections::BTreeSet;
 
+use crate::agent::Assignments;
 use crate::api::dispatcher as pb;
-use crate::api::to_json;
-use crate::model::TaskState;
+use crate::api::{from_json, to_json};
+use crate::model::{PortConfig, Task, TaskState};
 use crate::secrets::DataKey;
 use crate::store::ClusterState;
 
@@ -81,12 +85,41 @@ pub fn assignments_for(
     }
 }
 
+/// The assignments message received by node `node_id` → what its worker runs.
+pub fn decode_assignments(
+    node_id: &str,
+    msg: pb::AssignmentsMessage,
+) -> Result<Assignments, String> {
+    let tasks = msg
+        .tasks_json
+        .iter()
+        .map(|j| from_json::<Task>("task", j).map_err(|e| e.message().to_string()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let service_ports = msg
+        .service_ports_json
+        .iter()
+        .map(|(id, j)| {
+            from_json::<Vec<PortConfig>>("ports", j)
+                .map(|ports| (id.clone(), ports))
+                .map_err(|e| e.message().to_string())
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(Assignments {
+        tasks,
+        secrets: msg.secrets.into_iter().map(|s| (s.id, s.data)).collect(),
+        configs: msg.configs.into_iter().map(|c| (c.id, c.data)).collect(),
+        service_names: msg.service_names.into_iter().collect(),
+        service_ports,
+        node_id: node_id.to_string(),
+        node_hostname: msg.node_hostname,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::from_json;
     use crate::manager::testutil::{creates, node, service, task, World};
-    use crate::model::{PortConfig, PortProtocol, PublishMode, ServiceMode};
+    use crate::model::{PortProtocol, PublishMode, ServiceMode};
 
     #[test]
     fn carries_the_published_ports_of_the_node_services() {
@@ -128,5 +161,10 @@ mod tests {
         let got: Vec<PortConfig> =
             from_json("ports", &msg.service_ports_json["web"]).expect("decodes");
         assert_eq!(got, ports);
+        let a = decode_assignments("n1", msg).expect("decodes");
+        assert_eq!(a.tasks.len(), 2);
+        assert_eq!(a.service_ports["web"], ports);
+        assert_eq!(a.service_names["db"], "db");
+        assert_eq!(a.node_id, "n1");
     }
 }

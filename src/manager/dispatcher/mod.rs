@@ -7,6 +7,7 @@
 //! no task using it.
 
 mod assignments;
+mod status;
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -25,7 +26,8 @@ use crate::store::{Op, Store};
 use crate::transport::PeerInfo;
 use crate::util::{IdSource, RandomIds};
 
-pub use assignments::assignments_for;
+pub use assignments::{assignments_for, decode_assignments};
+pub use status::status_ops;
 
 /// How many heartbeat periods without a heartbeat make a node down.
 const MISSED_HEARTBEATS: u32 = 3;
@@ -298,8 +300,10 @@ impl DispatcherApi for Dispatcher {
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         tokio::spawn(async move {
             let mut last: Option<pb::AssignmentsMessage> = None;
+            let mut changes = store.subscribe();
             loop {
-                let (_, mut changes) = store.watch();
+                // a change from here on wakes the wait below
+                changes.mark_seen();
                 let msg = store.view(|s| assignments_for(s, &node_id, &key));
                 if last.as_ref() != Some(&msg) {
                     if tx.send(Ok(msg.clone())).await.is_err() {
@@ -315,7 +319,7 @@ impl DispatcherApi for Dispatcher {
                         .unwrap_or(false)
                 };
                 tokio::select! {
-                    _ = changes.recv() => {}
+                    _ = changes.changed() => {}
                     _ = tokio::time::sleep(Duration::from_secs(5)) => {}
                 }
                 tokio::time::sleep(Duration::from_millis(10)).await;
@@ -341,28 +345,7 @@ impl DispatcherApi for Dispatcher {
             updates.push((u.task_id.clone(), status));
         }
         for _ in 0..5 {
-            let ops: Vec<Op> = self.store.view(|s| {
-                updates
-                    .iter()
-                    .filter_map(|(id, status)| {
-                        let task = s.task(id)?;
-                        if task.node_id.as_deref() != Some(node_id.as_str())
-                            || status.state < task.status.state
-                        {
-                            return None;
-                        }
-                        if &task.status == status {
-                            return None;
-                        }
-                        let mut updated = task.clone();
-                        updated.status = status.clone();
-                        Some(Op::UpdateTask {
-                            task: updated,
-                            expected_version: task.meta.version,
-                        })
-                    })
-                    .collect()
-            });
+            let ops = self.store.view(|s| status_ops(s, &node_id, &updates));
             if ops.is_empty() {
                 break;
             }

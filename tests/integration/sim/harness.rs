@@ -1,8 +1,9 @@
 //! The simulated cluster: one `Store` (batches applied directly at increasing log indexes, no Raft), the
-//! manager's controllers run in the driver's order on a `ManualClock`, and N nodes each with a real
-//! `agent::Worker` over its own `FakeExecutor`. Assignments go to the workers as the dispatcher builds them
-//! (`assignments_for`), status reports come back as `Op::UpdateTask` with the dispatcher's rules (only
-//! forward, only from the task's node, stale ones ignored). Nothing sleeps on wall time: the workers' tokio
+//! manager's controllers run by the driver's own round (`driver::round`, over this store) on a `ManualClock`,
+//! and N nodes each with a real `agent::Worker` over its own `FakeExecutor`. Assignments go to the workers
+//! through the dispatcher's and the agent's own functions (`assignments_for`, `decode_assignments`), status
+//! reports come back through the dispatcher's `status_ops` (only forward, only from the task's node, stale
+//! ones ignored). The harness has no copy of production rules. Nothing sleeps on wall time: the workers' tokio
 //! tasks progress by `yield_now` on the test's current-thread runtime.
 //!
 //! Every applied batch is checked against the invariants (see [`Sim::check_invariants`]).
@@ -12,12 +13,13 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
-use swarm::agent::{Assignments, StatusReport, Worker};
-use swarm::api::from_json;
+use swarm::agent::{StatusReport, Worker};
 use swarm::exec::fake::{FakeExecutor, HealthScript, Match, Outcome};
 use swarm::exec::RuntimeState;
-use swarm::manager::dispatcher::assignments_for;
-use swarm::manager::CONTROLLERS;
+use swarm::manager::dispatcher::{assignments_for, decode_assignments, status_ops};
+use swarm::manager::driver::{self, Backoff, Propose};
+use swarm::manager::proposer::ProposeError;
+use swarm::manager::{Controller, Plan};
 use swarm::model::{
     FileObjectSpec, Meta, Node, NodeAvailability, NodeDescription, NodeResources, NodeSpec,
     NodeState, NodeStatus, Platform, Secret, SecretData, Service, ServiceMode, ServiceSpec, Task,
@@ -25,7 +27,7 @@ use swarm::model::{
 };
 use swarm::secrets::DataKey;
 use swarm::store::ClusterState;
-use swarm::store::{Batch, Op, Store};
+use swarm::store::{Batch, BatchRejected, Op, Store};
 use swarm::util::{Clock, IdSource, ManualClock, Millis, SeqIds};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
@@ -69,6 +71,8 @@ pub struct Sim {
     seen: HashMap<String, (TaskState, TaskState)>,
     /// Plans the store refused (a controller computed them on the latest state: should not happen).
     pub rejected: Vec<String>,
+    /// The driver's per-controller backoff, kept across rounds as the driver keeps it.
+    backoff: Backoff,
 }
 
 /// A Ready, Active worker node.
@@ -115,28 +119,6 @@ pub fn service(name: &str, mode: ServiceMode) -> Service {
     }
 }
 
-/// The dispatcher's message → the worker's `Assignments` (what `node::session` does on the wire).
-fn decode(node_id: &str, msg: swarm::api::dispatcher::AssignmentsMessage) -> Assignments {
-    let tasks = msg
-        .tasks_json
-        .iter()
-        .map(|j| from_json::<Task>("task", j).expect("assigned task decodes"))
-        .collect();
-    Assignments {
-        tasks,
-        secrets: msg.secrets.into_iter().map(|s| (s.id, s.data)).collect(),
-        configs: msg.configs.into_iter().map(|c| (c.id, c.data)).collect(),
-        service_names: msg.service_names.into_iter().collect(),
-        service_ports: msg
-            .service_ports_json
-            .iter()
-            .map(|(id, j)| (id.clone(), from_json("ports", j).expect("ports decode")))
-            .collect(),
-        node_id: node_id.to_string(),
-        node_hostname: msg.node_hostname,
-    }
-}
-
 impl Sim {
     /// A cluster with `n` Ready, Active worker nodes `n1..=n{n}`. `name` prefixes the ids (the "seed").
     pub fn new(name: &str, n: usize) -> Sim {
@@ -157,6 +139,7 @@ impl Sim {
             steps: 0,
             seen: HashMap::new(),
             rejected: Vec::new(),
+            backoff: Backoff::default(),
         };
         for i in 1..=n {
             sim.add_node(&format!("n{i}"));
@@ -221,6 +204,10 @@ impl Sim {
 
     /// Applies `ops` as the next log entry; returns whether the store took it.
     pub fn try_apply(&mut self, ops: Vec<Op>) -> Result<(), String> {
+        self.try_apply_batch(ops).map_err(|e| e.to_string())
+    }
+
+    fn try_apply_batch(&mut self, ops: Vec<Op>) -> Result<(), BatchRejected> {
         let batch = Batch {
             ops,
             time: self.now(),
@@ -237,7 +224,7 @@ impl Sim {
                 }
                 Ok(())
             }
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(e),
         }
     }
 
@@ -378,21 +365,7 @@ impl Sim {
         let ops: Vec<Op> = self.store.view(|s| {
             latest
                 .values()
-                .filter_map(|(node, r)| {
-                    let task = s.task(&r.task_id)?;
-                    if task.node_id.as_deref() != Some(node.as_str())
-                        || r.status.state < task.status.state
-                        || task.status == r.status
-                    {
-                        return None;
-                    }
-                    let mut updated = task.clone();
-                    updated.status = r.status.clone();
-                    Some(Op::UpdateTask {
-                        task: updated,
-                        expected_version: task.meta.version,
-                    })
-                })
+                .flat_map(|(node, r)| status_ops(s, node, &[(r.task_id.clone(), r.status.clone())]))
                 .collect()
         });
         if ops.is_empty() {
@@ -404,35 +377,21 @@ impl Sim {
 
     /// One driver round: every controller on the latest state, its plan applied at once. Returns whether
     /// anything changed.
-    fn run_controllers(&mut self) -> bool {
-        let mut changed = false;
-        for (name, controller) in CONTROLLERS {
-            let now = self.now();
-            let ids: &mut dyn IdSource = &mut self.ids;
-            let plan = self.store.view(|s| controller(s, now, ids));
-            if plan.ops.is_empty() {
-                continue;
-            }
-            let summary = format!("{name}: {:?}", plan.ops);
-            match self.try_apply(plan.ops) {
-                Ok(()) => {
-                    changed = true;
-                    self.check_replicas();
-                }
-                Err(e) => self.rejected.push(format!("{e} <- {summary}")),
-            }
-        }
-        changed
+    async fn run_controllers(&mut self) -> bool {
+        let mut backoff = std::mem::take(&mut self.backoff);
+        let round = driver::round(self, &mut backoff).await;
+        self.backoff = backoff;
+        round.applied > 0
     }
 
     /// Sends every connected node its complete assignments.
     async fn deliver(&mut self) {
-        let state = self.store.view(|s| s.clone());
         for (id, n) in &self.nodes {
             if !n.connected {
                 continue;
             }
-            let a = decode(id, assignments_for(&state, id, &self.key));
+            let msg = self.store.view(|s| assignments_for(s, id, &self.key));
+            let a = decode_assignments(id, msg).expect("assignments decode");
             if let Err(e) = n.worker.assign(a).await {
                 panic!("assign on {id}: {e}");
             }
@@ -453,7 +412,7 @@ impl Sim {
         for _ in 0..MAX_ROUNDS {
             let reports = self.settle_agents().await;
             let mut changed = self.apply_reports(reports);
-            changed |= self.run_controllers();
+            changed |= self.run_controllers().await;
             self.deliver().await;
             let reports = self.settle_agents().await;
             changed |= self.apply_reports(reports);
@@ -674,5 +633,37 @@ impl Sim {
 
     pub fn fail(&self, why: &str) -> ! {
         panic!("{why}\n{}", self.dump());
+    }
+}
+
+/// The driver's round over the simulated store: plans on the latest state, batches applied at the next
+/// index, a refused one recorded in [`Sim::rejected`].
+impl Propose for Sim {
+    fn now(&self) -> Millis {
+        self.clock.now()
+    }
+
+    fn plan(&mut self, controller: Controller, now: Millis) -> Plan {
+        let ids: &mut dyn IdSource = &mut self.ids;
+        self.store.view(|s| controller(s, now, ids))
+    }
+
+    fn propose(
+        &mut self,
+        name: &'static str,
+        ops: Vec<Op>,
+    ) -> impl std::future::Future<Output = Result<(), ProposeError>> + Send {
+        let summary = format!("{name}: {ops:?}");
+        let result = match self.try_apply_batch(ops) {
+            Ok(()) => {
+                self.check_replicas();
+                Ok(())
+            }
+            Err(e) => {
+                self.rejected.push(format!("{e} <- {summary}"));
+                Err(ProposeError::Rejected(e))
+            }
+        };
+        std::future::ready(result)
     }
 }

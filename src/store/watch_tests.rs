@@ -1,0 +1,142 @@
+//! Tests of the copy-free change subscription ([`Store::subscribe`]): no lost wake-ups, coalescing, restores.
+
+use std::time::Duration;
+
+use super::tests::{batch, service};
+use super::*;
+
+fn create(store: &Store, index: u64) {
+    let id = format!("s{index}");
+    store
+        .apply(
+            index,
+            &batch(index, vec![Op::CreateService(service(&id, &id))]),
+        )
+        .expect("applied");
+}
+
+/// Whether `changed` resolves within a short (paused-time) wait.
+async fn wakes(changes: &mut Changes) -> Option<u64> {
+    tokio::time::timeout(Duration::from_millis(50), changes.changed())
+        .await
+        .ok()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_change_after_subscribing_wakes_the_subscriber_earlier_ones_do_not() {
+    let store = Store::default();
+    create(&store, 1);
+    let mut changes = store.subscribe();
+    assert!(
+        !changes.has_changed(),
+        "changes before subscribing are not news"
+    );
+    assert_eq!(wakes(&mut changes).await, None);
+    create(&store, 2);
+    assert!(changes.has_changed());
+    assert_eq!(wakes(&mut changes).await, Some(2));
+    assert_eq!(store.version(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_burst_of_changes_wakes_once_with_the_latest_version() {
+    let store = Store::default();
+    let mut changes = store.subscribe();
+    for i in 1..=5 {
+        create(&store, i);
+    }
+    assert_eq!(wakes(&mut changes).await, Some(5));
+    assert!(!changes.has_changed());
+    assert_eq!(
+        wakes(&mut changes).await,
+        None,
+        "coalesced into one wake-up"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_change_while_the_subscriber_is_busy_is_not_lost() {
+    let store = Store::default();
+    let mut changes = store.subscribe();
+    create(&store, 1);
+    assert_eq!(wakes(&mut changes).await, Some(1));
+    // the subscriber reads the state, and meanwhile another batch lands: the next wait returns at once
+    let seen = store.view(|s| s.applied_index());
+    create(&store, 2);
+    assert_eq!(seen, 1);
+    assert_eq!(wakes(&mut changes).await, Some(2));
+    assert_eq!(store.view(|s| s.applied_index()), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn rejected_batches_do_not_wake_restores_do() {
+    let store = Store::default();
+    create(&store, 1);
+    let mut changes = store.subscribe();
+    // the same index again is refused: nothing changed
+    assert!(store
+        .apply(1, &batch(1, vec![Op::CreateService(service("x", "x"))]))
+        .is_err());
+    assert_eq!(wakes(&mut changes).await, None);
+    store.restore(7, ClusterState::new());
+    assert_eq!(wakes(&mut changes).await, Some(2));
+}
+
+/// A writer on another thread applies batches while the subscriber loops "wait, then read": the last read
+/// always sees the last batch (no wake-up lost between a read and the next wait).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_change_is_always_seen_under_concurrency() {
+    const N: u64 = 300;
+    let store = Store::default();
+    let mut changes = store.subscribe();
+    let writer = {
+        let store = store.clone();
+        std::thread::spawn(move || {
+            for i in 1..=N {
+                create(&store, i);
+                if i % 7 == 0 {
+                    std::thread::yield_now();
+                }
+            }
+        })
+    };
+    let mut wakeups = 0;
+    loop {
+        let version = tokio::time::timeout(Duration::from_secs(10), changes.changed())
+            .await
+            .expect("the last change wakes the subscriber");
+        wakeups += 1;
+        let index = store.view(|s| s.applied_index());
+        assert!(index >= version, "what is read is at least what woke us");
+        if index == N {
+            break;
+        }
+    }
+    writer.join().expect("writer");
+    assert!(wakeups <= N);
+}
+
+#[test]
+fn dropping_the_store_leaves_subscribers_waiting_not_spinning() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let mut changes = Store::default().subscribe();
+        assert_eq!(wakes(&mut changes).await, None);
+    });
+}
+
+#[tokio::test(start_paused = true)]
+async fn mark_seen_takes_earlier_changes_as_read() {
+    let store = Store::default();
+    let mut changes = store.subscribe();
+    create(&store, 1);
+    create(&store, 2);
+    assert_eq!(changes.mark_seen(), 2);
+    assert_eq!(wakes(&mut changes).await, None);
+    create(&store, 3);
+    assert_eq!(wakes(&mut changes).await, Some(3));
+}
