@@ -5,8 +5,7 @@
 
 use std::path::PathBuf;
 
-use hyper_util::rt::TokioIo;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::api::control::control_client::ControlClient;
 
@@ -35,16 +34,7 @@ pub async fn connect(host: &str) -> Result<ControlClient<Channel>, String> {
         }
     };
     let shown = host.to_string();
-    let endpoint = Endpoint::try_from("http://swarmd.local").map_err(|e| e.to_string())?;
-    let channel = endpoint
-        .connect_with_connector(tower::service_fn(move |_| {
-            let path = path.clone();
-            async move {
-                tokio::net::UnixStream::connect(path)
-                    .await
-                    .map(TokioIo::new)
-            }
-        }))
+    let channel = crate::transport::unix_channel(path)
         .await
         .map_err(|e| {
             let detail = std::error::Error::source(&e)

@@ -53,9 +53,8 @@ impl Executor for SlowExecutor {
 }
 
 async fn nodes(socket: &std::path::Path) -> Option<Vec<Node>> {
-    let mut client = crate::cli::client::connect(&format!("unix://{}", socket.display()))
-        .await
-        .ok()?;
+    let channel = crate::transport::unix_channel(socket.to_path_buf()).await.ok()?;
+    let mut client = crate::api::control::control_client::ControlClient::new(channel);
     let list = client.list_nodes(Empty {}).await.ok()?.into_inner();
     list.json
         .iter()

@@ -1,8 +1,10 @@
-//! Tests of the copy-free change subscription ([`Store::subscribe`]): no lost wake-ups, coalescing, restores.
+//! Tests of the change feeds: the copying `watch` (every event after its snapshot, gap-free under concurrent
+//! apply) and the copy-free subscription ([`Store::subscribe`]): no lost wake-ups, coalescing, restores.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
-use super::tests::{batch, service};
+use super::tests::{batch, service, task};
 use super::*;
 
 fn create(store: &Store, index: u64) {
@@ -139,4 +141,79 @@ async fn mark_seen_takes_earlier_changes_as_read() {
     assert_eq!(wakes(&mut changes).await, None);
     create(&store, 3);
     assert_eq!(wakes(&mut changes).await, Some(3));
+}
+
+#[test]
+fn watch_gets_every_event_after_its_snapshot() {
+    let store = Store::default();
+    store
+        .apply(1, &batch(1, vec![Op::CreateService(service("s1", "web"))]))
+        .expect("applied");
+    let (snapshot, mut rx) = store.watch();
+    assert_eq!(snapshot.applied_index(), 1);
+    assert!(snapshot.service("s1").is_some());
+    store
+        .apply(
+            2,
+            &batch(2, vec![Op::CreateTask(task("t1", "s1", 1, None))]),
+        )
+        .expect("applied");
+    store
+        .apply(3, &batch(3, vec![Op::DeleteTask { id: "t1".into() }]))
+        .expect("applied");
+    let rejected = store.apply(4, &batch(4, vec![Op::DeleteTask { id: "t1".into() }]));
+    assert!(rejected.is_err());
+    let got: Vec<Change> = std::iter::from_fn(|| rx.try_recv().ok()).collect();
+    assert_eq!(
+        got,
+        [
+            Change::Commit(Commit {
+                index: 2,
+                events: vec![Event::Created {
+                    kind: ObjectKind::Task,
+                    id: "t1".into()
+                }]
+            }),
+            Change::Commit(Commit {
+                index: 3,
+                events: vec![Event::Deleted {
+                    kind: ObjectKind::Task,
+                    id: "t1".into()
+                }]
+            }),
+        ]
+    );
+}
+
+#[test]
+fn watch_is_gap_free_under_concurrent_apply() {
+    const N: u64 = 300;
+    let store = Store::default();
+    let writer = store.clone();
+    let handle = std::thread::spawn(move || {
+        for i in 1..=N {
+            let op = Op::CreateTask(task(&format!("t{i:04}"), "s", i, None));
+            writer.apply(i, &batch(i, vec![op])).expect("applied");
+        }
+    });
+    // Watch somewhere in the middle of the writes.
+    while store.view(|s| s.applied_index()) < N / 3 {
+        std::thread::yield_now();
+    }
+    let (snapshot, mut rx) = store.watch();
+    handle.join().expect("writer");
+    let mut seen: BTreeSet<String> = snapshot.tasks().map(|t| t.id.clone()).collect();
+    let mut last = snapshot.applied_index();
+    while let Ok(Change::Commit(commit)) = rx.try_recv() {
+        assert_eq!(commit.index, last + 1, "no gap, no overlap");
+        last = commit.index;
+        for e in commit.events {
+            assert!(
+                seen.insert(e.id().to_owned()),
+                "event already in the snapshot"
+            );
+        }
+    }
+    assert_eq!(last, N);
+    assert_eq!(seen.len() as u64, N);
 }

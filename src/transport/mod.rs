@@ -119,6 +119,17 @@ pub fn tls_incoming(
     tokio_stream::wrappers::ReceiverStream::new(rx)
 }
 
+/// A gRPC channel over the unix socket at `path` (the local control API); the error is tonic's, for the caller
+/// to word.
+pub async fn unix_channel(path: std::path::PathBuf) -> Result<Channel, tonic::transport::Error> {
+    Endpoint::from_static("http://swarmd.local")
+        .connect_with_connector(tower::service_fn(move |_| {
+            let path = path.clone();
+            async move { UnixStream::connect(path).await.map(TokioIo::new) }
+        }))
+        .await
+}
+
 /// A gRPC channel to `addr` (`host:port`) over mutual TLS with `config`; the server certificate must name `host`.
 pub async fn tls_channel(addr: &str, config: Arc<rustls::ClientConfig>) -> Result<Channel, String> {
     let host = addr
