@@ -309,7 +309,10 @@ async fn temporary_errors_retry_on_resync_and_logs_pass_through() {
     exec.set_unavailable(true);
     h.assign(&[task("a", "s1", 1)]).await;
     h.until("a", TaskState::Preparing).await;
-    eventually("runner forgotten", || h.worker.shared.runners().is_empty()).await;
+    eventually("runner forgotten", || {
+        h.worker.shared.runner_ids().is_empty()
+    })
+    .await;
     exec.set_unavailable(false);
     h.worker.resync().await.expect("resync");
     h.until("a", TaskState::Running).await;
