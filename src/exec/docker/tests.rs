@@ -496,7 +496,7 @@ async fn resource_limits_are_set_on_the_container() {
         assert_eq!(seen.trim(), (64u64 << 20).to_string());
     }
     // An adopted controller reads the limits back from the container.
-    let back = controller::spec_of(&id, &info).expect("spec of");
+    let back = container::spec_of(&id, &info).expect("spec of");
     assert_eq!(
         back.limits,
         Limits {
@@ -520,7 +520,7 @@ async fn resource_limits_are_set_on_the_container() {
     assert!(host.memory.unwrap_or(0) == 0, "{:?}", host.memory);
     assert!(host.pids_limit.unwrap_or(0) <= 0, "{:?}", host.pids_limit);
     assert_eq!(
-        controller::spec_of(&id, &info).unwrap().limits,
+        container::spec_of(&id, &info).unwrap().limits,
         Limits::default()
     );
     remove(&exec, ctl.as_ref()).await;
@@ -595,7 +595,7 @@ async fn published_ports_are_bound_on_the_node() {
     assert_eq!(host_port("8080/tcp").as_deref(), Some(""));
     assert_eq!(host_port("9000/udp"), Some(fixed.to_string()));
     assert_eq!(host_port("9001/tcp"), Some(mesh.to_string()));
-    let back = controller::spec_of(&id, &info).unwrap();
+    let back = container::spec_of(&id, &info).unwrap();
     assert_eq!(back.ports.len(), 3, "{:?}", back.ports);
     assert!(back.ports.contains(&PublishedPort {
         target: 9000,
