@@ -11,6 +11,7 @@
 pub mod health;
 pub mod report;
 mod runner;
+mod shared;
 pub mod spec;
 pub mod templates;
 pub mod worker;

@@ -18,7 +18,7 @@ use crate::model::{TaskHealth, TaskState};
 
 use super::health::{HealthCheck, Monitor, Verdict};
 use super::report::{exit_code_of, exit_report, Detail};
-use super::worker::Shared;
+use super::shared::{Desired, Shared};
 
 /// Pause before waiting again after a temporary runtime error while a task runs.
 const WAIT_RETRY: Duration = Duration::from_secs(1);
@@ -26,28 +26,6 @@ const WAIT_RETRY: Duration = Duration::from_secs(1);
 const CHECK_SLACK: Duration = Duration::from_secs(5);
 /// Docker's error for a task stopped because its health check failed.
 pub(crate) const UNHEALTHY: &str = "task: unhealthy container";
-
-/// What the manager wants of a task, as far as the runner is concerned (ordered: it only grows).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) enum Desired {
-    /// Run it (desired Running, or Complete for jobs).
-    Run,
-    /// Stop it, keep its directory (logs).
-    Shutdown,
-    /// Stop it and delete everything it left.
-    Remove,
-}
-
-impl Desired {
-    /// The runner's view of a task's desired state.
-    pub(crate) fn of(state: TaskState) -> Desired {
-        match state {
-            s if s <= TaskState::Running || s == TaskState::Complete => Desired::Run,
-            TaskState::Remove => Desired::Remove,
-            _ => Desired::Shutdown,
-        }
-    }
-}
 
 /// How the runner gets its controller.
 pub(crate) enum Start {

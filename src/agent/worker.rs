@@ -9,21 +9,19 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
 use thiserror::Error;
-use tokio::sync::{mpsc::UnboundedSender, watch};
-use tokio::task::AbortHandle;
+use tokio::sync::mpsc::UnboundedSender;
 
-use crate::exec::process::LOST_MESSAGE;
-use crate::exec::{ExecError, Executor, LogLines, LogOptions, ProcessSpec, TaskInfo};
+use crate::exec::{ExecError, Executor, LogLines, LogOptions, ProcessSpec, TaskInfo, LOST_MESSAGE};
 use crate::model::{PortConfig, Task, TaskState};
 use crate::util::Clock;
 
 use super::health::{health_check, HealthCheck};
 use super::report::{Detail, Reporter, StatusReport};
-use super::runner::{self, Desired, Start};
+use super::runner::{self, Start};
+use super::shared::{Desired, Shared};
 use super::spec::{process_spec, SpecError, TaskContext};
 
 /// Everything assigned to this node: always the complete set (each call replaces the last).
@@ -73,53 +71,6 @@ pub enum WorkerError {
     List(#[source] ExecError),
 }
 
-/// One runner as the worker sees it.
-struct RunnerHandle {
-    gen: u64,
-    desired: watch::Sender<Desired>,
-    abort: Option<AbortHandle>,
-}
-
-/// What the worker and its runners share.
-pub(crate) struct Shared {
-    pub(crate) executor: Arc<dyn Executor>,
-    pub(crate) reporter: Reporter,
-    runners: Mutex<HashMap<String, RunnerHandle>>,
-    next_gen: AtomicU64,
-}
-
-impl Shared {
-    fn runners(&self) -> MutexGuard<'_, HashMap<String, RunnerHandle>> {
-        // Every update is one insert, remove or field assignment: consistent after a panic.
-        self.runners.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Called by a runner when it ends: drops its entry unless a newer runner took the id.
-    pub(crate) fn forget(&self, task_id: &str, gen: u64) {
-        let mut runners = self.runners();
-        if runners.get(task_id).is_some_and(|r| r.gen == gen) {
-            runners.remove(task_id);
-        }
-    }
-
-    /// Raises the desired state of an existing runner; false when there is none.
-    fn steer(&self, task_id: &str, want: Desired) -> bool {
-        match self.runners().get(task_id) {
-            Some(r) => {
-                r.desired.send_if_modified(|d| {
-                    let raise = want > *d;
-                    if raise {
-                        *d = want;
-                    }
-                    raise
-                });
-                true
-            }
-            None => false,
-        }
-    }
-}
-
 /// Converges the local runtime to the node's assignments. Dropping it abandons the runners but
 /// leaves the tasks running (like a daemon crash); a new worker adopts them.
 pub struct Worker {
@@ -136,12 +87,7 @@ impl Worker {
         reports: UnboundedSender<StatusReport>,
     ) -> Self {
         Worker {
-            shared: Arc::new(Shared {
-                executor,
-                reporter: Reporter::new(clock, reports),
-                runners: Mutex::new(HashMap::new()),
-                next_gen: AtomicU64::new(1),
-            }),
+            shared: Arc::new(Shared::new(executor, Reporter::new(clock, reports))),
             assigning: tokio::sync::Mutex::new(None),
         }
     }
@@ -226,20 +172,14 @@ impl Worker {
                 reporter.report(&task.id, TaskState::Shutdown, Detail::message("shutdown"));
             }
         }
-        let unassigned: Vec<String> = self
-            .shared
-            .runners()
-            .keys()
-            .filter(|id| !assigned.contains(id.as_str()))
-            .cloned()
-            .collect();
-        for id in unassigned {
-            self.shared.steer(&id, Desired::Remove);
+        for id in self.shared.runner_ids() {
+            if !assigned.contains(id.as_str()) {
+                self.shared.steer(&id, Desired::Remove);
+            }
         }
         if let Some(known) = &known {
             for id in known.keys() {
-                let has_runner = self.shared.runners().contains_key(*id);
-                if !assigned.contains(id) && !has_runner {
+                if !assigned.contains(id) && !self.shared.has_runner(id) {
                     tracing::info!(task_id = id, "removing a task that is no longer assigned");
                     self.spawn(id, Desired::Remove, Start::Adopt { respec: None }, None);
                 }
@@ -275,16 +215,7 @@ impl Worker {
     }
 
     fn spawn(&self, task_id: &str, want: Desired, start: Start, health: Option<HealthCheck>) {
-        let gen = self.shared.next_gen.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = watch::channel(want);
-        self.shared.runners().insert(
-            task_id.to_string(),
-            RunnerHandle {
-                gen,
-                desired: tx,
-                abort: None,
-            },
-        );
+        let (gen, rx) = self.shared.register(task_id, want);
         let handle = tokio::spawn(runner::run(
             self.shared.clone(),
             task_id.to_string(),
@@ -293,24 +224,13 @@ impl Worker {
             health,
             rx,
         ));
-        if let Some(r) = self
-            .shared
-            .runners()
-            .get_mut(task_id)
-            .filter(|r| r.gen == gen)
-        {
-            r.abort = Some(handle.abort_handle());
-        }
+        self.shared.set_abort(task_id, gen, handle.abort_handle());
     }
 }
 
 impl Drop for Worker {
     fn drop(&mut self) {
-        for r in self.shared.runners().values() {
-            if let Some(a) = &r.abort {
-                a.abort();
-            }
-        }
+        self.shared.abort_all();
     }
 }
 

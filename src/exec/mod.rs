@@ -194,6 +194,10 @@ pub struct ExitStatus {
     pub error: Option<String>,
 }
 
+/// The error of a task that is gone without a trace: neither it nor an exit status can be found (the process
+/// executor's wording). The agent reports it too, for a task it started that the runtime no longer lists.
+pub const LOST_MESSAGE: &str = "task process disappeared";
+
 /// Exit code Docker reports when the command cannot be found.
 pub const EXIT_NOT_FOUND: i32 = 127;
 /// Exit code Docker reports when the command cannot be executed.

@@ -1,6 +1,6 @@
-//! Stored objects besides services, tasks and nodes: object metadata (`Meta`), secrets, configs, networks,
-//! stacks (a server object with revisions), the cluster object with its settings, and restart histories (so
-//! restart limits survive leader changes).
+//! Stored objects besides services, tasks and nodes: secrets, configs, networks, stacks (a server object with
+//! revisions), the cluster object with its settings, and restart histories (so restart limits survive leader
+//! changes). Object metadata (`Meta`) is in [`super::meta`].
 //!
 //! Must not: encrypt or decrypt (that is `secrets`), read a clock or generate ids (they are passed in).
 
@@ -8,16 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use super::objects::{FileObjectSpec, NetworkSpec};
 
-/// Metadata every stored object carries; set by the store when it applies an entry.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Meta {
-    /// The Raft log index of the entry that last changed the object (increases monotonically).
-    pub version: u64,
-    /// When the object was created (unix millis, the proposer's time).
-    pub created_at: u64,
-    /// When the object was last changed (unix millis, the proposer's time).
-    pub updated_at: u64,
-}
+/// `Meta` lives in [`super::meta`]; kept here so `model::cluster::Meta` still names it.
+pub use super::meta::Meta;
 
 /// A secret. The store only ever holds ciphertext in `spec.data`: the proposer encrypts before it proposes
 /// (DESIGN invariant 7), so the Raft log and snapshots never contain plaintext secrets.

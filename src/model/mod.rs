@@ -5,6 +5,7 @@
 
 pub mod cluster;
 pub mod constraint;
+pub mod meta;
 pub mod node;
 pub mod objects;
 pub mod plan;
@@ -13,6 +14,7 @@ pub mod task;
 
 pub use cluster::*;
 pub use constraint::{Constraint, ConstraintOp};
+pub use meta::Meta;
 pub use node::*;
 pub use objects::*;
 pub use plan::*;

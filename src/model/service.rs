@@ -430,7 +430,7 @@ pub struct Service {
     /// Service id.
     pub id: String,
     /// Version and timestamps, set by the store on apply.
-    pub meta: super::cluster::Meta,
+    pub meta: super::meta::Meta,
     /// What the service should be.
     pub spec: ServiceSpec,
     /// Bumped by the proposer each time `spec` changes; tasks with a lower `spec_version` are outdated.

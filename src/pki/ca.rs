@@ -16,16 +16,13 @@ use sha2::{Digest, Sha256};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use super::node_cert::NodeCertSpec;
-use super::{set_validity, PkiError};
+use super::{cert_der_from_pem, set_validity, PkiError, BACKDATE};
 
 /// Subject common name of the root CA, as in Swarm.
 pub const CA_COMMON_NAME: &str = "swarm-ca";
 
 /// Root CA validity: 20 years, as in Swarm.
 pub const CA_VALIDITY: Duration = Duration::from_secs(20 * 365 * 24 * 60 * 60);
-
-/// How far certificates are backdated to tolerate clock skew between nodes.
-pub(crate) const BACKDATE: Duration = Duration::from_secs(60 * 60);
 
 /// SHA-256 of the DER-encoded CA certificate: what a joining node pins before trusting the CA.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -241,18 +238,6 @@ impl RootCa {
             .map_err(PkiError::rcgen("sign node certificate"))?;
         Ok(cert.pem())
     }
-}
-
-/// Parses the first certificate in a PEM string (e.g. the CA certificate a node was given).
-pub fn cert_der_from_pem(
-    pem: &str,
-    what: &'static str,
-) -> Result<CertificateDer<'static>, PkiError> {
-    use rustls_pki_types::pem::PemObject;
-    CertificateDer::from_pem_slice(pem.as_bytes()).map_err(|e| PkiError::Parse {
-        what,
-        detail: e.to_string(),
-    })
 }
 
 /// A random positive 128-bit serial number.

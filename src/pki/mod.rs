@@ -22,7 +22,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-pub use ca::{cert_der_from_pem, CaDigest, RootCa, CA_COMMON_NAME, CA_VALIDITY};
+pub use ca::{CaDigest, RootCa, CA_COMMON_NAME, CA_VALIDITY};
 pub use node_cert::{
     needs_renewal, renewal_time, NodeCertSpec, NodeCredentials, NodeIdentity, NodeKey,
     NODE_CERT_VALIDITY,
@@ -180,6 +180,21 @@ impl PkiError {
     fn parse(what: &'static str) -> impl FnOnce(String) -> PkiError {
         move |detail| PkiError::Parse { what, detail }
     }
+}
+
+/// How far certificates are backdated to tolerate clock skew between nodes.
+pub(crate) const BACKDATE: Duration = Duration::from_secs(60 * 60);
+
+/// Parses the first certificate in a PEM string (e.g. the CA certificate a node was given).
+pub fn cert_der_from_pem(
+    pem: &str,
+    what: &'static str,
+) -> Result<rustls_pki_types::CertificateDer<'static>, PkiError> {
+    use rustls_pki_types::pem::PemObject;
+    rustls_pki_types::CertificateDer::from_pem_slice(pem.as_bytes()).map_err(|e| PkiError::Parse {
+        what,
+        detail: e.to_string(),
+    })
 }
 
 /// Seconds since the Unix epoch (negative before it), for certificate arithmetic.

@@ -16,8 +16,9 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use x509_parser::prelude::{FromDer, X509Certificate};
 use x509_parser::x509::AttributeTypeAndValue;
 
-use super::ca::{cert_der_from_pem, BACKDATE};
-use super::{from_unix_secs, set_validity, unix_secs, NodeRole, PkiError};
+use super::{
+    cert_der_from_pem, from_unix_secs, set_validity, unix_secs, NodeRole, PkiError, BACKDATE,
+};
 
 /// Node certificate validity: 90 days, Swarm's default.
 pub const NODE_CERT_VALIDITY: Duration = Duration::from_secs(90 * 24 * 60 * 60);

@@ -8,46 +8,13 @@
 
 use std::fs;
 use std::io;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
+use crate::exec::files::{self, check_task_id, container_target, io_err, FileKind};
 use crate::exec::{ExecError, FileMount};
 
-pub(crate) use crate::exec::files::FileKind;
-use crate::exec::files::{io_err, mount_tmpfs, unmount_all, write_file};
-
-/// The absolute path of a secret or config inside the container: relative secret targets live
-/// in `/run/secrets/`, relative config targets in `/` (Docker's defaults).
-pub(crate) fn container_target(target: &str, kind: FileKind) -> Result<String, String> {
-    let base = match kind {
-        FileKind::Secret => "/run/secrets",
-        FileKind::Config => "/",
-    };
-    let joined = Path::new(base).join(target);
-    let mut out = PathBuf::from("/");
-    for c in joined.components() {
-        match c {
-            Component::Normal(p) => out.push(p),
-            Component::RootDir | Component::CurDir => {}
-            Component::ParentDir | Component::Prefix(_) => {
-                return Err(format!("target {target:?} must not contain '..'"));
-            }
-        }
-    }
-    if out == Path::new("/") || out == Path::new("/run/secrets") {
-        return Err(format!("target {target:?} names no file"));
-    }
-    Ok(out.display().to_string())
-}
-
-fn task_id_ok(task_id: &str) -> bool {
-    !task_id.is_empty()
-        && task_id.len() <= 128
-        && task_id != "."
-        && task_id != ".."
-        && task_id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-}
+/// The prefix of the `/dev/shm` directory holding secrets when not root (see [`files::shm_base`]).
+const SHM_PREFIX: &str = "swarm-docker";
 
 /// The host directories of one task.
 #[derive(Clone, Debug)]
@@ -60,19 +27,12 @@ pub(crate) struct TaskFiles {
 impl TaskFiles {
     /// Paths for `task_id` under `root`, refusing ids that could escape it.
     pub(crate) fn new(root: &Path, task_id: &str, is_root: bool) -> Result<Self, ExecError> {
-        if !task_id_ok(task_id) {
-            return Err(ExecError::InvalidSpec {
-                task: task_id.to_string(),
-                message: "task id must be 1-128 characters of [A-Za-z0-9._-]".into(),
-            });
-        }
+        check_task_id(task_id)?;
         let dir = root.join(task_id);
         let secrets = if is_root {
             dir.join("secrets")
         } else {
-            PathBuf::from("/dev/shm")
-                .join(format!("swarm-docker-{}", nix::unistd::geteuid()))
-                .join(task_id)
+            files::shm_base(SHM_PREFIX).join(task_id)
         };
         Ok(TaskFiles {
             dir,
@@ -103,38 +63,34 @@ impl TaskFiles {
         Ok(binds)
     }
 
+    /// The secrets directory: a tmpfs on `<root>/<task_id>/secrets` when root, else
+    /// `/dev/shm/swarm-docker-<uid>/<task_id>`.
     fn setup_secrets_dir(&self) -> Result<(), ExecError> {
         let s = &self.secrets;
-        if self.is_root {
-            return mount_tmpfs(s);
-        }
-        fs::create_dir_all(s).map_err(io_err(format!("creating {}", s.display())))
+        files::setup_secrets_dir(s, self.is_root, SHM_PREFIX, |_| {
+            fs::create_dir_all(s).map_err(io_err(format!("creating {}", s.display())))
+        })
     }
 
+    /// Writes `files` under `base` as `0`, `1`, ...; returns their binds to their container targets.
     fn write_files(
         &self,
         base: &Path,
         files: &[FileMount],
         kind: FileKind,
     ) -> Result<Vec<String>, ExecError> {
-        fs::create_dir_all(base).map_err(io_err(format!("creating {}", base.display())))?;
-        let mut binds = Vec::new();
-        for (i, f) in files.iter().enumerate() {
-            let target =
-                container_target(&f.target, kind).map_err(|message| ExecError::InvalidSpec {
-                    task: base.display().to_string(),
-                    message,
-                })?;
-            let path = base.join(i.to_string());
-            write_file(&path, f, self.is_root)?;
-            binds.push(format!("{}:{target}:ro", path.display()));
-        }
-        Ok(binds)
+        let written = files::write_files(base, files, self.is_root, |i, f| {
+            container_target(&f.target, kind).map(|target| (PathBuf::from(i.to_string()), target))
+        })?;
+        Ok(written
+            .into_iter()
+            .map(|(path, target)| format!("{}:{target}:ro", path.display()))
+            .collect())
     }
 
     /// Removes everything: unmounts the secrets tmpfs, deletes the directories. Idempotent.
     pub(crate) fn remove(&self) -> Result<(), ExecError> {
-        unmount_all(&self.secrets)?;
+        files::teardown_secrets(&self.secrets)?;
         for d in [&self.secrets, &self.dir] {
             match fs::remove_dir_all(d) {
                 Ok(()) => {}
@@ -143,26 +99,5 @@ impl TaskFiles {
             }
         }
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn targets_land_where_docker_puts_them() {
-        for (t, kind, want) in [
-            ("db_pass", FileKind::Secret, "/run/secrets/db_pass"),
-            ("/run/secrets/x", FileKind::Secret, "/run/secrets/x"),
-            ("/etc/app/key", FileKind::Secret, "/etc/app/key"),
-            ("app.conf", FileKind::Config, "/app.conf"),
-            ("/etc/nginx/n.conf", FileKind::Config, "/etc/nginx/n.conf"),
-        ] {
-            assert_eq!(container_target(t, kind), Ok(want.to_string()), "{t}");
-        }
-        assert!(container_target("../etc/passwd", FileKind::Secret).is_err());
-        assert!(container_target("", FileKind::Secret).is_err());
-        assert!(container_target("/", FileKind::Config).is_err());
     }
 }

@@ -15,6 +15,7 @@
 //! Must not: write secret data to persistent disk, touch containers without the task label, or
 //! know the model or store types.
 
+mod container;
 mod controller;
 mod files;
 mod logs;
@@ -141,7 +142,7 @@ impl DockerExecutor {
             out.push(TaskInfo {
                 task_name: labels.get(LABEL_TASK_NAME).cloned().unwrap_or_default(),
                 task_id,
-                state: controller::runtime_state(&info),
+                state: container::runtime_state(&info),
             });
         }
         out.sort_by(|a, b| a.task_id.cmp(&b.task_id));
@@ -171,7 +172,7 @@ impl Executor for DockerExecutor {
                     true => ExecError::NotFound(task_id.to_string()),
                     false => map_err(e, task_id, "inspecting the container"),
                 })?;
-            let spec = controller::spec_of(task_id, &info)?;
+            let spec = container::spec_of(task_id, &info)?;
             Ok(Box::new(self.controller_for(spec, true)?) as Box<dyn Controller>)
         }
         .boxed()

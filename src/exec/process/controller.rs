@@ -20,7 +20,7 @@ use nix::unistd::Pid;
 
 use crate::exec::{
     parse_signal, CheckResult, Controller, ExecError, ExitStatus, ProcessSpec, RuntimeState,
-    EXIT_START_FAILED,
+    EXIT_START_FAILED, LOST_MESSAGE,
 };
 
 use super::layout::{self, ProcRecord, TaskDir, RECORD_VERSION};
@@ -33,9 +33,6 @@ use super::user::resolve_host_user;
 const POLL: Duration = Duration::from_millis(100);
 /// How long `start` waits for the shim to report the task's pid.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Reported when neither the shim nor the task is alive and no exit status was written.
-pub const LOST_MESSAGE: &str = "task process disappeared";
 
 /// What the task directory says about the task.
 #[derive(Debug)]

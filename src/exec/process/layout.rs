@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::exec::files::check_task_id;
 use crate::exec::{ExecError, ExitStatus};
 
 /// Version of the records written into task directories.
@@ -25,19 +26,7 @@ pub(crate) struct TaskDir {
 impl TaskDir {
     /// `<root>/<task_id>`, refusing ids that could escape the root.
     pub(crate) fn new(root: &Path, task_id: &str) -> Result<Self, ExecError> {
-        let valid = !task_id.is_empty()
-            && task_id.len() <= 128
-            && task_id != "."
-            && task_id != ".."
-            && task_id
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
-        if !valid {
-            return Err(ExecError::InvalidSpec {
-                task: task_id.to_string(),
-                message: "task id must be 1-128 characters of [A-Za-z0-9._-]".into(),
-            });
-        }
+        check_task_id(task_id)?;
         Ok(TaskDir {
             dir: root.join(task_id),
         })

@@ -26,7 +26,9 @@ use std::path::{Path, PathBuf};
 use futures::future::BoxFuture;
 use futures::FutureExt;
 
-pub use controller::{ProcessController, LOST_MESSAGE};
+/// Kept so `exec::process::LOST_MESSAGE` still names it: it belongs to the executor interface.
+pub use crate::exec::LOST_MESSAGE;
+pub use controller::ProcessController;
 pub use shim::{maybe_run_shim, shim_main, ShimCommand, SHIM_ARG, SHIM_ENV};
 
 use crate::exec::{Controller, ExecError, Executor, LogLines, LogOptions, ProcessSpec, TaskInfo};

@@ -10,8 +10,7 @@ use std::ffi::CString;
 use std::fs;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Component, Path, PathBuf};
+use std::path::Path;
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 
@@ -20,105 +19,45 @@ use crate::exec::{ExecError, FileMount};
 use super::layout::TaskDir;
 
 pub(crate) use crate::exec::files::FileKind;
-use crate::exec::files::{io_err, mount_tmpfs, unmount_all, write_file};
+use crate::exec::files::{self, io_err, relative_target};
 
-/// Maps a target to a path relative to the secrets/configs directory: absolute targets are
-/// mirrored (`/etc/app.conf` → `etc/app.conf`), secrets under `/run/secrets/` lose that prefix.
-pub(crate) fn relative_target(target: &str, kind: FileKind) -> Result<PathBuf, String> {
-    let t = match kind {
-        FileKind::Secret => target.strip_prefix("/run/secrets/").unwrap_or(target),
-        FileKind::Config => target,
-    };
-    let mut out = PathBuf::new();
-    for c in Path::new(t).components() {
-        match c {
-            Component::Normal(p) => out.push(p),
-            Component::RootDir | Component::CurDir => {}
-            Component::ParentDir | Component::Prefix(_) => {
-                return Err(format!("target {target:?} must not contain '..'"));
-            }
-        }
-    }
-    if out.as_os_str().is_empty() {
-        return Err(format!("target {target:?} names no file"));
-    }
-    Ok(out)
-}
+/// The prefix of the `/dev/shm` directory holding secrets when not root (see [`files::shm_base`]).
+const SHM_PREFIX: &str = "swarm-secrets";
 
-/// Creates the secrets directory on tmpfs. Idempotent.
+/// Creates the secrets directory on tmpfs: a tmpfs on `<task-dir>/secrets` when root, else a link from there to a
+/// fresh `/dev/shm/swarm-secrets-<uid>/<task_id>-<random>`. Idempotent.
 pub(crate) fn setup_secrets_dir(
     dir: &TaskDir,
     task_id: &str,
     is_root: bool,
 ) -> Result<(), ExecError> {
     let secrets = dir.secrets();
-    if is_root {
-        return mount_tmpfs(&secrets);
-    }
-    if fs::symlink_metadata(&secrets).is_ok() {
-        return Ok(());
-    }
-    let shm = Path::new("/dev/shm");
-    if !shm.is_dir() {
-        return Err(ExecError::Unavailable(
-            "no tmpfs for secrets: /dev/shm is missing and swarmd is not root".into(),
-        ));
-    }
-    let base = shm.join(format!("swarm-secrets-{}", nix::unistd::geteuid()));
-    fs::create_dir_all(&base).map_err(io_err(format!("creating {}", base.display())))?;
-    fs::set_permissions(&base, fs::Permissions::from_mode(0o700))
-        .map_err(io_err(format!("chmod {}", base.display())))?;
-    let unique = format!("{task_id}-{:016x}", rand::random::<u64>());
-    let target = base.join(unique);
-    fs::create_dir(&target).map_err(io_err(format!("creating {}", target.display())))?;
-    std::os::unix::fs::symlink(&target, &secrets)
-        .map_err(io_err(format!("linking {}", secrets.display())))
+    files::setup_secrets_dir(&secrets, is_root, SHM_PREFIX, |base| {
+        let unique = format!("{task_id}-{:016x}", rand::random::<u64>());
+        let target = base.join(unique);
+        fs::create_dir(&target).map_err(io_err(format!("creating {}", target.display())))?;
+        std::os::unix::fs::symlink(&target, &secrets)
+            .map_err(io_err(format!("linking {}", secrets.display())))
+    })
 }
 
-/// Writes `files` under `base` with their mode (and owner when root).
+/// Writes `files` under `base` at their mirrored targets (see [`relative_target`]), with their mode (and owner
+/// when root).
 pub(crate) fn write_files(
     base: &Path,
     files: &[FileMount],
     kind: FileKind,
     is_root: bool,
 ) -> Result<(), ExecError> {
-    fs::create_dir_all(base).map_err(io_err(format!("creating {}", base.display())))?;
-    for f in files {
-        let rel = relative_target(&f.target, kind).map_err(|message| ExecError::InvalidSpec {
-            task: base.display().to_string(),
-            message,
-        })?;
-        let path = base.join(&rel);
-        if let Some(parent) = path.parent() {
-            fs::create_dir_all(parent).map_err(io_err(format!("creating {}", parent.display())))?;
-        }
-        write_file(&path, f, is_root)?;
-    }
-    Ok(())
+    files::write_files(base, files, is_root, |_, f| {
+        relative_target(&f.target, kind).map(|rel| (rel, ()))
+    })
+    .map(drop)
 }
 
 /// Removes the secrets (unmounting the tmpfs or deleting the /dev/shm directory). Idempotent.
 pub(crate) fn teardown_secrets(dir: &TaskDir) -> Result<(), ExecError> {
-    let secrets = dir.secrets();
-    let Ok(meta) = fs::symlink_metadata(&secrets) else {
-        return Ok(());
-    };
-    if meta.file_type().is_symlink() {
-        if let Ok(target) = fs::read_link(&secrets) {
-            if target.starts_with("/dev/shm") {
-                match fs::remove_dir_all(&target) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                    Err(e) => {
-                        return Err(ExecError::io(format!("removing {}", target.display()), e))
-                    }
-                }
-            }
-        }
-        return fs::remove_file(&secrets)
-            .map_err(io_err(format!("removing {}", secrets.display())));
-    }
-    unmount_all(&secrets)
+    files::teardown_secrets(&dir.secrets())
 }
 
 /// One step the child performs inside its new mount namespace. Paths are prepared as C strings
@@ -314,23 +253,9 @@ pub(crate) fn apply_namespace(steps: &[MountStep]) -> io::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
-    #[test]
-    fn targets_are_mirrored_and_confined() {
-        let table = [
-            ("db_pass", FileKind::Secret, Ok("db_pass")),
-            ("/run/secrets/db_pass", FileKind::Secret, Ok("db_pass")),
-            ("/etc/app.conf", FileKind::Config, Ok("etc/app.conf")),
-            ("app/./x.conf", FileKind::Config, Ok("app/x.conf")),
-            ("../etc/shadow", FileKind::Secret, Err(())),
-            ("/", FileKind::Config, Err(())),
-        ];
-        for (target, kind, want) in table {
-            let got = relative_target(target, kind).map_err(|_| ());
-            assert_eq!(got, want.map(PathBuf::from), "{target}");
-        }
-    }
+    use super::*;
 
     #[test]
     fn files_get_their_mode() {
