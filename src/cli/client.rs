@@ -34,22 +34,20 @@ pub async fn connect(host: &str) -> Result<ControlClient<Channel>, String> {
         }
     };
     let shown = host.to_string();
-    let channel = crate::transport::unix_channel(path)
-        .await
-        .map_err(|e| {
-            let detail = std::error::Error::source(&e)
-                .map(|s| s.to_string())
-                .unwrap_or_else(|| e.to_string())
-                .to_lowercase();
-            let detail = if detail.contains("no such file") {
-                "no such file or directory (is swarmd running?)".to_string()
-            } else if detail.contains("refused") {
-                "connection refused".to_string()
-            } else {
-                detail
-            };
-            format!("cannot reach swarmd at {shown}: {detail}")
-        })?;
+    let channel = crate::transport::unix_channel(path).await.map_err(|e| {
+        let detail = std::error::Error::source(&e)
+            .map(|s| s.to_string())
+            .unwrap_or_else(|| e.to_string())
+            .to_lowercase();
+        let detail = if detail.contains("no such file") {
+            "no such file or directory (is swarmd running?)".to_string()
+        } else if detail.contains("refused") {
+            "connection refused".to_string()
+        } else {
+            detail
+        };
+        format!("cannot reach swarmd at {shown}: {detail}")
+    })?;
     Ok(ControlClient::new(channel).max_decoding_message_size(64 << 20))
 }
 

@@ -53,7 +53,9 @@ impl Executor for SlowExecutor {
 }
 
 async fn nodes(socket: &std::path::Path) -> Option<Vec<Node>> {
-    let channel = crate::transport::unix_channel(socket.to_path_buf()).await.ok()?;
+    let channel = crate::transport::unix_channel(socket.to_path_buf())
+        .await
+        .ok()?;
     let mut client = crate::api::control::control_client::ControlClient::new(channel);
     let list = client.list_nodes(Empty {}).await.ok()?.into_inner();
     list.json

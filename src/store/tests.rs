@@ -1,7 +1,6 @@
 //! Unit tests of the store: apply (versions, atomicity, determinism, task state order), snapshots, watch and
 //! the Raft state machine bridge.
 
-
 use super::raft::StateMachine;
 use super::*;
 use crate::model::{
