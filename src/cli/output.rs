@@ -3,20 +3,6 @@
 //!
 //! Must not: talk to the cluster.
 
-use crate::model::UpdateState;
-
-/// Docker's words for an update state.
-pub fn update_state_name(state: UpdateState) -> &'static str {
-    match state {
-        UpdateState::Updating => "updating",
-        UpdateState::Paused => "paused",
-        UpdateState::Completed => "completed",
-        UpdateState::RollbackStarted => "rollback_started",
-        UpdateState::RollbackPaused => "rollback_paused",
-        UpdateState::RollbackCompleted => "rollback_completed",
-    }
-}
-
 /// A table printed like docker's tabwriter: columns padded to the widest cell plus three spaces.
 pub struct Table {
     header: Vec<String>,

@@ -354,7 +354,7 @@ pub async fn list(c: &mut Client, stack: &str, format: &FormatArgs) -> CmdResult
 fn with_update_state(replicas: String, s: &Service) -> String {
     match &s.update_status {
         Some(u) if u.state != crate::model::UpdateState::Completed => {
-            format!("{replicas} ({})", super::output::update_state_name(u.state))
+            format!("{replicas} ({})", u.state.name())
         }
         _ => replicas,
     }

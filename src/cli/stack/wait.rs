@@ -9,7 +9,6 @@ use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
 use crate::cli::common::*;
-use crate::cli::output::update_state_name;
 use crate::cli::service::fetch;
 use crate::model::{Service, ServiceMode, Task, TaskState, UpdateState};
 
@@ -31,11 +30,7 @@ fn progress(svc: &Service, tasks: &[&Task], started_ms: u64) -> Progress {
             u.state,
             UpdateState::Paused | UpdateState::RollbackPaused | UpdateState::RollbackCompleted
         ) {
-            return Progress::Failed(format!(
-                "update {}: {}",
-                update_state_name(u.state),
-                u.message
-            ));
+            return Progress::Failed(format!("update {}: {}", u.state.name(), u.message));
         }
     }
     let rolling_back = status.is_some_and(|u| u.state == UpdateState::RollbackStarted);
