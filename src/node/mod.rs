@@ -8,6 +8,7 @@
 
 pub mod identity;
 pub mod info;
+pub mod limits;
 pub mod parts;
 pub mod session;
 #[cfg(test)]
@@ -149,6 +150,7 @@ pub async fn run(
     config: NodeConfig,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), NodeError> {
+    limits::raise_open_files_logged();
     let executor = open_executor(&config).await?;
     run_with_executor(config, executor, shutdown).await
 }

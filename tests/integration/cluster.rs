@@ -410,3 +410,51 @@ fn invalid_stack_changes_nothing_and_blocking_deploy_reports_convergence() {
         d.task_pids().is_empty().then_some(())
     });
 }
+
+/// Started with the common soft limit of 256 open files under a higher hard limit, swarmd raises its soft limit
+/// to the hard one, so a connection burst cannot starve it.
+#[test]
+fn swarmd_raises_its_open_files_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    use std::os::unix::process::CommandExt;
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).expect("getrlimit");
+    if hard <= 256 {
+        eprintln!("hard open-files limit {hard}: nothing to raise, skipping");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cmd = Command::new(bin("swarmd"));
+    cmd.arg("--state-dir")
+        .arg(dir.path())
+        .arg("--listen-addr")
+        .arg(format!("127.0.0.1:{}", free_port()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            setrlimit(Resource::RLIMIT_NOFILE, 256, hard).map_err(std::io::Error::from)
+        });
+    }
+    let mut child = cmd.spawn().expect("start swarmd");
+    let limits = format!("/proc/{}/limits", child.id());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let soft = loop {
+        let soft = std::fs::read_to_string(&limits).ok().and_then(|text| {
+            text.lines()
+                .find(|l| l.starts_with("Max open files"))
+                .and_then(|l| l.split_whitespace().nth(3).map(str::to_string))
+        });
+        if soft.as_deref() == Some(hard.to_string().as_str()) || Instant::now() > deadline {
+            break soft;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(
+        soft,
+        Some(hard.to_string()),
+        "swarmd's soft open-files limit"
+    );
+}
