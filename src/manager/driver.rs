@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use super::proposer::{ProposeError, Proposer};
 use super::{Controller, Plan, CONTROLLERS};
-use crate::store::{ClusterState, Op, Store};
+use crate::store::{Op, Store};
 use crate::util::{IdSource, Millis};
 
 /// Longest time between two rounds, even when nothing happens.
@@ -149,18 +149,6 @@ pub struct Driver {
     store: Store,
     proposer: Proposer,
     ids: Box<dyn IdSource + Send>,
-}
-
-/// One round over `state`: every controller's plan, in order (each computed on the same state).
-pub fn plans(
-    state: &ClusterState,
-    now: Millis,
-    ids: &mut dyn IdSource,
-) -> Vec<(&'static str, Plan)> {
-    CONTROLLERS
-        .iter()
-        .map(|(name, controller)| (*name, controller(state, now, ids)))
-        .collect()
 }
 
 /// The production [`Propose`]: the store this node applies to, and the Raft proposer.
