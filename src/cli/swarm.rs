@@ -1,6 +1,7 @@
-//! `swarmctl swarm info`: the Swarm section of `docker info`.
+//! `swarmctl swarm info` (the Swarm section of `docker info`, with the cluster's limits) and `swarmctl swarm
+//! update` (the cluster's settings: limits and task history retention, like `docker swarm update`).
 //!
-//! Must not: change anything.
+//! Must not: check the settings itself (the manager does, and names the ceiling).
 
 use clap::Subcommand;
 
@@ -16,13 +17,47 @@ pub enum SwarmCommand {
         #[arg(long, default_value = "text")]
         format: String,
     },
+    /// Change the cluster's settings.
+    Update {
+        /// Most tasks one service may ask for (replicas, or a job's tasks).
+        #[arg(long)]
+        max_replicas: Option<u64>,
+        /// Most services one stack may have.
+        #[arg(long)]
+        max_services_per_stack: Option<u64>,
+        /// Revisions a stack keeps for `stack history` and `stack rollback`.
+        #[arg(long)]
+        stack_history: Option<u64>,
+        /// Terminated tasks kept per slot.
+        #[arg(long)]
+        task_history_limit: Option<u64>,
+    },
 }
 
 /// Runs one `swarm` subcommand.
 pub fn run(host: Option<String>, cmd: SwarmCommand) -> i32 {
     block_on(async move {
         let mut c = client(&host).await?;
-        let SwarmCommand::Info { format } = cmd;
+        let format = match cmd {
+            SwarmCommand::Info { format } => format,
+            SwarmCommand::Update {
+                max_replicas,
+                max_services_per_stack,
+                stack_history,
+                task_history_limit,
+            } => {
+                c.update_cluster(control::ClusterUpdateRequest {
+                    max_replicas,
+                    max_services_per_stack,
+                    stack_history,
+                    task_history_retention_limit: task_history_limit,
+                })
+                .await
+                .map_err(rpc)?;
+                println!("Swarm updated.");
+                return Ok(());
+            }
+        };
         let info: serde_json::Value = decode(
             &c.info(control::Empty {})
                 .await
@@ -35,6 +70,7 @@ pub fn run(host: Option<String>, cmd: SwarmCommand) -> i32 {
             return Ok(());
         }
         let s = |k: &str| info[k].to_string().trim_matches('"').to_string();
+        let limit = |k: &str| info["Limits"][k].to_string();
         let period_ms = info["HeartbeatPeriodMs"].as_u64().unwrap_or(0);
         println!("Swarm: active");
         println!(" NodeID: {}", s("NodeID"));
@@ -47,6 +83,13 @@ pub fn run(host: Option<String>, cmd: SwarmCommand) -> i32 {
             "  Task History Retention Limit: {}",
             s("TaskHistoryRetentionLimit")
         );
+        println!(" Limits:");
+        println!("  Max Replicas: {}", limit("max_replicas"));
+        println!(
+            "  Max Services Per Stack: {}",
+            limit("max_services_per_stack")
+        );
+        println!("  Stack History: {}", limit("stack_history"));
         println!(" Raft:");
         println!("  Snapshot Interval: {}", s("SnapshotInterval"));
         println!("  Last Log Index: {}", s("RaftLastLogIndex"));

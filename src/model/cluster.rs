@@ -64,13 +64,11 @@ pub struct Stack {
     pub config_ids: Vec<String>,
     /// Networks the stack owns.
     pub network_ids: Vec<String>,
-    /// The last applied deploys, oldest first (at most [`STACK_HISTORY_LIMIT`]); the last one is the current.
+    /// The last applied deploys, oldest first (at most the cluster's `limits.stack_history`); the last one is
+    /// the current.
     #[serde(default)]
     pub history: Vec<StackRevision>,
 }
-
-/// How many revisions a stack keeps.
-pub const STACK_HISTORY_LIMIT: usize = 10;
 
 /// One applied deploy of a stack: enough to show what changed and to re-apply it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -109,6 +107,9 @@ pub struct ClusterSettings {
     pub heartbeat_period_ms: u64,
     /// Terminated tasks kept per slot (default 5).
     pub task_history_retention_limit: u64,
+    /// What a request may ask for (settings stored before limits existed read as the defaults).
+    #[serde(default)]
+    pub limits: super::limits::Limits,
 }
 
 impl Default for ClusterSettings {
@@ -117,6 +118,7 @@ impl Default for ClusterSettings {
             snapshot_interval: 10_000,
             heartbeat_period_ms: 5000,
             task_history_retention_limit: 5,
+            limits: Default::default(),
         }
     }
 }

@@ -3,6 +3,7 @@
 
 mod cluster;
 mod layout;
+mod limits;
 mod rolling;
 mod sim;
 mod sim_update;

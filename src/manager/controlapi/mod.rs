@@ -1,13 +1,14 @@
 //! The control API server (what `swarmctl` calls): reads come from the local store, writes are planned here and
 //! proposed through Raft as one batch each. Invariant 2: writes are only accepted on the leader.
 //!
-//! One child per kind of object (`stack`, `service`, `node`, `secret`, `task`, `logs`) holds its handlers; the
+//! One child per kind of object (`stack`, `service`, `node`, `secret`, `task`, `logs`, `cluster`) holds its handlers; the
 //! rules they enforce live in the manager's pure modules (`rules`, `usage`, `deploy`). Handlers return
 //! [`ApiError`]; this file only dispatches and turns errors into `tonic::Status` (with `?`, through
 //! `From<ApiError>`).
 //!
 //! Must not: change the store without a proposal, or return secret data (secret reads never include it).
 
+mod cluster;
 mod error;
 mod logs;
 mod node;
@@ -249,5 +250,12 @@ impl Control for ControlApi {
         Ok(Response::new(control::InfoResponse {
             json: (self.info)().to_string(),
         }))
+    }
+
+    async fn update_cluster(
+        &self,
+        request: Request<control::ClusterUpdateRequest>,
+    ) -> Result<Response<control::JsonObject>, Status> {
+        reply(cluster::update(self, request.into_inner()).await)
     }
 }
