@@ -32,6 +32,7 @@ use crate::manager::controlapi::{ControlApi, TaskLogLine, TaskLogStream, TaskLog
 use crate::manager::dispatcher::Dispatcher;
 use crate::manager::driver::Driver;
 use crate::manager::proposer::Proposer;
+use crate::model::limits::MAX_MESSAGE_BYTES;
 use crate::secrets::DataKey;
 use crate::store::raft::{RaftNode, RaftSettings};
 use crate::store::{Op, Store, StoreStateMachine};
@@ -214,9 +215,11 @@ pub async fn run_with_executor(
         });
     }
 
-    // the agent and its executor
+    // the agent and its executor; task runners get a runtime of their own (see `executor_runtime`)
+    let exec_rt = executor_runtime()?;
     let (reports_tx, reports_rx) = tokio::sync::mpsc::unbounded_channel::<StatusReport>();
-    let worker = Arc::new(Worker::new(executor, clock.clone(), reports_tx));
+    let worker =
+        Arc::new(Worker::new(executor, clock.clone(), reports_tx).on_runtime(exec_rt.handle()));
 
     // servers
     let control = ControlApi::new(
@@ -236,7 +239,7 @@ pub async fn run_with_executor(
         .map_err(|e| NodeError::Listen(socket.display().to_string(), e))?;
     parts.spawn_until_shutdown("the control API", async move {
         tonic::transport::Server::builder()
-            .add_service(ControlServer::new(control).max_decoding_message_size(64 << 20))
+            .add_service(ControlServer::new(control).max_decoding_message_size(MAX_MESSAGE_BYTES))
             .serve_with_incoming(unix)
             .await
             .map_err(|e| e.to_string())
@@ -253,7 +256,9 @@ pub async fn run_with_executor(
         .await
         .map_err(|e| NodeError::Listen(config.listen_addr.to_string(), e))?;
     let dispatcher_server = tonic::transport::Server::builder()
-        .add_service(DispatcherServer::new(dispatcher.clone()).max_decoding_message_size(64 << 20))
+        .add_service(
+            DispatcherServer::new(dispatcher.clone()).max_decoding_message_size(MAX_MESSAGE_BYTES),
+        )
         .serve_with_incoming(crate::transport::tls_incoming(listener, server_tls));
     parts.spawn_until_shutdown("the dispatcher API", async move {
         dispatcher_server.await.map_err(|e| e.to_string())
@@ -290,7 +295,42 @@ pub async fn run_with_executor(
     let result = parts.run(shutdown).await;
     let _ = std::fs::remove_file(&socket);
     let _ = raft.shutdown().await;
+    drop(exec_rt);
     result.map_err(NodeError::from)
+}
+
+/// The runtime the task runners run on: starting a task writes files, spawns processes and waits on disks, so
+/// a burst of starts (a stack of 2,000 services) must not occupy the threads that answer heartbeats and
+/// apply Raft entries.
+fn executor_runtime() -> Result<ExecRuntime, NodeError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("swarm-exec")
+        .enable_all()
+        .build()
+        .map(|rt| ExecRuntime(Some(rt)))
+        .map_err(|e| NodeError::Exec(format!("cannot start the executor's runtime: {e}")))
+}
+
+/// The executor's runtime; dropped (also on an early error return, inside the async caller) without waiting:
+/// tasks outlive the daemon, so their runners are abandoned, not awaited.
+struct ExecRuntime(Option<tokio::runtime::Runtime>);
+
+impl ExecRuntime {
+    fn handle(&self) -> tokio::runtime::Handle {
+        match &self.0 {
+            Some(rt) => rt.handle().clone(),
+            None => tokio::runtime::Handle::current(),
+        }
+    }
+}
+
+impl Drop for ExecRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 /// Opens the Raft-backed store (a new single-voter cluster, or the one in the state directory) and creates the

@@ -97,3 +97,51 @@ fn huge_scales_are_refused_with_the_limit_named_everywhere() {
     );
     d.ctl_ok(&["stack", "rm", "s"]);
 }
+
+/// A stack of 2,000 one-replica services converges on one node, and the node never misses a heartbeat on the
+/// way (task starts run on the executor's own runtime; orchestrators and scheduler work in bounded rounds).
+#[test]
+fn two_thousand_services_converge_without_a_missed_heartbeat() {
+    const SERVICES: usize = 2000;
+    let d = Swarmd::start();
+    let files = tempfile::tempdir().unwrap();
+    let stack = files.path().join("big.yml");
+    let mut text = String::from("services:\n");
+    for i in 0..SERVICES {
+        text.push_str(&format!(
+            "  s{i}:\n    image: x\n    command: [sleep, '600']\n    stop_grace_period: 1s\n"
+        ));
+    }
+    std::fs::write(&stack, text).unwrap();
+    d.ctl_ok(&[
+        "stack",
+        "deploy",
+        "--detach",
+        "-c",
+        stack.to_str().unwrap(),
+        "big",
+    ]);
+    super::cluster::wait_for(600, "2,000 services converged", || {
+        let out = d.ctl(&["service", "ls", "--format", "json"]);
+        let ready = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.contains("\"Replicas\":\"1/1\""))
+            .count();
+        (ready == SERVICES).then_some(())
+    });
+    let log = d.log();
+    assert!(
+        !log.contains("missed its heartbeats"),
+        "the node missed heartbeats while converging:\n{}",
+        log.lines()
+            .filter(|l| l.contains("WARN"))
+            .take(20)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert_eq!(d.task_pids().len(), SERVICES, "one process per service");
+    d.ctl_ok(&["stack", "rm", "big"]);
+    super::cluster::wait_for(300, "every task process gone", || {
+        d.task_pids().is_empty().then_some(())
+    });
+}
