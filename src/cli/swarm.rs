@@ -1,5 +1,6 @@
-//! `swarmctl swarm info` (the Swarm section of `docker info`, with the cluster's limits) and `swarmctl swarm
-//! update` (the cluster's settings: limits and task history retention, like `docker swarm update`).
+//! `swarmctl swarm info` (the Swarm section of `docker info`, with the cluster's limits and the worker join
+//! command), `swarmctl swarm update` (the cluster's settings: limits and task history retention, like `docker
+//! swarm update`) and `swarmctl swarm join-token` (like docker's).
 //!
 //! Must not: check the settings itself (the manager does, and names the ceiling).
 
@@ -32,6 +33,24 @@ pub enum SwarmCommand {
         #[arg(long)]
         task_history_limit: Option<u64>,
     },
+    /// Show (or rotate) the token that joins a node as a worker or a manager.
+    JoinToken {
+        /// `worker` or `manager`.
+        role: String,
+        /// Print the token only.
+        #[arg(short, long)]
+        quiet: bool,
+        /// Replace the token: the old one stops working for new joins at once.
+        #[arg(long)]
+        rotate: bool,
+    },
+}
+
+/// The join command for `token`, as `docker swarm join-token` shows it.
+fn join_command(role: &str, token: &str, addr: &str) -> String {
+    format!(
+        "To add a {role} to this swarm, run the following command:\n\n    swarmd --join-addr {addr} --join-token {token}\n"
+    )
 }
 
 /// Runs one `swarm` subcommand.
@@ -55,6 +74,29 @@ pub fn run(host: Option<String>, cmd: SwarmCommand) -> i32 {
                 .await
                 .map_err(rpc)?;
                 println!("Swarm updated.");
+                return Ok(());
+            }
+            SwarmCommand::JoinToken {
+                role,
+                quiet,
+                rotate,
+            } => {
+                let reply = c
+                    .join_token(control::JoinTokenRequest {
+                        role: role.clone(),
+                        rotate,
+                    })
+                    .await
+                    .map_err(rpc)?
+                    .into_inner();
+                if quiet {
+                    println!("{}", reply.token);
+                    return Ok(());
+                }
+                if rotate {
+                    println!("Successfully rotated {role} join token.\n");
+                }
+                print!("{}", join_command(&role, &reply.token, &reply.join_addr));
                 return Ok(());
             }
         };
@@ -98,6 +140,19 @@ pub fn run(host: Option<String>, cmd: SwarmCommand) -> i32 {
             "  Heartbeat Period: {}",
             crate::stack::units::format_duration(std::time::Duration::from_millis(period_ms))
         );
+        let worker = c
+            .join_token(control::JoinTokenRequest {
+                role: "worker".into(),
+                rotate: false,
+            })
+            .await;
+        if let Ok(reply) = worker {
+            let reply = reply.into_inner();
+            println!(
+                " Join (worker): swarmd --join-addr {} --join-token {}",
+                reply.join_addr, reply.token
+            );
+        }
         Ok(())
     })
 }

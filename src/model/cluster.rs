@@ -96,6 +96,10 @@ pub struct Cluster {
     pub meta: Meta,
     /// Cluster-wide settings.
     pub settings: ClusterSettings,
+    /// The worker and manager join tokens (`pki::JoinTokens` as JSON), SEALED with the data key like secret
+    /// data; empty in clusters created before tokens were stored (the manager adds them at start).
+    #[serde(default)]
+    pub join_tokens: super::objects::SecretData,
 }
 
 /// Cluster-wide settings.

@@ -28,11 +28,14 @@ use crate::api::{
 };
 use crate::exec::process::{ProcessExecutor, ShimCommand};
 use crate::exec::{Executor, LogOptions, LogStream};
-use crate::manager::controlapi::{ControlApi, TaskLogLine, TaskLogStream, TaskLogs};
+use crate::manager::controlapi::{
+    open_tokens, seal_tokens, ControlApi, TaskLogLine, TaskLogStream, TaskLogs,
+};
 use crate::manager::dispatcher::Dispatcher;
 use crate::manager::driver::Driver;
 use crate::manager::proposer::Proposer;
 use crate::model::limits::MAX_MESSAGE_BYTES;
+use crate::pki::{JoinTokens, NodeRole};
 use crate::secrets::DataKey;
 use crate::store::raft::{RaftNode, RaftSettings};
 use crate::store::{Op, Store, StoreStateMachine};
@@ -202,7 +205,7 @@ pub async fn run_with_executor(
     let id = identity::init_or_load(&dir, &ips)?;
     tracing::info!(node = %id.node_id, cluster = %id.cluster_id, new = id.new_cluster, "node identity ready");
     let key = DataKey::load_or_create(&dir)?;
-    let (store, raft, proposer) = open_store(&config, &id, clock.clone()).await?;
+    let (store, raft, proposer) = open_store(&config, &id, &key, clock.clone()).await?;
     let mut parts = Parts::new();
     {
         let raft = raft.clone();
@@ -233,7 +236,11 @@ pub async fn run_with_executor(
             id.node_id.clone(),
             id.cluster_id.clone(),
         ),
-    );
+    )
+    .with_join_addr(config.listen_addr.to_string());
+    if id.new_cluster {
+        print_init_message(&store, &key, &id.node_id, &config.listen_addr.to_string());
+    }
     let socket = dir.join("swarmd.sock");
     let unix = crate::transport::unix_incoming(&socket)
         .map_err(|e| NodeError::Listen(socket.display().to_string(), e))?;
@@ -338,6 +345,7 @@ impl Drop for ExecRuntime {
 async fn open_store(
     config: &NodeConfig,
     id: &identity::Identity,
+    key: &DataKey,
     clock: Arc<dyn Clock>,
 ) -> Result<(Store, Arc<RaftNode>, Proposer), NodeError> {
     let store = Store::default();
@@ -355,21 +363,54 @@ async fn open_store(
     raft.initialize_single().await?;
     raft.wait_for_leader(Duration::from_secs(30)).await?;
     let proposer = Proposer::new(raft.clone(), clock);
-    if store.view(|s| s.cluster().is_none()) {
-        let cluster = crate::model::Cluster {
-            id: id.cluster_id.clone(),
-            meta: Default::default(),
-            settings: crate::model::ClusterSettings {
-                snapshot_interval: config.raft.snapshot_interval_entries,
-                heartbeat_period_ms: config.heartbeat_period.as_millis() as u64,
-                ..Default::default()
-            },
-        };
-        if let Err(e) = proposer.propose(vec![Op::CreateCluster(cluster)]).await {
-            tracing::warn!("cannot create the cluster object: {e}");
+    let tokens = || seal_tokens(key, &JoinTokens::generate(id.ca.digest(), &mut rand::rng()));
+    match store.view(|s| s.cluster().cloned()) {
+        None => {
+            let cluster = crate::model::Cluster {
+                id: id.cluster_id.clone(),
+                meta: Default::default(),
+                settings: crate::model::ClusterSettings {
+                    snapshot_interval: config.raft.snapshot_interval_entries,
+                    heartbeat_period_ms: config.heartbeat_period.as_millis() as u64,
+                    ..Default::default()
+                },
+                join_tokens: tokens(),
+            };
+            if let Err(e) = proposer.propose(vec![Op::CreateCluster(cluster)]).await {
+                tracing::warn!("cannot create the cluster object: {e}");
+            }
         }
+        // a cluster created before join tokens were stored gets them now
+        Some(cluster) if cluster.join_tokens.0.is_empty() => {
+            let updated = crate::model::Cluster {
+                join_tokens: tokens(),
+                ..cluster.clone()
+            };
+            let op = Op::UpdateCluster {
+                cluster: updated,
+                expected_version: cluster.meta.version,
+            };
+            if let Err(e) = proposer.propose(vec![op]).await {
+                tracing::warn!("cannot add join tokens to the cluster object: {e}");
+            }
+        }
+        Some(_) => {}
     }
     Ok((store, raft, proposer))
+}
+
+/// What `docker swarm init` prints, on standard output (never in the log, which must not hold a token): this
+/// node's id and the command that adds a worker.
+fn print_init_message(store: &Store, key: &DataKey, node_id: &str, join_addr: &str) {
+    let Some(Ok(tokens)) = store.view(|s| s.cluster().map(|c| open_tokens(key, c))) else {
+        return;
+    };
+    println!(
+        "Swarm initialized: current node ({node_id}) is now a manager.\n\nTo add a worker to this swarm, run the \
+         following command:\n\n    swarmd --join-addr {join_addr} --join-token {}\n\nTo add a manager to this swarm, \
+         run 'swarmctl swarm join-token manager' and follow the instructions.\n",
+        tokens.token(NodeRole::Worker)
+    );
 }
 
 /// This node's description for the dispatcher.

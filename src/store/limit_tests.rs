@@ -16,6 +16,7 @@ fn cluster(limits: Limits) -> Cluster {
             limits,
             ..ClusterSettings::default()
         },
+        join_tokens: Default::default(),
     }
 }
 

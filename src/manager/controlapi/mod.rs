@@ -32,6 +32,7 @@ use crate::secrets::DataKey;
 use crate::store::{Op, Store};
 use crate::util::{IdSource, RandomIds};
 
+pub use cluster::{open_tokens, seal_tokens};
 pub use error::ApiError;
 pub use logs::{TaskLogLine, TaskLogStream, TaskLogs};
 pub use objects::{resolve_node, resolve_secret, resolve_service};
@@ -44,6 +45,8 @@ pub struct ControlApi {
     ids: Mutex<Box<dyn IdSource + Send>>,
     logs: Arc<dyn TaskLogs>,
     info: Arc<dyn Fn() -> serde_json::Value + Send + Sync>,
+    /// The address joining nodes dial (shown by `swarm join-token`).
+    join_addr: String,
 }
 
 impl ControlApi {
@@ -62,7 +65,14 @@ impl ControlApi {
             ids: Mutex::new(Box::new(RandomIds)),
             logs,
             info,
+            join_addr: String::new(),
         }
+    }
+
+    /// The address `swarm join-token` tells joining nodes to dial.
+    pub fn with_join_addr(mut self, addr: String) -> Self {
+        self.join_addr = addr;
+        self
     }
 
     fn ids(&self) -> std::sync::MutexGuard<'_, Box<dyn IdSource + Send>> {
@@ -257,5 +267,12 @@ impl Control for ControlApi {
         request: Request<control::ClusterUpdateRequest>,
     ) -> Result<Response<control::JsonObject>, Status> {
         reply(cluster::update(self, request.into_inner()).await)
+    }
+
+    async fn join_token(
+        &self,
+        request: Request<control::JoinTokenRequest>,
+    ) -> Result<Response<control::JoinTokenResponse>, Status> {
+        reply(cluster::join_token(self, request.into_inner()).await)
     }
 }
