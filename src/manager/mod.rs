@@ -13,6 +13,7 @@ use std::time::Duration;
 use crate::store::{ClusterState, ObjectKind, Op};
 use crate::util::{IdSource, Millis};
 
+pub mod ca;
 pub mod controlapi;
 pub mod deploy;
 pub mod dispatcher;

@@ -8,6 +8,7 @@
 
 pub mod identity;
 pub mod info;
+pub mod join;
 pub mod limits;
 pub mod parts;
 pub mod session;
@@ -22,12 +23,14 @@ use std::time::Duration;
 use futures::StreamExt;
 
 use crate::agent::{StatusReport, Worker};
+use crate::api::dispatcher::node_ca_server::NodeCaServer;
 use crate::api::{
     control::control_server::ControlServer, dispatcher as pb,
     dispatcher::dispatcher_server::DispatcherServer,
 };
 use crate::exec::process::{ProcessExecutor, ShimCommand};
 use crate::exec::{Executor, LogOptions, LogStream};
+use crate::manager::ca::CaService;
 use crate::manager::controlapi::{
     open_tokens, seal_tokens, ControlApi, TaskLogLine, TaskLogStream, TaskLogs,
 };
@@ -258,7 +261,16 @@ pub async fn run_with_executor(
         key.clone(),
         config.heartbeat_period,
     );
-    let server_tls = crate::pki::server_config(id.ca.cert_der(), &id.creds)?;
+    // the cluster port: the dispatcher (node certificates only) and the CA (joining nodes, with a token)
+    let server_tls = crate::pki::server_config_allowing_joins(id.ca.cert_der(), &id.creds)?;
+    let ca_service = CaService::new(
+        store.clone(),
+        key.clone(),
+        Arc::new(crate::pki::RootCa::from_pem(
+            id.ca.cert_pem(),
+            &id.ca.key_pem(),
+        )?),
+    );
     let listener = tokio::net::TcpListener::bind(config.listen_addr)
         .await
         .map_err(|e| NodeError::Listen(config.listen_addr.to_string(), e))?;
@@ -266,6 +278,7 @@ pub async fn run_with_executor(
         .add_service(
             DispatcherServer::new(dispatcher.clone()).max_decoding_message_size(MAX_MESSAGE_BYTES),
         )
+        .add_service(NodeCaServer::new(ca_service))
         .serve_with_incoming(crate::transport::tls_incoming(listener, server_tls));
     parts.spawn_until_shutdown("the dispatcher API", async move {
         dispatcher_server.await.map_err(|e| e.to_string())

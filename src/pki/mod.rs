@@ -29,7 +29,8 @@ pub use node_cert::{
 };
 pub use persist::{write_private_file, write_public_file};
 pub use tls::{
-    client_config, install_crypto_provider, peer_identity, peer_identity_from_certs, server_config,
+    bootstrap_client_config, client_config, install_crypto_provider, join_client_config,
+    peer_identity, peer_identity_from_certs, server_config, server_config_allowing_joins,
     server_identity,
 };
 pub use token::{JoinToken, JoinTokens};

@@ -56,6 +56,25 @@ pub fn server_config(
     Ok(Arc::new(config))
 }
 
+/// Server side for the cluster port: like [`server_config`], but a client without a certificate may connect
+/// too (a node that is joining talks to the CA service only; every other service refuses it). A client that
+/// presents a certificate must present one signed by `ca_cert`.
+pub fn server_config_allowing_joins(
+    ca_cert: &CertificateDer<'static>,
+    creds: &NodeCredentials,
+) -> Result<Arc<ServerConfig>, PkiError> {
+    let provider = provider();
+    let verifier = WebPkiClientVerifier::builder_with_provider(roots(ca_cert)?, provider.clone())
+        .allow_unauthenticated()
+        .build()?;
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(vec![creds.cert_der().clone()], creds.private_key_der())?;
+    config.alpn_protocols = vec![ALPN_H2.to_vec()];
+    Ok(Arc::new(config))
+}
+
 /// Client side: trust only `ca_cert`, present `creds`.
 pub fn client_config(
     ca_cert: &CertificateDer<'static>,
@@ -67,6 +86,82 @@ pub fn client_config(
         .with_client_auth_cert(vec![creds.cert_der().clone()], creds.private_key_der())?;
     config.alpn_protocols = vec![ALPN_H2.to_vec()];
     Ok(Arc::new(config))
+}
+
+/// Client side for a node that is joining, step 1: no client certificate, and ANY server certificate accepted
+/// (handshake signatures still verified). Use it only to fetch the root CA certificate, which the caller must
+/// then check against the digest in its join token (`JoinToken::verify_ca`) before trusting anything else.
+pub fn bootstrap_client_config() -> Result<Arc<ClientConfig>, PkiError> {
+    let provider = provider();
+    let mut config = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyServerCert(provider)))
+        .with_no_client_auth();
+    config.alpn_protocols = vec![ALPN_H2.to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Client side for a node that is joining, step 2: trust only `ca_cert` (already checked against the token),
+/// no client certificate yet.
+pub fn join_client_config(
+    ca_cert: &CertificateDer<'static>,
+) -> Result<Arc<ClientConfig>, PkiError> {
+    let mut config = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots(ca_cert)?)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![ALPN_H2.to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Accepts any server certificate but checks the handshake's signatures (see [`bootstrap_client_config`]).
+#[derive(Debug)]
+struct AnyServerCert(Arc<CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyServerCert {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &rustls_pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
 }
 
 /// The identity in a verified peer chain (leaf first), as rustls reports it.

@@ -20,11 +20,12 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::pki::{self, NodeIdentity};
 
-/// The authenticated peer of a TLS connection, available as a request extension.
+/// The peer of a TLS connection, available as a request extension.
 #[derive(Clone, Debug)]
 pub struct PeerInfo {
-    /// Who the client certificate says the peer is.
-    pub identity: NodeIdentity,
+    /// Who the client certificate says the peer is; `None` when it presented none (a node that is joining:
+    /// only the CA service answers such a peer, with a join token).
+    pub identity: Option<NodeIdentity>,
     /// The peer's socket address.
     pub addr: SocketAddr,
 }
@@ -132,7 +133,12 @@ pub fn tls_incoming_capped(
                         return;
                     }
                 };
-                match pki::peer_identity(&tls) {
+                let identity = match pki::peer_identity(&tls) {
+                    Ok(identity) => Ok(Some(identity)),
+                    Err(pki::PkiError::NoPeerCertificate) => Ok(None),
+                    Err(e) => Err(e),
+                };
+                match identity {
                     Ok(identity) => {
                         let _ = tx
                             .send(Ok(TlsConn {

@@ -56,7 +56,7 @@ async fn an_idle_connection_flood_past_the_cap_does_not_lock_out_a_real_node() {
         .expect("the real node is served once idle peers time out")
         .expect("stream open")
         .expect("connection");
-    assert_eq!(conn.peer.identity.node_id, "wrk1");
+    assert_eq!(conn.peer.identity.expect("a certificate").node_id, "wrk1");
     client.await.expect("join").expect("client handshake");
     drop(idle);
 }

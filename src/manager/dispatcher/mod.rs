@@ -65,7 +65,7 @@ impl Dispatcher {
 
     /// The node of `session_id`, which must be the calling certificate's node: a session id alone is not a
     /// bearer token (whoever learned it would get that node's assignments and secrets).
-    fn node_of(&self, session_id: &str, caller: &PeerInfo) -> Result<String, Status> {
+    fn node_of(&self, session_id: &str, caller: &Caller) -> Result<String, Status> {
         let node = session_owner(&self.sessions(), session_id, &caller.identity.node_id);
         if let Err(e) = &node {
             if e.code() == tonic::Code::PermissionDenied {
@@ -222,11 +222,26 @@ fn session_owner(
     }
 }
 
-fn peer(request_ext: &tonic::Extensions) -> Result<PeerInfo, Status> {
-    request_ext
+/// The calling node, which must present a certificate of this cluster.
+fn peer(request_ext: &tonic::Extensions) -> Result<Caller, Status> {
+    let info = request_ext
         .get::<PeerInfo>()
-        .cloned()
-        .ok_or_else(|| Status::unauthenticated("a node certificate is required"))
+        .ok_or_else(|| Status::unauthenticated("a node certificate is required"))?;
+    match &info.identity {
+        Some(identity) => Ok(Caller {
+            identity: identity.clone(),
+            addr: info.addr,
+        }),
+        None => Err(Status::unauthenticated(
+            "a node certificate is required (join the cluster first)",
+        )),
+    }
+}
+
+/// An authenticated caller.
+struct Caller {
+    identity: crate::pki::NodeIdentity,
+    addr: std::net::SocketAddr,
 }
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;

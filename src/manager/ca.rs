@@ -1,0 +1,104 @@
+//! The cluster's certificate authority as a gRPC service on the cluster port (`NodeCA`): anyone may fetch the
+//! root CA certificate (a joining node checks it against the digest in its token before trusting it); a node
+//! with a valid join token gets its first certificate, with an id the manager chooses and the role the token
+//! grants. The CSR only contributes its public key (`RootCa::sign_node_csr`).
+//!
+//! Must not: log a token or a key, let the caller choose its node id or role, or sign without a valid token.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use tonic::{Request, Response, Status};
+
+use crate::api::dispatcher::{self as pb, node_ca_server::NodeCa};
+use crate::manager::controlapi::open_tokens;
+use crate::pki::{JoinToken, NodeCertSpec, NodeRole, PkiError, RootCa};
+use crate::secrets::DataKey;
+use crate::store::Store;
+use crate::transport::PeerInfo;
+use crate::util::{IdSource, RandomIds};
+
+/// The CA service of a manager.
+pub struct CaService {
+    store: Store,
+    key: DataKey,
+    ca: Arc<RootCa>,
+}
+
+impl CaService {
+    /// A CA service signing with `ca`, checking tokens kept (sealed with `key`) in `store`'s cluster object.
+    pub fn new(store: Store, key: DataKey, ca: Arc<RootCa>) -> Self {
+        CaService { store, key, ca }
+    }
+
+    /// The role `token` grants, or the refusal the joining node sees.
+    fn role_for(&self, token: &str) -> Result<NodeRole, Status> {
+        let token =
+            JoinToken::from_str(token).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let cluster = self
+            .store
+            .view(|s| s.cluster().cloned())
+            .ok_or_else(|| Status::unavailable("the cluster is not initialized yet"))?;
+        let tokens = open_tokens(&self.key, &cluster).map_err(Status::from)?;
+        tokens.role_for(&token).map_err(|e| match e {
+            PkiError::TokenForOtherCa { .. } | PkiError::InvalidTokenSecret => {
+                Status::permission_denied(e.to_string())
+            }
+            e => Status::invalid_argument(e.to_string()),
+        })
+    }
+}
+
+fn addr(req: &tonic::Extensions) -> String {
+    req.get::<PeerInfo>()
+        .map(|p| p.addr.to_string())
+        .unwrap_or_else(|| "?".into())
+}
+
+#[tonic::async_trait]
+impl NodeCa for CaService {
+    async fn get_root_ca_certificate(
+        &self,
+        _: Request<pb::RootCaRequest>,
+    ) -> Result<Response<pb::RootCaResponse>, Status> {
+        Ok(Response::new(pb::RootCaResponse {
+            cert_pem: self.ca.cert_pem().to_string(),
+        }))
+    }
+
+    async fn issue_node_certificate(
+        &self,
+        request: Request<pb::IssueCertificateRequest>,
+    ) -> Result<Response<pb::IssueCertificateResponse>, Status> {
+        let from = addr(request.extensions());
+        let req = request.into_inner();
+        let role = match self.role_for(&req.token) {
+            Ok(role) => role,
+            Err(status) => {
+                tracing::warn!(%from, "join refused: {}", status.message());
+                return Err(status);
+            }
+        };
+        if role == NodeRole::Manager {
+            let status = Status::failed_precondition(
+                "joining as a manager needs several managers (Raft membership), which this version does not \
+                 have yet: join as a worker",
+            );
+            tracing::warn!(%from, "join refused: {}", status.message());
+            return Err(status);
+        }
+        let node_id = RandomIds.next_id();
+        let spec = NodeCertSpec::new(node_id.clone(), role);
+        let cert_pem = self
+            .ca
+            .sign_node_csr(&req.csr_pem, &spec, SystemTime::now())
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        tracing::info!(%from, node = %node_id, %role, "issued a certificate to a joining node");
+        Ok(Response::new(pb::IssueCertificateResponse {
+            node_id,
+            cert_pem,
+            role: role.to_string(),
+        }))
+    }
+}

@@ -1,0 +1,192 @@
+//! Joining with a token against a real manager (the manager's half of issue 9): the joining node pins the CA
+//! from the token, gets a worker certificate with the id the manager chose, and can then open a dispatcher
+//! session; bad tokens, rotated tokens, manager tokens, callers without a certificate and a node using another
+//! node's session are refused with a precise error.
+
+use std::process::Command;
+
+use super::cluster::Swarmd;
+use swarm::api::dispatcher::{
+    dispatcher_client::DispatcherClient, HeartbeatRequest, NodeDescription, SessionRequest,
+};
+use swarm::node::join::{join, JoinError, Joined};
+use swarm::pki::{self, NodeRole};
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn token(d: &Swarmd, role: &str) -> String {
+    d.ctl_ok(&["swarm", "join-token", "-q", role])
+        .trim()
+        .to_string()
+}
+
+async fn dispatcher(
+    addr: &str,
+    config: std::sync::Arc<rustls::ClientConfig>,
+) -> DispatcherClient<tonic::transport::Channel> {
+    DispatcherClient::new(
+        swarm::transport::tls_channel(addr, config)
+            .await
+            .expect("connect"),
+    )
+}
+
+/// Opens a session with `joined`'s certificate; returns (session id, node id the manager answered).
+async fn open_session(addr: &str, joined: &Joined) -> (String, String) {
+    let ca = pki::cert_der_from_pem(&joined.ca_pem, "ca").unwrap();
+    let config = pki::client_config(&ca, &joined.creds).unwrap();
+    let mut c = dispatcher(addr, config).await;
+    let mut stream = c
+        .session(SessionRequest {
+            description: Some(NodeDescription {
+                hostname: "joiner".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect("session")
+        .into_inner();
+    let first = stream
+        .message()
+        .await
+        .expect("first message")
+        .expect("message");
+    // keep the session's stream open for the rest of the test
+    tokio::spawn(async move { while let Ok(Some(_)) = stream.message().await {} });
+    (first.session_id, first.node_id)
+}
+
+#[test]
+fn a_node_joins_with_a_worker_token_and_bad_tokens_are_refused_precisely() {
+    pki::install_crypto_provider();
+    let d = Swarmd::start();
+    let addr = format!("127.0.0.1:{}", d.port);
+    let worker = token(&d, "worker");
+    let info: serde_json::Value =
+        serde_json::from_str(&d.ctl_ok(&["swarm", "info", "--format", "json"])).unwrap();
+    let cluster_id = info["ClusterID"].as_str().unwrap().to_string();
+    let rt = rt();
+
+    // a good token: a worker certificate of this cluster, with an id the manager chose
+    let joined = rt.block_on(join(&addr, &worker)).expect("join");
+    let id = joined.creds.identity().clone();
+    assert_eq!(id.role, NodeRole::Worker);
+    assert_eq!(id.cluster_id, cluster_id);
+    assert_eq!(id.node_id.len(), 25, "{id:?}");
+    let pem = d.state().with_extension("worker.crt");
+    std::fs::write(&pem, joined.creds.cert_pem()).unwrap();
+    let text = Command::new("openssl")
+        .args(["x509", "-noout", "-text", "-in"])
+        .arg(&pem)
+        .output()
+        .expect("openssl");
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains(&format!("CN = {}", id.node_id)), "{text}");
+    assert!(text.contains("OU = swarm-worker"), "{text}");
+    assert!(text.contains(&format!("O = {cluster_id}")), "{text}");
+    assert!(text.contains("Not After"), "{text}");
+
+    // with it, a dispatcher session for its own id; the manager lists it as a worker
+    let (session, node_id) = rt.block_on(open_session(&addr, &joined));
+    assert_eq!(node_id, id.node_id);
+    let ls = d.ctl_ok(&["node", "ls"]);
+    assert!(
+        ls.contains(&id.node_id[..12]) || ls.contains("joiner"),
+        "{ls}"
+    );
+
+    // another joined node cannot use that session
+    let other = rt.block_on(join(&addr, &worker)).expect("second join");
+    assert_ne!(other.creds.identity().node_id, id.node_id);
+    let err = rt.block_on(async {
+        let ca = pki::cert_der_from_pem(&other.ca_pem, "ca").unwrap();
+        let mut c = dispatcher(&addr, pki::client_config(&ca, &other.creds).unwrap()).await;
+        c.heartbeat(HeartbeatRequest {
+            session_id: session.clone(),
+        })
+        .await
+        .unwrap_err()
+    });
+    assert_eq!(err.code(), tonic::Code::PermissionDenied);
+    assert!(
+        err.message().contains("belongs to another node"),
+        "{}",
+        err.message()
+    );
+
+    // a caller without a certificate reaches the CA only
+    let err = rt.block_on(async {
+        let mut c = dispatcher(&addr, pki::bootstrap_client_config().unwrap()).await;
+        c.heartbeat(HeartbeatRequest {
+            session_id: session,
+        })
+        .await
+        .unwrap_err()
+    });
+    assert_eq!(err.code(), tonic::Code::Unauthenticated);
+    assert!(
+        err.message().contains("a node certificate is required"),
+        "{}",
+        err.message()
+    );
+
+    // a wrong secret
+    let mut wrong = worker.clone();
+    let last = wrong.pop().unwrap();
+    wrong.push(if last == 'a' { 'b' } else { 'a' });
+    let err = rt.block_on(join(&addr, &wrong)).err().expect("refused");
+    assert!(
+        err.to_string()
+            .contains("join token is not valid for this cluster (wrong or rotated secret)"),
+        "{err}"
+    );
+
+    // a token pinning another CA: the joining node notices before sending it
+    let parts: Vec<&str> = worker.split('-').collect();
+    let foreign = format!(
+        "SWMTKN-1-{}-{}",
+        pki::CaDigest::of_der(b"another cluster").to_base36(),
+        parts[3]
+    );
+    let err = rt.block_on(join(&addr, &foreign)).err().expect("refused");
+    assert!(matches!(err, JoinError::WrongCa { .. }), "{err}");
+    assert!(
+        err.to_string().contains("does not match the join token"),
+        "{err}"
+    );
+
+    // malformed
+    let err = rt
+        .block_on(join(&addr, "SWMTKN-1-abc"))
+        .err()
+        .expect("refused");
+    assert!(err.to_string().contains("malformed join token"), "{err}");
+
+    // rotated: the old token stops working at once
+    d.ctl_ok(&["swarm", "join-token", "--rotate", "worker"]);
+    let err = rt.block_on(join(&addr, &worker)).err().expect("refused");
+    assert!(err.to_string().contains("wrong or rotated secret"), "{err}");
+    rt.block_on(join(&addr, &token(&d, "worker")))
+        .expect("the new token works");
+
+    // manager tokens need several managers
+    let err = rt
+        .block_on(join(&addr, &token(&d, "manager")))
+        .err()
+        .expect("refused");
+    assert!(
+        err.to_string()
+            .contains("joining as a manager needs several managers"),
+        "{err}"
+    );
+
+    // the manager logged the refusals, never a token
+    let log = d.log();
+    assert!(log.contains("join refused"), "{log}");
+    assert!(!log.contains(parts[3]), "a token secret is in the log");
+}
