@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use openraft::error::{ClientWriteError, Fatal, InitializeError, RaftError};
 
+use super::space;
 use super::types::{NodeId, NodeInfo};
 
 /// What can go wrong running the Raft node.
@@ -12,12 +13,27 @@ use super::types::{NodeId, NodeInfo};
 pub enum Error {
     /// The Raft state directory or database could not be opened or read (I/O error, corrupt data,
     /// unknown format version, database locked by another process).
-    #[error("raft storage in {}: {message}", path.display())]
+    #[error("{}", storage_display(path, message))]
     Storage {
+        /// The Raft database file, or the state directory when the file could not be opened.
+        path: PathBuf,
+        /// What went wrong (naming the file when it is known).
+        message: String,
+    },
+    /// Too little free space is left on the Raft state directory's filesystem: the write was refused
+    /// before the log could fail. Reads keep working; writes resume once space is freed.
+    #[error(
+        "no space left on {}: {} available, below the {} swarmd keeps free for the Raft log; \
+         writes are refused until space is freed (reads keep working)",
+        path.display(), space::human(*free), space::human(*reserve)
+    )]
+    NoSpace {
         /// The Raft state directory.
         path: PathBuf,
-        /// What went wrong.
-        message: String,
+        /// Bytes available.
+        free: u64,
+        /// Bytes kept in reserve.
+        reserve: u64,
     },
     /// The settings are inconsistent (for example an election timeout not above the heartbeat).
     #[error("invalid raft settings: {0}")]
@@ -49,6 +65,15 @@ pub enum Error {
 
 /// Result with this module's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+fn storage_display(path: &std::path::Path, message: &str) -> String {
+    let shown = path.display().to_string();
+    if message.contains(&shown) {
+        format!("raft storage: {message}")
+    } else {
+        format!("raft storage in {shown}: {message}")
+    }
+}
 
 fn leader_display(leader: Option<NodeId>, addr: Option<&str>) -> String {
     match (leader, addr) {

@@ -235,7 +235,7 @@ fn snapshot_purge_and_recovery_from_snapshot_plus_tail() {
 
     // The log really lost its head: the first stored entry comes after the purge point.
     let db = db::open(dir.path()).expect("reopen db");
-    let tx = db.begin_read().expect("read tx");
+    let tx = db.db().begin_read().expect("read tx");
     let log = tx.open_table(db::LOG).expect("log table");
     let (first, _) = log.first().expect("read").expect("log not empty");
     assert!(first.value() > 1, "log purged up to {}", first.value());
@@ -373,7 +373,7 @@ fn corrupt_snapshot_fails_open_with_an_error() {
     let dir = tempfile::tempdir().expect("tempdir");
     {
         let db = db::open(dir.path()).expect("open");
-        let tx = db.begin_write().expect("tx");
+        let tx = db.db().begin_write().expect("tx");
         {
             let mut t = tx.open_table(db::SNAPSHOT).expect("table");
             t.insert(db::SNAPSHOT_KEY, [1u8, 2, 3].as_slice())
@@ -446,4 +446,156 @@ async fn stopped_completes_on_a_fatal_error_and_after_shutdown() {
     node.shutdown().await.expect("shutdown");
     let e = tokio::time::timeout(WAIT, stopped).await.expect("stopped");
     assert!(matches!(e, Error::Stopped(_)), "{e:?}");
+}
+
+/// Flips one bit inside `marker` in the stored bytes `bytes`; false when the marker is not there.
+fn flip_in(bytes: &mut [u8], marker: &[u8]) -> bool {
+    match bytes.windows(marker.len()).position(|w| w == marker) {
+        Some(at) => {
+            bytes[at + 1] ^= 0x01;
+            true
+        }
+        None => false,
+    }
+}
+
+/// Flips a bit of the first log entry holding `marker`; returns its index.
+fn flip_log_entry(dir: &Path, marker: &[u8]) -> u64 {
+    let disk = db::open(dir).expect("open");
+    let tx = disk.db().begin_write().expect("tx");
+    let index = {
+        let mut t = tx.open_table(db::LOG).expect("table");
+        let mut hit = None;
+        for item in t.iter().expect("iter") {
+            let (k, v) = item.expect("item");
+            let mut bytes = v.value().to_vec();
+            if flip_in(&mut bytes, marker) {
+                hit = Some((k.value(), bytes));
+                break;
+            }
+        }
+        let (index, bad) = hit.expect("marker in the log");
+        t.insert(index, bad.as_slice()).expect("insert");
+        index
+    };
+    tx.commit().expect("commit");
+    index
+}
+
+/// Flips a bit of the stored snapshot inside `marker`.
+fn flip_snapshot(dir: &Path, marker: &[u8]) {
+    let disk = db::open(dir).expect("open");
+    let tx = disk.db().begin_write().expect("tx");
+    {
+        let mut t = tx.open_table(db::SNAPSHOT).expect("table");
+        let mut bytes = t
+            .get(db::SNAPSHOT_KEY)
+            .expect("get")
+            .expect("a snapshot")
+            .value()
+            .to_vec();
+        assert!(flip_in(&mut bytes, marker), "marker in the snapshot");
+        t.insert(db::SNAPSHOT_KEY, bytes.as_slice())
+            .expect("insert");
+    }
+    tx.commit().expect("commit");
+}
+
+/// Opens the node over a damaged directory: the open itself fails, or Raft stops once it reads the damage.
+async fn open_damaged(dir: &Path) -> Error {
+    let sm = Box::new(RecordingSm::default());
+    match RaftNode::open(dir, 1, "a".into(), sm, fast_settings()).await {
+        Err(e) => e,
+        Ok(node) => {
+            let _ = node.initialize_single().await;
+            let e = tokio::time::timeout(WAIT, node.stopped())
+                .await
+                .expect("raft stops on the damaged entry");
+            let _ = node.shutdown().await;
+            e
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_flipped_log_entry_stops_raft_naming_file_and_index() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let sm = RecordingSm::default();
+        let node = open_single(dir.path(), &sm, fast_settings()).await;
+        for c in [
+            b"first".to_vec(),
+            b"corruptme-0123".to_vec(),
+            b"last".to_vec(),
+        ] {
+            node.propose(c).await.expect("propose");
+        }
+        node.shutdown().await.expect("shutdown");
+    }
+    let index = flip_log_entry(dir.path(), b"corruptme-0123");
+    let e = open_damaged(dir.path()).await;
+    let text = e.to_string();
+    let file = dir.path().join("raft.redb").display().to_string();
+    assert!(matches!(e, Error::Storage { .. }), "{e:?}");
+    assert!(
+        text.contains(&format!(
+            "{file}: Raft log entry {index} is corrupt (checksum mismatch"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains("restore this manager's state directory"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn a_flipped_snapshot_fails_open_naming_the_snapshot() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let settings = RaftSettings {
+        snapshot_interval_entries: 2,
+        ..fast_settings()
+    };
+    let snapshot = {
+        let sm = RecordingSm::default();
+        let node = open_single(dir.path(), &sm, settings).await;
+        for c in [b"corruptme-0123".to_vec(), b"b".to_vec(), b"c".to_vec()] {
+            node.propose(c).await.expect("propose");
+        }
+        eventually("a snapshot", || node.metrics().snapshot_index.is_some()).await;
+        let index = node.metrics().snapshot_index.expect("snapshot");
+        node.shutdown().await.expect("shutdown");
+        index
+    };
+    flip_snapshot(dir.path(), b"corruptme-0123");
+    let e = open_damaged(dir.path()).await;
+    let text = e.to_string();
+    assert!(matches!(e, Error::Storage { .. }), "{e:?}");
+    assert!(text.contains("raft.redb: the snapshot 1-"), "{text}");
+    assert!(
+        text.contains(&format!(
+            "(up to log index {snapshot}) is corrupt (checksum mismatch"
+        )),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn proposals_are_refused_below_the_free_space_reserve() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let settings = RaftSettings {
+        min_free_bytes: u64::MAX,
+        ..fast_settings()
+    };
+    let sm = RecordingSm::default();
+    let node = open_single(dir.path(), &sm, settings).await;
+    let e = node.propose(command(1)).await.unwrap_err();
+    assert!(matches!(e, Error::NoSpace { .. }), "{e:?}");
+    assert!(e
+        .to_string()
+        .starts_with(&format!("no space left on {}", dir.path().display())));
+    // refused before Raft: nothing applied, and Raft still runs
+    assert!(sm.get().applied.is_empty());
+    assert_eq!(node.metrics().role, RaftRole::Leader);
+    node.shutdown().await.expect("shutdown");
 }
