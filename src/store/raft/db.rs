@@ -56,7 +56,7 @@ pub(crate) enum DiskError {
         source: std::io::Error,
     },
     /// redb refused an operation (I/O error, corruption it detected, lock held).
-    #[error("{}: {source}{}", file.display(), if matches!(source, redb::Error::Corrupted(_)) { format!(". {ADVICE}") } else { String::new() })]
+    #[error("{}: {source}{}", file.display(), advice_for(source))]
     Db { file: PathBuf, source: redb::Error },
     /// A stored value failed its checksum or did not decode.
     #[error("{}: {what} is corrupt ({error}). {ADVICE}", file.display())]
@@ -85,6 +85,18 @@ pub(crate) enum DiskError {
     /// The user state machine rejected a snapshot.
     #[error("state machine cannot restore the snapshot at index {index}: {message}")]
     Restore { index: u64, message: String },
+}
+
+/// What to do about a redb error: corruption needs a restore, a full disk needs space.
+fn advice_for(e: &redb::Error) -> String {
+    match e {
+        redb::Error::Corrupted(_) => format!(". {ADVICE}"),
+        redb::Error::Io(io) if io.kind() == std::io::ErrorKind::StorageFull => {
+            "; free space on that filesystem and start swarmd again (nothing committed is lost)"
+                .to_string()
+        }
+        _ => String::new(),
+    }
 }
 
 impl DiskError {

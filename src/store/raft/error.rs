@@ -69,7 +69,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 fn storage_display(path: &std::path::Path, message: &str) -> String {
     let shown = path.display().to_string();
     if message.contains(&shown) {
-        format!("raft storage: {message}")
+        message.to_string()
     } else {
         format!("raft storage in {shown}: {message}")
     }

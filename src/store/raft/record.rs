@@ -27,7 +27,7 @@ pub(crate) enum RecordError {
     #[error("record has unknown version byte {0}")]
     Version(u8),
     /// The bytes changed since they were written.
-    #[error("checksum mismatch (stored {stored}, computed {computed})")]
+    #[error("checksum mismatch: stored {stored}, computed {computed}")]
     Checksum { stored: String, computed: String },
     /// The checksum matched but the payload does not decode (written by an incompatible build).
     #[error("payload does not decode: {0}")]
