@@ -63,19 +63,25 @@ impl Swarmd {
             .spawn()
             .expect("start swarmd");
         let deadline = Instant::now() + Duration::from_secs(secs);
+        let stderr = |child: &mut Child| {
+            let mut err = String::new();
+            use std::io::Read;
+            if let Some(mut e) = child.stderr.take() {
+                let _ = e.read_to_string(&mut err);
+            }
+            err
+        };
         loop {
             if let Some(status) = child.try_wait().expect("wait") {
-                let mut err = String::new();
-                use std::io::Read;
-                if let Some(mut e) = child.stderr.take() {
-                    let _ = e.read_to_string(&mut err);
-                }
-                return (status.code(), err);
+                return (status.code(), stderr(&mut child));
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
                 let _ = child.wait();
-                panic!("swarmd kept running over a state dir it should refuse");
+                panic!(
+                    "swarmd kept running over a state dir it should refuse: {}",
+                    stderr(&mut child)
+                );
             }
             std::thread::sleep(Duration::from_millis(100));
         }

@@ -116,6 +116,30 @@ fn a_flipped_log_entry_stops_swarmd_naming_file_and_index_and_tasks_keep_running
     assert_eq!(d.task_pids(), tasks);
 }
 
+/// The same after a crash (SIGKILL): redb's recovery on the next open reads the damaged pages first.
+#[test]
+fn a_flipped_log_entry_after_a_crash_is_refused_naming_the_file() {
+    let mut d = Swarmd::start();
+    let files = tempfile::tempdir().unwrap();
+    deploy_marker(&d, files.path());
+    let tasks = d.task_pids();
+    d.kill9();
+    assert!(flip_marker(&raft_db(&d)) > 0, "the marker is in the log");
+    let (code, err) = d.run_to_exit(60);
+    eprintln!("swarmd refused: {err}");
+    assert_eq!(code, Some(1), "swarmd exits non-zero: {err}");
+    assert!(
+        err.contains(&format!("{}: ", raft_db(&d).display())),
+        "{err}"
+    );
+    assert!(
+        err.contains("restore this manager's state directory"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked at"), "no panic message: {err}");
+    assert_eq!(d.task_pids(), tasks, "tasks outlive the refused start");
+}
+
 #[test]
 fn a_flipped_snapshot_stops_swarmd_naming_the_snapshot_and_tasks_keep_running() {
     let mut d = Swarmd::start_in(tempfile::tempdir().unwrap(), &["--snapshot-interval", "5"]);
@@ -146,6 +170,42 @@ fn a_flipped_snapshot_stops_swarmd_naming_the_snapshot_and_tasks_keep_running() 
     let err = assert_refused_naming(&d, "the snapshot ");
     assert!(err.contains(") is corrupt (checksum mismatch:"), "{err}");
     assert!(err.contains("(up to log index "), "{err}");
+    assert_eq!(d.task_pids(), tasks, "tasks outlive the refused start");
+}
+
+/// 64 bytes flipped at the start of every page holding the marker (so the B-tree leaf of the live log entry,
+/// whose header redb asserts on in debug builds): swarmd reports the file and what to do, not a panic.
+#[test]
+fn a_damaged_page_is_reported_naming_the_file_not_as_a_panic() {
+    let mut d = Swarmd::start();
+    let files = tempfile::tempdir().unwrap();
+    deploy_marker(&d, files.path());
+    let tasks = d.task_pids();
+    d.stop();
+    let file = raft_db(&d);
+    let mut bytes = std::fs::read(&file).unwrap();
+    let pages: std::collections::BTreeSet<usize> = bytes
+        .windows(MARKER.len())
+        .enumerate()
+        .filter(|(_, w)| *w == MARKER.as_bytes())
+        .map(|(at, _)| at & !4095)
+        .collect();
+    assert!(!pages.is_empty());
+    for page in pages {
+        for b in &mut bytes[page..page + 64] {
+            *b ^= 0xa5;
+        }
+    }
+    std::fs::write(&file, bytes).unwrap();
+    let (code, err) = d.run_to_exit(20);
+    eprintln!("swarmd refused: {err}");
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains(&format!("{}: ", file.display())), "{err}");
+    assert!(
+        err.contains("restore this manager's state directory"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked at"), "no panic message: {err}");
     assert_eq!(d.task_pids(), tasks, "tasks outlive the refused start");
 }
 

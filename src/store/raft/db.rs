@@ -91,6 +91,9 @@ pub(crate) enum DiskError {
 fn advice_for(e: &redb::Error) -> String {
     match e {
         redb::Error::Corrupted(_) => format!(". {ADVICE}"),
+        redb::Error::Io(io) if io.kind() == std::io::ErrorKind::InvalidData => {
+            format!(". {ADVICE}")
+        }
         redb::Error::Io(io) if io.kind() == std::io::ErrorKind::StorageFull => {
             "; free space on that filesystem and start swarmd again (nothing committed is lost)"
                 .to_string()

@@ -5,7 +5,6 @@ use std::path::PathBuf;
 
 use openraft::error::{ClientWriteError, Fatal, InitializeError, RaftError};
 
-use super::space;
 use super::types::{NodeId, NodeInfo};
 
 /// What can go wrong running the Raft node.
@@ -25,7 +24,7 @@ pub enum Error {
     #[error(
         "no space left on {}: {} available, below the {} swarmd keeps free for the Raft log; \
          writes are refused until space is freed (reads keep working)",
-        path.display(), space::human(*free), space::human(*reserve)
+        path.display(), human(*free), human(*reserve)
     )]
     NoSpace {
         /// The Raft state directory.
@@ -65,6 +64,22 @@ pub enum Error {
 
 /// Result with this module's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A byte count for people: `12.5 MiB`.
+fn human(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
 
 fn storage_display(path: &std::path::Path, message: &str) -> String {
     let shown = path.display().to_string();
@@ -110,6 +125,13 @@ pub(crate) fn from_initialize(e: RaftError<NodeId, InitializeError<NodeId, NodeI
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn human_sizes() {
+        assert_eq!(human(512), "512 B");
+        assert_eq!(human(64 << 20), "64.0 MiB");
+        assert_eq!(human(3 << 29), "1.5 GiB");
+    }
 
     #[test]
     fn not_leader_names_the_leader() {

@@ -19,7 +19,7 @@ pub(crate) fn check(dir: &Path, reserve: u64) -> Result<(), Error> {
     let Ok(stat) = nix::sys::statvfs::statvfs(dir) else {
         return Ok(());
     };
-    let free = (stat.blocks_available() as u64).saturating_mul(stat.fragment_size() as u64);
+    let free = stat.blocks_available().saturating_mul(stat.fragment_size());
     if free < reserve {
         return Err(Error::NoSpace {
             path: dir.to_path_buf(),
@@ -28,22 +28,6 @@ pub(crate) fn check(dir: &Path, reserve: u64) -> Result<(), Error> {
         });
     }
     Ok(())
-}
-
-/// A byte count for people: `12.5 MiB`.
-pub(crate) fn human(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
 }
 
 #[cfg(test)]
@@ -65,12 +49,5 @@ mod tests {
             text.contains("writes are refused until space is freed"),
             "{text}"
         );
-    }
-
-    #[test]
-    fn human_sizes() {
-        assert_eq!(human(512), "512 B");
-        assert_eq!(human(64 << 20), "64.0 MiB");
-        assert_eq!(human(3 << 29), "1.5 GiB");
     }
 }
