@@ -26,6 +26,8 @@ mod state_machine;
 mod types;
 
 #[cfg(test)]
+mod fault_tests;
+#[cfg(test)]
 mod tests;
 
 pub use error::{Error, Result};
