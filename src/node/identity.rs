@@ -100,6 +100,16 @@ fn issue(
     Ok(NodeCredentials::new(&cert, &key)?)
 }
 
+/// The identity file in the state directory `dir`.
+pub fn node_file(dir: &Path) -> PathBuf {
+    dir.join("node.json")
+}
+
+/// Whether `dir` holds an identity (this is not the node's first start).
+pub fn exists(dir: &Path) -> bool {
+    node_file(dir).exists()
+}
+
 /// Loads the identity in `dir`, or creates a new cluster there. `ips` go into the node certificate.
 /// `raft_data` is the Raft database file: while it exists, a missing `node.json` is refused
 /// ([`IdentityError::Missing`]) and nothing is written (Raft data is only ever created after `node.json`).
@@ -110,7 +120,7 @@ pub fn init_or_load(
 ) -> Result<Identity, IdentityError> {
     let now = SystemTime::now();
     let certs = dir.join("certs");
-    let node_file = dir.join("node.json");
+    let node_file = node_file(dir);
     if !node_file.exists() && raft_data.exists() {
         return Err(IdentityError::Missing {
             path: node_file,

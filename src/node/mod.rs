@@ -115,16 +115,16 @@ pub enum NodeError {
     Part(#[from] parts::PartFailed),
     /// The identity says this node belongs to a cluster, but its Raft data is gone.
     #[error(
-        "{} is missing, but node.json says this node belongs to cluster {cluster}: refusing to start an empty \
+        "{} is missing, but {} says this node already belongs to a cluster: refusing to start an empty \
          cluster in its place (the agent would stop every task). Restore the raft/ directory from a backup or \
          from another manager, or move the state directory away to start a new cluster",
-        path.display()
+        path.display(), identity.display()
     )]
     RaftDataMissing {
         /// The missing Raft database.
         path: PathBuf,
-        /// The cluster the identity names.
-        cluster: String,
+        /// The identity file that exists.
+        identity: PathBuf,
     },
 }
 
@@ -216,19 +216,19 @@ pub async fn run_with_executor(
         config.listen_addr.ip(),
         "127.0.0.1".parse().unwrap_or(config.listen_addr.ip()),
     ];
-    // Raft data is created last on a first start: while it exists, a missing identity or data key is refused
-    // rather than re-created over it, and missing Raft data is refused once the identity says the node belongs
-    // to a cluster (an empty store would make the agent stop every task).
+    // Raft data is created last on a first start: while it exists, a missing data key or identity is refused
+    // rather than re-created over it, and missing Raft data is refused once an identity exists (an empty store
+    // would make the agent stop every task). All three are checked before anything is written.
     let raft_data = crate::store::raft::database_file(&raft_dir(&config));
-    let id = identity::init_or_load(&dir, &ips, &raft_data)?;
-    tracing::info!(node = %id.node_id, cluster = %id.cluster_id, new = id.new_cluster, "node identity ready");
-    let key = DataKey::load_or_create_unless(&dir, Some(&raft_data))?;
-    if !id.new_cluster && !raft_data.exists() {
+    if identity::exists(&dir) && !raft_data.exists() {
         return Err(NodeError::RaftDataMissing {
             path: raft_data,
-            cluster: id.cluster_id.clone(),
+            identity: identity::node_file(&dir),
         });
     }
+    let key = DataKey::load_or_create_unless(&dir, Some(&raft_data))?;
+    let id = identity::init_or_load(&dir, &ips, &raft_data)?;
+    tracing::info!(node = %id.node_id, cluster = %id.cluster_id, new = id.new_cluster, "node identity ready");
     let (store, raft, proposer) = open_store(&config, &id, clock.clone()).await?;
     let mut parts = Parts::new();
     {

@@ -268,7 +268,11 @@ fn a_missing_node_json_or_data_key_is_refused_and_the_files_left_intact() {
     let (code, err) = d.run_to_exit(60);
     assert_eq!(code, Some(1), "{err}");
     assert!(
-        err.contains("is missing, but node.json says this node belongs to cluster"),
+        err.contains(&format!(
+            "{} is missing, but {} says this node already belongs to a cluster: refusing to start an empty cluster",
+            raft_db(&d).display(),
+            node.display()
+        )),
         "{err}"
     );
     assert!(!raft.exists(), "no empty cluster created");

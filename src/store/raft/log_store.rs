@@ -2,7 +2,9 @@
 //! storage-v2). One write transaction per append batch; the flush callback fires only after that
 //! transaction committed (fsync'd). Also persists the vote, the committed log id (lazily, not
 //! fsync'd: losing it only means replaying more) and the last purged log id. Every redb call runs on
-//! the blocking pool. Does not apply anything: that is `state_machine`'s job.
+//! the blocking pool, guarded; every entry read is verified (its record checksum, and that it is the
+//! entry of its index): a damaged one is an error naming the file and the index, which stops Raft.
+//! Does not apply anything: that is `state_machine`'s job.
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
