@@ -77,6 +77,8 @@ pub struct Worker {
     shared: Arc<Shared>,
     /// Serializes `assign` and holds the last assignments, for `resync`.
     assigning: tokio::sync::Mutex<Option<Arc<Assignments>>>,
+    /// Where task runners run (`None`: the caller's runtime).
+    runtime: Option<tokio::runtime::Handle>,
 }
 
 impl Worker {
@@ -89,7 +91,16 @@ impl Worker {
         Worker {
             shared: Arc::new(Shared::new(executor, Reporter::new(clock, reports))),
             assigning: tokio::sync::Mutex::new(None),
+            runtime: None,
         }
+    }
+
+    /// Runs the task runners (and so every executor call they make: file writes, process spawns, health
+    /// checks) on `runtime`, so slow disks or a burst of starts never delay what runs on the caller's runtime
+    /// (heartbeats, Raft, the control API).
+    pub fn on_runtime(mut self, runtime: tokio::runtime::Handle) -> Self {
+        self.runtime = Some(runtime);
+        self
     }
 
     /// Converges to `a`, the complete set of this node's tasks. Returns once every change is
@@ -216,14 +227,18 @@ impl Worker {
 
     fn spawn(&self, task_id: &str, want: Desired, start: Start, health: Option<HealthCheck>) {
         let (gen, rx) = self.shared.register(task_id, want);
-        let handle = tokio::spawn(runner::run(
+        let run = runner::run(
             self.shared.clone(),
             task_id.to_string(),
             gen,
             start,
             health,
             rx,
-        ));
+        );
+        let handle = match &self.runtime {
+            Some(rt) => rt.spawn(run),
+            None => tokio::spawn(run),
+        };
         self.shared.set_abort(task_id, gen, handle.abort_handle());
     }
 }

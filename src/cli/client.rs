@@ -48,7 +48,8 @@ pub async fn connect(host: &str) -> Result<ControlClient<Channel>, String> {
         };
         format!("cannot reach swarmd at {shown}: {detail}")
     })?;
-    Ok(ControlClient::new(channel).max_decoding_message_size(64 << 20))
+    Ok(ControlClient::new(channel)
+        .max_decoding_message_size(crate::model::limits::MAX_MESSAGE_BYTES))
 }
 
 /// Turns a gRPC error into the line a user reads.

@@ -1,6 +1,8 @@
-//! `swarmctl swarm info`: the Swarm section of `docker info`.
+//! `swarmctl swarm info` (the Swarm section of `docker info`, with the cluster's limits and the worker join
+//! command), `swarmctl swarm update` (the cluster's settings: limits and task history retention, like `docker
+//! swarm update`) and `swarmctl swarm join-token` (like docker's).
 //!
-//! Must not: change anything.
+//! Must not: check the settings itself (the manager does, and names the ceiling).
 
 use clap::Subcommand;
 
@@ -16,13 +18,88 @@ pub enum SwarmCommand {
         #[arg(long, default_value = "text")]
         format: String,
     },
+    /// Change the cluster's settings.
+    Update {
+        /// Most tasks one service may ask for (replicas, or a job's tasks).
+        #[arg(long)]
+        max_replicas: Option<u64>,
+        /// Most services one stack may have.
+        #[arg(long)]
+        max_services_per_stack: Option<u64>,
+        /// Revisions a stack keeps for `stack history` and `stack rollback`.
+        #[arg(long)]
+        stack_history: Option<u64>,
+        /// Terminated tasks kept per slot.
+        #[arg(long)]
+        task_history_limit: Option<u64>,
+    },
+    /// Show (or rotate) the token that joins a node as a worker or a manager.
+    JoinToken {
+        /// `worker` or `manager`.
+        role: String,
+        /// Print the token only.
+        #[arg(short, long)]
+        quiet: bool,
+        /// Replace the token: the old one stops working for new joins at once.
+        #[arg(long)]
+        rotate: bool,
+    },
+}
+
+/// The join command for `token`, as `docker swarm join-token` shows it.
+fn join_command(role: &str, token: &str, addr: &str) -> String {
+    format!(
+        "To add a {role} to this swarm, run the following command:\n\n    swarmd --join-addr {addr} --join-token {token}\n"
+    )
 }
 
 /// Runs one `swarm` subcommand.
 pub fn run(host: Option<String>, cmd: SwarmCommand) -> i32 {
     block_on(async move {
         let mut c = client(&host).await?;
-        let SwarmCommand::Info { format } = cmd;
+        let format = match cmd {
+            SwarmCommand::Info { format } => format,
+            SwarmCommand::Update {
+                max_replicas,
+                max_services_per_stack,
+                stack_history,
+                task_history_limit,
+            } => {
+                c.update_cluster(control::ClusterUpdateRequest {
+                    max_replicas,
+                    max_services_per_stack,
+                    stack_history,
+                    task_history_retention_limit: task_history_limit,
+                })
+                .await
+                .map_err(rpc)?;
+                println!("Swarm updated.");
+                return Ok(());
+            }
+            SwarmCommand::JoinToken {
+                role,
+                quiet,
+                rotate,
+            } => {
+                let reply = c
+                    .join_token(control::JoinTokenRequest {
+                        role: role.clone(),
+                        rotate,
+                    })
+                    .await
+                    .map_err(rpc)?
+                    .into_inner();
+                if quiet {
+                    println!("{}", reply.token);
+                    return Ok(());
+                }
+                if rotate {
+                    println!("Successfully rotated {role} join token.\n");
+                }
+                print!("{}", join_command(&role, &reply.token, &reply.join_addr));
+                return Ok(());
+            }
+        };
         let info: serde_json::Value = decode(
             &c.info(control::Empty {})
                 .await
@@ -35,6 +112,7 @@ pub fn run(host: Option<String>, cmd: SwarmCommand) -> i32 {
             return Ok(());
         }
         let s = |k: &str| info[k].to_string().trim_matches('"').to_string();
+        let limit = |k: &str| info["Limits"][k].to_string();
         let period_ms = info["HeartbeatPeriodMs"].as_u64().unwrap_or(0);
         println!("Swarm: active");
         println!(" NodeID: {}", s("NodeID"));
@@ -47,6 +125,13 @@ pub fn run(host: Option<String>, cmd: SwarmCommand) -> i32 {
             "  Task History Retention Limit: {}",
             s("TaskHistoryRetentionLimit")
         );
+        println!(" Limits:");
+        println!("  Max Replicas: {}", limit("max_replicas"));
+        println!(
+            "  Max Services Per Stack: {}",
+            limit("max_services_per_stack")
+        );
+        println!("  Stack History: {}", limit("stack_history"));
         println!(" Raft:");
         println!("  Snapshot Interval: {}", s("SnapshotInterval"));
         println!("  Last Log Index: {}", s("RaftLastLogIndex"));
@@ -55,6 +140,19 @@ pub fn run(host: Option<String>, cmd: SwarmCommand) -> i32 {
             "  Heartbeat Period: {}",
             crate::stack::units::format_duration(std::time::Duration::from_millis(period_ms))
         );
+        let worker = c
+            .join_token(control::JoinTokenRequest {
+                role: "worker".into(),
+                rotate: false,
+            })
+            .await;
+        if let Ok(reply) = worker {
+            let reply = reply.into_inner();
+            println!(
+                " Join (worker): swarmd --join-addr {} --join-token {}",
+                reply.join_addr, reply.token
+            );
+        }
         Ok(())
     })
 }

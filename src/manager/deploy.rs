@@ -9,10 +9,11 @@
 
 use std::collections::BTreeSet;
 
+use crate::model::limits::{self, OverLimit};
 use crate::model::{
     self, object_version, FileObjectSpec, Meta, Network, PlanAction, PlanItem, PlanKind, Secret,
     Service, ServiceSpec, Stack, StackRevision, StackSpec, UpdateState, UpdateStatus,
-    OBJECT_VERSION_LABEL, STACK_HISTORY_LIMIT, STACK_NAMESPACE_LABEL,
+    OBJECT_VERSION_LABEL, STACK_NAMESPACE_LABEL,
 };
 use crate::store::{ClusterState, Op};
 use crate::util::{IdSource, Millis};
@@ -47,6 +48,14 @@ pub enum DeployError {
         name: String,
         /// The stack being deployed.
         stack: String,
+    },
+    /// The stack or one of its services is over a limit of the cluster.
+    #[error("{what}: {error}")]
+    OverLimit {
+        /// "stack NAME" or "service NAME".
+        what: String,
+        /// What is over which limit.
+        error: OverLimit,
     },
 }
 
@@ -194,6 +203,38 @@ fn plan_files<'s>(
     Ok((owned, by_name))
 }
 
+/// Checks the stack and its services against the cluster's limits (which it returns), before anything is planned.
+fn check_limits(
+    state: &ClusterState,
+    spec: &StackSpec,
+    existing: Option<&Stack>,
+    files: &[(String, String)],
+) -> Result<model::Limits, DeployError> {
+    let limits = state.limits();
+    let stack_error = |error| DeployError::OverLimit {
+        what: format!("stack {}", spec.name),
+        error,
+    };
+    limits
+        .check_stack_services(
+            spec.services.len() as u64,
+            existing.map(|s| s.service_ids.len() as u64),
+        )
+        .map_err(stack_error)?;
+    limits::check_stack_files(files, existing.map(|s| limits::stack_files_bytes(&s.files)))
+        .map_err(stack_error)?;
+    for svc in &spec.services {
+        let old = state.service_by_name(&svc.name).map(|s| &s.spec);
+        limits
+            .check_service(svc, old)
+            .map_err(|error| DeployError::OverLimit {
+                what: format!("service {}", svc.name),
+                error,
+            })?;
+    }
+    Ok(limits)
+}
+
 /// Plans deploying `spec` (secrets and configs given prepared, in the same order as in `spec`).
 #[allow(clippy::too_many_arguments)]
 pub fn plan_deploy(
@@ -209,6 +250,7 @@ pub fn plan_deploy(
     let stack_name = spec.name.as_str();
     let mut plan = DeployPlan::default();
     let existing_stack = state.stack(stack_name).cloned();
+    let limits = check_limits(state, spec, existing_stack.as_ref(), &files)?;
 
     // networks
     let mut network_ids = Vec::new();
@@ -409,8 +451,9 @@ pub fn plan_deploy(
         spec_json: serde_json::to_string(&sealed).unwrap_or_default(),
         prune,
     });
-    if history.len() > STACK_HISTORY_LIMIT {
-        history.drain(..history.len() - STACK_HISTORY_LIMIT);
+    let keep = limits.stack_history.max(1) as usize;
+    if history.len() > keep {
+        history.drain(..history.len() - keep);
     }
     let stack = Stack {
         name: stack_name.to_string(),

@@ -6,8 +6,8 @@
 
 use crate::model::{ServiceMode, ServiceSpec};
 
-/// The largest secret docker accepts (500 KiB).
-pub const MAX_SECRET_SIZE: usize = 500 * 1024;
+use crate::model::limits::CEILING_REPLICAS;
+pub use crate::model::limits::MAX_SECRET_SIZE;
 
 /// `service scale` asked of a service whose mode has no replica count.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -28,7 +28,8 @@ impl std::fmt::Display for NotScalable {
     }
 }
 
-/// One `SERVICE=REPLICAS` argument of `service scale`: any whole number of replicas (0 included).
+/// One `SERVICE=REPLICAS` argument of `service scale`: a whole number of replicas (0 included) up to the
+/// highest limit a cluster can set (the cluster's own limit is checked by the manager).
 pub fn parse_scale_arg(pair: &str) -> Result<(&str, u64), String> {
     let Some((name, n)) = pair.split_once('=') else {
         return Err(format!(
@@ -40,6 +41,12 @@ pub fn parse_scale_arg(pair: &str) -> Result<(&str, u64), String> {
             "invalid replicas value {n:?} for {name}: expected a whole number"
         ));
     };
+    if replicas > CEILING_REPLICAS {
+        return Err(format!(
+            "invalid replicas value {n:?} for {name}: replicas {replicas} is over the limit of \
+             {CEILING_REPLICAS}, the most any cluster allows"
+        ));
+    }
     Ok((name, replicas))
 }
 
@@ -151,6 +158,11 @@ mod tests {
             "invalid replicas value \"-1\" for web: expected a whole number"
         );
         assert!(parse_scale_arg("web=two").is_err());
+        assert_eq!(
+            parse_scale_arg("web=4000000000").unwrap_err(),
+            "invalid replicas value \"4000000000\" for web: replicas 4000000000 is over the limit of \
+             1000000, the most any cluster allows"
+        );
     }
 
     #[test]

@@ -64,13 +64,11 @@ pub struct Stack {
     pub config_ids: Vec<String>,
     /// Networks the stack owns.
     pub network_ids: Vec<String>,
-    /// The last applied deploys, oldest first (at most [`STACK_HISTORY_LIMIT`]); the last one is the current.
+    /// The last applied deploys, oldest first (at most the cluster's `limits.stack_history`); the last one is
+    /// the current.
     #[serde(default)]
     pub history: Vec<StackRevision>,
 }
-
-/// How many revisions a stack keeps.
-pub const STACK_HISTORY_LIMIT: usize = 10;
 
 /// One applied deploy of a stack: enough to show what changed and to re-apply it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -98,6 +96,10 @@ pub struct Cluster {
     pub meta: Meta,
     /// Cluster-wide settings.
     pub settings: ClusterSettings,
+    /// The worker and manager join tokens (`pki::JoinTokens` as JSON), SEALED with the data key like secret
+    /// data; empty in clusters created before tokens were stored (the manager adds them at start).
+    #[serde(default)]
+    pub join_tokens: super::objects::SecretData,
 }
 
 /// Cluster-wide settings.
@@ -109,6 +111,9 @@ pub struct ClusterSettings {
     pub heartbeat_period_ms: u64,
     /// Terminated tasks kept per slot (default 5).
     pub task_history_retention_limit: u64,
+    /// What a request may ask for (settings stored before limits existed read as the defaults).
+    #[serde(default)]
+    pub limits: super::limits::Limits,
 }
 
 impl Default for ClusterSettings {
@@ -117,6 +122,7 @@ impl Default for ClusterSettings {
             snapshot_interval: 10_000,
             heartbeat_period_ms: 5000,
             task_history_retention_limit: 5,
+            limits: Default::default(),
         }
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod cluster;
 pub mod constraint;
+pub mod limits;
 pub mod meta;
 pub mod node;
 pub mod objects;
@@ -14,6 +15,7 @@ pub mod task;
 
 pub use cluster::*;
 pub use constraint::{Constraint, ConstraintOp};
+pub use limits::Limits;
 pub use meta::Meta;
 pub use node::*;
 pub use objects::*;

@@ -32,6 +32,7 @@ pub fn info(store: &Store, raft: &RaftNode, node_id: &str, cluster_id: &str) -> 
             "SnapshotInterval": settings.snapshot_interval,
             "HeartbeatPeriodMs": settings.heartbeat_period_ms,
             "TaskHistoryRetentionLimit": settings.task_history_retention_limit,
+            "Limits": settings.limits,
             "RaftLastLogIndex": m.last_log_index,
             "RaftLastApplied": m.last_applied_index,
             "RaftSnapshotIndex": m.snapshot_index,

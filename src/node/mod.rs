@@ -28,10 +28,14 @@ use crate::api::{
 };
 use crate::exec::process::{ProcessExecutor, ShimCommand};
 use crate::exec::{Executor, LogOptions, LogStream};
-use crate::manager::controlapi::{ControlApi, TaskLogLine, TaskLogStream, TaskLogs};
+use crate::manager::controlapi::{
+    open_tokens, seal_tokens, ControlApi, TaskLogLine, TaskLogStream, TaskLogs,
+};
 use crate::manager::dispatcher::Dispatcher;
 use crate::manager::driver::Driver;
 use crate::manager::proposer::Proposer;
+use crate::model::limits::MAX_MESSAGE_BYTES;
+use crate::pki::{JoinTokens, NodeRole};
 use crate::secrets::DataKey;
 use crate::store::raft::{RaftNode, RaftSettings};
 use crate::store::{Op, Store, StoreStateMachine};
@@ -229,7 +233,7 @@ pub async fn run_with_executor(
     let key = DataKey::load_or_create_unless(&dir, Some(&raft_data))?;
     let id = identity::init_or_load(&dir, &ips, &raft_data)?;
     tracing::info!(node = %id.node_id, cluster = %id.cluster_id, new = id.new_cluster, "node identity ready");
-    let (store, raft, proposer) = open_store(&config, &id, clock.clone()).await?;
+    let (store, raft, proposer) = open_store(&config, &id, &key, clock.clone()).await?;
     let mut parts = Parts::new();
     {
         let raft = raft.clone();
@@ -242,9 +246,11 @@ pub async fn run_with_executor(
         });
     }
 
-    // the agent and its executor
+    // the agent and its executor; task runners get a runtime of their own (see `executor_runtime`)
+    let exec_rt = executor_runtime()?;
     let (reports_tx, reports_rx) = tokio::sync::mpsc::unbounded_channel::<StatusReport>();
-    let worker = Arc::new(Worker::new(executor, clock.clone(), reports_tx));
+    let worker =
+        Arc::new(Worker::new(executor, clock.clone(), reports_tx).on_runtime(exec_rt.handle()));
 
     // servers
     let control = ControlApi::new(
@@ -258,13 +264,17 @@ pub async fn run_with_executor(
             id.node_id.clone(),
             id.cluster_id.clone(),
         ),
-    );
+    )
+    .with_join_addr(config.listen_addr.to_string());
+    if id.new_cluster {
+        print_init_message(&store, &key, &id.node_id, &config.listen_addr.to_string());
+    }
     let socket = dir.join("swarmd.sock");
     let unix = crate::transport::unix_incoming(&socket)
         .map_err(|e| NodeError::Listen(socket.display().to_string(), e))?;
     parts.spawn_until_shutdown("the control API", async move {
         tonic::transport::Server::builder()
-            .add_service(ControlServer::new(control).max_decoding_message_size(64 << 20))
+            .add_service(ControlServer::new(control).max_decoding_message_size(MAX_MESSAGE_BYTES))
             .serve_with_incoming(unix)
             .await
             .map_err(|e| e.to_string())
@@ -281,7 +291,9 @@ pub async fn run_with_executor(
         .await
         .map_err(|e| NodeError::Listen(config.listen_addr.to_string(), e))?;
     let dispatcher_server = tonic::transport::Server::builder()
-        .add_service(DispatcherServer::new(dispatcher.clone()).max_decoding_message_size(64 << 20))
+        .add_service(
+            DispatcherServer::new(dispatcher.clone()).max_decoding_message_size(MAX_MESSAGE_BYTES),
+        )
         .serve_with_incoming(crate::transport::tls_incoming(listener, server_tls));
     parts.spawn_until_shutdown("the dispatcher API", async move {
         dispatcher_server.await.map_err(|e| e.to_string())
@@ -318,7 +330,42 @@ pub async fn run_with_executor(
     let result = parts.run(shutdown).await;
     let _ = std::fs::remove_file(&socket);
     let _ = raft.shutdown().await;
+    drop(exec_rt);
     result.map_err(NodeError::from)
+}
+
+/// The runtime the task runners run on: starting a task writes files, spawns processes and waits on disks, so
+/// a burst of starts (a stack of 2,000 services) must not occupy the threads that answer heartbeats and
+/// apply Raft entries.
+fn executor_runtime() -> Result<ExecRuntime, NodeError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("swarm-exec")
+        .enable_all()
+        .build()
+        .map(|rt| ExecRuntime(Some(rt)))
+        .map_err(|e| NodeError::Exec(format!("cannot start the executor's runtime: {e}")))
+}
+
+/// The executor's runtime; dropped (also on an early error return, inside the async caller) without waiting:
+/// tasks outlive the daemon, so their runners are abandoned, not awaited.
+struct ExecRuntime(Option<tokio::runtime::Runtime>);
+
+impl ExecRuntime {
+    fn handle(&self) -> tokio::runtime::Handle {
+        match &self.0 {
+            Some(rt) => rt.handle().clone(),
+            None => tokio::runtime::Handle::current(),
+        }
+    }
+}
+
+impl Drop for ExecRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 /// Opens the Raft-backed store (a new single-voter cluster, or the one in the state directory) and creates the
@@ -326,6 +373,7 @@ pub async fn run_with_executor(
 async fn open_store(
     config: &NodeConfig,
     id: &identity::Identity,
+    key: &DataKey,
     clock: Arc<dyn Clock>,
 ) -> Result<(Store, Arc<RaftNode>, Proposer), NodeError> {
     let store = Store::default();
@@ -343,21 +391,54 @@ async fn open_store(
     raft.initialize_single().await?;
     raft.wait_for_leader(Duration::from_secs(30)).await?;
     let proposer = Proposer::new(raft.clone(), clock);
-    if store.view(|s| s.cluster().is_none()) {
-        let cluster = crate::model::Cluster {
-            id: id.cluster_id.clone(),
-            meta: Default::default(),
-            settings: crate::model::ClusterSettings {
-                snapshot_interval: config.raft.snapshot_interval_entries,
-                heartbeat_period_ms: config.heartbeat_period.as_millis() as u64,
-                ..Default::default()
-            },
-        };
-        if let Err(e) = proposer.propose(vec![Op::CreateCluster(cluster)]).await {
-            tracing::warn!("cannot create the cluster object: {e}");
+    let tokens = || seal_tokens(key, &JoinTokens::generate(id.ca.digest(), &mut rand::rng()));
+    match store.view(|s| s.cluster().cloned()) {
+        None => {
+            let cluster = crate::model::Cluster {
+                id: id.cluster_id.clone(),
+                meta: Default::default(),
+                settings: crate::model::ClusterSettings {
+                    snapshot_interval: config.raft.snapshot_interval_entries,
+                    heartbeat_period_ms: config.heartbeat_period.as_millis() as u64,
+                    ..Default::default()
+                },
+                join_tokens: tokens(),
+            };
+            if let Err(e) = proposer.propose(vec![Op::CreateCluster(cluster)]).await {
+                tracing::warn!("cannot create the cluster object: {e}");
+            }
         }
+        // a cluster created before join tokens were stored gets them now
+        Some(cluster) if cluster.join_tokens.0.is_empty() => {
+            let updated = crate::model::Cluster {
+                join_tokens: tokens(),
+                ..cluster.clone()
+            };
+            let op = Op::UpdateCluster {
+                cluster: updated,
+                expected_version: cluster.meta.version,
+            };
+            if let Err(e) = proposer.propose(vec![op]).await {
+                tracing::warn!("cannot add join tokens to the cluster object: {e}");
+            }
+        }
+        Some(_) => {}
     }
     Ok((store, raft, proposer))
+}
+
+/// What `docker swarm init` prints, on standard output (never in the log, which must not hold a token): this
+/// node's id and the command that adds a worker.
+fn print_init_message(store: &Store, key: &DataKey, node_id: &str, join_addr: &str) {
+    let Some(Ok(tokens)) = store.view(|s| s.cluster().map(|c| open_tokens(key, c))) else {
+        return;
+    };
+    println!(
+        "Swarm initialized: current node ({node_id}) is now a manager.\n\nTo add a worker to this swarm, run the \
+         following command:\n\n    swarmd --join-addr {join_addr} --join-token {}\n\nTo add a manager to this swarm, \
+         run 'swarmctl swarm join-token manager' and follow the instructions.\n",
+        tokens.token(NodeRole::Worker)
+    );
 }
 
 /// This node's description for the dispatcher.

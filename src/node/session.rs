@@ -116,7 +116,8 @@ async fn session_parts(
     worked: Arc<std::sync::atomic::AtomicBool>,
 ) -> Result<bool, String> {
     let channel = crate::transport::tls_channel(&config.addr, config.tls.clone()).await?;
-    let mut client = DispatcherClient::new(channel).max_decoding_message_size(64 << 20);
+    let mut client = DispatcherClient::new(channel)
+        .max_decoding_message_size(crate::model::limits::MAX_MESSAGE_BYTES);
     let mut session = client
         .session(pb::SessionRequest {
             description: Some(config.description.clone()),

@@ -136,7 +136,16 @@ fn read_object(
 /// Converts a loaded stack into the specs a deploy sends. `problems` of the load's `deploy_problems` kind are
 /// checked here too, so a deploy refuses what docker's deploy refuses.
 pub fn convert(stack_name: &str, file: &StackFile) -> Result<StackSpec, StackError> {
-    let mut problems = super::validate::check(file);
+    convert_within(stack_name, file, &crate::model::Limits::default())
+}
+
+/// [`convert`], checking the stack against `limits` (a cluster's own) instead of the defaults.
+pub fn convert_within(
+    stack_name: &str,
+    file: &StackFile,
+    limits: &crate::model::Limits,
+) -> Result<StackSpec, StackError> {
+    let mut problems = super::validate::check(file, limits);
     if let Err(e) = check_stack_name(stack_name) {
         problems.insert(0, Problem::new(&Pos::default(), "", e));
     }
@@ -502,6 +511,7 @@ secrets:
             &LoadOptions {
                 env: Some(Default::default()),
                 no_dotenv: true,
+                ..Default::default()
             },
         )
         .unwrap();
@@ -559,6 +569,7 @@ secrets:
             &LoadOptions {
                 env: Some(Default::default()),
                 no_dotenv: true,
+                ..Default::default()
             },
         )
         .unwrap();

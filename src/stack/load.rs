@@ -20,6 +20,8 @@ pub struct LoadOptions {
     pub env: Option<HashMap<String, String>>,
     /// Skip reading `.env` beside the first file.
     pub no_dotenv: bool,
+    /// The limits to check the stack against (the cluster's, when the caller knows them).
+    pub limits: crate::model::Limits,
 }
 
 /// A loaded stack.
@@ -166,7 +168,19 @@ pub fn load(paths: &[PathBuf], options: &LoadOptions) -> Result<Loaded, StackErr
             ignored.into_iter().collect::<Vec<_>>().join(", ")
         ));
     }
-    let deploy_problems = validate::check(&stack);
+    let mut deploy_problems = validate::check(&stack, &options.limits);
+    if let Err(e) = crate::model::limits::check_stack_files(&sources, None) {
+        let pos = Pos {
+            file: sources
+                .first()
+                .map(|(n, _)| n.as_str())
+                .unwrap_or("-")
+                .into(),
+            line: 0,
+            col: 0,
+        };
+        deploy_problems.push(Problem::new(&pos, "", e.to_string()));
+    }
     Ok(Loaded {
         stack,
         warnings,
@@ -196,6 +210,7 @@ mod tests {
                     .collect(),
             ),
             no_dotenv: false,
+            ..Default::default()
         }
     }
 

@@ -1,14 +1,29 @@
 //! Semantic checks of a merged stack that a schema cannot express: references to secrets, configs, networks and
-//! volumes must be declared; a global service has no replicas; every service has an image.
+//! volumes must be declared; a global service has no replicas; every service has an image; the cluster's limits
+//! (replicas, services per stack, environment and label sizes: `model::limits`) hold.
 //!
 //! Must not: change the stack (it only reports).
 
-use super::compose::{DeployMode, StackFile, VolumeKind};
+use super::compose::{DeployMode, Service, StackFile, VolumeKind};
 use super::Problem;
+use crate::model::limits::{self, Limits};
 
 /// Problems of the merged stack, in service order.
-pub fn check(stack: &StackFile) -> Vec<Problem> {
+pub fn check(stack: &StackFile, limits: &Limits) -> Vec<Problem> {
     let mut out = Vec::new();
+    if let Some((name, svc)) = stack
+        .services
+        .iter()
+        .nth(limits.max_services_per_stack as usize)
+    {
+        if let Err(e) = limits.check_stack_services(stack.services.len() as u64, None) {
+            out.push(Problem::new(
+                &svc.pos,
+                &format!("services.{name}"),
+                e.to_string(),
+            ));
+        }
+    }
     for (kind, objects) in [("secret", &stack.secrets), ("config", &stack.configs)] {
         for (name, o) in objects {
             if !o.external && o.file.is_none() {
@@ -75,6 +90,7 @@ pub fn check(stack: &StackFile) -> Vec<Problem> {
                 ));
             }
         }
+        check_limits(svc, &path, limits, &mut out);
         if let Some(deploy) = &svc.deploy {
             let mode = deploy.mode.unwrap_or(DeployMode::Replicated);
             if matches!(mode, DeployMode::Global | DeployMode::GlobalJob)
@@ -121,4 +137,46 @@ pub fn check(stack: &StackFile) -> Vec<Problem> {
     }
     out.sort_by_key(|p| (p.pos.line, p.pos.col));
     out
+}
+
+/// The limits of one service: replicas, environment bytes, labels bytes.
+fn check_limits(svc: &Service, path: &str, limits: &Limits, out: &mut Vec<Problem>) {
+    let deploy = svc.deploy.as_ref();
+    if let Some((n, deploy)) = deploy.and_then(|d| d.replicas.map(|n| (n, d))) {
+        if let Err(e) = limits.check_replicas(n, None) {
+            out.push(Problem::new(
+                &deploy.replicas_pos,
+                &format!("{path}.deploy.replicas"),
+                e.to_string(),
+            ));
+        }
+    }
+    let env: Vec<String> = svc
+        .environment
+        .iter()
+        .map(|(k, v)| format!("{k}={}", v.as_deref().unwrap_or_default()))
+        .collect();
+    if let Err(e) = limits::check_env(&env, None) {
+        out.push(Problem::new(
+            &svc.pos,
+            &format!("{path}.environment"),
+            e.to_string(),
+        ));
+    }
+    if let Err(e) = limits::check_labels("labels", &svc.labels, None) {
+        out.push(Problem::new(
+            &svc.pos,
+            &format!("{path}.labels"),
+            e.to_string(),
+        ));
+    }
+    if let Some(d) = deploy {
+        if let Err(e) = limits::check_labels("labels", &d.labels, None) {
+            out.push(Problem::new(
+                &svc.pos,
+                &format!("{path}.deploy.labels"),
+                e.to_string(),
+            ));
+        }
+    }
 }

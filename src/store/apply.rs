@@ -1,17 +1,55 @@
 //! Deterministic apply: one `Batch` at one Raft log index, all or nothing. Each op is checked (existence,
 //! expected version, name uniqueness (per version for secrets and configs), a task's service and slot fixed, its states only moving forward) and
 //! applied in order while an undo log records what it replaced; the first refused op rolls everything back.
-//! Applied objects get `meta.version` = the log index and `updated_at` = the batch's time.
+//! Applied objects get `meta.version` = the log index and `updated_at` = the batch's time. Every object is held
+//! to the cluster's limits (`model::limits`) here too, so an entry past a limit is refused whatever the client.
 //!
 //! Must not: generate ids, read a clock, use randomness or iterate a hash map: two managers applying the same
 //! entry to the same state must end up with identical states (DESIGN invariant 1).
 
 use super::ops::{Batch, BatchRejected, Event, Op, Rejection};
 use super::state::{ClusterState, ObjectKind, StoredObject};
+use crate::model::limits::{self, OverLimit, CEILING_TASK_HISTORY, MAX_SECRET_SIZE};
 use crate::model::{
-    object_version, Cluster, Config, Meta, Network, Node, RestartHistory, Secret, Service, Stack,
-    Task,
+    object_version, Cluster, Config, FileObjectSpec, Meta, Network, Node, RestartHistory, Secret,
+    Service, Stack, Task,
 };
+
+/// The rejection for `error` of the object `name` of kind `T`.
+fn over<T: StoredObject>(name: &str) -> impl FnOnce(OverLimit) -> Rejection + '_ {
+    move |error| Rejection::OverLimit {
+        kind: T::KIND,
+        name: name.to_owned(),
+        error: error.to_string(),
+    }
+}
+
+/// Sealing adds a nonce and a tag to a secret's data: what the store may hold for [`MAX_SECRET_SIZE`].
+const SEALED_OVERHEAD: usize = 64;
+
+/// The size limits of a secret or config: its data and its labels.
+fn check_file_object<T: StoredObject>(
+    old: Option<&FileObjectSpec>,
+    new: &FileObjectSpec,
+    max_data: usize,
+) -> Result<(), Rejection> {
+    let data = |s: &FileObjectSpec| s.data.0.len() as u64;
+    limits::check_labels("labels", &new.labels, old.map(|o| &o.labels))
+        .and_then(|_| {
+            let (value, old) = (data(new), old.map(data));
+            if value as usize > max_data && old.is_none_or(|o| value > o) {
+                Err(OverLimit {
+                    what: "data bytes".into(),
+                    value,
+                    max: max_data as u64,
+                    raise: None,
+                })
+            } else {
+                Ok(())
+            }
+        })
+        .map_err(over::<T>(&new.name))
+}
 
 /// Kind-specific rules beyond existence and version, checked before a create (`old` is `None`) or update.
 trait Validate: StoredObject {
@@ -21,7 +59,11 @@ trait Validate: StoredObject {
 }
 
 impl Validate for Service {
-    fn validate(state: &ClusterState, _old: Option<&Self>, new: &Self) -> Result<(), Rejection> {
+    fn validate(state: &ClusterState, old: Option<&Self>, new: &Self) -> Result<(), Rejection> {
+        state
+            .limits()
+            .check_service(&new.spec, old.map(|o| &o.spec))
+            .map_err(over::<Self>(&new.spec.name))?;
         match state.service_by_name(&new.spec.name) {
             Some(other) if other.id != new.id => Err(Rejection::NameConflict {
                 kind: ObjectKind::Service,
@@ -63,7 +105,24 @@ impl Validate for Task {
 }
 
 impl Validate for Cluster {
-    fn validate(state: &ClusterState, old: Option<&Self>, _new: &Self) -> Result<(), Rejection> {
+    fn validate(state: &ClusterState, old: Option<&Self>, new: &Self) -> Result<(), Rejection> {
+        let settings = &new.settings;
+        settings
+            .limits
+            .check_ceilings()
+            .and_then(|_| {
+                if settings.task_history_retention_limit > CEILING_TASK_HISTORY {
+                    Err(OverLimit {
+                        what: "task history retention limit".into(),
+                        value: settings.task_history_retention_limit,
+                        max: CEILING_TASK_HISTORY,
+                        raise: None,
+                    })
+                } else {
+                    Ok(())
+                }
+            })
+            .map_err(over::<Self>(&new.id))?;
         match (old, state.cluster()) {
             (None, Some(existing)) => Err(Rejection::AlreadyExists {
                 kind: ObjectKind::Cluster,
@@ -112,14 +171,20 @@ fn unique_versioned_name<'a, T: StoredObject>(
 }
 
 impl Validate for Secret {
-    fn validate(state: &ClusterState, _old: Option<&Self>, new: &Self) -> Result<(), Rejection> {
+    fn validate(state: &ClusterState, old: Option<&Self>, new: &Self) -> Result<(), Rejection> {
+        check_file_object::<Self>(
+            old.map(|o| &o.spec),
+            &new.spec,
+            MAX_SECRET_SIZE + SEALED_OVERHEAD,
+        )?;
         let objects = state.secrets().map(|o| (o.id.as_str(), &o.spec));
         unique_versioned_name::<Self>(objects, &new.id, &new.spec)
     }
 }
 
 impl Validate for Config {
-    fn validate(state: &ClusterState, _old: Option<&Self>, new: &Self) -> Result<(), Rejection> {
+    fn validate(state: &ClusterState, old: Option<&Self>, new: &Self) -> Result<(), Rejection> {
+        check_file_object::<Self>(old.map(|o| &o.spec), &new.spec, MAX_SECRET_SIZE)?;
         let objects = state.configs().map(|o| (o.id.as_str(), &o.spec));
         unique_versioned_name::<Self>(objects, &new.id, &new.spec)
     }
@@ -134,8 +199,40 @@ impl Validate for Network {
     }
 }
 
-impl Validate for Node {}
-impl Validate for Stack {}
+impl Validate for Node {
+    fn validate(_state: &ClusterState, old: Option<&Self>, new: &Self) -> Result<(), Rejection> {
+        limits::check_labels("node labels", &new.spec.labels, old.map(|o| &o.spec.labels))
+            .map_err(over::<Self>(&new.id))
+    }
+}
+
+impl Validate for Stack {
+    fn validate(state: &ClusterState, old: Option<&Self>, new: &Self) -> Result<(), Rejection> {
+        let limits = state.limits();
+        let count = |s: &Stack| s.service_ids.len() as u64;
+        limits
+            .check_stack_services(count(new), old.map(count))
+            .and_then(|_| {
+                let bytes = |s: &Stack| limits::stack_files_bytes(&s.files);
+                limits::check_stack_files(&new.files, old.map(bytes))
+            })
+            .and_then(|_| {
+                let kept = |s: &Stack| s.history.len() as u64;
+                let (value, old) = (kept(new), old.map(kept));
+                if value > limits.stack_history && old.is_none_or(|o| value > o) {
+                    Err(OverLimit {
+                        what: "kept revisions".into(),
+                        value,
+                        max: limits.stack_history,
+                        raise: Some(("--stack-history", limits::CEILING_STACK_HISTORY)),
+                    })
+                } else {
+                    Ok(())
+                }
+            })
+            .map_err(over::<Self>(&new.name))
+    }
+}
 impl Validate for RestartHistory {}
 
 type Undo = Box<dyn FnOnce(&mut ClusterState)>;

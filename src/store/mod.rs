@@ -19,6 +19,8 @@ mod state;
 mod watch;
 
 #[cfg(test)]
+mod limit_tests;
+#[cfg(test)]
 mod prop_tests;
 #[cfg(test)]
 mod tests;

@@ -239,6 +239,16 @@ pub enum Rejection {
         /// The last applied index.
         applied: u64,
     },
+    /// The object asks for more than the cluster's limits allow.
+    #[error("{kind} {name}: {error}")]
+    OverLimit {
+        /// Object kind.
+        kind: ObjectKind,
+        /// Its name (or id, for objects without one).
+        name: String,
+        /// What is over which limit.
+        error: String,
+    },
     /// The entry could not be decoded.
     #[error("malformed entry: {reason}")]
     Malformed {

@@ -314,4 +314,11 @@ impl ClusterState {
     pub fn cluster(&self) -> Option<&Cluster> {
         self.clusters.values().next()
     }
+
+    /// The cluster's limits (the defaults before the cluster object exists).
+    pub fn limits(&self) -> crate::model::Limits {
+        self.cluster()
+            .map(|c| c.settings.limits.clone())
+            .unwrap_or_default()
+    }
 }

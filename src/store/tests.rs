@@ -62,6 +62,7 @@ fn populated() -> ClusterState {
                 id: "c1".into(),
                 meta: Meta::default(),
                 settings: ClusterSettings::default(),
+                join_tokens: Default::default(),
             }),
             Op::CreateNode(node("n1")),
             Op::CreateService(service("s1", "app_web")),
@@ -307,6 +308,7 @@ fn creates_and_deletes_are_checked() {
                 id: "c2".into(),
                 meta: Meta::default(),
                 settings: ClusterSettings::default(),
+                join_tokens: Default::default(),
             }),
             Rejection::AlreadyExists {
                 kind: ObjectKind::Cluster,

@@ -8,6 +8,7 @@ use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use futures::Stream;
 use hyper_util::rt::TokioIo;
@@ -67,21 +68,48 @@ impl AsyncWrite for TlsConn {
     }
 }
 
+/// At most this many TLS handshakes run at once; further connections wait in the kernel's backlog (holding no
+/// file descriptor of ours) until one finishes, so a connection flood cannot exhaust swarmd's files or CPU.
+pub const MAX_CONCURRENT_HANDSHAKES: usize = 128;
+/// A peer that has not finished its handshake by then is dropped.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Accepts TCP connections on `listener`, completes the mutual-TLS handshake (refusing peers without a valid
-/// certificate of this cluster) and yields the connections for `Server::serve_with_incoming`.
+/// certificate of this cluster) and yields the connections for `Server::serve_with_incoming`. At most
+/// [`MAX_CONCURRENT_HANDSHAKES`] handshakes run at once, each for at most [`HANDSHAKE_TIMEOUT`].
 pub fn tls_incoming(
     listener: TcpListener,
     config: Arc<rustls::ServerConfig>,
 ) -> impl Stream<Item = Result<TlsConn, std::io::Error>> {
+    tls_incoming_capped(
+        listener,
+        config,
+        MAX_CONCURRENT_HANDSHAKES,
+        HANDSHAKE_TIMEOUT,
+    )
+}
+
+/// [`tls_incoming`] with its own cap and timeout.
+pub fn tls_incoming_capped(
+    listener: TcpListener,
+    config: Arc<rustls::ServerConfig>,
+    max_handshakes: usize,
+    timeout: Duration,
+) -> impl Stream<Item = Result<TlsConn, std::io::Error>> {
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<TlsConn, std::io::Error>>(16);
+    let slots = Arc::new(tokio::sync::Semaphore::new(max_handshakes.max(1)));
     tokio::spawn(async move {
         loop {
+            // take a handshake slot before accepting: a flood waits in the backlog, not in our fd table
+            let Ok(slot) = slots.clone().acquire_owned().await else {
+                break;
+            };
             let (tcp, addr) = match listener.accept().await {
                 Ok(x) => x,
                 Err(e) => {
                     tracing::warn!("accept failed: {e}");
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
             };
@@ -91,16 +119,18 @@ pub fn tls_incoming(
             let acceptor = acceptor.clone();
             let tx = tx.clone();
             tokio::spawn(async move {
-                let handshake =
-                    tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(tcp))
-                        .await;
+                let handshake = tokio::time::timeout(timeout, acceptor.accept(tcp)).await;
+                drop(slot);
                 let tls = match handshake {
                     Ok(Ok(tls)) => tls,
                     Ok(Err(e)) => {
                         tracing::debug!(%addr, "TLS handshake refused: {e}");
                         return;
                     }
-                    Err(_) => return,
+                    Err(_) => {
+                        tracing::debug!(%addr, "TLS handshake timed out");
+                        return;
+                    }
                 };
                 match pki::peer_identity(&tls) {
                     Ok(identity) => {
@@ -215,3 +245,6 @@ pub fn unix_incoming(
         Some((conn, listener))
     }))
 }
+
+#[cfg(test)]
+mod tests;

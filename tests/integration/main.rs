@@ -2,7 +2,9 @@
 //! later, real `swarmd` processes on loopback) the way a user would.
 
 mod cluster;
+mod join_tokens;
 mod layout;
+mod limits;
 mod rolling;
 mod sim;
 mod sim_update;

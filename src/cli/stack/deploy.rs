@@ -9,7 +9,7 @@ use crate::stack;
 
 /// `stack deploy`.
 pub fn deploy(host: Option<String>, args: DeployArgs) -> i32 {
-    let Ok(request) = load_request(&args.files, &args.name, args.prune, args.dry_run) else {
+    let Ok(request) = load_request(&host, &args.files, &args.name, args.prune, args.dry_run) else {
         return 1;
     };
     let timeout = match stack::units::parse_duration(&args.timeout) {

@@ -8,17 +8,42 @@ use std::time::Duration;
 use super::wait::wait_converged;
 use crate::api::{control, to_json};
 use crate::cli::common::*;
-use crate::model::{PlanAction, PlanItem};
+use crate::model::{Limits, PlanAction, PlanItem};
 use crate::stack::{self, LoadOptions};
 
-/// Loads and converts the files into a deploy request (errors already printed).
+/// The cluster's limits, so the files are checked against what the cluster allows (the defaults when it cannot
+/// be asked: the deploy itself then reports why).
+fn cluster_limits(host: &Option<String>) -> Limits {
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return Limits::default();
+    };
+    let ask = async {
+        let mut c = client(host).await.ok()?;
+        let info = c.info(control::Empty {}).await.ok()?.into_inner();
+        let info: serde_json::Value = decode(&info.json).ok()?;
+        serde_json::from_value::<Limits>(info["Limits"].clone()).ok()
+    };
+    rt.block_on(ask).unwrap_or_default()
+}
+
+/// Loads and converts the files into a deploy request (errors already printed), checked against the limits of
+/// the cluster at `host`.
 pub(super) fn load_request(
+    host: &Option<String>,
     files: &[std::path::PathBuf],
     name: &str,
     prune: bool,
     dry_run: bool,
 ) -> Result<control::DeployStackRequest, ()> {
-    let loaded = match stack::load(files, &LoadOptions::default()) {
+    let limits = cluster_limits(host);
+    let options = LoadOptions {
+        limits: limits.clone(),
+        ..LoadOptions::default()
+    };
+    let loaded = match stack::load(files, &options) {
         Ok(l) => l,
         Err(e) => {
             for p in &e.problems {
@@ -30,7 +55,7 @@ pub(super) fn load_request(
     for w in &loaded.warnings {
         eprintln!("{w}");
     }
-    let spec = match stack::convert::convert(name, &loaded.stack) {
+    let spec = match stack::convert::convert_within(name, &loaded.stack, &limits) {
         Ok(s) => s,
         Err(e) => {
             for p in &e.problems {

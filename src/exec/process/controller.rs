@@ -285,14 +285,8 @@ impl ProcessController {
             .stdout(shim_log)
             .stderr(shim_err)
             .kill_on_drop(false);
-        // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
-        unsafe {
-            cmd.pre_exec(|| {
-                nix::unistd::setsid()
-                    .map(drop)
-                    .map_err(|e| std::io::Error::from_raw_os_error(e as i32))
-            });
-        }
+        // No pre-exec hook: std then spawns with posix_spawn (vfork-like), where a fork would copy this
+        // daemon's page tables and stall all its threads once per task. The shim calls setsid() itself.
         let mut child = cmd.spawn().map_err(|e| {
             ExecError::io(format!("spawning shim {}", self.shim.program.display()), e)
         })?;

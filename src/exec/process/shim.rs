@@ -87,6 +87,10 @@ pub fn maybe_run_shim() {
 
 /// Runs the shim for the task in `task_dir` and exits the process.
 pub fn shim_main(task_dir: &Path) -> ! {
+    // Leave the daemon's session first thing: the daemon spawns us without a pre-exec hook (so the spawn is a
+    // vfork-like posix_spawn, not a fork copying the daemon's page tables), and a shim must outlive the daemon
+    // and its terminal.
+    let _ = nix::unistd::setsid();
     let dir = TaskDir::at(task_dir.to_path_buf());
     let code = match run(&dir) {
         Ok(()) => 0,

@@ -6,10 +6,12 @@
 
 use tonic::Status;
 
+use crate::manager::deploy::DeployError;
 use crate::manager::proposer::ProposeError;
 use crate::manager::rules::{NotScalable, ObjectRuleError};
 use crate::manager::usage::InUse;
 use crate::model::AvailabilityError;
+use crate::store::Rejection;
 
 /// Why a control API request was refused; each kind is one gRPC code, the text is what the CLI shows.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -44,12 +46,24 @@ impl From<ApiError> for Status {
 impl From<ProposeError> for ApiError {
     fn from(e: ProposeError) -> ApiError {
         match e {
+            ProposeError::Rejected(r) if matches!(r.reason, Rejection::OverLimit { .. }) => {
+                ApiError::Invalid(r.reason.to_string())
+            }
             ProposeError::Rejected(r) => ApiError::Conflict(format!(
                 "the change conflicted with another one, try again: {r}"
             )),
             ProposeError::NotLeader { .. } => ApiError::Unavailable(e.to_string()),
             ProposeError::Raft(m) => ApiError::Unavailable(m),
             ProposeError::NoSpace(m) => ApiError::Precondition(m),
+        }
+    }
+}
+
+impl From<DeployError> for ApiError {
+    fn from(e: DeployError) -> ApiError {
+        match e {
+            DeployError::OverLimit { .. } => ApiError::Invalid(e.to_string()),
+            _ => ApiError::Precondition(e.to_string()),
         }
     }
 }

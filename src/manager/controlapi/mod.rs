@@ -1,13 +1,14 @@
 //! The control API server (what `swarmctl` calls): reads come from the local store, writes are planned here and
 //! proposed through Raft as one batch each. Invariant 2: writes are only accepted on the leader.
 //!
-//! One child per kind of object (`stack`, `service`, `node`, `secret`, `task`, `logs`) holds its handlers; the
+//! One child per kind of object (`stack`, `service`, `node`, `secret`, `task`, `logs`, `cluster`) holds its handlers; the
 //! rules they enforce live in the manager's pure modules (`rules`, `usage`, `deploy`). Handlers return
 //! [`ApiError`]; this file only dispatches and turns errors into `tonic::Status` (with `?`, through
 //! `From<ApiError>`).
 //!
 //! Must not: change the store without a proposal, or return secret data (secret reads never include it).
 
+mod cluster;
 mod error;
 mod logs;
 mod node;
@@ -31,6 +32,7 @@ use crate::secrets::DataKey;
 use crate::store::{Op, Store};
 use crate::util::{IdSource, RandomIds};
 
+pub use cluster::{open_tokens, seal_tokens};
 pub use error::ApiError;
 pub use logs::{TaskLogLine, TaskLogStream, TaskLogs};
 pub use objects::{resolve_node, resolve_secret, resolve_service};
@@ -43,6 +45,8 @@ pub struct ControlApi {
     ids: Mutex<Box<dyn IdSource + Send>>,
     logs: Arc<dyn TaskLogs>,
     info: Arc<dyn Fn() -> serde_json::Value + Send + Sync>,
+    /// The address joining nodes dial (shown by `swarm join-token`).
+    join_addr: String,
 }
 
 impl ControlApi {
@@ -61,7 +65,14 @@ impl ControlApi {
             ids: Mutex::new(Box::new(RandomIds)),
             logs,
             info,
+            join_addr: String::new(),
         }
+    }
+
+    /// The address `swarm join-token` tells joining nodes to dial.
+    pub fn with_join_addr(mut self, addr: String) -> Self {
+        self.join_addr = addr;
+        self
     }
 
     fn ids(&self) -> std::sync::MutexGuard<'_, Box<dyn IdSource + Send>> {
@@ -249,5 +260,19 @@ impl Control for ControlApi {
         Ok(Response::new(control::InfoResponse {
             json: (self.info)().to_string(),
         }))
+    }
+
+    async fn update_cluster(
+        &self,
+        request: Request<control::ClusterUpdateRequest>,
+    ) -> Result<Response<control::JsonObject>, Status> {
+        reply(cluster::update(self, request.into_inner()).await)
+    }
+
+    async fn join_token(
+        &self,
+        request: Request<control::JoinTokenRequest>,
+    ) -> Result<Response<control::JoinTokenResponse>, Status> {
+        reply(cluster::join_token(self, request.into_inner()).await)
     }
 }

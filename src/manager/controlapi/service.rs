@@ -19,6 +19,14 @@ impl ControlApi {
         self.store.view(|s| resolve_service(s, key).cloned())
     }
 
+    /// Refuses `new`, the update of the stored `old`, when it is over the cluster's limits.
+    fn check_limits(&self, old: &Service, new: &model::ServiceSpec) -> Result<(), ApiError> {
+        self.store
+            .view(|s| s.limits())
+            .check_service(new, Some(&old.spec))
+            .map_err(|e| ApiError::Invalid(format!("service {}: {e}", old.spec.name)))
+    }
+
     /// The stored service `id` as JSON (empty when it is gone).
     fn service_json(&self, id: &str) -> String {
         self.store
@@ -62,6 +70,7 @@ pub async fn scale(
     let svc = api.service_by_key(&req.service)?;
     let mut updated = svc.clone();
     updated.spec.mode = scaled_mode(&svc.spec, req.replicas)?;
+    api.check_limits(&svc, &updated.spec)?;
     if updated.spec != svc.spec {
         api.propose(vec![Op::UpdateService {
             service: updated,
@@ -92,6 +101,7 @@ pub async fn update(
 ) -> Result<control::ServiceUpdateResponse, ApiError> {
     let svc = api.service_by_key(&req.service)?;
     let spec = update::apply_flags(&svc.spec, &req).map_err(ApiError::Invalid)?;
+    api.check_limits(&svc, &spec)?;
     let mut changes = Vec::new();
     if let Some((op, fields)) = update_service(&svc, spec, api.now()) {
         api.propose(vec![op]).await?;

@@ -95,7 +95,7 @@ impl ControlApi {
                     ids.as_mut(),
                 )
             })
-            .map_err(|e| ApiError::Precondition(e.to_string()))
+            .map_err(ApiError::from)
     }
 
     /// Plans a deploy of `spec`; applies it unless `dry_run`.

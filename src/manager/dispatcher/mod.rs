@@ -63,11 +63,16 @@ impl Dispatcher {
         self.sessions.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn node_of(&self, session_id: &str) -> Result<String, Status> {
-        self.sessions()
-            .get(session_id)
-            .map(|s| s.node_id.clone())
-            .ok_or_else(|| Status::not_found("session not found: open a new session"))
+    /// The node of `session_id`, which must be the calling certificate's node: a session id alone is not a
+    /// bearer token (whoever learned it would get that node's assignments and secrets).
+    fn node_of(&self, session_id: &str, caller: &PeerInfo) -> Result<String, Status> {
+        let node = session_owner(&self.sessions(), session_id, &caller.identity.node_id);
+        if let Err(e) = &node {
+            if e.code() == tonic::Code::PermissionDenied {
+                tracing::warn!(caller = %caller.identity.node_id, addr = %caller.addr, "refused: {}", e.message());
+            }
+        }
+        node
     }
 
     /// Marks nodes whose sessions stopped heartbeating as down; runs until the process ends. Leader only.
@@ -201,6 +206,22 @@ impl Dispatcher {
     }
 }
 
+/// The node owning `session_id` when that is `caller`; NOT_FOUND for an unknown (expired) session,
+/// PERMISSION_DENIED for another node's.
+fn session_owner(
+    sessions: &HashMap<String, Session>,
+    session_id: &str,
+    caller: &str,
+) -> Result<String, Status> {
+    match sessions.get(session_id) {
+        None => Err(Status::not_found("session not found: open a new session")),
+        Some(s) if s.node_id != caller => Err(Status::permission_denied(format!(
+            "session {session_id} belongs to another node, not to {caller}"
+        ))),
+        Some(s) => Ok(s.node_id.clone()),
+    }
+}
+
 fn peer(request_ext: &tonic::Extensions) -> Result<PeerInfo, Status> {
     request_ext
         .get::<PeerInfo>()
@@ -264,15 +285,12 @@ impl DispatcherApi for Dispatcher {
         &self,
         request: Request<pb::HeartbeatRequest>,
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        let caller = peer(request.extensions())?;
         let session_id = request.into_inner().session_id;
-        let node_id = {
-            let mut sessions = self.sessions();
-            let s = sessions
-                .get_mut(&session_id)
-                .ok_or_else(|| Status::not_found("session not found: open a new session"))?;
+        let node_id = self.node_of(&session_id, &caller)?;
+        if let Some(s) = self.sessions().get_mut(&session_id) {
             s.last_heartbeat = tokio::time::Instant::now();
-            s.node_id.clone()
-        };
+        }
         // A node that was marked down and heartbeats again is ready again.
         if self
             .store
@@ -292,8 +310,9 @@ impl DispatcherApi for Dispatcher {
         &self,
         request: Request<pb::AssignmentsRequest>,
     ) -> Result<Response<Self::AssignmentsStream>, Status> {
+        let caller = peer(request.extensions())?;
         let session_id = request.into_inner().session_id;
-        let node_id = self.node_of(&session_id)?;
+        let node_id = self.node_of(&session_id, &caller)?;
         let store = self.store.clone();
         let key = self.key.clone();
         let sessions = self.sessions.clone();
@@ -337,8 +356,9 @@ impl DispatcherApi for Dispatcher {
         &self,
         request: Request<pb::UpdateTaskStatusRequest>,
     ) -> Result<Response<pb::UpdateTaskStatusResponse>, Status> {
+        let caller = peer(request.extensions())?;
         let req = request.into_inner();
-        let node_id = self.node_of(&req.session_id)?;
+        let node_id = self.node_of(&req.session_id, &caller)?;
         let mut updates = Vec::new();
         for u in &req.updates {
             let status: TaskStatus = from_json("task status", &u.status_json)?;
@@ -378,3 +398,32 @@ trait ChainWait: Stream + Sized {
 }
 
 impl<S: Stream + Sized> ChainWait for S {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_session_answers_only_the_node_that_opened_it() {
+        let mut sessions = HashMap::new();
+        sessions.insert(
+            "sess1".to_string(),
+            Session {
+                node_id: "node-a".into(),
+                last_heartbeat: tokio::time::Instant::now(),
+            },
+        );
+        assert_eq!(
+            session_owner(&sessions, "sess1", "node-a").unwrap(),
+            "node-a"
+        );
+        let stolen = session_owner(&sessions, "sess1", "node-b").unwrap_err();
+        assert_eq!(stolen.code(), tonic::Code::PermissionDenied);
+        assert_eq!(
+            stolen.message(),
+            "session sess1 belongs to another node, not to node-b"
+        );
+        let gone = session_owner(&sessions, "nope", "node-a").unwrap_err();
+        assert_eq!(gone.code(), tonic::Code::NotFound);
+    }
+}

@@ -2,7 +2,7 @@
 //! Active, constraints match). Tasks on nodes that are Down, gone, drained or no longer match the
 //! constraints are shut down; a paused node keeps its task but gets none. Tasks that ended on their own go
 //! through the restart supervisor, keyed by (service, node). `GlobalJob` services use the same routine
-//! from `jobs`.
+//! from `jobs`. At most `MAX_TASK_OPS_PER_ROUND` tasks are created per round.
 //!
 //! Must not: create tasks on ineligible nodes, write task status, or touch replicated services.
 
@@ -11,18 +11,20 @@ use std::collections::BTreeMap;
 use super::{new_task, reconcile_slot, set_desired, wanted, SlotCtx, SlotState};
 use crate::manager::scheduler::filter::{global_eligible, global_may_keep};
 use crate::manager::Plan;
+use crate::model::limits::MAX_TASK_OPS_PER_ROUND;
 use crate::model::{RestartKey, Service, ServiceMode, Task, TaskState};
 use crate::store::{ClusterState, Op};
 use crate::util::{IdSource, Millis};
 
 /// Reconciles one node-keyed service (global or global job): per node, its tasks; then a task for every
-/// eligible node whose slot is vacant.
+/// eligible node whose slot is vacant, while `budget` (tasks this round may still create) lasts.
 pub fn reconcile_service(
     state: &ClusterState,
     service: &Service,
     now: Millis,
     ids: &mut dyn IdSource,
     plan: &mut Plan,
+    budget: &mut usize,
 ) {
     let placement = &service.spec.task.placement;
     let mut by_node: BTreeMap<&str, Vec<&Task>> = BTreeMap::new();
@@ -58,6 +60,9 @@ pub fn reconcile_service(
         states.insert(node_id, s);
     }
     for node in state.nodes() {
+        if *budget == 0 {
+            break;
+        }
         if !global_eligible(node, placement) {
             continue;
         }
@@ -65,6 +70,7 @@ pub fn reconcile_service(
         if s.is_none_or(|s| s == SlotState::Vacant) {
             let task = new_task(service, 0, Some(&node.id), now, ids);
             plan.ops.push(Op::CreateTask(task));
+            *budget -= 1;
         }
     }
 }
@@ -72,9 +78,10 @@ pub fn reconcile_service(
 /// Makes every global service have one live task per eligible node (see the module docs).
 pub fn reconcile(state: &ClusterState, now: Millis, ids: &mut dyn IdSource) -> Plan {
     let mut plan = Plan::new();
+    let mut budget = MAX_TASK_OPS_PER_ROUND;
     for service in state.services() {
         if service.spec.mode == ServiceMode::Global {
-            reconcile_service(state, service, now, ids, &mut plan);
+            reconcile_service(state, service, now, ids, &mut plan, &mut budget);
         }
     }
     plan

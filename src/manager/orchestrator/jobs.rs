@@ -2,12 +2,14 @@
 //! becomes Complete, it is never restarted). `ReplicatedJob { max_concurrent, total_completions }`: slots
 //! 1..=total_completions; a slot is done once it holds a successful task of the current spec version; at
 //! most `max_concurrent` slots run at once, the lowest undone ones first. `GlobalJob`: one task per
-//! eligible node until it succeeded there. Failures follow the restart policy like other tasks.
+//! eligible node until it succeeded there. Failures follow the restart policy like other tasks. At most
+//! `MAX_TASK_OPS_PER_ROUND` tasks are created per round.
 //!
 //! Must not: restart successes, count outdated successes as done, or write task status.
 
 use super::{global, new_task, replicated, SlotState};
 use crate::manager::Plan;
+use crate::model::limits::MAX_TASK_OPS_PER_ROUND;
 use crate::model::{Service, ServiceMode};
 use crate::store::{ClusterState, Op};
 use crate::util::{IdSource, Millis};
@@ -23,6 +25,7 @@ pub fn limits(max_concurrent: u64, total_completions: u64) -> (u64, u64) {
     (max, total)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn reconcile_replicated_job(
     state: &ClusterState,
     service: &Service,
@@ -31,25 +34,23 @@ fn reconcile_replicated_job(
     now: Millis,
     ids: &mut dyn IdSource,
     plan: &mut Plan,
+    budget: &mut usize,
 ) {
     let (max, total) = limits(max_concurrent, total_completions);
     let states = replicated::reconcile_slots(state, service, total, now, ids, plan);
-    let mut live = states.values().filter(|s| **s == SlotState::Live).count() as u64;
-    for (slot, s) in states {
-        if live >= max {
-            break;
-        }
-        if s == SlotState::Vacant {
-            plan.ops
-                .push(Op::CreateTask(new_task(service, slot, None, now, ids)));
-            live += 1;
-        }
+    let live = states.values().filter(|s| **s == SlotState::Live).count() as u64;
+    let room = (max.saturating_sub(live) as usize).min(*budget);
+    for slot in replicated::vacant_slots(&states, total).take(room) {
+        plan.ops
+            .push(Op::CreateTask(new_task(service, slot, None, now, ids)));
+        *budget -= 1;
     }
 }
 
 /// Runs every job service towards its completions (see the module docs).
 pub fn reconcile(state: &ClusterState, now: Millis, ids: &mut dyn IdSource) -> Plan {
     let mut plan = Plan::new();
+    let mut budget = MAX_TASK_OPS_PER_ROUND;
     for service in state.services() {
         match service.spec.mode {
             ServiceMode::ReplicatedJob {
@@ -63,9 +64,10 @@ pub fn reconcile(state: &ClusterState, now: Millis, ids: &mut dyn IdSource) -> P
                 now,
                 ids,
                 &mut plan,
+                &mut budget,
             ),
             ServiceMode::GlobalJob => {
-                global::reconcile_service(state, service, now, ids, &mut plan)
+                global::reconcile_service(state, service, now, ids, &mut plan, &mut budget)
             }
             _ => {}
         }

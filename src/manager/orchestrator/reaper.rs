@@ -144,6 +144,7 @@ mod tests {
                 task_history_retention_limit: 2,
                 ..ClusterSettings::default()
             },
+            join_tokens: Default::default(),
         })]);
         let plan = reconcile(&w.state, w.time, &mut SeqIds::new("x"));
         assert_eq!(

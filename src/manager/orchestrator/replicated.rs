@@ -1,7 +1,8 @@
 //! The replicated orchestrator: a `Replicated { replicas }` service has one live task in each slot
 //! 1..=replicas. Vacant slots get a new task (no node: the scheduler places it); slots above `replicas`
 //! (a scale down) get desired Remove; tasks on Down, missing or drained nodes are shut down and replaced;
-//! tasks that ended on their own go through the restart supervisor.
+//! tasks that ended on their own go through the restart supervisor. At most `MAX_TASK_OPS_PER_ROUND` tasks are
+//! created per round (the lowest vacant slots first), so a large service fills up over several bounded rounds.
 //!
 //! Must not: replace outdated tasks (the rolling updater will), choose nodes, or write task status.
 
@@ -10,6 +11,7 @@ use std::collections::BTreeMap;
 use super::{new_task, reconcile_slot, set_desired, wanted, SlotCtx, SlotState};
 use crate::manager::scheduler::filter::may_keep;
 use crate::manager::Plan;
+use crate::model::limits::MAX_TASK_OPS_PER_ROUND;
 use crate::model::{RestartKey, Service, ServiceMode, Task, TaskState};
 use crate::store::{ClusterState, Op};
 use crate::util::{IdSource, Millis};
@@ -34,8 +36,8 @@ pub fn keep_replicated(state: &ClusterState, task: &Task) -> bool {
     }
 }
 
-/// Reconciles the slots of one service whose wanted slots are `1..=slots`; returns the slots' states
-/// (for the jobs orchestrator, which decides which vacant slots to fill).
+/// Reconciles the slots of one service whose wanted slots are `1..=slots`; returns the states of the slots that
+/// have tasks (a wanted slot missing from the map is vacant: see [`vacant_slots`]).
 pub fn reconcile_slots(
     state: &ClusterState,
     service: &Service,
@@ -68,25 +70,33 @@ pub fn reconcile_slots(
         let keep = |t: &Task| keep_replicated(state, t);
         states.insert(slot, reconcile_slot(&ctx, tasks, &keep, ids, plan));
     }
-    for slot in 1..=slots {
-        states.entry(slot).or_insert(SlotState::Vacant);
-    }
     states
+}
+
+/// The vacant slots among `1..=slots`, lowest first, lazily (a slot without tasks is vacant).
+pub fn vacant_slots(
+    states: &BTreeMap<u64, SlotState>,
+    slots: u64,
+) -> impl Iterator<Item = u64> + '_ {
+    (1..=slots).filter(move |slot| states.get(slot).is_none_or(|s| *s == SlotState::Vacant))
 }
 
 /// Makes every replicated service have one live task per slot (see the module docs).
 pub fn reconcile(state: &ClusterState, now: Millis, ids: &mut dyn IdSource) -> Plan {
     let mut plan = Plan::new();
+    let mut budget = MAX_TASK_OPS_PER_ROUND;
     for service in state.services() {
         let ServiceMode::Replicated { replicas } = service.spec.mode else {
             continue;
         };
         let states = reconcile_slots(state, service, replicas, now, ids, &mut plan);
-        for (slot, s) in states {
-            if s == SlotState::Vacant {
-                let task = new_task(service, slot, None, now, ids);
-                plan.ops.push(Op::CreateTask(task));
-            }
+        if budget == 0 {
+            continue;
+        }
+        for slot in vacant_slots(&states, replicas).take(budget) {
+            let task = new_task(service, slot, None, now, ids);
+            plan.ops.push(Op::CreateTask(task));
+            budget -= 1;
         }
     }
     plan
@@ -310,6 +320,40 @@ mod tests {
             assert_eq!(summary(&plan), want, "{name}");
             check_idempotent(&mut w, reconcile);
         }
+    }
+
+    #[test]
+    fn a_large_service_is_created_and_placed_in_bounded_rounds() {
+        let mut w = World::with(creates(
+            vec![node("n1"), node("n2")],
+            vec![service("s1", ServiceMode::Replicated { replicas: 600 })],
+            vec![],
+        ));
+        let mut created = Vec::new();
+        let mut ids = SeqIds::new("t");
+        loop {
+            let plan = reconcile(&w.state, w.time, &mut ids);
+            if plan.is_empty() {
+                break;
+            }
+            assert!(plan.ops.len() <= MAX_TASK_OPS_PER_ROUND);
+            created.push(plan.ops.len());
+            w.apply_plan(&plan);
+        }
+        assert_eq!(created, vec![256, 256, 88]);
+        let slots: std::collections::BTreeSet<u64> = w.state.tasks().map(|t| t.slot).collect();
+        assert_eq!(slots, (1..=600).collect());
+        let mut placed = Vec::new();
+        loop {
+            let plan =
+                crate::manager::scheduler::reconcile(&w.state, w.time, &mut SeqIds::new("x"));
+            if plan.is_empty() {
+                break;
+            }
+            placed.push(plan.ops.len());
+            w.apply_plan(&plan);
+        }
+        assert_eq!(placed, vec![256, 256, 88]);
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! spreads as evenly as one at a time would. Replicated tasks get the eligible node with the fewest tasks by
 //! placement preference (`spread=node.labels.X`), then the fewest tasks of their service, then the fewest
 //! tasks overall, then the lowest node id. Global tasks carry their node: they are assigned if it still
-//! fits. A task no node fits goes to Pending with docker's `no suitable node (...)` message.
+//! fits. A task no node fits goes to Pending with docker's `no suitable node (...)` message. A round changes at
+//! most `MAX_TASK_OPS_PER_ROUND` tasks; the driver runs the next round once its batch is applied.
 //!
 //! Must not: create, stop or delete tasks (that is the orchestrators'), read a clock or use randomness:
 //! equal states give equal placements.
@@ -14,6 +15,7 @@ use std::collections::BTreeMap;
 
 use self::filter::{check, explain, NodeLoad, Unfit};
 use super::Plan;
+use crate::model::limits::MAX_TASK_OPS_PER_ROUND;
 use crate::model::{Node, Task, TaskSpec, TaskState, TaskStatus};
 use crate::store::{ClusterState, Op};
 use crate::util::{IdSource, Millis};
@@ -136,6 +138,10 @@ pub fn reconcile(state: &ClusterState, now: Millis, _ids: &mut dyn IdSource) -> 
         (&a.service_id, a.slot, &a.node_id, &a.id).cmp(&(&b.service_id, b.slot, &b.node_id, &b.id))
     });
     for task in tasks {
+        // bounded rounds: the rest is placed in the next round, after this batch has been applied
+        if plan.ops.len() >= MAX_TASK_OPS_PER_ROUND {
+            break;
+        }
         let chosen = match &task.node_id {
             Some(node_id) => match state.node(node_id) {
                 Some(node) => {
