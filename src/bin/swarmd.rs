@@ -27,6 +27,10 @@ struct Args {
     /// Raft log entries between snapshots.
     #[arg(long, default_value_t = 10_000)]
     snapshot_interval: u64,
+    /// Writes are refused ("no space left on ...") while less than this is free on the state directory's
+    /// filesystem (e.g. 64MiB, 1GiB; 0 turns the check off); they resume once space is freed.
+    #[arg(long, env = "SWARMD_MIN_FREE_SPACE", default_value = "64MiB")]
+    min_free_space: String,
 }
 
 fn main() {
@@ -52,6 +56,13 @@ fn main() {
             std::process::exit(2);
         }
     };
+    let min_free = match swarm::stack::units::parse_bytes(&args.min_free_space) {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("swarmd: invalid --min-free-space: {e} (e.g. 64MiB)");
+            std::process::exit(2);
+        }
+    };
     let mut config = swarm::node::NodeConfig::new(args.state_dir, args.listen_addr);
     if let Some(h) = args.hostname {
         config.hostname = h;
@@ -63,6 +74,7 @@ fn main() {
     };
     config.heartbeat_period = heartbeat;
     config.raft.snapshot_interval_entries = args.snapshot_interval.max(1);
+    config.raft.min_free_bytes = min_free;
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -24,6 +24,10 @@ pub enum ProposeError {
     /// Raft could not commit the entry.
     #[error("the cluster could not commit the change: {0}")]
     Raft(String),
+    /// The state directory's disk is below its free-space reserve: refused before Raft, nothing changed.
+    /// Writes resume once space is freed.
+    #[error("{0}")]
+    NoSpace(String),
 }
 
 /// Proposes batches on behalf of the leader's components.
@@ -64,6 +68,9 @@ impl Proposer {
                 return Err(ProposeError::NotLeader {
                     leader: leader_addr,
                 })
+            }
+            Err(e @ raft::Error::NoSpace { .. }) => {
+                return Err(ProposeError::NoSpace(e.to_string()))
             }
             Err(e) => return Err(ProposeError::Raft(e.to_string())),
         };

@@ -38,6 +38,20 @@ pub enum IdentityError {
     /// Certificates could not be made or loaded.
     #[error(transparent)]
     Pki(#[from] pki::PkiError),
+    /// `node.json` is missing from a directory that holds Raft data: creating a new identity would start
+    /// a new cluster over the old data and replace the cluster's CA key.
+    #[error(
+        "{} is missing, but {} holds this manager's Raft data: refusing to start a new cluster over it \
+         (that would replace the node's identity and the cluster's CA key). Restore node.json and certs/ from \
+         a backup of this state directory, or move the directory away to start a new cluster",
+        path.display(), data.display()
+    )]
+    Missing {
+        /// The missing `node.json`.
+        path: PathBuf,
+        /// The Raft database that proves the directory was in use.
+        data: PathBuf,
+    },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -86,12 +100,34 @@ fn issue(
     Ok(NodeCredentials::new(&cert, &key)?)
 }
 
+/// The identity file in the state directory `dir`.
+pub fn node_file(dir: &Path) -> PathBuf {
+    dir.join("node.json")
+}
+
+/// Whether `dir` holds an identity (this is not the node's first start).
+pub fn exists(dir: &Path) -> bool {
+    node_file(dir).exists()
+}
+
 /// Loads the identity in `dir`, or creates a new cluster there. `ips` go into the node certificate.
-pub fn init_or_load(dir: &Path, ips: &[IpAddr]) -> Result<Identity, IdentityError> {
+/// `raft_data` is the Raft database file: while it exists, a missing `node.json` is refused
+/// ([`IdentityError::Missing`]) and nothing is written (Raft data is only ever created after `node.json`).
+pub fn init_or_load(
+    dir: &Path,
+    ips: &[IpAddr],
+    raft_data: &Path,
+) -> Result<Identity, IdentityError> {
     let now = SystemTime::now();
     let certs = dir.join("certs");
+    let node_file = node_file(dir);
+    if !node_file.exists() && raft_data.exists() {
+        return Err(IdentityError::Missing {
+            path: node_file,
+            data: raft_data.to_path_buf(),
+        });
+    }
     std::fs::create_dir_all(&certs).map_err(io(&certs))?;
-    let node_file = dir.join("node.json");
     let (ca_crt, ca_key, node_crt, node_key) = (
         certs.join("ca.crt"),
         certs.join("ca.key"),
@@ -169,10 +205,11 @@ mod tests {
         pki::install_crypto_provider();
         let dir = tempfile::tempdir().unwrap();
         let ips = ["127.0.0.1".parse().unwrap()];
-        let a = init_or_load(dir.path(), &ips).unwrap();
+        let raft = dir.path().join("raft/raft.redb");
+        let a = init_or_load(dir.path(), &ips, &raft).unwrap();
         assert!(a.new_cluster);
         assert_eq!(a.creds.identity().node_id, a.node_id);
-        let b = init_or_load(dir.path(), &ips).unwrap();
+        let b = init_or_load(dir.path(), &ips, &raft).unwrap();
         assert!(!b.new_cluster);
         assert_eq!((a.node_id, a.cluster_id), (b.node_id, b.cluster_id));
         use std::os::unix::fs::PermissionsExt;
@@ -181,5 +218,35 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn a_missing_node_file_over_raft_data_is_refused_and_nothing_is_written() {
+        pki::install_crypto_provider();
+        let dir = tempfile::tempdir().unwrap();
+        let ips = ["127.0.0.1".parse().unwrap()];
+        let raft = dir.path().join("raft/raft.redb");
+        init_or_load(dir.path(), &ips, &raft).unwrap();
+        std::fs::create_dir_all(raft.parent().unwrap()).unwrap();
+        std::fs::write(&raft, b"data").unwrap();
+        let ca_key = std::fs::read(dir.path().join("certs/ca.key")).unwrap();
+        std::fs::remove_file(dir.path().join("node.json")).unwrap();
+        let e = init_or_load(dir.path(), &ips, &raft)
+            .err()
+            .expect("refused");
+        let text = e.to_string();
+        assert!(
+            text.starts_with(&format!(
+                "{} is missing, but {} holds this manager's Raft data",
+                dir.path().join("node.json").display(),
+                raft.display()
+            )),
+            "{text}"
+        );
+        assert!(!dir.path().join("node.json").exists());
+        assert_eq!(
+            std::fs::read(dir.path().join("certs/ca.key")).unwrap(),
+            ca_key
+        );
     }
 }

@@ -120,6 +120,24 @@ pub enum NodeError {
     /// A part of the running node died (a fatal Raft error, a listener error): the node stopped.
     #[error(transparent)]
     Part(#[from] parts::PartFailed),
+    /// The identity says this node belongs to a cluster, but its Raft data is gone.
+    #[error(
+        "{} is missing, but {} says this node already belongs to a cluster: refusing to start an empty \
+         cluster in its place (the agent would stop every task). Restore the raft/ directory from a backup or \
+         from another manager, or move the state directory away to start a new cluster",
+        path.display(), identity.display()
+    )]
+    RaftDataMissing {
+        /// The missing Raft database.
+        path: PathBuf,
+        /// The identity file that exists.
+        identity: PathBuf,
+    },
+}
+
+/// The Raft state directory inside the node's state directory.
+fn raft_dir(config: &NodeConfig) -> PathBuf {
+    config.state_dir.join("raft")
 }
 
 struct ExecutorLogs(Arc<Worker>);
@@ -205,9 +223,19 @@ pub async fn run_with_executor(
         config.listen_addr.ip(),
         "127.0.0.1".parse().unwrap_or(config.listen_addr.ip()),
     ];
-    let id = identity::init_or_load(&dir, &ips)?;
+    // Raft data is created last on a first start: while it exists, a missing data key or identity is refused
+    // rather than re-created over it, and missing Raft data is refused once an identity exists (an empty store
+    // would make the agent stop every task). All three are checked before anything is written.
+    let raft_data = crate::store::raft::database_file(&raft_dir(&config));
+    if identity::exists(&dir) && !raft_data.exists() {
+        return Err(NodeError::RaftDataMissing {
+            path: raft_data,
+            identity: identity::node_file(&dir),
+        });
+    }
+    let key = DataKey::load_or_create_unless(&dir, Some(&raft_data))?;
+    let id = identity::init_or_load(&dir, &ips, &raft_data)?;
     tracing::info!(node = %id.node_id, cluster = %id.cluster_id, new = id.new_cluster, "node identity ready");
-    let key = DataKey::load_or_create(&dir)?;
     let (store, raft, proposer) = open_store(&config, &id, &key, clock.clone()).await?;
     let mut parts = Parts::new();
     {
@@ -365,7 +393,7 @@ async fn open_store(
     let machine = StoreStateMachine::new(store.clone());
     let raft = Arc::new(
         RaftNode::open(
-            &config.state_dir.join("raft"),
+            &raft_dir(config),
             id.raft_id,
             config.listen_addr.to_string(),
             Box::new(machine),

@@ -40,6 +40,18 @@ pub enum SecretsError {
     /// The sealed bytes are not ours, were tampered with, or were sealed with another key.
     #[error("cannot decrypt secret data: {0}")]
     Open(&'static str),
+    /// The key file is missing from a state directory whose data was sealed with it.
+    #[error(
+        "data key {path} is missing, but {data} holds this cluster's data, whose secrets are sealed with that \
+         key: refusing to create a new one (every stored secret would become undecryptable). Restore {path} \
+         from a backup of this state directory or from another manager's"
+    )]
+    Missing {
+        /// The missing key file.
+        path: String,
+        /// The data that needs it.
+        data: String,
+    },
 }
 
 /// The cluster data key.
@@ -64,6 +76,16 @@ impl DataKey {
 
     /// Loads `dir/data.key`, creating it (mode 0600) with a random key when absent.
     pub fn load_or_create(dir: &Path) -> Result<Self, SecretsError> {
+        Self::load_or_create_unless(dir, None)
+    }
+
+    /// Like [`DataKey::load_or_create`], but a missing key is refused ([`SecretsError::Missing`]) when
+    /// `existing_data` (data that may hold secrets sealed with the key) exists: a key is only ever created
+    /// for a brand-new state directory.
+    pub fn load_or_create_unless(
+        dir: &Path,
+        existing_data: Option<&Path>,
+    ) -> Result<Self, SecretsError> {
         let path = dir.join(KEY_FILE);
         let shown = path.display().to_string();
         match std::fs::read(&path) {
@@ -79,6 +101,12 @@ impl DataKey {
                 Ok(Self::from_bytes(key))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if let Some(data) = existing_data.filter(|d| d.exists()) {
+                    return Err(SecretsError::Missing {
+                        path: shown,
+                        data: data.display().to_string(),
+                    });
+                }
                 let key: [u8; 32] = rand::random();
                 let tmp = dir.join(format!("{KEY_FILE}.tmp"));
                 let write = || -> std::io::Result<()> {
@@ -181,5 +209,27 @@ mod tests {
             DataKey::load_or_create(dir.path()),
             Err(SecretsError::BadKey { .. })
         ));
+    }
+
+    #[test]
+    fn a_missing_key_is_created_only_for_a_new_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("raft.redb");
+        // no data yet: created
+        DataKey::load_or_create_unless(dir.path(), Some(&data)).unwrap();
+        std::fs::write(&data, b"sealed secrets").unwrap();
+        // an existing key loads whatever the data
+        DataKey::load_or_create_unless(dir.path(), Some(&data)).unwrap();
+        std::fs::remove_file(dir.path().join(KEY_FILE)).unwrap();
+        let e = DataKey::load_or_create_unless(dir.path(), Some(&data)).unwrap_err();
+        assert!(
+            e.to_string().starts_with(&format!(
+                "data key {} is missing, but {} holds this cluster's data",
+                dir.path().join(KEY_FILE).display(),
+                data.display()
+            )),
+            "{e}"
+        );
+        assert!(!dir.path().join(KEY_FILE).exists(), "no new key written");
     }
 }

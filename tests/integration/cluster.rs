@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 pub(crate) struct Swarmd {
     pub dir: tempfile::TempDir,
     pub port: u16,
+    /// Extra `swarmd` arguments, passed on every start.
+    pub args: Vec<String>,
     child: Option<Child>,
 }
 
@@ -17,20 +19,100 @@ fn free_port() -> u16 {
     l.local_addr().expect("addr").port()
 }
 
-fn bin(name: &str) -> PathBuf {
+pub(crate) fn bin(name: &str) -> PathBuf {
     assert_cmd::cargo::cargo_bin(name)
 }
 
 impl Swarmd {
     pub fn start() -> Swarmd {
-        let dir = tempfile::tempdir().expect("tempdir");
+        Self::start_in(tempfile::tempdir().expect("tempdir"), &[])
+    }
+
+    /// Starts in `dir` with extra arguments `args`.
+    pub fn start_in(dir: tempfile::TempDir, args: &[&str]) -> Swarmd {
         let mut d = Swarmd {
             dir,
             port: free_port(),
+            args: args.iter().map(|a| a.to_string()).collect(),
             child: None,
         };
         d.spawn();
         d
+    }
+
+    fn command(&self) -> Command {
+        let mut cmd = Command::new(bin("swarmd"));
+        cmd.arg("--state-dir")
+            .arg(self.state())
+            .arg("--listen-addr")
+            .arg(format!("127.0.0.1:{}", self.port))
+            .arg("--heartbeat-period")
+            .arg("1s")
+            .args(&self.args)
+            .env("SWARMD_LOG", "info,openraft=warn")
+            .stdout(Stdio::null());
+        cmd
+    }
+
+    /// Starts swarmd expecting it to refuse to run: waits (up to `secs`) for it to exit and returns its exit
+    /// code and what it printed on stderr.
+    pub fn run_to_exit(&self, secs: u64) -> (Option<i32>, String) {
+        let mut child = self
+            .command()
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start swarmd");
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        let stderr = |child: &mut Child| {
+            let mut err = String::new();
+            use std::io::Read;
+            if let Some(mut e) = child.stderr.take() {
+                let _ = e.read_to_string(&mut err);
+            }
+            err
+        };
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return (status.code(), stderr(&mut child));
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "swarmd kept running over a state dir it should refuse: {}",
+                    stderr(&mut child)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The running daemon's process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Whether the daemon started last is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// Stops the daemon with SIGTERM, as a service manager would, and waits for it (tasks keep running).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(c.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while matches!(c.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 
     pub fn state(&self) -> &Path {
@@ -43,18 +125,7 @@ impl Swarmd {
             .append(true)
             .open(self.state().with_extension("log"))
             .expect("log file");
-        let child = Command::new(bin("swarmd"))
-            .arg("--state-dir")
-            .arg(self.state())
-            .arg("--listen-addr")
-            .arg(format!("127.0.0.1:{}", self.port))
-            .arg("--heartbeat-period")
-            .arg("1s")
-            .env("SWARMD_LOG", "info,openraft=warn")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start swarmd");
+        let child = self.command().stderr(log).spawn().expect("start swarmd");
         self.child = Some(child);
         self.wait_ready();
     }

@@ -11,3 +11,4 @@ mod sim;
 mod sim_update;
 mod stack_cli;
 mod stack_diff;
+mod storage;

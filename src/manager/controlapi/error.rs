@@ -54,6 +54,7 @@ impl From<ProposeError> for ApiError {
             )),
             ProposeError::NotLeader { .. } => ApiError::Unavailable(e.to_string()),
             ProposeError::Raft(m) => ApiError::Unavailable(m),
+            ProposeError::NoSpace(m) => ApiError::Precondition(m),
         }
     }
 }
@@ -116,6 +117,13 @@ mod tests {
         }
         let s = Status::from(ApiError::from(ProposeError::Raft("no quorum".into())));
         assert_eq!((s.code(), s.message()), (Code::Unavailable, "no quorum"));
+        let s = Status::from(ApiError::from(ProposeError::NoSpace(
+            "no space left on /s".into(),
+        )));
+        assert_eq!(
+            (s.code(), s.message()),
+            (Code::FailedPrecondition, "no space left on /s")
+        );
         let e = decode::<u32>("stack spec", "x").unwrap_err();
         assert!(matches!(e, ApiError::Invalid(m) if m.starts_with("malformed stack spec: ")));
     }

@@ -12,12 +12,27 @@ use super::types::{NodeId, NodeInfo};
 pub enum Error {
     /// The Raft state directory or database could not be opened or read (I/O error, corrupt data,
     /// unknown format version, database locked by another process).
-    #[error("raft storage in {}: {message}", path.display())]
+    #[error("{}", storage_display(path, message))]
     Storage {
+        /// The Raft database file, or the state directory when the file could not be opened.
+        path: PathBuf,
+        /// What went wrong (naming the file when it is known).
+        message: String,
+    },
+    /// Too little free space is left on the Raft state directory's filesystem: the write was refused
+    /// before the log could fail. Reads keep working; writes resume once space is freed.
+    #[error(
+        "no space left on {}: {} available, below the {} swarmd keeps free for the Raft log; \
+         writes are refused until space is freed (reads keep working)",
+        path.display(), human(*free), human(*reserve)
+    )]
+    NoSpace {
         /// The Raft state directory.
         path: PathBuf,
-        /// What went wrong.
-        message: String,
+        /// Bytes available.
+        free: u64,
+        /// Bytes kept in reserve.
+        reserve: u64,
     },
     /// The settings are inconsistent (for example an election timeout not above the heartbeat).
     #[error("invalid raft settings: {0}")]
@@ -49,6 +64,31 @@ pub enum Error {
 
 /// Result with this module's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A byte count for people: `12.5 MiB`.
+fn human(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+fn storage_display(path: &std::path::Path, message: &str) -> String {
+    let shown = path.display().to_string();
+    if message.contains(&shown) {
+        message.to_string()
+    } else {
+        format!("raft storage in {shown}: {message}")
+    }
+}
 
 fn leader_display(leader: Option<NodeId>, addr: Option<&str>) -> String {
     match (leader, addr) {
@@ -85,6 +125,13 @@ pub(crate) fn from_initialize(e: RaftError<NodeId, InitializeError<NodeId, NodeI
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn human_sizes() {
+        assert_eq!(human(512), "512 B");
+        assert_eq!(human(64 << 20), "64.0 MiB");
+        assert_eq!(human(3 << 29), "1.5 GiB");
+    }
 
     #[test]
     fn not_leader_names_the_leader() {

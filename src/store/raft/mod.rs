@@ -4,23 +4,34 @@
 //! implement. Commands and responses are opaque bytes: this module knows nothing of the model types.
 //! No openraft type appears in this module's public API.
 //!
-//! Files: `types` (openraft type config), `db` (redb tables, format version, blocking helper),
-//! `log_store` (log + vote storage), `state_machine` (apply, snapshots), `network` (wire encoding,
-//! transport trait), `node` ([`RaftNode`], [`RaftSettings`]), `error` ([`Error`]).
+//! Files: `types` (openraft type config), `db` (redb tables, format version and migration, the
+//! `Disk` handle), `record` (the checksummed value format), `guard` (a storage panic caught),
+//! `log_store` (log + vote storage), `state_machine` (apply, snapshots), `space` (the free-space
+//! check before proposals), `network` (wire encoding, transport trait), `node` ([`RaftNode`],
+//! [`RaftSettings`]), `error` ([`Error`]).
+//!
+//! Storage faults never pass silently: every stored value is verified on read, a mismatch or a
+//! panic of redb stops Raft with an error naming the file and the entry (or snapshot), and
+//! [`RaftNode::stopped`] reports it.
 
 mod db;
 mod error;
+mod guard;
 mod log_store;
 mod network;
 mod node;
+mod record;
+mod space;
 mod state_machine;
 mod types;
 
+#[cfg(test)]
+mod fault_tests;
 #[cfg(test)]
 mod tests;
 
 pub use error::{Error, Result};
 pub use network::{NoPeers, RaftRpc, RaftTransport, TransportError};
-pub use node::{RaftMetricsSummary, RaftNode, RaftRole, RaftSettings};
+pub use node::{database_file, RaftMetricsSummary, RaftNode, RaftRole, RaftSettings};
 pub use state_machine::StateMachine;
 pub use types::{NodeId, NodeInfo};

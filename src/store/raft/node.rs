@@ -12,10 +12,11 @@ use openraft::metrics::WaitError;
 use openraft::{Config, RaftMetrics, ServerState, SnapshotPolicy};
 use tokio::sync::watch;
 
-use super::db::{self, DiskError};
+use super::db::{self, Disk, DiskError};
 use super::error::{self, Error, Result};
 use super::log_store::LogStore;
 use super::network::{self, NetworkFactory, NoPeers, RaftRpc, RaftTransport};
+use super::space;
 use super::state_machine::{StateMachine, StateMachineStore};
 use super::types::{NodeId, NodeInfo, Raft, RaftRequest};
 
@@ -32,7 +33,13 @@ pub struct RaftSettings {
     pub election_timeout_min: Duration,
     /// Upper bound of the randomized election timeout.
     pub election_timeout_max: Duration,
+    /// Proposals are refused ([`Error::NoSpace`]) while less than this many bytes are free on the
+    /// state directory's filesystem; 0 turns the check off.
+    pub min_free_bytes: u64,
 }
+
+/// The default of [`RaftSettings::min_free_bytes`]: 64 MiB, room for a snapshot and the entries in flight.
+pub const DEFAULT_MIN_FREE_BYTES: u64 = 64 << 20;
 
 impl Default for RaftSettings {
     fn default() -> Self {
@@ -42,6 +49,7 @@ impl Default for RaftSettings {
             heartbeat_interval: Duration::from_millis(250),
             election_timeout_min: Duration::from_millis(1_000),
             election_timeout_max: Duration::from_millis(2_000),
+            min_free_bytes: DEFAULT_MIN_FREE_BYTES,
         }
     }
 }
@@ -143,6 +151,9 @@ fn summarize(m: &RaftMetrics<NodeId, NodeInfo>) -> RaftMetricsSummary {
 /// A running Raft node over a state directory.
 pub struct RaftNode {
     id: NodeId,
+    dir: PathBuf,
+    disk: Disk,
+    min_free_bytes: u64,
     addr: String,
     raft: Raft,
     metrics: watch::Receiver<RaftMetrics<NodeId, NodeInfo>>,
@@ -150,10 +161,26 @@ pub struct RaftNode {
     leader_task: tokio::task::JoinHandle<()>,
 }
 
+/// The Raft database file in the Raft state directory `dir`: its presence means `dir` holds Raft data.
+pub fn database_file(dir: &Path) -> PathBuf {
+    dir.join(db::DB_FILE)
+}
+
 fn storage_error(dir: &Path, e: DiskError) -> Error {
     Error::Storage {
-        path: dir.to_path_buf(),
+        path: database_file(dir),
         message: e.to_string(),
+    }
+}
+
+/// Openraft's fatal error, or the storage fault behind it (which names the file and the entry).
+fn fatal_error(disk: &Disk, e: openraft::error::Fatal<NodeId>) -> Error {
+    match disk.fault() {
+        Some(message) if !matches!(e, openraft::error::Fatal::Stopped) => Error::Storage {
+            path: disk.file().to_path_buf(),
+            message,
+        },
+        _ => error::from_fatal(e),
     }
 }
 
@@ -196,17 +223,17 @@ impl RaftNode {
     ) -> Result<RaftNode> {
         let config = Arc::new(settings.to_config()?);
         let dir_buf: PathBuf = dir.to_path_buf();
-        let db = db::blocking(move || db::open(&dir_buf))
+        let disk = db::blocking(move || db::open(&dir_buf))
             .await
             .map_err(|e| storage_error(dir, e))?;
-        let log_store = LogStore::new(db.clone());
-        let sm = StateMachineStore::open(db, sm)
+        let log_store = LogStore::new(disk.clone());
+        let sm = StateMachineStore::open(disk.clone(), sm)
             .await
             .map_err(|e| storage_error(dir, e))?;
         let network = NetworkFactory::new(node_id, transport);
         let raft = Raft::new(node_id, config, network, log_store, sm)
             .await
-            .map_err(error::from_fatal)?;
+            .map_err(|e| fatal_error(&disk, e))?;
 
         let metrics = raft.metrics();
         let (leader_tx, leader) = watch::channel(metrics.borrow().current_leader);
@@ -220,6 +247,9 @@ impl RaftNode {
         });
         Ok(RaftNode {
             id: node_id,
+            dir: dir.to_path_buf(),
+            disk,
+            min_free_bytes: settings.min_free_bytes,
             addr: advertise_addr,
             raft,
             metrics,
@@ -258,8 +288,10 @@ impl RaftNode {
     }
 
     /// Proposes `command`; returns the state machine's response once it is committed and applied
-    /// here. Fails with [`Error::NotLeader`] on a follower.
+    /// here. Fails with [`Error::NotLeader`] on a follower, and with [`Error::NoSpace`] while the
+    /// state directory's filesystem is below [`RaftSettings::min_free_bytes`].
     pub async fn propose(&self, command: Vec<u8>) -> Result<Vec<u8>> {
+        space::check(&self.dir, self.min_free_bytes)?;
         let resp = self
             .raft
             .client_write(RaftRequest(command))
@@ -344,15 +376,18 @@ impl RaftNode {
             .map_err(error::from_fatal)
     }
 
-    /// Completes when Raft has stopped: with openraft's fatal error (a storage failure, a panic of its core) or,
+    /// Completes when Raft has stopped: with the storage fault that stopped it (naming the file and the entry),
+    /// openraft's fatal error (a panic of its core) or,
     /// after [`RaftNode::shutdown`], with "raft stopped". Pending while Raft runs; the node cannot recover once
     /// it completes, so the caller treats it as a dying part.
     pub fn stopped(&self) -> impl std::future::Future<Output = Error> + Send + 'static {
         let mut rx = self.metrics.clone();
+        let disk = self.disk.clone();
         async move {
             loop {
-                if let Err(fatal) = &rx.borrow_and_update().running_state {
-                    return error::from_fatal(fatal.clone());
+                let fatal = rx.borrow_and_update().running_state.clone();
+                if let Err(fatal) = fatal {
+                    return fatal_error(&disk, fatal);
                 }
                 if rx.changed().await.is_err() {
                     return Error::Stopped("the raft core task ended".into());

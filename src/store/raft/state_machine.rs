@@ -1,7 +1,8 @@
 //! The state machine adapter (openraft `RaftStateMachine` + `RaftSnapshotBuilder`): hands committed
 //! entries to the user's [`StateMachine`], tracks the last applied log id and membership, and keeps
 //! the latest snapshot durably in the Raft database together with that log id and membership. On
-//! open it restores the user state machine from that snapshot; openraft then replays the log tail.
+//! open it restores the user state machine from that snapshot (its checksum verified first: a damaged
+//! snapshot is an error naming its id, never an empty state); openraft then replays the log tail.
 //! Openraft only ever calls `apply` with committed entries, so the user's state changes only by
 //! committed Raft entries. User calls run on the blocking pool, never on the async runtime.
 
@@ -13,10 +14,11 @@ use openraft::storage::RaftStateMachine;
 use openraft::{
     EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, RaftSnapshotBuilder, Snapshot,
 };
-use redb::{Database, ReadableDatabase};
+use redb::ReadableDatabase;
 use serde::{Deserialize, Serialize};
 
-use super::db::{self, blocking, DiskError, SNAPSHOT, SNAPSHOT_KEY};
+use super::db::{self, blocking, Disk, DiskError, InFile, SNAPSHOT, SNAPSHOT_KEY, SNAPSHOT_NAME};
+use super::record;
 use super::types::{
     Entry, LogId, RaftResponse, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
 };
@@ -51,7 +53,7 @@ struct Applied {
 /// The adapter; clones share the same state machine and database.
 #[derive(Clone)]
 pub(crate) struct StateMachineStore {
-    db: Arc<Database>,
+    disk: Disk,
     applied: Arc<Mutex<Applied>>,
 }
 
@@ -59,23 +61,40 @@ fn lock(applied: &Mutex<Applied>) -> Result<MutexGuard<'_, Applied>, DiskError> 
     applied.lock().map_err(|_| DiskError::Poisoned)
 }
 
-fn read_snapshot(db: &Database) -> Result<Option<StoredSnapshot>, DiskError> {
-    let tx = db.begin_read()?;
-    let table = tx.open_table(SNAPSHOT)?;
-    match table.get(SNAPSHOT_KEY)? {
-        Some(v) => Ok(Some(db::decode("snapshot", v.value())?)),
-        None => Ok(None),
+/// Names a snapshot whose record failed verification: by its id and index when the damaged bytes still
+/// decode that far.
+fn describe_damaged(bytes: &[u8]) -> String {
+    match record::decode_unverified::<StoredSnapshot>(bytes) {
+        Some(s) => format!(
+            "the snapshot {} (up to log index {})",
+            s.meta.snapshot_id,
+            s.meta.last_log_id.map(|l| l.index).unwrap_or(0)
+        ),
+        None => "the latest snapshot (its id is unreadable)".to_string(),
     }
 }
 
-fn write_snapshot(db: &Database, snap: &StoredSnapshot) -> Result<(), DiskError> {
-    let bytes = db::encode("snapshot", snap)?;
-    let tx = db.begin_write()?;
-    {
-        let mut table = tx.open_table(SNAPSHOT)?;
-        table.insert(SNAPSHOT_KEY, bytes.as_slice())?;
+fn read_snapshot(disk: &Disk) -> Result<Option<StoredSnapshot>, DiskError> {
+    let tx = disk.db().begin_read().in_file(disk)?;
+    let table = tx.open_table(SNAPSHOT).in_file(disk)?;
+    let Some(v) = table.get(SNAPSHOT_KEY).in_file(disk)? else {
+        return Ok(None);
+    };
+    let bytes = v.value();
+    match record::decode::<StoredSnapshot>(SNAPSHOT_NAME, SNAPSHOT_KEY.as_bytes(), bytes) {
+        Ok(s) => Ok(Some(s)),
+        Err(e) => Err(disk.corrupt(describe_damaged(bytes), e)),
     }
-    tx.commit()?;
+}
+
+fn write_snapshot(disk: &Disk, snap: &StoredSnapshot) -> Result<(), DiskError> {
+    let bytes = db::encode(SNAPSHOT_NAME, SNAPSHOT_KEY.as_bytes(), "the snapshot", snap)?;
+    let tx = disk.db().begin_write().in_file(disk)?;
+    {
+        let mut table = tx.open_table(SNAPSHOT).in_file(disk)?;
+        table.insert(SNAPSHOT_KEY, bytes.as_slice()).in_file(disk)?;
+    }
+    tx.commit().in_file(disk)?;
     Ok(())
 }
 
@@ -109,18 +128,15 @@ fn snapshot_id(last: Option<LogId>) -> String {
 
 impl StateMachineStore {
     /// Wraps `sm`, first restoring it from the latest durable snapshot if there is one.
-    pub(crate) async fn open(
-        db: Arc<Database>,
-        sm: Box<dyn StateMachine>,
-    ) -> Result<Self, DiskError> {
-        let db2 = db.clone();
+    pub(crate) async fn open(disk: Disk, sm: Box<dyn StateMachine>) -> Result<Self, DiskError> {
+        let disk2 = disk.clone();
         let applied = blocking(move || {
             let mut applied = Applied {
                 sm,
                 last_applied: None,
                 membership: StoredMembership::default(),
             };
-            if let Some(snap) = read_snapshot(&db2)? {
+            if let Some(snap) = disk2.guarded(read_snapshot)? {
                 restore_into(applied.sm.as_mut(), &snap.meta, &snap.data)?;
                 applied.last_applied = snap.meta.last_log_id;
                 applied.membership = snap.meta.last_membership;
@@ -129,7 +145,7 @@ impl StateMachineStore {
         })
         .await?;
         Ok(Self {
-            db,
+            disk,
             applied: Arc::new(Mutex::new(applied)),
         })
     }
@@ -137,7 +153,7 @@ impl StateMachineStore {
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        let db = self.db.clone();
+        let disk = self.disk.clone();
         let applied = self.applied.clone();
         blocking(move || {
             let stored = {
@@ -151,7 +167,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
                     },
                 }
             };
-            write_snapshot(&db, &stored)?;
+            disk.guarded(|d| write_snapshot(d, &stored))?;
             Ok(into_snapshot(stored))
         })
         .await
@@ -214,7 +230,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             meta: meta.clone(),
             data: snapshot.into_inner(),
         };
-        let db = self.db.clone();
+        let disk = self.disk.clone();
         let applied = self.applied.clone();
         let signature = meta.signature();
         blocking(move || {
@@ -222,15 +238,15 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             restore_into(a.sm.as_mut(), &stored.meta, &stored.data)?;
             a.last_applied = stored.meta.last_log_id;
             a.membership = stored.meta.last_membership.clone();
-            write_snapshot(&db, &stored)
+            disk.guarded(|d| write_snapshot(d, &stored))
         })
         .await
         .map_err(|e| e.into_storage(ErrorSubject::Snapshot(Some(signature)), ErrorVerb::Write))
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
-        let db = self.db.clone();
-        blocking(move || Ok(read_snapshot(&db)?.map(into_snapshot)))
+        self.disk
+            .run(|d| Ok(read_snapshot(d)?.map(into_snapshot)))
             .await
             .map_err(|e| e.into_storage(ErrorSubject::Snapshot(None), ErrorVerb::Read))
     }

@@ -24,17 +24,17 @@ use super::*;
 /// What the recording state machine holds: every command applied, in order, and the index of the
 /// snapshot it was last restored from.
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
-struct Recorded {
-    applied: Vec<(u64, Vec<u8>)>,
+pub(super) struct Recorded {
+    pub(super) applied: Vec<(u64, Vec<u8>)>,
     restored_from: Option<u64>,
 }
 
 /// A state machine that records what it applies; the test keeps a clone to look inside.
 #[derive(Clone, Default)]
-struct RecordingSm(Arc<Mutex<Recorded>>);
+pub(super) struct RecordingSm(Arc<Mutex<Recorded>>);
 
 impl RecordingSm {
-    fn get(&self) -> Recorded {
+    pub(super) fn get(&self) -> Recorded {
         self.0.lock().expect("recording lock").clone()
     }
 }
@@ -78,7 +78,7 @@ fn openraft_storage_suite() {
     Suite::test_all(SuiteBuilder).expect("openraft storage suite");
 }
 
-fn fast_settings() -> RaftSettings {
+pub(super) fn fast_settings() -> RaftSettings {
     RaftSettings {
         heartbeat_interval: Duration::from_millis(50),
         election_timeout_min: Duration::from_millis(150),
@@ -87,14 +87,14 @@ fn fast_settings() -> RaftSettings {
     }
 }
 
-const WAIT: Duration = Duration::from_secs(10);
+pub(super) const WAIT: Duration = Duration::from_secs(10);
 
-fn command(i: usize) -> Vec<u8> {
+pub(super) fn command(i: usize) -> Vec<u8> {
     format!("cmd-{i}").into_bytes()
 }
 
 /// Polls `cond` until it holds or the deadline passes.
-async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+pub(super) async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + WAIT;
     while !cond() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
@@ -102,7 +102,7 @@ async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
-async fn open_single(dir: &Path, sm: &RecordingSm, settings: RaftSettings) -> RaftNode {
+pub(super) async fn open_single(dir: &Path, sm: &RecordingSm, settings: RaftSettings) -> RaftNode {
     let node = RaftNode::open(
         dir,
         1,
@@ -235,7 +235,7 @@ fn snapshot_purge_and_recovery_from_snapshot_plus_tail() {
 
     // The log really lost its head: the first stored entry comes after the purge point.
     let db = db::open(dir.path()).expect("reopen db");
-    let tx = db.begin_read().expect("read tx");
+    let tx = db.db().begin_read().expect("read tx");
     let log = tx.open_table(db::LOG).expect("log table");
     let (first, _) = log.first().expect("read").expect("log not empty");
     assert!(first.value() > 1, "log purged up to {}", first.value());
@@ -373,7 +373,7 @@ fn corrupt_snapshot_fails_open_with_an_error() {
     let dir = tempfile::tempdir().expect("tempdir");
     {
         let db = db::open(dir.path()).expect("open");
-        let tx = db.begin_write().expect("tx");
+        let tx = db.db().begin_write().expect("tx");
         {
             let mut t = tx.open_table(db::SNAPSHOT).expect("table");
             t.insert(db::SNAPSHOT_KEY, [1u8, 2, 3].as_slice())
