@@ -31,6 +31,17 @@ struct Args {
     /// filesystem (e.g. 64MiB, 1GiB; 0 turns the check off); they resume once space is freed.
     #[arg(long, env = "SWARMD_MIN_FREE_SPACE", default_value = "64MiB")]
     min_free_space: String,
+    /// Join the cluster whose manager listens at HOST:PORT (first start of a worker; needs --join-token).
+    #[arg(long, requires = "join_token")]
+    join_addr: Option<String>,
+    /// The join token (`swarmctl swarm join-token worker` on a manager).
+    #[arg(
+        long,
+        env = "SWARMD_JOIN_TOKEN",
+        requires = "join_addr",
+        hide_env_values = true
+    )]
+    join_token: Option<String>,
 }
 
 fn main() {
@@ -75,6 +86,9 @@ fn main() {
     config.heartbeat_period = heartbeat;
     config.raft.snapshot_interval_entries = args.snapshot_interval.max(1);
     config.raft.min_free_bytes = min_free;
+    if let (Some(addr), Some(token)) = (args.join_addr, args.join_token) {
+        config.join = Some(swarm::node::worker::JoinConfig { addr, token });
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

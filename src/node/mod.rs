@@ -14,6 +14,7 @@ pub mod parts;
 pub mod session;
 #[cfg(test)]
 mod session_tests;
+pub mod worker;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -69,6 +70,8 @@ pub struct NodeConfig {
     pub heartbeat_period: Duration,
     /// Raft settings.
     pub raft: RaftSettings,
+    /// Join this cluster on the first start (a worker); `None` for a manager.
+    pub join: Option<worker::JoinConfig>,
 }
 
 impl NodeConfig {
@@ -81,6 +84,7 @@ impl NodeConfig {
             executor: ExecutorKind::Process,
             heartbeat_period: Duration::from_secs(5),
             raft: RaftSettings::default(),
+            join: None,
         }
     }
 }
@@ -176,11 +180,14 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), NodeError> {
     limits::raise_open_files_logged();
+    if config.join.is_some() || worker::is_worker_dir(&config.state_dir) {
+        return worker::run(config, shutdown).await;
+    }
     let executor = open_executor(&config).await?;
     run_with_executor(config, executor, shutdown).await
 }
 
-async fn open_executor(config: &NodeConfig) -> Result<Arc<dyn Executor>, NodeError> {
+pub(crate) async fn open_executor(config: &NodeConfig) -> Result<Arc<dyn Executor>, NodeError> {
     let dir = &config.state_dir;
     Ok(match config.executor {
         ExecutorKind::Process => {
@@ -350,7 +357,7 @@ pub async fn run_with_executor(
 /// The runtime the task runners run on: starting a task writes files, spawns processes and waits on disks, so
 /// a burst of starts (a stack of 2,000 services) must not occupy the threads that answer heartbeats and
 /// apply Raft entries.
-fn executor_runtime() -> Result<ExecRuntime, NodeError> {
+pub(crate) fn executor_runtime() -> Result<ExecRuntime, NodeError> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("swarm-exec")
@@ -362,10 +369,10 @@ fn executor_runtime() -> Result<ExecRuntime, NodeError> {
 
 /// The executor's runtime; dropped (also on an early error return, inside the async caller) without waiting:
 /// tasks outlive the daemon, so their runners are abandoned, not awaited.
-struct ExecRuntime(Option<tokio::runtime::Runtime>);
+pub(crate) struct ExecRuntime(Option<tokio::runtime::Runtime>);
 
 impl ExecRuntime {
-    fn handle(&self) -> tokio::runtime::Handle {
+    pub(crate) fn handle(&self) -> tokio::runtime::Handle {
         match &self.0 {
             Some(rt) => rt.handle().clone(),
             None => tokio::runtime::Handle::current(),
@@ -455,7 +462,7 @@ fn print_init_message(store: &Store, key: &DataKey, node_id: &str, join_addr: &s
 }
 
 /// This node's description for the dispatcher.
-fn describe(config: &NodeConfig) -> pb::NodeDescription {
+pub(crate) fn describe(config: &NodeConfig) -> pb::NodeDescription {
     pb::NodeDescription {
         hostname: config.hostname.clone(),
         os: std::env::consts::OS.into(),

@@ -120,6 +120,12 @@ impl Swarmd {
     }
 
     pub fn spawn(&mut self) {
+        self.spawn_unchecked();
+        self.wait_ready();
+    }
+
+    /// Starts the daemon without waiting for its control socket (a worker has none).
+    pub fn spawn_unchecked(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -127,7 +133,41 @@ impl Swarmd {
             .expect("log file");
         let child = self.command().stderr(log).spawn().expect("start swarmd");
         self.child = Some(child);
-        self.wait_ready();
+    }
+
+    /// A worker joined to `manager` with its worker token, reporting `hostname`; returns once the manager lists
+    /// it Ready.
+    pub fn start_worker(manager: &Swarmd, hostname: &str) -> Swarmd {
+        let token = manager.ctl_ok(&["swarm", "join-token", "-q", "worker"]);
+        let mut w = Swarmd {
+            dir: tempfile::tempdir().expect("tempdir"),
+            port: free_port(),
+            args: vec![
+                "--hostname".into(),
+                hostname.into(),
+                "--join-addr".into(),
+                format!("127.0.0.1:{}", manager.port),
+                "--join-token".into(),
+                token.trim().into(),
+            ],
+            child: None,
+        };
+        w.spawn_unchecked();
+        manager.wait_node_ready(hostname);
+        w
+    }
+
+    /// Waits until the node reporting `hostname` is Ready in this manager's `node ls`.
+    pub fn wait_node_ready(&self, hostname: &str) {
+        wait_for(60, &format!("node {hostname} Ready"), || {
+            let ls = self.ctl_ok(&["node", "ls"]);
+            ls.lines()
+                .any(|l| {
+                    let cols: Vec<&str> = l.split_whitespace().collect();
+                    cols.contains(&hostname) && cols.contains(&"Ready")
+                })
+                .then_some(())
+        });
     }
 
     fn wait_ready(&self) {

@@ -6,6 +6,7 @@ mod join;
 mod join_tokens;
 mod layout;
 mod limits;
+mod multinode;
 mod rolling;
 mod sim;
 mod sim_update;

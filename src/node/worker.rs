@@ -1,0 +1,181 @@
+//! A worker node: a `swarmd` that joined a cluster with a token and runs tasks for its manager — no Raft, no
+//! control API, no CA. Its state directory holds `worker.json` (node id, cluster id, the manager's address),
+//! `certs/ca.crt`, `certs/node.crt` and `certs/node.key` (0600); a restarted worker resumes from it without a
+//! token.
+//!
+//! Must not: hold the cluster's CA key or data key, or accept connections (it only dials its manager).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::join::{join, JoinError};
+use super::parts::Parts;
+use super::{describe, executor_runtime, open_executor, session, NodeConfig, NodeError};
+use crate::agent::{StatusReport, Worker};
+use crate::pki::{self, NodeCredentials};
+use crate::util::{Clock, SystemClock};
+
+/// Format version of `worker.json`.
+const WORKER_FILE_VERSION: u32 = 1;
+
+/// Where to join, for a node's first start.
+#[derive(Clone, Debug)]
+pub struct JoinConfig {
+    /// The manager's cluster address, `host:port`.
+    pub addr: String,
+    /// The join token.
+    pub token: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct WorkerFile {
+    version: u32,
+    node_id: String,
+    cluster_id: String,
+    manager_addr: String,
+}
+
+/// The identity file of a worker's state directory.
+pub fn worker_file(dir: &Path) -> PathBuf {
+    dir.join("worker.json")
+}
+
+/// Whether `dir` is a worker's state directory.
+pub fn is_worker_dir(dir: &Path) -> bool {
+    worker_file(dir).exists()
+}
+
+/// Why a worker could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// The join failed.
+    #[error("cannot join the cluster: {0}")]
+    Join(#[from] JoinError),
+    /// A file of the state directory.
+    #[error("{}: {message}", path.display())]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// Key or certificate handling.
+    #[error(transparent)]
+    Pki(#[from] pki::PkiError),
+}
+
+fn file_error(path: &Path) -> impl Fn(String) -> WorkerError + '_ {
+    move |message| WorkerError::File {
+        path: path.to_path_buf(),
+        message,
+    }
+}
+
+/// The worker's identity: loaded, or (first start) obtained by joining with `join`.
+async fn load_or_join(
+    dir: &Path,
+    join_config: Option<&JoinConfig>,
+) -> Result<(WorkerFile, String, NodeCredentials), WorkerError> {
+    let certs = dir.join("certs");
+    let (ca_crt, node_crt, node_key) = (
+        certs.join("ca.crt"),
+        certs.join("node.crt"),
+        certs.join("node.key"),
+    );
+    let file = worker_file(dir);
+    if file.exists() {
+        if join_config.is_some() {
+            tracing::info!(
+                "this node already joined its cluster: --join-addr/--join-token are ignored"
+            );
+        }
+        let text = std::fs::read(&file).map_err(|e| file_error(&file)(e.to_string()))?;
+        let w: WorkerFile =
+            serde_json::from_slice(&text).map_err(|e| file_error(&file)(e.to_string()))?;
+        if w.version != WORKER_FILE_VERSION {
+            return Err(file_error(&file)(format!(
+                "unsupported format version {} (this swarmd reads {WORKER_FILE_VERSION})",
+                w.version
+            )));
+        }
+        let read = |p: &Path| std::fs::read_to_string(p).map_err(|e| file_error(p)(e.to_string()));
+        let ca_pem = read(&ca_crt)?;
+        let creds = NodeCredentials::from_pem(&read(&node_crt)?, &read(&node_key)?)?;
+        return Ok((w, ca_pem, creds));
+    }
+    let Some(j) = join_config else {
+        return Err(file_error(&file)(
+            "missing: this is not a worker's state directory".into(),
+        ));
+    };
+    let joined = join(&j.addr, &j.token).await?;
+    let id = joined.creds.identity().clone();
+    std::fs::create_dir_all(&certs).map_err(|e| file_error(&certs)(e.to_string()))?;
+    pki::write_public_file(&ca_crt, joined.ca_pem.as_bytes())?;
+    pki::write_public_file(&node_crt, joined.creds.cert_pem().as_bytes())?;
+    pki::write_private_file(&node_key, joined.creds.key_pem().as_bytes())?;
+    let w = WorkerFile {
+        version: WORKER_FILE_VERSION,
+        node_id: id.node_id.clone(),
+        cluster_id: id.cluster_id.clone(),
+        manager_addr: j.addr.clone(),
+    };
+    // written last: its presence means the directory holds a complete identity
+    let json = serde_json::to_vec_pretty(&w).unwrap_or_default();
+    pki::write_public_file(&file, &json)?;
+    println!(
+        "This node joined a swarm as a worker (node {}, cluster {}).",
+        w.node_id, w.cluster_id
+    );
+    Ok((w, joined.ca_pem, joined.creds))
+}
+
+/// Runs a worker node until `shutdown` resolves (tasks keep running after it returns).
+pub async fn run(
+    config: NodeConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), NodeError> {
+    crate::pki::install_crypto_provider();
+    let dir = config.state_dir.clone();
+    std::fs::create_dir_all(&dir).map_err(|e| NodeError::StateDir(dir.clone(), e))?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700));
+    }
+    if super::identity::exists(&dir) {
+        return Err(NodeError::Exec(format!(
+            "{} holds a manager's identity: a manager cannot join another cluster (use a new state directory)",
+            dir.display()
+        )));
+    }
+    let (file, ca_pem, creds) = load_or_join(&dir, config.join.as_ref())
+        .await
+        .map_err(|e| NodeError::Exec(e.to_string()))?;
+    tracing::info!(node = %file.node_id, cluster = %file.cluster_id, manager = %file.manager_addr, "worker identity ready");
+    let ca = pki::cert_der_from_pem(&ca_pem, "certs/ca.crt")?;
+    let executor = open_executor(&config).await?;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let exec_rt = executor_runtime()?;
+    let (reports_tx, reports_rx) = tokio::sync::mpsc::unbounded_channel::<StatusReport>();
+    let worker = Arc::new(Worker::new(executor, clock, reports_tx).on_runtime(exec_rt.handle()));
+    let session = session::run(
+        session::SessionConfig {
+            addr: file.manager_addr.clone(),
+            tls: pki::client_config(&ca, &creds)?,
+            description: describe(&config),
+        },
+        worker,
+        reports_rx,
+    );
+    let mut parts = Parts::new();
+    parts.spawn_until_shutdown("the agent session", async move {
+        session.await;
+        Ok(())
+    });
+    tracing::info!(manager = %file.manager_addr, "swarmd (worker) ready");
+    let result = parts.run(shutdown).await;
+    drop(exec_rt);
+    result.map_err(NodeError::from)
+}

@@ -1,0 +1,170 @@
+//! One manager and two workers as separate `swarmd` processes on loopback: workers join with the token,
+//! tasks spread over all three nodes, constraints and spread preferences place them, a secret goes only to the
+//! node whose task uses it, a worker killed with SIGKILL is marked Down and its tasks run elsewhere, and when
+//! it comes back its stale tasks are shut down, never duplicated.
+
+use std::collections::BTreeMap;
+
+use super::cluster::{wait_for, Swarmd};
+
+const STACK: &str = r#"
+services:
+  web:
+    image: web
+    command: [sleep, "300"]
+    stop_grace_period: 1s
+    deploy:
+      replicas: 6
+  agent:
+    image: agent
+    command: [sleep, "300"]
+    stop_grace_period: 1s
+    deploy:
+      replicas: 2
+      placement:
+        constraints: [node.role == worker]
+        preferences:
+          - spread: node.labels.zone
+  vault:
+    image: vault
+    command: ["sh", "-c", "f=/run/secrets/pw; test -r $$f || f=$$SWARM_SECRETS_DIR/pw; test $$(wc -c < $$f) -eq 20 && echo secret-ok; exec sleep 300"]
+    stop_grace_period: 1s
+    secrets: [pw]
+    deploy:
+      placement:
+        constraints: [node.hostname == w1]
+secrets:
+  pw:
+    file: ./pw.txt
+"#;
+
+/// Running tasks of `service` per node hostname.
+fn placement(m: &Swarmd, service: &str) -> BTreeMap<String, usize> {
+    let out = m.ctl_ok(&["service", "ps", service, "--format", "json"]);
+    let mut by_node = BTreeMap::new();
+    for v in out
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+    {
+        let running = v["DesiredState"] == "Running"
+            && v["CurrentState"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("Running"));
+        if running {
+            *by_node
+                .entry(v["Node"].as_str().unwrap_or_default().to_string())
+                .or_default() += 1;
+        }
+    }
+    by_node
+}
+
+fn total(p: &BTreeMap<String, usize>) -> usize {
+    p.values().sum()
+}
+
+/// The first file under `dir` in which `needle` occurs.
+fn found_under(dir: &std::path::Path, needle: &[u8]) -> Option<std::path::PathBuf> {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .find_map(|e| {
+            let p = e.path();
+            if p.is_dir() {
+                found_under(&p, needle)
+            } else {
+                std::fs::read(&p)
+                    .ok()
+                    .filter(|b| b.windows(needle.len()).any(|w| w == needle))
+                    .map(|_| p)
+            }
+        })
+}
+
+#[test]
+fn a_manager_and_two_workers_place_heal_and_never_duplicate() {
+    let m = Swarmd::start_in(tempfile::tempdir().unwrap(), &["--hostname", "m"]);
+    let w1 = Swarmd::start_worker(&m, "w1");
+    let mut w2 = Swarmd::start_worker(&m, "w2");
+    let ls = m.ctl_ok(&["node", "ls"]);
+    assert_eq!(
+        ls.lines().filter(|l| l.contains("Ready")).count(),
+        3,
+        "{ls}"
+    );
+    m.ctl_ok(&["node", "update", "--label-add", "zone=a", "w1"]);
+    m.ctl_ok(&["node", "update", "--label-add", "zone=b", "w2"]);
+
+    let files = tempfile::tempdir().unwrap();
+    std::fs::write(files.path().join("pw.txt"), "s3cret-plaintext-7f2").unwrap();
+    let stack = files.path().join("stack.yml");
+    std::fs::write(&stack, STACK).unwrap();
+    let out = m.ctl_ok(&["stack", "deploy", "-c", stack.to_str().unwrap(), "s"]);
+    assert!(out.contains("converged"), "{out}");
+
+    let web = placement(&m, "s_web");
+    assert_eq!(
+        web,
+        BTreeMap::from([("m".into(), 2), ("w1".into(), 2), ("w2".into(), 2)]),
+        "web spreads over the three nodes"
+    );
+    let agent = placement(&m, "s_agent");
+    assert_eq!(
+        agent,
+        BTreeMap::from([("w1".into(), 1), ("w2".into(), 1)]),
+        "agent only on workers, one per zone"
+    );
+    assert_eq!(placement(&m, "s_vault"), BTreeMap::from([("w1".into(), 1)]));
+
+    // the secret reached the task on w1, and its plaintext is nowhere on the other nodes
+    wait_for(30, "the vault task read its secret", || {
+        found_under(w1.state(), b"secret-ok")
+    });
+    for (name, node) in [("m", &m), ("w2", &w2)] {
+        let found = found_under(node.state(), b"s3cret-plaintext-7f2");
+        assert!(
+            found.is_none(),
+            "the secret's plaintext is on {name}: {found:?}"
+        );
+    }
+    assert!(!w2.log().contains("s3cret"), "w2's log");
+
+    // a worker dies: Down within its heartbeat budget, its tasks run elsewhere
+    w2.kill9();
+    wait_for(60, "w2 marked Down", || {
+        let ls = m.ctl_ok(&["node", "ls"]);
+        ls.lines()
+            .any(|l| l.contains("w2") && l.contains("Down"))
+            .then_some(())
+    });
+    wait_for(60, "w2's tasks replaced", || {
+        let web = placement(&m, "s_web");
+        let agent = placement(&m, "s_agent");
+        (total(&web) == 6 && !web.contains_key("w2") && agent.get("w1") == Some(&2)).then_some(())
+    });
+
+    // it comes back: its stale tasks are shut down, never duplicated
+    let stale = w2.task_pids();
+    assert!(!stale.is_empty(), "w2's tasks outlived its daemon");
+    w2.spawn_unchecked();
+    m.wait_node_ready("w2");
+    wait_for(60, "w2's stale tasks stopped", || {
+        w2.task_pids().is_empty().then_some(())
+    });
+    let web = placement(&m, "s_web");
+    assert_eq!(total(&web), 6, "{web:?}");
+    assert_eq!(total(&placement(&m, "s_agent")), 2);
+    let processes = m.task_pids().len() + w1.task_pids().len() + w2.task_pids().len();
+    assert_eq!(
+        processes,
+        6 + 2 + 1,
+        "one process per task across the nodes"
+    );
+
+    m.ctl_ok(&["stack", "rm", "s"]);
+    wait_for(60, "every task gone on every node", || {
+        (m.task_pids().is_empty() && w1.task_pids().is_empty() && w2.task_pids().is_empty())
+            .then_some(())
+    });
+}
