@@ -28,7 +28,7 @@ pub const MAX_STACK_FILES_BYTES: u64 = 4 * 1024 * 1024;
 pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
 /// Tasks one controller round creates or places at most: a large service converges in several rounds, each a
 /// Raft entry of bounded size, so heartbeats and status reports are applied between them.
-pub const MAX_TASK_OPS_PER_ROUND: usize = 256;
+pub const MAX_TASK_OPS_PER_ROUND: usize = 512;
 
 /// Highest `max_replicas` a cluster may set.
 pub const CEILING_REPLICAS: u64 = 1_000_000;

@@ -326,7 +326,7 @@ mod tests {
     fn a_large_service_is_created_and_placed_in_bounded_rounds() {
         let mut w = World::with(creates(
             vec![node("n1"), node("n2")],
-            vec![service("s1", ServiceMode::Replicated { replicas: 600 })],
+            vec![service("s1", ServiceMode::Replicated { replicas: 1200 })],
             vec![],
         ));
         let mut created = Vec::new();
@@ -340,9 +340,9 @@ mod tests {
             created.push(plan.ops.len());
             w.apply_plan(&plan);
         }
-        assert_eq!(created, vec![256, 256, 88]);
+        assert_eq!(created, vec![512, 512, 176]);
         let slots: std::collections::BTreeSet<u64> = w.state.tasks().map(|t| t.slot).collect();
-        assert_eq!(slots, (1..=600).collect());
+        assert_eq!(slots, (1..=1200).collect());
         let mut placed = Vec::new();
         loop {
             let plan =
@@ -353,7 +353,7 @@ mod tests {
             placed.push(plan.ops.len());
             w.apply_plan(&plan);
         }
-        assert_eq!(placed, vec![256, 256, 88]);
+        assert_eq!(placed, vec![512, 512, 176]);
     }
 
     #[test]
