@@ -22,6 +22,24 @@ pub enum NodeCommand {
     Inspect(InspectArgs),
     /// Change a node's availability or labels.
     Update(UpdateArgs),
+    /// Remove worker nodes from the cluster (their certificates are refused from then on).
+    #[command(alias = "remove")]
+    Rm(RmArgs),
+    /// Promote a worker to a manager.
+    Promote(InspectArgs),
+    /// Demote a manager to a worker.
+    Demote(InspectArgs),
+}
+
+/// Arguments of `node rm`.
+#[derive(Args, Debug)]
+pub struct RmArgs {
+    /// Remove a node that is not down (it is cut off at once; its tasks are replaced elsewhere).
+    #[arg(short, long)]
+    pub force: bool,
+    /// Node ids or hostnames.
+    #[arg(required = true)]
+    pub nodes: Vec<String>,
 }
 
 /// Arguments of `node ls`.
@@ -193,6 +211,23 @@ pub fn run(host: Option<String>, cmd: NodeCommand) -> i32 {
                 println!("{}", a.node);
                 Ok(())
             }
+            NodeCommand::Rm(a) => {
+                for n in &a.nodes {
+                    c.remove_node(control::NodeRemoveRequest {
+                        node: n.clone(),
+                        force: a.force,
+                    })
+                    .await
+                    .map_err(rpc)?;
+                    println!("{n}");
+                }
+                Ok(())
+            }
+            NodeCommand::Promote(_) | NodeCommand::Demote(_) => Err(
+                "changing a node's role needs several managers (Raft membership), which this version does not \
+                 have yet"
+                    .into(),
+            ),
         }
     })
 }

@@ -100,6 +100,10 @@ pub struct Cluster {
     /// data; empty in clusters created before tokens were stored (the manager adds them at start).
     #[serde(default)]
     pub join_tokens: super::objects::SecretData,
+    /// Ids of nodes removed with `node rm`: their certificates are refused from then on (a node must join
+    /// again with a token, and gets a new id).
+    #[serde(default)]
+    pub removed_nodes: Vec<String>,
 }
 
 /// Cluster-wide settings.

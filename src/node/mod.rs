@@ -337,6 +337,7 @@ pub async fn run_with_executor(
             addr: config.listen_addr.to_string(),
             tls: client_tls,
             description: describe(&config),
+            cluster_id: id.cluster_id.clone(),
         },
         worker.clone(),
         reports_rx,
@@ -423,6 +424,7 @@ async fn open_store(
                     ..Default::default()
                 },
                 join_tokens: tokens(),
+                removed_nodes: Vec::new(),
             };
             if let Err(e) = proposer.propose(vec![Op::CreateCluster(cluster)]).await {
                 tracing::warn!("cannot create the cluster object: {e}");

@@ -24,6 +24,8 @@ pub struct SessionConfig {
     pub tls: Arc<rustls::ClientConfig>,
     /// This node's description.
     pub description: pb::NodeDescription,
+    /// The cluster whose manager the dispatcher must be (its certificate is checked).
+    pub cluster_id: String,
 }
 
 /// First delay before reconnecting; doubles (with jitter) after each failed attempt, up to [`BACKOFF_MAX`].
@@ -60,7 +62,11 @@ struct Ended {
     error: String,
 }
 
-/// Runs the agent's session loop until the process ends.
+/// What the dispatcher says to a node removed with `node rm`.
+const REMOVED: &str = "was removed from the cluster";
+
+/// Runs the agent's session loop until the process ends. A node told it was removed from the cluster stops its
+/// tasks (and keeps trying, in case an operator restores it).
 pub async fn run(
     config: SessionConfig,
     worker: Arc<Worker>,
@@ -69,12 +75,21 @@ pub async fn run(
     let mut backoff = Backoff::new();
     // reports produced while disconnected are kept (latest per task) and sent after reconnecting
     let mut pending: HashMap<String, StatusReport> = HashMap::new();
+    let mut stopped_for_removal = false;
     loop {
         let Some(ended) = session_once(&config, &worker, &mut reports, &mut pending).await else {
             return;
         };
         if ended.worked {
             backoff.reset();
+        }
+        if ended.error.contains(REMOVED) && !stopped_for_removal {
+            // like a node that left: nothing keeps running for a cluster that no longer knows this node
+            tracing::error!("{}; stopping this node's tasks", ended.error);
+            if let Err(e) = worker.assign(crate::agent::Assignments::default()).await {
+                tracing::warn!("stopping the tasks of a removed node: {e}");
+            }
+            stopped_for_removal = true;
         }
         let delay = backoff.delay();
         tracing::warn!(
@@ -115,7 +130,12 @@ async fn session_parts(
     pending: &mut HashMap<String, StatusReport>,
     worked: Arc<std::sync::atomic::AtomicBool>,
 ) -> Result<bool, String> {
-    let channel = crate::transport::tls_channel(&config.addr, config.tls.clone()).await?;
+    let channel = crate::transport::tls_channel_to_manager(
+        &config.addr,
+        config.tls.clone(),
+        &config.cluster_id,
+    )
+    .await?;
     let mut client = DispatcherClient::new(channel)
         .max_decoding_message_size(crate::model::limits::MAX_MESSAGE_BYTES);
     let mut session = client

@@ -165,6 +165,7 @@ pub async fn run(
             addr: file.manager_addr.clone(),
             tls: pki::client_config(&ca, &creds)?,
             description: describe(&config),
+            cluster_id: file.cluster_id.clone(),
         },
         worker,
         reports_rx,

@@ -200,7 +200,13 @@ impl Validate for Network {
 }
 
 impl Validate for Node {
-    fn validate(_state: &ClusterState, old: Option<&Self>, new: &Self) -> Result<(), Rejection> {
+    fn validate(state: &ClusterState, old: Option<&Self>, new: &Self) -> Result<(), Rejection> {
+        if state
+            .cluster()
+            .is_some_and(|c| c.removed_nodes.contains(&new.id))
+        {
+            return Err(Rejection::NodeRemoved { id: new.id.clone() });
+        }
         limits::check_labels("node labels", &new.spec.labels, old.map(|o| &o.spec.labels))
             .map_err(over::<Self>(&new.id))
     }

@@ -17,6 +17,7 @@ fn cluster(limits: Limits) -> Cluster {
             ..ClusterSettings::default()
         },
         join_tokens: Default::default(),
+        removed_nodes: Default::default(),
     }
 }
 

@@ -239,6 +239,12 @@ pub enum Rejection {
         /// The last applied index.
         applied: u64,
     },
+    /// A node removed with `node rm` tries to come back under its old id.
+    #[error("node {id} was removed from the cluster: join it again with a token")]
+    NodeRemoved {
+        /// The node id.
+        id: String,
+    },
     /// The object asks for more than the cluster's limits allow.
     #[error("{kind} {name}: {error}")]
     OverLimit {

@@ -63,6 +63,7 @@ fn populated() -> ClusterState {
                 meta: Meta::default(),
                 settings: ClusterSettings::default(),
                 join_tokens: Default::default(),
+                removed_nodes: Default::default(),
             }),
             Op::CreateNode(node("n1")),
             Op::CreateService(service("s1", "app_web")),
@@ -309,6 +310,7 @@ fn creates_and_deletes_are_checked() {
                 meta: Meta::default(),
                 settings: ClusterSettings::default(),
                 join_tokens: Default::default(),
+                removed_nodes: Default::default(),
             }),
             Rejection::AlreadyExists {
                 kind: ObjectKind::Cluster,

@@ -168,6 +168,24 @@ pub async fn unix_channel(path: std::path::PathBuf) -> Result<Channel, tonic::tr
 
 /// A gRPC channel to `addr` (`host:port`) over mutual TLS with `config`; the server certificate must name `host`.
 pub async fn tls_channel(addr: &str, config: Arc<rustls::ClientConfig>) -> Result<Channel, String> {
+    tls_channel_checked(addr, config, None).await
+}
+
+/// [`tls_channel`] to a manager: the server's certificate must also be a manager certificate of `cluster_id`
+/// (a worker or another cluster's node answering at that address is refused).
+pub async fn tls_channel_to_manager(
+    addr: &str,
+    config: Arc<rustls::ClientConfig>,
+    cluster_id: &str,
+) -> Result<Channel, String> {
+    tls_channel_checked(addr, config, Some(cluster_id.to_string())).await
+}
+
+async fn tls_channel_checked(
+    addr: &str,
+    config: Arc<rustls::ClientConfig>,
+    manager_of: Option<String>,
+) -> Result<Channel, String> {
     let host = addr
         .rsplit_once(':')
         .map(|(h, _)| h.trim_start_matches('[').trim_end_matches(']'))
@@ -186,9 +204,20 @@ pub async fn tls_channel(addr: &str, config: Arc<rustls::ClientConfig>) -> Resul
             let connector = connector.clone();
             let server_name = server_name.clone();
             let target = target.clone();
+            let manager_of = manager_of.clone();
             async move {
                 let tcp = TcpStream::connect(&target).await?;
                 let tls = connector.connect(server_name, tcp).await?;
+                if let Some(cluster) = manager_of {
+                    let refuse = |m: String| std::io::Error::new(std::io::ErrorKind::PermissionDenied, m);
+                    let id = pki::server_identity(&tls).map_err(|e| refuse(e.to_string()))?;
+                    if id.role != pki::NodeRole::Manager || id.cluster_id != cluster {
+                        return Err(refuse(format!(
+                            "{target} is not a manager of cluster {cluster} (its certificate: {} of cluster {})",
+                            id.role, id.cluster_id
+                        )));
+                    }
+                }
                 Ok::<_, std::io::Error>(TokioIo::new(tls))
             }
         }))

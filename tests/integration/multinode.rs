@@ -168,3 +168,51 @@ fn a_manager_and_two_workers_place_heal_and_never_duplicate() {
             .then_some(())
     });
 }
+
+/// `node rm`: refused for a live node without `--force`; with it, the node is gone from `node ls`, its
+/// certificate is refused from then on, it stops its tasks, and its work runs on the remaining nodes.
+#[test]
+fn a_removed_worker_is_refused_and_its_work_moves() {
+    let m = Swarmd::start_in(tempfile::tempdir().unwrap(), &["--hostname", "m"]);
+    let w1 = Swarmd::start_worker(&m, "w1");
+    let files = tempfile::tempdir().unwrap();
+    let stack = files.path().join("stack.yml");
+    std::fs::write(
+        &stack,
+        "services:\n  web:\n    image: web\n    command: [sleep, '300']\n    stop_grace_period: 1s\n    deploy: {replicas: 2}\n",
+    )
+    .unwrap();
+    m.ctl_ok(&["stack", "deploy", "-c", stack.to_str().unwrap(), "s"]);
+    assert_eq!(
+        placement(&m, "s_web"),
+        BTreeMap::from([("m".into(), 1), ("w1".into(), 1)])
+    );
+
+    let out = m.ctl(&["node", "rm", "w1"]);
+    assert_ne!(out.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is not down and can't be removed"), "{err}");
+    let out = m.ctl(&["node", "rm", "m"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is a manager"));
+
+    m.ctl_ok(&["node", "rm", "--force", "w1"]);
+    wait_for(
+        60,
+        "the removed worker refused and its task stopped",
+        || {
+            (w1.log().contains("was removed from the cluster") && w1.task_pids().is_empty())
+                .then_some(())
+        },
+    );
+    wait_for(60, "both replicas on the manager", || {
+        (placement(&m, "s_web") == BTreeMap::from([("m".into(), 2)])).then_some(())
+    });
+    let ls = m.ctl_ok(&["node", "ls"]);
+    assert!(
+        !ls.contains("w1"),
+        "a removed node is not listed again: {ls}"
+    );
+    let out = m.ctl(&["node", "promote", "m"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("needs several managers"));
+    m.ctl_ok(&["stack", "rm", "s"]);
+}

@@ -275,4 +275,11 @@ impl Control for ControlApi {
     ) -> Result<Response<control::JoinTokenResponse>, Status> {
         reply(cluster::join_token(self, request.into_inner()).await)
     }
+
+    async fn remove_node(
+        &self,
+        request: Request<control::NodeRemoveRequest>,
+    ) -> Result<Response<control::Empty>, Status> {
+        reply(node::remove(self, request.into_inner()).await)
+    }
 }

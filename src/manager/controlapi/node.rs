@@ -1,4 +1,5 @@
-//! Node requests: ls, inspect, update (availability, labels). Availability words are parsed by
+//! Node requests: ls, inspect, update (availability, labels), rm (the node's id is remembered as removed, so
+//! its certificate is refused from then on). Availability words are parsed by
 //! `model::NodeAvailability`'s `FromStr`, the one parser the CLI uses too.
 //!
 //! Must not: change the store but by proposal, or touch what a node reports about itself.
@@ -8,7 +9,7 @@ use super::objects::resolve_node;
 use super::{json_objects, ControlApi};
 use crate::api::control;
 use crate::api::to_json;
-use crate::model::{NodeAvailability, NodeSpec};
+use crate::model::{NodeAvailability, NodeRole, NodeSpec, NodeState};
 use crate::store::Op;
 
 /// The spec `spec` becomes with the request's availability (empty: unchanged), labels removed (each must
@@ -61,6 +62,48 @@ pub async fn update(
     Ok(control::JsonObject {
         json: node.unwrap_or_default(),
     })
+}
+
+/// `node rm [--force]`: a Down worker (any worker with `force`) leaves the cluster; its tasks are replaced
+/// elsewhere by the orchestrators.
+pub async fn remove(
+    api: &ControlApi,
+    req: control::NodeRemoveRequest,
+) -> Result<control::Empty, ApiError> {
+    let (node, cluster) = api.store.view(|s| {
+        resolve_node(s, &req.node)
+            .cloned()
+            .map(|n| (n, s.cluster().cloned()))
+    })?;
+    let cluster = cluster
+        .ok_or_else(|| ApiError::Unavailable("the cluster object is not created yet".into()))?;
+    if node.spec.role == NodeRole::Manager {
+        return Err(ApiError::Precondition(format!(
+            "node {} is a manager: removing a manager needs several managers (Raft membership), which this \
+             version does not have yet",
+            node.id
+        )));
+    }
+    if node.status.state != NodeState::Down && !req.force {
+        return Err(ApiError::Precondition(format!(
+            "node {} is not down and can't be removed (stop it first, or use --force)",
+            node.id
+        )));
+    }
+    let mut updated = cluster.clone();
+    updated.removed_nodes.push(node.id.clone());
+    api.propose(vec![
+        Op::DeleteNode {
+            id: node.id.clone(),
+            expected_version: node.meta.version,
+        },
+        Op::UpdateCluster {
+            cluster: updated,
+            expected_version: cluster.meta.version,
+        },
+    ])
+    .await?;
+    Ok(control::Empty {})
 }
 
 #[cfg(test)]

@@ -63,6 +63,14 @@ impl Dispatcher {
         self.sessions.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Whether `node_id` was removed with `node rm`.
+    fn is_removed(&self, node_id: &str) -> bool {
+        self.store.view(|s| {
+            s.cluster()
+                .is_some_and(|c| c.removed_nodes.iter().any(|n| n == node_id))
+        })
+    }
+
     /// The node of `session_id`, which must be the calling certificate's node: a session id alone is not a
     /// bearer token (whoever learned it would get that node's assignments and secrets).
     fn node_of(&self, session_id: &str, caller: &Caller) -> Result<String, Status> {
@@ -139,6 +147,9 @@ impl Dispatcher {
         identity: &crate::pki::NodeIdentity,
         desc: pb::NodeDescription,
     ) -> Result<(), Status> {
+        if self.is_removed(&identity.node_id) {
+            return Err(removed(&identity.node_id));
+        }
         let now = self.proposer.clock().now();
         let description = model::NodeDescription {
             hostname: desc.hostname.clone(),
@@ -204,6 +215,14 @@ impl Dispatcher {
             "could not register the node: too many concurrent changes",
         ))
     }
+}
+
+/// The refusal a removed node gets.
+fn removed(node_id: &str) -> Status {
+    Status::permission_denied(format!(
+        "node {node_id} was removed from the cluster: its certificate is no longer accepted (join again with a \
+         token on a new state directory)"
+    ))
 }
 
 /// The node owning `session_id` when that is `caller`; NOT_FOUND for an unknown (expired) session,
@@ -303,6 +322,10 @@ impl DispatcherApi for Dispatcher {
         let caller = peer(request.extensions())?;
         let session_id = request.into_inner().session_id;
         let node_id = self.node_of(&session_id, &caller)?;
+        if self.is_removed(&node_id) {
+            self.sessions().remove(&session_id);
+            return Err(removed(&node_id));
+        }
         if let Some(s) = self.sessions().get_mut(&session_id) {
             s.last_heartbeat = tokio::time::Instant::now();
         }

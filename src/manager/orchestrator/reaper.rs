@@ -145,6 +145,7 @@ mod tests {
                 ..ClusterSettings::default()
             },
             join_tokens: Default::default(),
+            removed_nodes: Default::default(),
         })]);
         let plan = reconcile(&w.state, w.time, &mut SeqIds::new("x"));
         assert_eq!(
