@@ -138,6 +138,8 @@ pub fn process_spec(
         read_only: c.read_only,
         init: c.init.unwrap_or(false),
         limits: limits(&task.spec.resources.limits),
+        cap_add: c.cap_add.clone(),
+        cap_drop: c.cap_drop.clone(),
         ports: ctx.ports.iter().map(published_port).collect(),
     })
 }

@@ -56,9 +56,16 @@ pub struct ProcessSpec {
     pub read_only: bool,
     /// Run an init process (ignored by the process executor).
     pub init: bool,
-    /// Resource limits (enforced by the docker executor; recorded only by the process executor).
+    /// Resource limits (enforced by both executors; by the process executor only as root,
+    /// through a cgroup per task).
     #[serde(default)]
     pub limits: Limits,
+    /// Capabilities added to Docker's default set (`ALL` for every one).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cap_add: Vec<String>,
+    /// Capabilities removed from it (`ALL` for every one).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cap_drop: Vec<String>,
     /// Ports published on this node (docker executor only).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<PublishedPort>,
@@ -148,6 +155,8 @@ impl fmt::Debug for ProcessSpec {
             .field("read_only", &self.read_only)
             .field("init", &self.init)
             .field("limits", &self.limits)
+            .field("cap_add", &self.cap_add)
+            .field("cap_drop", &self.cap_drop)
             .field("ports", &self.ports)
             .finish()
     }
@@ -197,6 +206,9 @@ pub struct ExitStatus {
 /// The error of a task that is gone without a trace: neither it nor an exit status can be found (the process
 /// executor's wording). The agent reports it too, for a task it started that the runtime no longer lists.
 pub const LOST_MESSAGE: &str = "task process disappeared";
+
+/// The error of a task the kernel's OOM killer ended (Docker's `OOMKilled`), by both runtimes.
+pub const OOM_MESSAGE: &str = "OOMKilled: container was OOM killed (out of memory)";
 
 /// Exit code Docker reports when the command cannot be found.
 pub const EXIT_NOT_FOUND: i32 = 127;

@@ -9,15 +9,21 @@
 //! Must not: know the model or store types, keep per-task state only in memory (everything a
 //! restarted daemon needs is in the task directory), or write secret data to persistent disk.
 
+mod caps;
+mod cgroup;
 mod check;
 mod controller;
 mod layout;
 mod logs;
 pub mod lookup;
 mod mounts;
+mod sandbox;
 pub mod shim;
+mod spawn;
 pub mod user;
 
+#[cfg(test)]
+mod isolation_tests;
 #[cfg(test)]
 mod tests;
 
@@ -42,17 +48,43 @@ pub struct ProcessExecutor {
     root: PathBuf,
     shim: ShimCommand,
     is_root: bool,
+    /// Paths no task may see (always the root itself).
+    hidden: Vec<PathBuf>,
 }
 
 impl ProcessExecutor {
     /// An executor keeping its tasks under `root` (created on first prepare) and starting shims
     /// with `shim` (in `swarmd`: [`ShimCommand::current_exe`]).
     pub fn new(root: impl Into<PathBuf>, shim: ShimCommand) -> Self {
+        let root = root.into();
         ProcessExecutor {
-            root: root.into(),
+            hidden: vec![root.clone()],
+            root,
             shim,
             is_root: nix::unistd::geteuid().is_root(),
         }
+    }
+
+    /// Also hides `path` from every task (when root): `swarmd` passes its state directory, which
+    /// holds the keys, the Raft data and the control socket.
+    pub fn hiding(mut self, path: impl Into<PathBuf>) -> Self {
+        self.hidden.push(path.into());
+        self
+    }
+
+    /// What tasks will not get on this host, one sentence each (empty when they are isolated
+    /// like containers): `swarmd` logs it once at start.
+    pub fn isolation_gaps(&self) -> Vec<String> {
+        if !self.is_root {
+            return vec![
+                "swarmd is not running as root: tasks run as swarmd's user in the host's mount and PID \
+                 namespaces (they can see the state dir's files that user can read, the control socket and \
+                 other tasks' processes), with swarmd's capabilities, and their resource limits are not \
+                 enforced"
+                    .to_string(),
+            ];
+        }
+        cgroup::gaps()
     }
 
     /// Behaves as if not running as root (no tmpfs mount, namespace or user switch): tests
@@ -81,6 +113,7 @@ impl ProcessExecutor {
             root: self.root.clone(),
             shim: self.shim.clone(),
             is_root: self.is_root,
+            hidden: self.hidden.clone(),
             stop_signal,
             adopted,
         })
