@@ -207,8 +207,9 @@ pub struct ExitStatus {
 /// executor's wording). The agent reports it too, for a task it started that the runtime no longer lists.
 pub const LOST_MESSAGE: &str = "task process disappeared";
 
-/// The error of a task the kernel's OOM killer ended (Docker's `OOMKilled`), by both runtimes.
-pub const OOM_MESSAGE: &str = "OOMKilled: container was OOM killed (out of memory)";
+/// The cause named for a task the kernel's OOM killer ended (Docker's `OOMKilled`), by both
+/// runtimes; see [`ExitStatus::oom_killed`].
+pub const OOM_MESSAGE: &str = "OOMKilled (out of memory)";
 
 /// Exit code Docker reports when the command cannot be found.
 pub const EXIT_NOT_FOUND: i32 = 127;
@@ -241,6 +242,14 @@ impl ExitStatus {
             signal: None,
             error: Some(error.into()),
         }
+    }
+    /// Ended by the kernel's OOM killer with `code` (137 when the killed process is the task's):
+    /// the error reads like swarmkit's `task: non-zero exit (137): OOMKilled (out of memory)`.
+    pub fn oom_killed(code: i32) -> Self {
+        ExitStatus::failed(
+            Some(code),
+            format!("task: non-zero exit ({code}): {OOM_MESSAGE}"),
+        )
     }
     /// True only for exit code 0 without error.
     pub fn success(&self) -> bool {

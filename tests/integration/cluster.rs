@@ -17,7 +17,7 @@ fn free_port() -> u16 {
     l.local_addr().expect("addr").port()
 }
 
-fn bin(name: &str) -> PathBuf {
+pub(crate) fn bin(name: &str) -> PathBuf {
     assert_cmd::cargo::cargo_bin(name)
 }
 
@@ -112,12 +112,15 @@ impl Swarmd {
     }
 
     /// Ids of this daemon's task processes: processes whose session leader is one of its shims (the shim's
-    /// command line names the task directory under the state dir), or whose environment points there.
+    /// command line names the task directory under the state dir), or whose environment points there; not
+    /// a task's init (a fork of its shim, with the shim's command line).
     pub fn task_pids(&self) -> Vec<u32> {
         let marker = self.state().to_string_lossy().into_owned();
         let mut out: Vec<u32> = processes()
             .into_iter()
-            .filter(|p| !p.zombie && p.pid != p.sid && p.is_ours(&marker))
+            .filter(|p| {
+                !p.zombie && p.pid != p.sid && p.is_ours(&marker) && !p.cmdline.contains(&marker)
+            })
             .map(|p| p.pid)
             .collect();
         out.sort();
@@ -212,7 +215,7 @@ pub(crate) fn wait_for<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T
     }
 }
 
-fn running(d: &Swarmd, service: &str) -> usize {
+pub(crate) fn running(d: &Swarmd, service: &str) -> usize {
     let out = d.ctl(&["service", "ps", service, "--format", "json"]);
     String::from_utf8_lossy(&out.stdout)
         .lines()

@@ -2,6 +2,7 @@
 //! later, real `swarmd` processes on loopback) the way a user would.
 
 mod cluster;
+mod isolation;
 mod layout;
 mod rolling;
 mod sim;

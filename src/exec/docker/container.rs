@@ -181,9 +181,10 @@ pub(crate) fn observed(info: &ContainerInspectResponse) -> RuntimeState {
             )),
             None => RuntimeState::Prepared,
         },
-        _ if state.oom_killed == Some(true) => {
-            RuntimeState::Exited(ExitStatus::failed(code, OOM_MESSAGE))
-        }
+        _ if state.oom_killed == Some(true) => RuntimeState::Exited(code.map_or_else(
+            || ExitStatus::failed(None, OOM_MESSAGE),
+            ExitStatus::oom_killed,
+        )),
         _ => match error {
             Some(e) => RuntimeState::Exited(ExitStatus::failed(code, e)),
             None => RuntimeState::Exited(ExitStatus::exited(code.unwrap_or(0))),

@@ -236,7 +236,11 @@ async fn a_task_past_its_memory_limit_is_oom_killed_with_137() {
     let (_, status) = tokio::time::timeout(Duration::from_secs(60), run(&exec, s))
         .await
         .expect("the task ends");
-    assert_eq!(status, ExitStatus::failed(Some(137), OOM_MESSAGE));
+    assert_eq!(status, ExitStatus::oom_killed(137));
+    assert_eq!(
+        status.error.as_deref(),
+        Some(format!("task: non-zero exit (137): {OOM_MESSAGE}").as_str())
+    );
     assert!(cgroup_dirs("oom").iter().all(|(_, d)| !d.exists()));
     // Under the limit, the same cgroup accounting reports nothing.
     let mut fine = spec("no-oom", &["sh", "-c", "head -c 1000000 /dev/zero | wc -c"]);

@@ -23,7 +23,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::exec::{
     ExecError, ExitStatus, Limits, EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, EXIT_START_FAILED,
-    OOM_MESSAGE,
 };
 
 use super::cgroup::TaskCgroup;
@@ -211,7 +210,7 @@ fn run(dir: &TaskDir) -> Result<(), ExecError> {
         Some(mut exit) => {
             if oom {
                 let code = exit.code.or(exit.signal.map(|s| 128 + s)).unwrap_or(137);
-                exit = ExitStatus::failed(Some(code), OOM_MESSAGE);
+                exit = ExitStatus::oom_killed(code);
             }
             layout::write_exit(dir, &exit)
         }

@@ -231,6 +231,14 @@ fn exec_task(x: &Exec, err: RawFd) -> ! {
 fn run_init(x: &Exec, sb: &Sandbox, err: RawFd, status: RawFd) -> ! {
     // SAFETY: only system calls on data prepared before fork.
     unsafe {
+        // What `ps` shows for it (its command line stays the shim's).
+        libc::prctl(
+            libc::PR_SET_NAME,
+            c"swarm-init".as_ptr() as libc::c_ulong,
+            0,
+            0,
+            0,
+        );
         if let Err(e) = apply_namespace(&sb.steps) {
             fail(err, Stage::Isolation, e.raw_os_error().unwrap_or(libc::EIO));
         }
