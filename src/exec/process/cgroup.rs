@@ -243,6 +243,28 @@ impl TaskCgroup {
     }
 }
 
+/// The `cgroup.procs` files of a running task's cgroup, open for writing (a health check joins
+/// it); empty when it has none.
+pub(crate) fn procs_of(task_id: &str) -> Vec<OwnedFd> {
+    let dirs: Vec<PathBuf> = match layout() {
+        Some(Layout::V2) => vec![Path::new(ROOT).join("swarm").join(task_id)],
+        Some(Layout::V1(found)) => found
+            .into_iter()
+            .map(|(_, base)| base.join("swarm").join(task_id))
+            .collect(),
+        None => Vec::new(),
+    };
+    dirs.iter()
+        .filter_map(|d| {
+            fs::OpenOptions::new()
+                .write(true)
+                .open(d.join("cgroup.procs"))
+                .ok()
+        })
+        .map(OwnedFd::from)
+        .collect()
+}
+
 fn mkdir(dir: &Path) -> Result<(), String> {
     match fs::create_dir_all(dir) {
         Ok(()) => Ok(()),

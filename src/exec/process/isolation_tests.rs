@@ -311,3 +311,56 @@ async fn a_shim_told_to_stop_stops_its_task_first() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test]
+async fn health_checks_run_isolated_like_the_task() {
+    if skip_unless_root("health_checks_run_isolated_like_the_task") {
+        return;
+    }
+    let (_tmp, exec) = executor();
+    let mut s = spec("hc-iso", &["sleep", "30"]);
+    s.cap_drop = vec!["ALL".into()];
+    let ctl = running(&exec, s).await;
+    let script = "echo \"pid $$\"; grep -E '^(CapEff|NoNewPrivs)' /proc/self/status; \
+                  grep -c swarm/hc-iso /proc/self/cgroup";
+    let argv: Vec<String> = ["sh", "-c", script].iter().map(|a| a.to_string()).collect();
+    let r = ctl
+        .exec_check(&argv, Duration::from_secs(5))
+        .await
+        .expect("check");
+    let out = r.output();
+    assert!(r.passed(), "{out}");
+    let pid: i32 = out
+        .lines()
+        .find_map(|l| l.strip_prefix("pid "))
+        .and_then(|p| p.parse().ok())
+        .expect("pid line");
+    assert!(
+        pid < 10,
+        "the check runs in the task's PID namespace: {out}"
+    );
+    assert!(
+        out.contains("CapEff:\t0000000000000000\nNoNewPrivs:\t1\n"),
+        "{out}"
+    );
+    assert!(
+        !out.ends_with("\n0\n"),
+        "the check joined the task's cgroup: {out}"
+    );
+    ctl.terminate().await.expect("terminate");
+}
+
+#[test]
+fn without_root_the_gaps_are_named() {
+    let (_tmp, exec) = executor();
+    let gaps = exec.unprivileged().isolation_gaps();
+    assert_eq!(gaps.len(), 1, "{gaps:?}");
+    for word in [
+        "not running as root",
+        "mount and PID",
+        "capabilities",
+        "not enforced",
+    ] {
+        assert!(gaps[0].contains(word), "{word}: {}", gaps[0]);
+    }
+}
