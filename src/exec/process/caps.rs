@@ -83,6 +83,14 @@ fn number(name: &str) -> Result<u32, String> {
         .ok_or_else(|| format!("unknown capability: {name:?}"))
 }
 
+/// Whether `name` is a capability this executor knows (or `ALL`): `stack validate` asks too.
+pub fn check_name(name: &str) -> Result<(), String> {
+    if is_all(name) {
+        return Ok(());
+    }
+    number(name).map(drop)
+}
+
 fn is_all(name: &str) -> bool {
     name.trim().eq_ignore_ascii_case("ALL")
 }

@@ -34,6 +34,7 @@ use futures::FutureExt;
 
 /// Kept so `exec::process::LOST_MESSAGE` still names it: it belongs to the executor interface.
 pub use crate::exec::LOST_MESSAGE;
+pub use caps::check_name as check_capability;
 pub use controller::ProcessController;
 pub use shim::{maybe_run_shim, shim_main, ShimCommand, SHIM_ARG, SHIM_ENV};
 
