@@ -177,6 +177,25 @@ fn processes() -> Vec<Proc> {
     out
 }
 
+/// The `swarm` directories (parents of the tasks' cgroups) under `dir`, at most `depth` levels down.
+fn swarm_cgroups(dir: &Path, depth: usize) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if depth == 0 {
+        return out;
+    }
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if !e.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        if e.file_name() == "swarm" {
+            out.push(e.path());
+        } else {
+            out.extend(swarm_cgroups(&e.path(), depth - 1));
+        }
+    }
+    out
+}
+
 impl Drop for Swarmd {
     fn drop(&mut self) {
         self.kill9();
@@ -188,6 +207,27 @@ impl Drop for Swarmd {
                     nix::unistd::Pid::from_raw(p.pid as i32),
                     nix::sys::signal::Signal::SIGKILL,
                 );
+            }
+        }
+        // remove the cgroups of tasks whose shim was killed with the daemon above
+        let tasks: Vec<String> = std::fs::read_dir(self.state().join("tasks"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        if !tasks.is_empty() {
+            for parent in swarm_cgroups(Path::new("/sys/fs/cgroup"), 6) {
+                for t in &tasks {
+                    let dir = parent.join(t);
+                    let deadline = Instant::now() + Duration::from_secs(2);
+                    while dir.exists()
+                        && std::fs::remove_dir(&dir).is_err()
+                        && Instant::now() < deadline
+                    {
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                }
             }
         }
         // unmount the secrets tmpfs of tasks that never got removed

@@ -113,8 +113,11 @@ impl TaskCgroup {
                 let parent = Path::new(ROOT).join("swarm");
                 mkdir(&parent)?;
                 for dir in [Path::new(ROOT), parent.as_path()] {
-                    // Already enabled is fine; a missing controller shows when its limit is written.
-                    let _ = write(&dir.join("cgroup.subtree_control"), "+memory +cpu +pids");
+                    // One at a time: already enabled is fine, and a missing controller shows when
+                    // its limit is written.
+                    for c in ["+memory", "+cpu", "+pids"] {
+                        let _ = write(&dir.join("cgroup.subtree_control"), c);
+                    }
                 }
                 let dir = parent.join(task_id);
                 mkdir(&dir)?;
@@ -243,18 +246,40 @@ impl TaskCgroup {
     }
 }
 
+/// Where the cgroup of task `task_id` is (whether or not it exists).
+fn dirs_of(task_id: &str) -> Vec<(&'static str, PathBuf)> {
+    match layout() {
+        Some(Layout::V2) => vec![("", Path::new(ROOT).join("swarm").join(task_id))],
+        Some(Layout::V1(found)) => found
+            .into_iter()
+            .map(|(c, base)| (c, base.join("swarm").join(task_id)))
+            .collect(),
+        None => Vec::new(),
+    }
+}
+
+/// Removes the cgroup a task's shim left behind (the shim was killed): when the daemon removes
+/// the task. Nothing to do when there is none.
+pub(crate) fn remove_leftover(task_id: &str) {
+    let dirs: Vec<_> = dirs_of(task_id)
+        .into_iter()
+        .filter(|(_, d)| d.is_dir())
+        .collect();
+    if !dirs.is_empty() {
+        TaskCgroup {
+            v2: matches!(layout(), Some(Layout::V2)),
+            dirs,
+        }
+        .remove();
+    }
+}
+
 /// The `cgroup.procs` files of a running task's cgroup, open for writing (a health check joins
 /// it); empty when it has none.
 pub(crate) fn procs_of(task_id: &str) -> Vec<OwnedFd> {
-    let dirs: Vec<PathBuf> = match layout() {
-        Some(Layout::V2) => vec![Path::new(ROOT).join("swarm").join(task_id)],
-        Some(Layout::V1(found)) => found
-            .into_iter()
-            .map(|(_, base)| base.join("swarm").join(task_id))
-            .collect(),
-        None => Vec::new(),
-    };
-    dirs.iter()
+    dirs_of(task_id)
+        .iter()
+        .map(|(_, d)| d)
         .filter_map(|d| {
             fs::OpenOptions::new()
                 .write(true)

@@ -24,6 +24,7 @@ use crate::exec::{
 };
 
 use super::caps;
+use super::cgroup;
 use super::layout::{self, ProcRecord, TaskDir, RECORD_VERSION};
 use super::lookup::{lookup_program, task_env, DEFAULT_PATH};
 use super::mounts::{self, FileKind};
@@ -424,6 +425,9 @@ impl ProcessController {
             });
         }
         mounts::teardown_secrets(&self.dir)?;
+        if self.is_root {
+            cgroup::remove_leftover(&self.spec.task_id);
+        }
         match fs::remove_dir_all(self.dir.path()) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),

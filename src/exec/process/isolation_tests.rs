@@ -95,7 +95,7 @@ async fn a_task_sees_neither_keys_nor_socket_nor_other_tasks() {
         );
         s.user = user.map(String::from);
         s.secrets = vec![secret("mine", "MY-SECRET", 65534)];
-        let (_, status) = run(&exec, s).await;
+        let (probe, status) = run(&exec, s).await;
         let out = stdout_of(&exec, id);
         assert_eq!(status, ExitStatus::exited(0), "{id}: {out}");
         assert!(!out.contains("LEAK"), "{id}: {out}");
@@ -112,6 +112,7 @@ async fn a_task_sees_neither_keys_nor_socket_nor_other_tasks() {
         assert!(out.contains("MY-SECRET\nMY-SECRET\n"), "{id}: {out}");
         assert!(out.contains(&format!("CapEff:\t{cap_eff}")), "{id}: {out}");
         assert!(out.contains("NoNewPrivs:\t1"), "{id}: {out}");
+        probe.remove().await.expect("remove the probe");
     }
     assert_eq!(
         std::fs::read_to_string(state.join("certs/ca.key")).expect("host key"),
