@@ -124,6 +124,7 @@ async fn a_task_sees_neither_keys_nor_socket_nor_other_tasks() {
         other_ctl.wait().await.expect("wait"),
         ExitStatus::signaled(9)
     );
+    other_ctl.remove().await.expect("remove");
 }
 
 #[tokio::test]
