@@ -219,11 +219,16 @@ async fn follow_streams_until_exit() {
 #[tokio::test]
 async fn shutdown_escalates_to_sigkill_after_grace() {
     let (_tmp, exec) = executor();
-    let mut s = spec("stop", &["sh", "-c", "trap '' TERM; sleep 30"]);
+    let mut s = spec("stop", &["sh", "-c", "trap '' TERM; echo ready; sleep 30"]);
     s.stop_grace_period = Duration::from_millis(300);
     let ctl = exec.controller(s).expect("controller");
     ctl.prepare().await.expect("prepare");
     ctl.start().await.expect("start");
+    // The signal must not arrive before the trap is set.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while stdout_of(&exec, "stop").is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let t0 = Instant::now();
     ctl.shutdown().await.expect("shutdown");
     assert!(t0.elapsed() >= Duration::from_millis(300));
