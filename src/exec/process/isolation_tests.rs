@@ -40,6 +40,12 @@ ls "$state/tasks" | grep -v "^$me\$" && leak other-task-dir
 touch "$state/x" 2>/dev/null && leak writable-state
 umount "$state" 2>/dev/null && leak umount
 ls /dev | grep -q '^sd\|^vd\|^nvme\|^xvd' && leak block-device
+touch /etc/swarm-probe 2>/dev/null && rm -f /etc/swarm-probe && leak host-writable
+touch /tmp/swarm-probe-$$ && rm /tmp/swarm-probe-$$ || leak tmp-not-writable
+[ -w /proc/sys/kernel/core_pattern ] && leak proc-sys-writable
+[ -w /proc/sysrq-trigger ] && leak sysrq-writable
+[ -s /proc/kcore ] && leak kcore
+[ -w /sys/kernel ] && leak sys-writable
 echo "pid $$"
 echo "procs $(ls /proc | grep -c '^[0-9][0-9]*$')"
 cat /run/secrets/mine; echo

@@ -1,9 +1,11 @@
 //! The isolation half of a task's mount namespace (root only), planned by the shim and applied by
 //! the task's init after the secrets/configs steps of [`super::mounts::plan_namespace`]:
 //!
-//! 1. every mount the host has becomes `nodev` in the task's namespace (a task keeps Docker's
-//!    `MKNOD`, so a device node it creates must be useless), and `/dev` is a fresh tmpfs with
-//!    only `null`, `zero`, `full`, `random`, `urandom`, `tty`, a private `/dev/shm` and `/dev/pts`;
+//! 1. every mount the host has becomes read-only and `nodev` in the task's namespace (a root task
+//!    must not rewrite the host's binaries or configuration, and keeps Docker's `MKNOD`, so a
+//!    device node it creates must be useless), except `/tmp`, `/var/tmp` and the task's working
+//!    directory (when not `/`), which stay writable; `/dev` is a fresh tmpfs with only `null`,
+//!    `zero`, `full`, `random`, `urandom`, `tty`, a private `/dev/shm` and `/dev/pts`;
 //! 2. each hidden path (swarmd's state dir — keys, Raft data, the control socket, every task's
 //!    directory — and `/sys/fs/cgroup`) is covered with an empty read-only tmpfs (a file with
 //!    `/dev/null`); the task's own `secrets/` and `configs/` are bound back read-only at their
@@ -56,6 +58,9 @@ const DEVICES: [(&str, u32, u32); 6] = [
     ("urandom", 1, 9),
     ("tty", 5, 0),
 ];
+
+/// Host directories a task may still write (besides its working directory).
+const WRITABLE: [&str; 2] = ["/tmp", "/var/tmp"];
 
 /// Paths hidden from every task whatever the executor is told (the cgroup file system, so a
 /// root task cannot lift its own limits).
@@ -161,13 +166,44 @@ pub(crate) fn plan_isolation(
     hidden: &[PathBuf],
     has_secrets: bool,
     has_configs: bool,
+    working_dir: &Path,
 ) -> Result<Vec<MountStep>, ExecError> {
     let mut steps = Vec::new();
-    // 1. nodev everywhere, then a /dev of our own.
+    // 1. Writable places become mounts of their own (bound onto themselves), then every host
+    // mount is remounted read-only and nodev, then a /dev of our own.
+    let mut writable: Vec<PathBuf> = WRITABLE
+        .iter()
+        .map(PathBuf::from)
+        .chain((working_dir != Path::new("/")).then(|| working_dir.to_path_buf()))
+        .filter(|p| p.is_dir())
+        .collect();
+    writable.sort();
+    writable.dedup();
+    for w in &writable {
+        let w = cstr(w)?;
+        steps.push(MountStep::Bind {
+            src: w.clone(),
+            dst: w,
+            read_only: false,
+            optional: true,
+        });
+    }
     for (point, flags) in host_mounts() {
+        let read_only = if writable.contains(&point) {
+            MsFlags::empty()
+        } else {
+            MsFlags::MS_RDONLY
+        };
         steps.push(MountStep::Remount {
             dst: cstr(&point)?,
-            flags: flags | MsFlags::MS_NODEV,
+            flags: flags | read_only | MsFlags::MS_NODEV,
+            optional: true,
+        });
+    }
+    for w in &writable {
+        steps.push(MountStep::Remount {
+            dst: cstr(w)?,
+            flags: MsFlags::MS_NODEV | MsFlags::MS_NOSUID,
             optional: true,
         });
     }

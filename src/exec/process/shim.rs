@@ -281,6 +281,7 @@ fn supervise(
             &plan.hidden,
             plan.has_secrets,
             dir.configs().is_dir(),
+            &plan.working_dir,
         )?);
         // A task whose service sets `hostname` (the agent passes it as HOSTNAME) gets that name
         // in its own UTS namespace, so `hostname` in the task answers like in a container.
