@@ -54,7 +54,7 @@ pub struct ProcessSpec {
     pub image: String,
     /// Read-only root filesystem (ignored by the process executor).
     pub read_only: bool,
-    /// Run an init process (ignored by the process executor).
+    /// Run an init process (the process executor always runs one as root, and none otherwise).
     pub init: bool,
     /// Resource limits (enforced by both executors; by the process executor only as root,
     /// through a cgroup per task).

@@ -58,7 +58,10 @@ pub(crate) fn layout() -> Option<Layout> {
             // This process's cgroup in that hierarchy, relative to the mount's root.
             let mine = own
                 .lines()
-                .filter_map(|l| l.splitn(3, ':').nth(1).zip(l.splitn(3, ':').nth(2)))
+                .filter_map(|l| {
+                    let mut f = l.splitn(3, ':').skip(1);
+                    f.next().zip(f.next())
+                })
                 .find(|(ctrls, _)| ctrls.split(',').any(|x| x == c))
                 .map(|(_, p)| p)
                 .unwrap_or("/");

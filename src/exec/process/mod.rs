@@ -4,7 +4,14 @@
 //! crash of the daemon and are re-adopted with their exit code. Each task owns `<root>/<task_id>/`
 //! (see `layout`): `spec.json`, `launch.json`, `shim.json`, `pid.json`, `exit.json`,
 //! `stdout.log`, `stderr.log`, `shim.log`, `secrets/` (tmpfs) and `configs/`. Health checks run
-//! in the task's context, inside its mount namespace when it has one (see `check`).
+//! in the task's context, inside its namespaces and cgroup when it has them (see `check`).
+//!
+//! When the daemon is root every task is isolated like a container: its own PID namespace (an
+//! init of the shim's as pid 1, see `spawn`) with its own `/proc`, its own mount namespace in
+//! which the state dir, the control socket and other tasks' directories are hidden and the host's
+//! file system is read-only (see `sandbox`), Docker's default capabilities with the spec's
+//! `cap_add` / `cap_drop` and `no_new_privs` (see `caps`), and a cgroup enforcing its limits and
+//! telling an OOM kill (see `cgroup`). [`ProcessExecutor::isolation_gaps`] says what is missing.
 //!
 //! Must not: know the model or store types, keep per-task state only in memory (everything a
 //! restarted daemon needs is in the task directory), or write secret data to persistent disk.
