@@ -76,7 +76,19 @@ pub(crate) fn layout() -> Option<Layout> {
 pub(crate) fn gaps() -> Vec<String> {
     match layout() {
         None => vec!["no cgroup file system is mounted: resource limits are not enforced".into()],
-        Some(Layout::V2) => Vec::new(),
+        Some(Layout::V2) => {
+            let have =
+                fs::read_to_string(Path::new(ROOT).join("cgroup.controllers")).unwrap_or_default();
+            ["memory", "cpu", "pids"]
+                .iter()
+                .filter(|c| !have.split_whitespace().any(|h| h == **c))
+                .map(|c| {
+                    format!(
+                        "the cgroup v2 {c} controller is not available: its limit is not enforced"
+                    )
+                })
+                .collect()
+        }
         Some(Layout::V1(found)) => V1_CONTROLLERS
             .iter()
             .filter(|c| !found.iter().any(|(n, _)| n == *c))

@@ -198,11 +198,12 @@ pub(crate) fn plan_namespace(
 }
 
 /// Applies the plan in the forked child: new mount namespace, then each step. Only system calls;
-/// no allocation (the paths are ready-made C strings).
-pub(crate) fn apply_namespace(steps: &[MountStep]) -> io::Result<()> {
+/// no allocation (the paths are ready-made C strings). A failure names the step (its index; the
+/// unshare itself is `steps.len()`).
+pub(crate) fn apply_namespace(steps: &[MountStep]) -> Result<(), (usize, io::Error)> {
     use nix::sched::{unshare, CloneFlags};
     use nix::sys::stat::Mode;
-    let errno = |e: nix::Error| io::Error::from_raw_os_error(e as i32);
+    let errno = |e: nix::Error| (steps.len(), io::Error::from_raw_os_error(e as i32));
     unshare(CloneFlags::CLONE_NEWNS).map_err(errno)?;
     // Device nodes and directories get exactly the mode asked for; the task gets its umask back.
     let umask = nix::sys::stat::umask(Mode::empty());
@@ -211,11 +212,10 @@ pub(crate) fn apply_namespace(steps: &[MountStep]) -> io::Result<()> {
     result
 }
 
-fn apply_steps(steps: &[MountStep]) -> io::Result<()> {
+fn apply_steps(steps: &[MountStep]) -> Result<(), (usize, io::Error)> {
     use nix::sys::stat::Mode;
     let none: Option<&std::ffi::CStr> = None;
-    let errno = |e: nix::Error| io::Error::from_raw_os_error(e as i32);
-    for step in steps {
+    for (index, step) in steps.iter().enumerate() {
         let (result, optional) = match step {
             MountStep::MakePrivate => (
                 mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none),
@@ -313,7 +313,7 @@ fn apply_steps(steps: &[MountStep]) -> io::Result<()> {
         };
         if let Err(e) = result {
             if !optional {
-                return Err(errno(e));
+                return Err((index, io::Error::from_raw_os_error(e as i32)));
             }
         }
     }

@@ -218,7 +218,7 @@ fn run(dir: &TaskDir) -> Result<(), ExecError> {
     }
 }
 
-fn start_message(plan: &LaunchPlan, e: &StartError) -> (i32, String) {
+fn start_message(plan: &LaunchPlan, e: &StartError, sandbox: Option<&Sandbox>) -> (i32, String) {
     let argv0 = plan.argv.first().cloned().unwrap_or_default();
     match (e.stage, e.error.kind()) {
         (Stage::Exec, std::io::ErrorKind::NotFound) => (
@@ -248,10 +248,20 @@ fn start_message(plan: &LaunchPlan, e: &StartError) -> (i32, String) {
             EXIT_START_FAILED,
             format!("setting the task's user and capabilities: {}", e.error),
         ),
-        (Stage::Isolation, _) => (
-            EXIT_START_FAILED,
-            format!("setting up the task's namespaces and mounts: {}", e.error),
-        ),
+        (Stage::Isolation, _) => {
+            let step = e
+                .step
+                .and_then(|i| sandbox.and_then(|sb| sb.steps.get(i)))
+                .map(|s| format!(" ({s:?})"))
+                .unwrap_or_default();
+            (
+                EXIT_START_FAILED,
+                format!(
+                    "setting up the task's namespaces and mounts{step}: {}",
+                    e.error
+                ),
+            )
+        }
     }
 }
 
@@ -318,7 +328,7 @@ fn supervise(
     {
         Ok(s) => s,
         Err(e) => {
-            let (code, message) = start_message(plan, &e);
+            let (code, message) = start_message(plan, &e, sandbox.as_ref());
             return Ok(Some(ExitStatus::failed(Some(code), message)));
         }
     };

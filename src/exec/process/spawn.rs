@@ -12,7 +12,7 @@
 //!
 //! Either way the task drops capabilities and sets `no_new_privs` when asked, switches user,
 //! changes directory and execs; a failure before exec travels to the shim over a close-on-exec
-//! pipe as `(stage, errno)`. Both children die with the shim (`PR_SET_PDEATHSIG`).
+//! pipe as `(stage, errno, mount step)`. Both children die with the shim (`PR_SET_PDEATHSIG`).
 //!
 //! Must not: allocate, lock or log between `fork` and `exec` (the shim may be multi-threaded),
 //! or leave a pipe end open in a process that must not hold it.
@@ -137,10 +137,12 @@ pub(crate) struct Started {
 pub(crate) struct StartError {
     pub(crate) stage: Stage,
     pub(crate) error: io::Error,
+    /// The mount step that failed, when one did.
+    pub(crate) step: Option<usize>,
 }
 
-fn report(fd: RawFd, stage: Stage, errno: i32) {
-    let msg: [i32; 2] = [stage as i32, errno];
+fn report(fd: RawFd, stage: Stage, errno: i32, step: i32) {
+    let msg: [i32; 3] = [stage as i32, errno, step];
     // SAFETY: writes 8 bytes from a local array.
     unsafe { libc::write(fd, msg.as_ptr().cast(), std::mem::size_of_val(&msg)) };
 }
@@ -152,7 +154,11 @@ fn errno() -> i32 {
 }
 
 fn fail(fd: RawFd, stage: Stage, e: i32) -> ! {
-    report(fd, stage, e);
+    fail_step(fd, stage, e, -1)
+}
+
+fn fail_step(fd: RawFd, stage: Stage, e: i32, step: i32) -> ! {
+    report(fd, stage, e, step);
     // SAFETY: ends the forked child without running the parent's atexit handlers.
     unsafe { libc::_exit(127) }
 }
@@ -239,8 +245,9 @@ fn run_init(x: &Exec, sb: &Sandbox, err: RawFd, status: RawFd) -> ! {
             0,
             0,
         );
-        if let Err(e) = apply_namespace(&sb.steps) {
-            fail(err, Stage::Isolation, e.raw_os_error().unwrap_or(libc::EIO));
+        if let Err((step, e)) = apply_namespace(&sb.steps) {
+            let e = e.raw_os_error().unwrap_or(libc::EIO);
+            fail_step(err, Stage::Isolation, e, step as i32);
         }
         if let Some(h) = &sb.hostname {
             if libc::unshare(libc::CLONE_NEWUTS) < 0
@@ -339,15 +346,15 @@ pub(crate) fn spawn(
     }
     drop(err_w);
     drop(status_w);
-    let mut buf = [0u8; 8];
+    let mut buf = [0u8; 12];
     let n = read_full(&err_r, &mut buf);
     if n == buf.len() {
-        let stage = i32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]);
-        let e = i32::from_ne_bytes([buf[4], buf[5], buf[6], buf[7]]);
+        let word = |i: usize| i32::from_ne_bytes([buf[i], buf[i + 1], buf[i + 2], buf[i + 3]]);
         let _ = wait_raw(pid);
         return Ok(Err(StartError {
-            stage: Stage::from_i32(stage),
-            error: io::Error::from_raw_os_error(e),
+            stage: Stage::from_i32(word(0)),
+            error: io::Error::from_raw_os_error(word(4)),
+            step: usize::try_from(word(8)).ok(),
         }));
     }
     Ok(Ok(Started {
