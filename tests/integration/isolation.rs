@@ -1,7 +1,8 @@
 //! Task isolation against a real `swarmd` (root only; skipped with a note otherwise): a task's probe, as root
 //! and as `user: 65534`, cannot read the CA key, the data key, another task's secret (by its path under the
 //! state dir or through `/proc/PID/root`), nor reach the control socket; a task past its memory limit ends
-//! OOMKilled with exit 137; a SIGTERM to a task's shim ends the task's processes.
+//! OOMKilled with exit 137; a SIGTERM to a task's shim ends the task's processes; started as a user, swarmd
+//! warns once at start what is not isolated.
 
 use std::os::unix::fs::PermissionsExt;
 
@@ -179,4 +180,62 @@ fn tasks_cannot_reach_keys_socket_or_other_tasks_and_oom_is_reported() {
     wait_for(60, "no task process left", || {
         d.task_pids().is_empty().then_some(())
     });
+}
+
+/// Not root (started here as uid 65534), swarmd says once, at start, what tasks are not isolated from.
+#[test]
+fn without_root_swarmd_says_once_what_is_not_isolated() {
+    use std::os::unix::process::CommandExt;
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("needs root to start swarmd as another user: skipped");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).expect("state dir");
+    let nobody = nix::unistd::Uid::from_raw(65534);
+    let nogroup = nix::unistd::Gid::from_raw(65534);
+    nix::unistd::chown(&state, Some(nobody), Some(nogroup)).expect("chown");
+    let log = dir.path().join("swarmd.log");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    let mut cmd = std::process::Command::new(bin("swarmd"));
+    cmd.arg("--state-dir")
+        .arg(&state)
+        .arg("--listen-addr")
+        .arg(format!("127.0.0.1:{port}"))
+        .env("SWARMD_LOG", "info,openraft=warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log"));
+    // SAFETY: setgroups/setgid/setuid are async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::unistd::setgroups(&[nogroup]).map_err(std::io::Error::from)?;
+            nix::unistd::setgid(nogroup).map_err(std::io::Error::from)?;
+            nix::unistd::setuid(nobody).map_err(std::io::Error::from)
+        });
+    }
+    let mut child = cmd.spawn().expect("start swarmd");
+    let text = wait_for(60, "swarmd ready", || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        (text.contains("node identity ready") || text.contains("Error")).then_some(text)
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    let warnings: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("task isolation:"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{text}");
+    for word in [
+        "WARN",
+        "not running as root",
+        "control socket",
+        "not enforced",
+    ] {
+        assert!(warnings[0].contains(word), "{word}: {}", warnings[0]);
+    }
 }
