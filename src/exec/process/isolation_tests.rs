@@ -173,6 +173,11 @@ async fn cap_add_and_cap_drop_are_honoured() {
     );
 }
 
+/// A task id no other test binary running at the same time uses (cgroups are host-wide).
+fn unique(name: &str) -> String {
+    format!("{name}-{}", std::process::id())
+}
+
 /// The task's cgroup directories while it runs.
 fn cgroup_dirs(task_id: &str) -> Vec<(String, std::path::PathBuf)> {
     match cgroup::layout() {
@@ -201,20 +206,20 @@ async fn limits_are_enforced_by_a_cgroup_removed_with_the_task() {
         return;
     }
     let (_tmp, exec) = executor();
-    let mut s = spec("limited", &["sleep", "30"]);
+    let id = unique("limited");
+    let mut s = spec(&id, &["sleep", "30"]);
     s.limits = Limits {
         nano_cpus: 500_000_000,
         memory_bytes: 64 << 20,
         pids: 50,
     };
     let ctl = running(&exec, s).await;
-    let dirs = cgroup_dirs("limited");
+    let dirs = cgroup_dirs(&id);
     assert!(!dirs.is_empty(), "a cgroup file system is mounted");
-    let pid =
-        layout::read_json::<ProcRecord>(&TaskDir::new(exec.root(), "limited").expect("d").pid())
-            .expect("read")
-            .expect("pid.json")
-            .pid;
+    let pid = layout::read_json::<ProcRecord>(&TaskDir::new(exec.root(), &id).expect("d").pid())
+        .expect("read")
+        .expect("pid.json")
+        .pid;
     for (c, d) in &dirs {
         let procs = read_trim(&d.join("cgroup.procs"));
         assert!(procs.lines().any(|l| l == pid.to_string()), "{c}: {procs}");
@@ -239,7 +244,8 @@ async fn a_task_past_its_memory_limit_is_oom_killed_with_137() {
         return;
     }
     let (_tmp, exec) = executor();
-    let mut s = spec("oom", &["tail", "/dev/zero"]);
+    let id = unique("oom");
+    let mut s = spec(&id, &["tail", "/dev/zero"]);
     s.limits.memory_bytes = 32 << 20;
     let (_, status) = tokio::time::timeout(Duration::from_secs(60), run(&exec, s))
         .await
@@ -249,9 +255,12 @@ async fn a_task_past_its_memory_limit_is_oom_killed_with_137() {
         status.error.as_deref(),
         Some(format!("task: non-zero exit (137): {OOM_MESSAGE}").as_str())
     );
-    assert!(cgroup_dirs("oom").iter().all(|(_, d)| !d.exists()));
+    assert!(cgroup_dirs(&id).iter().all(|(_, d)| !d.exists()));
     // Under the limit, the same cgroup accounting reports nothing.
-    let mut fine = spec("no-oom", &["sh", "-c", "head -c 1000000 /dev/zero | wc -c"]);
+    let mut fine = spec(
+        &unique("no-oom"),
+        &["sh", "-c", "head -c 1000000 /dev/zero | wc -c"],
+    );
     fine.limits.memory_bytes = 32 << 20;
     let (_, status) = run(&exec, fine).await;
     assert_eq!(status, ExitStatus::exited(0));
@@ -326,12 +335,18 @@ async fn health_checks_run_isolated_like_the_task() {
         return;
     }
     let (_tmp, exec) = executor();
-    let mut s = spec("hc-iso", &["sleep", "30"]);
+    let id = unique("hc-iso");
+    let mut s = spec(&id, &["sleep", "30"]);
     s.cap_drop = vec!["ALL".into()];
     let ctl = running(&exec, s).await;
-    let script = "echo \"pid $$\"; grep -E '^(CapEff|NoNewPrivs)' /proc/self/status; \
-                  grep -c swarm/hc-iso /proc/self/cgroup";
-    let argv: Vec<String> = ["sh", "-c", script].iter().map(|a| a.to_string()).collect();
+    let script = format!(
+        "echo \"pid $$\"; grep -E '^(CapEff|NoNewPrivs)' /proc/self/status; \
+         grep -c swarm/{id} /proc/self/cgroup"
+    );
+    let argv: Vec<String> = ["sh", "-c", script.as_str()]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
     let r = ctl
         .exec_check(&argv, Duration::from_secs(5))
         .await
