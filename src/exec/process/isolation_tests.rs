@@ -46,6 +46,7 @@ touch /tmp/swarm-probe-$$ && rm /tmp/swarm-probe-$$ || leak tmp-not-writable
 [ -w /proc/sysrq-trigger ] && leak sysrq-writable
 [ -s /proc/kcore ] && leak kcore
 [ -w /sys/kernel ] && leak sys-writable
+[ -S "$HOST_SOCKET" ] && leak host-socket
 echo "pid $$"
 echo "procs $(ls /proc | grep -c '^[0-9][0-9]*$')"
 cat /run/secrets/mine; echo
@@ -65,6 +66,10 @@ async fn a_task_sees_neither_keys_nor_socket_nor_other_tasks() {
     std::fs::write(state.join("data.key"), "DATA-KEY").expect("data.key");
     let _socket =
         std::os::unix::net::UnixListener::bind(state.join("swarmd.sock")).expect("socket");
+    // A host service's socket under /run (Docker's, D-Bus's…) is hidden too.
+    let host_socket =
+        std::path::PathBuf::from(format!("/run/swarm-test-{}.sock", std::process::id()));
+    let _host = std::os::unix::net::UnixListener::bind(&host_socket).expect("host socket");
     let exec = ProcessExecutor::new(state.join("tasks"), test_shim()).hiding(&state);
 
     let mut other = spec("other", &["sleep", "30"]);
@@ -100,6 +105,7 @@ async fn a_task_sees_neither_keys_nor_socket_nor_other_tasks() {
             ],
         );
         s.user = user.map(String::from);
+        s.env = vec![("HOST_SOCKET".into(), host_socket.display().to_string())];
         s.secrets = vec![secret("mine", "MY-SECRET", 65534)];
         let (probe, status) = run(&exec, s).await;
         let out = stdout_of(&exec, id);
@@ -131,6 +137,7 @@ async fn a_task_sees_neither_keys_nor_socket_nor_other_tasks() {
         ExitStatus::signaled(9)
     );
     other_ctl.remove().await.expect("remove");
+    let _ = std::fs::remove_file(&host_socket);
 }
 
 #[tokio::test]

@@ -7,8 +7,9 @@
 //!    directory (when not `/`), which stay writable; `/dev` is a fresh tmpfs with only `null`,
 //!    `zero`, `full`, `random`, `urandom`, `tty`, a private `/dev/shm` and `/dev/pts`;
 //! 2. each hidden path (swarmd's state dir — keys, Raft data, the control socket, every task's
-//!    directory — and `/sys/fs/cgroup`) is covered with an empty read-only tmpfs (a file with
-//!    `/dev/null`); the task's own `secrets/` and `configs/` are bound back read-only at their
+//!    directory — `/sys/fs/cgroup`, and the host's unix sockets under `/run`, such as Docker's,
+//!    containerd's or D-Bus's, which a read-only mount does not protect) is covered with an empty
+//!    read-only tmpfs (a file with `/dev/null`); the task's own `secrets/` and `configs/` are bound back read-only at their
 //!    paths (its `SWARM_SECRETS_DIR` / `SWARM_CONFIGS_DIR`), through a stash of the task directory
 //!    on `/proc` taken before covering;
 //! 3. `/proc` is the task's PID namespace's own, with Docker's masked paths (`/proc/kcore`,
@@ -126,12 +127,30 @@ fn host_mounts() -> Vec<(PathBuf, MsFlags)> {
     out
 }
 
+/// Unix sockets under `dir`, at most `depth` levels down (symlinks not followed).
+fn sockets(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) {
+    use std::os::unix::fs::FileTypeExt;
+    if depth == 0 {
+        return;
+    }
+    for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+        match e.file_type() {
+            Ok(t) if t.is_socket() => out.push(e.path()),
+            Ok(t) if t.is_dir() => sockets(&e.path(), depth - 1, out),
+            _ => {}
+        }
+    }
+}
+
 /// Hidden paths that exist, minus those inside another hidden directory.
 fn effective_hidden(hidden: &[PathBuf]) -> Vec<(PathBuf, bool)> {
+    let mut host_sockets = Vec::new();
+    sockets(Path::new("/run"), 5, &mut host_sockets);
     let mut all: Vec<(PathBuf, bool)> = hidden
         .iter()
         .cloned()
         .chain(ALWAYS_HIDDEN.iter().map(PathBuf::from))
+        .chain(host_sockets)
         .filter_map(|p| fs::symlink_metadata(&p).ok().map(|m| (p, m.is_dir())))
         .collect();
     all.sort();
