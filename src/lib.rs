@@ -10,8 +10,8 @@
 //! - [`pki`]: the cluster's own CA, `SWMTKN-1` join tokens, node certificates with the role in their OU,
 //!   renewal timing, 0600 atomic key files and the mutual-TLS rustls configurations.
 //! - [`exec`]: task runtimes behind `Executor`/`Controller`: the process executor (a supervising shim per task,
-//!   logs in files, secrets on tmpfs, re-adoption after a daemon crash), the Docker executor (feature `docker`)
-//!   and a scripted fake for simulations.
+//!   logs in files, secrets on tmpfs, re-adoption after a daemon crash, tasks isolated like containers when
+//!   root), the Docker executor (feature `docker`) and a scripted fake for simulations.
 //! - [`api`]: the gRPC messages and services generated from `proto/` (control API, dispatcher).
 //! - [`stack`]: Compose-format stack files: load (YAML, anchors, merge keys, several files), interpolate,
 //!   validate (our JSON Schema plus semantic checks), normalize, convert to model specs.

@@ -138,6 +138,8 @@ pub fn process_spec(
         read_only: c.read_only,
         init: c.init.unwrap_or(false),
         limits: limits(&task.spec.resources.limits),
+        cap_add: c.cap_add.clone(),
+        cap_drop: c.cap_drop.clone(),
         ports: ctx.ports.iter().map(published_port).collect(),
     })
 }
@@ -323,13 +325,15 @@ mod tests {
     }
 
     #[test]
-    fn limits_and_published_ports_pass_through() {
+    fn limits_capabilities_and_published_ports_pass_through() {
         use crate::exec::{Limits, PortProtocol, PublishedPort};
         let mut t = task();
         t.spec.resources.limits.nano_cpus = 1_500_000_000;
         t.spec.resources.limits.memory_bytes = 256 << 20;
         t.spec.resources.limits.pids = 100;
         t.spec.resources.reservations.memory_bytes = 1 << 20;
+        t.spec.container.cap_add = vec!["NET_ADMIN".into()];
+        t.spec.container.cap_drop = vec!["ALL".into()];
         let mut c = ctx();
         c.ports = vec![
             PortConfig {
@@ -353,6 +357,10 @@ mod tests {
                 memory_bytes: 256 << 20,
                 pids: 100
             }
+        );
+        assert_eq!(
+            (s.cap_add, s.cap_drop),
+            (vec!["NET_ADMIN".to_string()], vec!["ALL".to_string()])
         );
         assert_eq!(
             s.ports,

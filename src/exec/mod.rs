@@ -54,11 +54,18 @@ pub struct ProcessSpec {
     pub image: String,
     /// Read-only root filesystem (ignored by the process executor).
     pub read_only: bool,
-    /// Run an init process (ignored by the process executor).
+    /// Run an init process (the process executor always runs one as root, and none otherwise).
     pub init: bool,
-    /// Resource limits (enforced by the docker executor; recorded only by the process executor).
+    /// Resource limits (enforced by both executors; by the process executor only as root,
+    /// through a cgroup per task).
     #[serde(default)]
     pub limits: Limits,
+    /// Capabilities added to Docker's default set (`ALL` for every one).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cap_add: Vec<String>,
+    /// Capabilities removed from it (`ALL` for every one).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cap_drop: Vec<String>,
     /// Ports published on this node (docker executor only).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<PublishedPort>,
@@ -148,6 +155,8 @@ impl fmt::Debug for ProcessSpec {
             .field("read_only", &self.read_only)
             .field("init", &self.init)
             .field("limits", &self.limits)
+            .field("cap_add", &self.cap_add)
+            .field("cap_drop", &self.cap_drop)
             .field("ports", &self.ports)
             .finish()
     }
@@ -198,6 +207,10 @@ pub struct ExitStatus {
 /// executor's wording). The agent reports it too, for a task it started that the runtime no longer lists.
 pub const LOST_MESSAGE: &str = "task process disappeared";
 
+/// The cause named for a task the kernel's OOM killer ended (Docker's `OOMKilled`), by both
+/// runtimes; see [`ExitStatus::oom_killed`].
+pub const OOM_MESSAGE: &str = "OOMKilled (out of memory)";
+
 /// Exit code Docker reports when the command cannot be found.
 pub const EXIT_NOT_FOUND: i32 = 127;
 /// Exit code Docker reports when the command cannot be executed.
@@ -229,6 +242,14 @@ impl ExitStatus {
             signal: None,
             error: Some(error.into()),
         }
+    }
+    /// Ended by the kernel's OOM killer with `code` (137 when the killed process is the task's):
+    /// the error reads like swarmkit's `task: non-zero exit (137): OOMKilled (out of memory)`.
+    pub fn oom_killed(code: i32) -> Self {
+        ExitStatus::failed(
+            Some(code),
+            format!("task: non-zero exit ({code}): {OOM_MESSAGE}"),
+        )
     }
     /// True only for exit code 0 without error.
     pub fn success(&self) -> bool {

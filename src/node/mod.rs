@@ -192,7 +192,14 @@ pub(crate) async fn open_executor(config: &NodeConfig) -> Result<Arc<dyn Executo
     Ok(match config.executor {
         ExecutorKind::Process => {
             let shim = ShimCommand::current_exe().map_err(|e| NodeError::Exec(e.to_string()))?;
-            Arc::new(ProcessExecutor::new(dir.join("tasks"), shim))
+            // Absolute: the task's mount namespace covers these paths.
+            let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.clone());
+            let exec = ProcessExecutor::new(dir.join("tasks"), shim).hiding(dir);
+            // Said once: what a task is not isolated from on this host.
+            for gap in exec.isolation_gaps() {
+                tracing::warn!("task isolation: {gap}");
+            }
+            Arc::new(exec)
         }
         #[cfg(feature = "docker")]
         ExecutorKind::Docker => Arc::new(

@@ -1,6 +1,7 @@
 //! Semantic checks of a merged stack that a schema cannot express: references to secrets, configs, networks and
-//! volumes must be declared; a global service has no replicas; every service has an image; the cluster's limits
-//! (replicas, services per stack, environment and label sizes: `model::limits`) hold.
+//! volumes must be declared; a global service has no replicas; every service has an image; `cap_add` / `cap_drop`
+//! name known capabilities; the cluster's limits (replicas, services per stack, environment and label sizes:
+//! `model::limits`) hold.
 //!
 //! Must not: change the stack (it only reports).
 
@@ -43,6 +44,13 @@ pub fn check(stack: &StackFile, limits: &Limits) -> Vec<Problem> {
                 &path,
                 "no image specified (every service needs `image`)".into(),
             ));
+        }
+        for (key, caps) in [("cap_add", &svc.cap_add), ("cap_drop", &svc.cap_drop)] {
+            for (i, cap) in caps.iter().enumerate() {
+                if let Err(e) = crate::exec::process::check_capability(cap) {
+                    out.push(Problem::new(&svc.pos, &format!("{path}.{key}[{i}]"), e));
+                }
+            }
         }
         for (kind, refs, declared) in [
             ("secret", &svc.secrets, &stack.secrets),

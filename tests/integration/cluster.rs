@@ -223,12 +223,15 @@ impl Swarmd {
     }
 
     /// Ids of this daemon's task processes: processes whose session leader is one of its shims (the shim's
-    /// command line names the task directory under the state dir), or whose environment points there.
+    /// command line names the task directory under the state dir), or whose environment points there; not
+    /// a task's init (a fork of its shim, with the shim's command line).
     pub fn task_pids(&self) -> Vec<u32> {
         let marker = self.state().to_string_lossy().into_owned();
         let mut out: Vec<u32> = processes()
             .into_iter()
-            .filter(|p| !p.zombie && p.pid != p.sid && p.is_ours(&marker))
+            .filter(|p| {
+                !p.zombie && p.pid != p.sid && p.is_ours(&marker) && !p.cmdline.contains(&marker)
+            })
             .map(|p| p.pid)
             .collect();
         out.sort();
@@ -285,6 +288,25 @@ fn processes() -> Vec<Proc> {
     out
 }
 
+/// The `swarm` directories (parents of the tasks' cgroups) under `dir`, at most `depth` levels down.
+fn swarm_cgroups(dir: &Path, depth: usize) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if depth == 0 {
+        return out;
+    }
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if !e.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        if e.file_name() == "swarm" {
+            out.push(e.path());
+        } else {
+            out.extend(swarm_cgroups(&e.path(), depth - 1));
+        }
+    }
+    out
+}
+
 impl Drop for Swarmd {
     fn drop(&mut self) {
         self.kill9();
@@ -296,6 +318,27 @@ impl Drop for Swarmd {
                     nix::unistd::Pid::from_raw(p.pid as i32),
                     nix::sys::signal::Signal::SIGKILL,
                 );
+            }
+        }
+        // remove the cgroups of tasks whose shim was killed with the daemon above
+        let tasks: Vec<String> = std::fs::read_dir(self.state().join("tasks"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        if !tasks.is_empty() {
+            for parent in swarm_cgroups(Path::new("/sys/fs/cgroup"), 6) {
+                for t in &tasks {
+                    let dir = parent.join(t);
+                    let deadline = Instant::now() + Duration::from_secs(2);
+                    while dir.exists()
+                        && std::fs::remove_dir(&dir).is_err()
+                        && Instant::now() < deadline
+                    {
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                }
             }
         }
         // unmount the secrets tmpfs of tasks that never got removed
@@ -323,7 +366,7 @@ pub(crate) fn wait_for<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T
     }
 }
 
-fn running(d: &Swarmd, service: &str) -> usize {
+pub(crate) fn running(d: &Swarmd, service: &str) -> usize {
     let out = d.ctl(&["service", "ps", service, "--format", "json"]);
     String::from_utf8_lossy(&out.stdout)
         .lines()

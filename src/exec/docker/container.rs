@@ -20,8 +20,7 @@ use super::{LABEL_TASK_ID, LABEL_TASK_NAME};
 
 /// Reported when the task's container vanished (removed behind our back).
 pub const GONE_MESSAGE: &str = "task container disappeared";
-/// Reported for a container the kernel's OOM killer ended (Docker's `OOMKilled`).
-pub const OOM_MESSAGE: &str = "container was OOM killed (out of memory)";
+pub use crate::exec::OOM_MESSAGE;
 
 /// A start failure as the task reports it: Docker's `exec: "x": executable file not found
 /// in $PATH` rather than the whole OCI runtime chain when that is what happened.
@@ -80,6 +79,8 @@ pub(crate) fn create_body(
             memory: (limits.memory_bytes > 0)
                 .then(|| i64::try_from(limits.memory_bytes).unwrap_or(i64::MAX)),
             pids_limit: (limits.pids > 0).then_some(limits.pids),
+            cap_add: (!spec.cap_add.is_empty()).then(|| spec.cap_add.clone()),
+            cap_drop: (!spec.cap_drop.is_empty()).then(|| spec.cap_drop.clone()),
             port_bindings,
             ..Default::default()
         }),
@@ -180,9 +181,10 @@ pub(crate) fn observed(info: &ContainerInspectResponse) -> RuntimeState {
             )),
             None => RuntimeState::Prepared,
         },
-        _ if state.oom_killed == Some(true) => {
-            RuntimeState::Exited(ExitStatus::failed(code, OOM_MESSAGE))
-        }
+        _ if state.oom_killed == Some(true) => RuntimeState::Exited(code.map_or_else(
+            || ExitStatus::failed(None, OOM_MESSAGE),
+            ExitStatus::oom_killed,
+        )),
         _ => match error {
             Some(e) => RuntimeState::Exited(ExitStatus::failed(code, e)),
             None => RuntimeState::Exited(ExitStatus::exited(code.unwrap_or(0))),
@@ -230,6 +232,8 @@ pub(crate) fn spec_of(
                 memory_bytes: h.memory.unwrap_or(0).max(0) as u64,
                 pids: h.pids_limit.unwrap_or(0).max(0),
             }),
+        cap_add: Vec::new(),
+        cap_drop: Vec::new(),
         ports: ports_of(info),
     })
 }

@@ -1,9 +1,11 @@
 //! Health check commands of a running task, in the task's context: the environment, working
 //! directory and credentials the shim used (read back from `launch.json`, so adopted tasks work
-//! too) and, when the task has its own mount namespace (root), that namespace, entered with
-//! `setns` on `/proc/<pid>/ns/mnt` of the task's process in the check's pre-exec hook. When the
-//! namespace cannot be opened the check runs in the host's, with the same environment. The check
-//! runs in its own process group, which is killed when the check ends or exceeds its timeout.
+//! too) and, when the task is isolated (root), its namespaces, cgroup and capabilities like
+//! `docker exec`: the PID namespace entered (`setns` on `/proc/<init>/ns/pid`) on a short-lived
+//! thread that spawns the check, the mount namespace in the check's pre-exec hook, then the
+//! task's cgroup, capability set and `no_new_privs`. When the namespaces cannot be opened the
+//! check runs in the host's, with the same environment. The check runs in its own process group,
+//! which is killed when the check ends or exceeds its timeout.
 //!
 //! Must not: run a check for a task that is not running, leave a check's processes behind, or
 //! keep more than [`CHECK_OUTPUT_LIMIT`] bytes of its output.
@@ -19,6 +21,8 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::exec::{CheckResult, ExecError, CHECK_OUTPUT_LIMIT};
 
+use super::caps;
+use super::cgroup;
 use super::controller::{observe, Observed, ProcessController};
 use super::layout::{self, ProcRecord};
 use super::lookup::{lookup_program, DEFAULT_PATH};
@@ -54,6 +58,28 @@ async fn read_limited(mut r: impl AsyncRead + Unpin) -> Vec<u8> {
     }
 }
 
+/// Spawns `cmd`, as a child in the PID namespace `pid_ns` when given: a thread of its own enters
+/// it (only its children land there) and ends right after the spawn.
+async fn spawn_in(
+    mut cmd: tokio::process::Command,
+    pid_ns: Option<File>,
+) -> std::io::Result<tokio::process::Child> {
+    let Some(ns) = pid_ns else {
+        return cmd.spawn();
+    };
+    let handle = tokio::runtime::Handle::current();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let _entered = handle.enter();
+        let result = nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWPID)
+            .map_err(std::io::Error::from)
+            .and_then(|()| cmd.spawn());
+        let _ = tx.send(result);
+    });
+    rx.await
+        .unwrap_or_else(|_| Err(std::io::Error::other("the spawning thread died")))
+}
+
 impl ProcessController {
     /// The task's process while it runs; `InvalidState` otherwise.
     fn running_record(&self) -> Result<ProcRecord, ExecError> {
@@ -67,19 +93,19 @@ impl ProcessController {
         }
     }
 
-    /// The task's mount namespace, when it has one and it can be opened.
-    fn task_namespace(&self, plan: &LaunchPlan, task: &ProcRecord) -> Option<File> {
+    /// The task's `(mount, PID)` namespaces, when it has them and they can be opened.
+    fn task_namespace(&self, plan: &LaunchPlan, task: &ProcRecord) -> Option<(File, File)> {
         if !(plan.namespace && self.is_root) {
             return None;
         }
-        let path = format!("/proc/{}/ns/mnt", task.pid);
-        match File::open(&path) {
+        let open = |ns: &str| File::open(format!("/proc/{}/ns/{ns}", task.pid));
+        match open("mnt").and_then(|m| open("pid").map(|p| (m, p))) {
             // The pid may have been reused between `observe` and `open`.
             Ok(f) if task.alive() => Some(f),
             Ok(_) => None,
             Err(e) => {
                 tracing::debug!(task = %self.spec.task_name, error = %e,
-                    "cannot enter the task's mount namespace; checking in the host's");
+                    "cannot enter the task's namespaces; checking in the host's");
                 None
             }
         }
@@ -93,7 +119,7 @@ impl ProcessController {
         let task = self.running_record()?;
         let plan: LaunchPlan = layout::read_json(&self.dir.launch())?
             .ok_or_else(|| ExecError::NotFound(self.dir.launch().display().to_string()))?;
-        let namespace = self.task_namespace(&plan, &task);
+        let (namespace, pid_ns) = self.task_namespace(&plan, &task).unzip();
         let argv0 = argv.first().map(String::as_str).unwrap_or("");
         let path_var = plan
             .env
@@ -127,6 +153,14 @@ impl ProcessController {
             .iter()
             .flat_map(|c| c.groups.iter().map(|g| nix::unistd::Gid::from_raw(*g)))
             .collect();
+        let caps = plan
+            .caps
+            .filter(|_| namespace.is_some())
+            .map(|set| (set, caps::last_cap()));
+        let cgroup_procs = match &namespace {
+            Some(_) => cgroup::procs_of(&self.spec.task_id),
+            None => Vec::new(),
+        };
 
         let mut cmd = tokio::process::Command::new(&program);
         cmd.arg0(argv0)
@@ -147,15 +181,24 @@ impl ProcessController {
                     nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNS)
                         .map_err(errno)?;
                 }
+                for fd in &cgroup_procs {
+                    nix::unistd::write(fd, b"0").map_err(errno)?;
+                }
+                if let Some((set, last)) = caps {
+                    caps::drop_bounding(set, last)?;
+                }
                 if let Some(c) = &creds {
                     nix::unistd::setgroups(&gids).map_err(errno)?;
                     nix::unistd::setgid(nix::unistd::Gid::from_raw(c.gid)).map_err(errno)?;
                     nix::unistd::setuid(nix::unistd::Uid::from_raw(c.uid)).map_err(errno)?;
                 }
+                if let Some((set, _)) = caps {
+                    caps::restrict(set, nix::unistd::geteuid().is_root())?;
+                }
                 nix::unistd::chdir(cwd.as_c_str()).map_err(errno)
             });
         }
-        let mut child = match cmd.spawn() {
+        let mut child = match spawn_in(cmd, pid_ns).await {
             Ok(c) => c,
             Err(e) => {
                 let (code, output) = match e.kind() {

@@ -23,6 +23,8 @@ use crate::exec::{
     EXIT_START_FAILED, LOST_MESSAGE,
 };
 
+use super::caps;
+use super::cgroup;
 use super::layout::{self, ProcRecord, TaskDir, RECORD_VERSION};
 use super::lookup::{lookup_program, task_env, DEFAULT_PATH};
 use super::mounts::{self, FileKind};
@@ -89,6 +91,8 @@ pub struct ProcessController {
     pub(crate) root: std::path::PathBuf,
     pub(crate) shim: ShimCommand,
     pub(crate) is_root: bool,
+    /// Paths the task must not see.
+    pub(crate) hidden: Vec<std::path::PathBuf>,
     pub(crate) stop_signal: Signal,
     /// Adopted controllers have no secret data and cannot prepare again.
     pub(crate) adopted: bool,
@@ -230,7 +234,13 @@ impl ProcessController {
             .filter(|c| c.target.starts_with('/'))
             .map(|c| c.target.clone())
             .collect();
-        let namespace = self.is_root && (!spec.secrets.is_empty() || !absolute_configs.is_empty());
+        let caps = if self.is_root {
+            let set = caps::resolve(&spec.cap_add, &spec.cap_drop)
+                .map_err(|m| self.start_failed(EXIT_START_FAILED, m))?;
+            Some(set)
+        } else {
+            None
+        };
         Ok(LaunchPlan {
             version: RECORD_VERSION,
             task_name: spec.task_name.clone(),
@@ -239,9 +249,14 @@ impl ProcessController {
             env,
             working_dir: cwd,
             credentials,
-            namespace,
+            namespace: self.is_root,
             has_secrets: !spec.secrets.is_empty(),
             absolute_configs,
+            hidden: self.hidden.clone(),
+            caps,
+            limits: spec.limits,
+            stop_signal: self.stop_signal as i32,
+            stop_grace_ms: spec.stop_grace_period.as_millis().min(u64::MAX as u128) as u64,
         })
     }
 
@@ -404,6 +419,9 @@ impl ProcessController {
             });
         }
         mounts::teardown_secrets(&self.dir)?;
+        if self.is_root {
+            cgroup::remove_leftover(&self.spec.task_id);
+        }
         match fs::remove_dir_all(self.dir.path()) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),

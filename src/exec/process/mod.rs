@@ -4,20 +4,33 @@
 //! crash of the daemon and are re-adopted with their exit code. Each task owns `<root>/<task_id>/`
 //! (see `layout`): `spec.json`, `launch.json`, `shim.json`, `pid.json`, `exit.json`,
 //! `stdout.log`, `stderr.log`, `shim.log`, `secrets/` (tmpfs) and `configs/`. Health checks run
-//! in the task's context, inside its mount namespace when it has one (see `check`).
+//! in the task's context, inside its namespaces and cgroup when it has them (see `check`).
+//!
+//! When the daemon is root every task is isolated like a container: its own PID namespace (an
+//! init of the shim's as pid 1, see `spawn`) with its own `/proc`, its own mount namespace in
+//! which the state dir, the control socket and other tasks' directories are hidden and the host's
+//! file system is read-only (see `sandbox`), Docker's default capabilities with the spec's
+//! `cap_add` / `cap_drop` and `no_new_privs` (see `caps`), and a cgroup enforcing its limits and
+//! telling an OOM kill (see `cgroup`). [`ProcessExecutor::isolation_gaps`] says what is missing.
 //!
 //! Must not: know the model or store types, keep per-task state only in memory (everything a
 //! restarted daemon needs is in the task directory), or write secret data to persistent disk.
 
+mod caps;
+mod cgroup;
 mod check;
 mod controller;
 mod layout;
 mod logs;
 pub mod lookup;
 mod mounts;
+mod sandbox;
 pub mod shim;
+mod spawn;
 pub mod user;
 
+#[cfg(test)]
+mod isolation_tests;
 #[cfg(test)]
 mod tests;
 
@@ -28,6 +41,7 @@ use futures::FutureExt;
 
 /// Kept so `exec::process::LOST_MESSAGE` still names it: it belongs to the executor interface.
 pub use crate::exec::LOST_MESSAGE;
+pub use caps::check_name as check_capability;
 pub use controller::ProcessController;
 pub use shim::{maybe_run_shim, shim_main, ShimCommand, SHIM_ARG, SHIM_ENV};
 
@@ -42,17 +56,43 @@ pub struct ProcessExecutor {
     root: PathBuf,
     shim: ShimCommand,
     is_root: bool,
+    /// Paths no task may see (always the root itself).
+    hidden: Vec<PathBuf>,
 }
 
 impl ProcessExecutor {
     /// An executor keeping its tasks under `root` (created on first prepare) and starting shims
     /// with `shim` (in `swarmd`: [`ShimCommand::current_exe`]).
     pub fn new(root: impl Into<PathBuf>, shim: ShimCommand) -> Self {
+        let root = root.into();
         ProcessExecutor {
-            root: root.into(),
+            hidden: vec![root.clone()],
+            root,
             shim,
             is_root: nix::unistd::geteuid().is_root(),
         }
+    }
+
+    /// Also hides `path` from every task (when root): `swarmd` passes its state directory, which
+    /// holds the keys, the Raft data and the control socket.
+    pub fn hiding(mut self, path: impl Into<PathBuf>) -> Self {
+        self.hidden.push(path.into());
+        self
+    }
+
+    /// What tasks will not get on this host, one sentence each (empty when they are isolated
+    /// like containers): `swarmd` logs it once at start.
+    pub fn isolation_gaps(&self) -> Vec<String> {
+        if !self.is_root {
+            return vec![
+                "swarmd is not running as root: tasks run as swarmd's user in the host's mount and PID \
+                 namespaces (they can see the state dir's files that user can read, the control socket and \
+                 other tasks' processes), with swarmd's capabilities, and their resource limits are not \
+                 enforced"
+                    .to_string(),
+            ];
+        }
+        cgroup::gaps()
     }
 
     /// Behaves as if not running as root (no tmpfs mount, namespace or user switch): tests
@@ -81,6 +121,7 @@ impl ProcessExecutor {
             root: self.root.clone(),
             shim: self.shim.clone(),
             is_root: self.is_root,
+            hidden: self.hidden.clone(),
             stop_signal,
             adopted,
         })

@@ -6,7 +6,7 @@
 //! Must not: log file contents, or change mounts of the host namespace other than the task's own
 //! secrets tmpfs.
 
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::fs;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
@@ -73,8 +73,28 @@ pub(crate) enum MountStep {
         read_only: bool,
         optional: bool,
     },
-    /// A fresh tmpfs on `dst`.
+    /// A fresh tmpfs on `dst` (nosuid, nodev, mode 0755).
     Tmpfs { dst: CString },
+    /// A file system of type `fstype` on `dst` with `flags` and `data` (proc, devpts, tmpfs).
+    Mount {
+        fstype: &'static CStr,
+        dst: CString,
+        flags: MsFlags,
+        data: &'static CStr,
+        optional: bool,
+    },
+    /// Changes the flags of the mount at `dst` (`MS_REMOUNT | MS_BIND | flags`), e.g. read-only.
+    Remount {
+        dst: CString,
+        flags: MsFlags,
+        optional: bool,
+    },
+    /// A character device node, mode 0666.
+    Mknod {
+        dst: CString,
+        major: u32,
+        minor: u32,
+    },
     /// `mkdir dst` (existing is fine).
     Mkdir { dst: CString, optional: bool },
     /// Create an empty file to bind a non-directory onto.
@@ -85,7 +105,7 @@ pub(crate) enum MountStep {
     Detach { dst: CString },
 }
 
-fn cstr(p: &Path) -> Result<CString, ExecError> {
+pub(crate) fn cstr(p: &Path) -> Result<CString, ExecError> {
     CString::new(p.as_os_str().as_bytes()).map_err(|_| ExecError::InvalidSpec {
         task: p.display().to_string(),
         message: "path contains NUL".into(),
@@ -178,14 +198,24 @@ pub(crate) fn plan_namespace(
 }
 
 /// Applies the plan in the forked child: new mount namespace, then each step. Only system calls;
-/// no allocation (the paths are ready-made C strings).
-pub(crate) fn apply_namespace(steps: &[MountStep]) -> io::Result<()> {
+/// no allocation (the paths are ready-made C strings). A failure names the step (its index; the
+/// unshare itself is `steps.len()`).
+pub(crate) fn apply_namespace(steps: &[MountStep]) -> Result<(), (usize, io::Error)> {
     use nix::sched::{unshare, CloneFlags};
     use nix::sys::stat::Mode;
-    let none: Option<&std::ffi::CStr> = None;
-    let errno = |e: nix::Error| io::Error::from_raw_os_error(e as i32);
+    let errno = |e: nix::Error| (steps.len(), io::Error::from_raw_os_error(e as i32));
     unshare(CloneFlags::CLONE_NEWNS).map_err(errno)?;
-    for step in steps {
+    // Device nodes and directories get exactly the mode asked for; the task gets its umask back.
+    let umask = nix::sys::stat::umask(Mode::empty());
+    let result = apply_steps(steps);
+    nix::sys::stat::umask(umask);
+    result
+}
+
+fn apply_steps(steps: &[MountStep]) -> Result<(), (usize, io::Error)> {
+    use nix::sys::stat::Mode;
+    let none: Option<&std::ffi::CStr> = None;
+    for (index, step) in steps.iter().enumerate() {
         let (result, optional) = match step {
             MountStep::MakePrivate => (
                 mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none),
@@ -223,6 +253,45 @@ pub(crate) fn apply_namespace(steps: &[MountStep]) -> io::Result<()> {
                     false,
                 )
             }
+            MountStep::Mount {
+                fstype,
+                dst,
+                flags,
+                data,
+                optional,
+            } => (
+                mount(
+                    Some(*fstype),
+                    dst.as_c_str(),
+                    Some(*fstype),
+                    *flags,
+                    Some(*data),
+                ),
+                *optional,
+            ),
+            MountStep::Remount {
+                dst,
+                flags,
+                optional,
+            } => (
+                mount(
+                    none,
+                    dst.as_c_str(),
+                    none,
+                    MsFlags::MS_REMOUNT | MsFlags::MS_BIND | *flags,
+                    none,
+                ),
+                *optional,
+            ),
+            MountStep::Mknod { dst, major, minor } => (
+                nix::sys::stat::mknod(
+                    dst.as_c_str(),
+                    nix::sys::stat::SFlag::S_IFCHR,
+                    Mode::from_bits_truncate(0o666),
+                    nix::sys::stat::makedev(u64::from(*major), u64::from(*minor)),
+                ),
+                false,
+            ),
             MountStep::Mkdir { dst, optional } => {
                 match nix::unistd::mkdir(dst.as_c_str(), Mode::from_bits_truncate(0o755)) {
                     Err(nix::Error::EEXIST) => (Ok(()), *optional),
@@ -244,7 +313,7 @@ pub(crate) fn apply_namespace(steps: &[MountStep]) -> io::Result<()> {
         };
         if let Err(e) = result {
             if !optional {
-                return Err(errno(e));
+                return Err((index, io::Error::from_raw_os_error(e as i32)));
             }
         }
     }

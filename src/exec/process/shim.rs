@@ -1,9 +1,11 @@
 //! The shim: a small supervisor process per task, started by the daemon as
-//! `<swarmd> __shim <task-dir>` in its own session. It is the real parent of the task process
-//! (spawned in its own process group, with the task's environment, credentials and mount
-//! namespace), records the task's pid and start time, waits for it, kills what is left of its
-//! process group and writes `exit.json` atomically, so that a task outlives a crash of the daemon
-//! and its exit code is never lost.
+//! `<swarmd> __shim <task-dir>` in its own session. It is the real parent of the task (when root:
+//! of the task's init, in the task's own PID and mount namespaces, see [`super::spawn`]), creates
+//! the task's cgroup with its limits (root), records the pid it waits for and its start time,
+//! waits, kills what is left of the task's process group (and namespace, and cgroup), reports an
+//! OOM kill like Docker, and writes `exit.json` atomically, so that a task outlives a crash of the
+//! daemon and its exit code is never lost. A SIGTERM (or SIGINT, SIGHUP) of the shim stops the
+//! task as `shutdown` does (its stop signal, the grace period, SIGKILL) before the shim exits.
 //!
 //! Must not: talk to the daemon (everything goes through files in the task directory), read
 //! secret data, or run any async runtime.
@@ -11,16 +13,23 @@
 use std::ffi::OsString;
 use std::fs;
 use std::io::Write;
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::time::{Duration, Instant};
 
+use nix::libc;
 use serde::{Deserialize, Serialize};
 
-use crate::exec::{ExecError, ExitStatus, EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND};
+use crate::exec::{
+    ExecError, ExitStatus, Limits, EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, EXIT_START_FAILED,
+};
 
+use super::cgroup::TaskCgroup;
 use super::layout::{self, ProcRecord, TaskDir};
-use super::mounts::{apply_namespace, plan_namespace, MountStep};
+use super::mounts::plan_namespace;
+use super::sandbox::plan_isolation;
+use super::spawn::{self, Exec, Sandbox, Stage, StartError, Started, SHIM_SIGNALS};
 use super::user::Credentials;
 
 /// The hidden first argument that makes `swarmd` run as a shim.
@@ -42,11 +51,26 @@ pub(crate) struct LaunchPlan {
     pub(crate) working_dir: PathBuf,
     /// Set only when the task must switch user (the daemon is root).
     pub(crate) credentials: Option<Credentials>,
-    /// Run in a private mount namespace (root only).
+    /// Isolated (root only): own PID, mount (and UTS) namespaces, capabilities, cgroup.
     pub(crate) namespace: bool,
     pub(crate) has_secrets: bool,
     /// Configs with absolute targets (data is in `configs/`), for binding in the namespace.
     pub(crate) absolute_configs: Vec<String>,
+    /// Paths the task must not see (swarmd's state dir, the executor's root).
+    #[serde(default)]
+    pub(crate) hidden: Vec<PathBuf>,
+    /// The capabilities the task keeps (root only).
+    #[serde(default)]
+    pub(crate) caps: Option<u64>,
+    /// Enforced through the task's cgroup (root only).
+    #[serde(default)]
+    pub(crate) limits: Limits,
+    /// Signal number sent first when the shim is told to stop (0: SIGTERM).
+    #[serde(default)]
+    pub(crate) stop_signal: i32,
+    /// Time between the stop signal and SIGKILL when the shim is told to stop.
+    #[serde(default)]
+    pub(crate) stop_grace_ms: u64,
 }
 
 /// The command the daemon runs to start a shim: `program args… <task-dir>`.
@@ -114,7 +138,45 @@ fn open_log(path: &Path) -> Result<fs::File, ExecError> {
         .map_err(|e| ExecError::io(format!("opening {}", path.display()), e))
 }
 
+/// Set by the shim's signal handler.
+static STOP: AtomicBool = AtomicBool::new(false);
+/// The write end of the shim's self-pipe, woken by the signal handler.
+static WAKE: AtomicI32 = AtomicI32::new(-1);
+
+extern "C" fn on_stop(_: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+    let fd = WAKE.load(Ordering::SeqCst);
+    if fd >= 0 {
+        // SAFETY: write(2) is async-signal-safe; one byte from a static.
+        unsafe { libc::write(fd, c"x".as_ptr().cast(), 1) };
+    }
+}
+
+/// Installs the stop handler (without SA_RESTART, so a blocking call returns EINTR) and returns
+/// the read end of the self-pipe it writes to.
+fn install_stop_handler() -> Result<OwnedFd, ExecError> {
+    use nix::fcntl::OFlag;
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+    let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)
+        .map_err(|e| ExecError::sys("creating the shim's signal pipe", e))?;
+    WAKE.store(w.as_raw_fd(), Ordering::SeqCst);
+    std::mem::forget(w); // lives as long as the process
+    let action = SigAction::new(
+        SigHandler::Handler(on_stop),
+        SaFlags::empty(),
+        SigSet::empty(),
+    );
+    for s in SHIM_SIGNALS {
+        let sig = Signal::try_from(s).map_err(|e| ExecError::sys("stop signal", e))?;
+        // SAFETY: the handler only touches atomics and calls write(2).
+        unsafe { sigaction(sig, &action) }
+            .map_err(|e| ExecError::sys("installing the stop handler", e))?;
+    }
+    Ok(r)
+}
+
 fn run(dir: &TaskDir) -> Result<(), ExecError> {
+    let wake = install_stop_handler()?;
     // The daemon records us too, but it may crash before it does.
     if let Some(me) = ProcRecord::of(std::process::id() as i32) {
         layout::write_json_atomic(&dir.shim(), &me)
@@ -122,7 +184,100 @@ fn run(dir: &TaskDir) -> Result<(), ExecError> {
     }
     let plan: LaunchPlan = layout::read_json(&dir.launch())?
         .ok_or_else(|| ExecError::NotFound(dir.launch().display().to_string()))?;
-    let steps: Vec<MountStep> = if plan.namespace {
+    let task_id = dir
+        .path()
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("task")
+        .to_string();
+    let cgroup = if plan.namespace {
+        match TaskCgroup::create(&task_id, &plan.limits) {
+            Ok(cg) => Some(cg),
+            Err(e) if plan.limits.is_none() => {
+                eprintln!("the task runs without a cgroup of its own: {e}");
+                None
+            }
+            Err(e) => {
+                let m = format!("enforcing the task's resource limits: {e}");
+                return layout::write_exit(dir, &ExitStatus::failed(Some(EXIT_START_FAILED), m));
+            }
+        }
+    } else {
+        None
+    };
+    let result = supervise(dir, &plan, cgroup.as_ref(), &wake);
+    let oom = cgroup.as_ref().is_some_and(TaskCgroup::oom_killed);
+    if let Some(cg) = &cgroup {
+        cg.remove();
+    }
+    match result? {
+        Some(mut exit) => {
+            if oom {
+                let code = exit.code.or(exit.signal.map(|s| 128 + s)).unwrap_or(137);
+                exit = ExitStatus::oom_killed(code);
+            }
+            layout::write_exit(dir, &exit)
+        }
+        None => Ok(()),
+    }
+}
+
+fn start_message(plan: &LaunchPlan, e: &StartError, sandbox: Option<&Sandbox>) -> (i32, String) {
+    let argv0 = plan.argv.first().cloned().unwrap_or_default();
+    match (e.stage, e.error.kind()) {
+        (Stage::Exec, std::io::ErrorKind::NotFound) => (
+            EXIT_NOT_FOUND,
+            format!(
+                "exec: \"{argv0}\": stat {}: no such file or directory",
+                plan.program.display()
+            ),
+        ),
+        (Stage::Exec, std::io::ErrorKind::PermissionDenied) => (
+            EXIT_NOT_EXECUTABLE,
+            format!("exec: \"{argv0}\": permission denied"),
+        ),
+        (Stage::Exec, _) => (
+            EXIT_NOT_EXECUTABLE,
+            format!("exec: \"{argv0}\": {}", e.error),
+        ),
+        (Stage::Chdir, _) => (
+            EXIT_START_FAILED,
+            format!(
+                "chdir to cwd (\"{}\") set in config.json failed: {}",
+                plan.working_dir.display(),
+                e.error
+            ),
+        ),
+        (Stage::Credentials, _) => (
+            EXIT_START_FAILED,
+            format!("setting the task's user and capabilities: {}", e.error),
+        ),
+        (Stage::Isolation, _) => {
+            let step = e
+                .step
+                .and_then(|i| sandbox.and_then(|sb| sb.steps.get(i)))
+                .map(|s| format!(" ({s:?})"))
+                .unwrap_or_default();
+            (
+                EXIT_START_FAILED,
+                format!(
+                    "setting up the task's namespaces and mounts{step}: {}",
+                    e.error
+                ),
+            )
+        }
+    }
+}
+
+/// Starts the task and waits for it; `Some(status)` to record, `None` when `exit.json` was
+/// written already.
+fn supervise(
+    dir: &TaskDir,
+    plan: &LaunchPlan,
+    cgroup: Option<&TaskCgroup>,
+    wake: &OwnedFd,
+) -> Result<Option<ExitStatus>, ExecError> {
+    let sandbox = if plan.namespace {
         let configs: Vec<crate::exec::FileMount> = plan
             .absolute_configs
             .iter()
@@ -134,107 +289,134 @@ fn run(dir: &TaskDir) -> Result<(), ExecError> {
                 mode: 0,
             })
             .collect();
-        plan_namespace(dir, plan.has_secrets, &configs)?
-    } else {
-        Vec::new()
-    };
-    let creds = plan.credentials.clone();
-    let gids: Vec<nix::unistd::Gid> = creds
-        .iter()
-        .flat_map(|c| c.groups.iter().map(|g| nix::unistd::Gid::from_raw(*g)))
-        .collect();
-    let cwd = std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(
-        plan.working_dir.as_os_str(),
-    ))
-    .map_err(|_| ExecError::InvalidSpec {
-        task: plan.task_name.clone(),
-        message: "working dir contains NUL".into(),
-    })?;
-
-    let mut cmd = Command::new(&plan.program);
-    let argv0 = plan.argv.first().cloned().unwrap_or_default();
-    cmd.arg0(&argv0)
-        .args(plan.argv.iter().skip(1))
-        .env_clear()
-        .envs(plan.env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null())
-        .stdout(open_log(&dir.stdout())?)
-        .stderr(open_log(&dir.stderr())?)
-        .process_group(0);
-    let namespace = plan.namespace;
-    // As root, a task whose service sets `hostname` (the agent passes it as HOSTNAME) gets its own UTS
-    // namespace with that name, so `hostname` in the task answers like in a container.
-    let hostname: Option<std::ffi::OsString> = if nix::unistd::geteuid().is_root() {
-        plan.env
+        let mut steps = plan_namespace(dir, plan.has_secrets, &configs)?;
+        steps.extend(plan_isolation(
+            dir,
+            &plan.hidden,
+            plan.has_secrets,
+            dir.configs().is_dir(),
+            &plan.working_dir,
+        )?);
+        // A task whose service sets `hostname` (the agent passes it as HOSTNAME) gets that name
+        // in its own UTS namespace, so `hostname` in the task answers like in a container.
+        let hostname = plan
+            .env
             .iter()
             .find(|(k, _)| k == "HOSTNAME")
-            .map(|(_, v)| v.into())
+            .and_then(|(_, v)| std::ffi::CString::new(v.as_str()).ok());
+        let cgroup_procs = match cgroup.map(TaskCgroup::procs_files).transpose() {
+            Ok(fds) => fds.unwrap_or_default(),
+            Err(m) => return Ok(Some(ExitStatus::failed(Some(EXIT_START_FAILED), m))),
+        };
+        Some(Sandbox {
+            steps,
+            hostname,
+            cgroup_procs,
+        })
     } else {
         None
     };
-    // SAFETY: the closure runs in the forked child before exec and only makes system calls on
-    // data prepared above (no allocation, no locks).
-    unsafe {
-        cmd.pre_exec(move || {
-            if namespace {
-                apply_namespace(&steps)?;
-            }
-            if let Some(h) = &hostname {
-                let errno = |e: nix::Error| std::io::Error::from_raw_os_error(e as i32);
-                nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWUTS).map_err(errno)?;
-                nix::unistd::sethostname(h).map_err(errno)?;
-            }
-            if let Some(c) = &creds {
-                let errno = |e: nix::Error| std::io::Error::from_raw_os_error(e as i32);
-                nix::unistd::setgroups(&gids).map_err(errno)?;
-                nix::unistd::setgid(nix::unistd::Gid::from_raw(c.gid)).map_err(errno)?;
-                nix::unistd::setuid(nix::unistd::Uid::from_raw(c.uid)).map_err(errno)?;
-            }
-            nix::unistd::chdir(cwd.as_c_str())
-                .map_err(|e| std::io::Error::from_raw_os_error(e as i32))
-        });
-    }
-    let mut child = match cmd.spawn() {
-        Ok(child) => child,
+    let exec = Exec::new(
+        &plan.program,
+        &plan.argv,
+        &plan.env,
+        &plan.working_dir,
+        plan.credentials.as_ref(),
+        plan.caps,
+        open_log(&dir.stdout())?.into(),
+        open_log(&dir.stderr())?.into(),
+    )
+    .map_err(|e| ExecError::io("preparing the task's command", e))?;
+    let started = match spawn::spawn(&exec, sandbox.as_ref())
+        .map_err(|e| ExecError::io("starting the task", e))?
+    {
+        Ok(s) => s,
         Err(e) => {
-            let (code, message) = match e.kind() {
-                std::io::ErrorKind::NotFound => (
-                    EXIT_NOT_FOUND,
-                    format!(
-                        "exec: \"{argv0}\": stat {}: no such file or directory",
-                        plan.program.display()
-                    ),
-                ),
-                std::io::ErrorKind::PermissionDenied => (
-                    EXIT_NOT_EXECUTABLE,
-                    format!("exec: \"{argv0}\": permission denied"),
-                ),
-                _ => (EXIT_NOT_EXECUTABLE, format!("exec: \"{argv0}\": {e}")),
-            };
-            return layout::write_exit(dir, &ExitStatus::failed(Some(code), message));
+            let (code, message) = start_message(plan, &e, sandbox.as_ref());
+            return Ok(Some(ExitStatus::failed(Some(code), message)));
         }
     };
-    let pid = child.id() as i32;
-    if let Some(rec) = ProcRecord::of(pid) {
+    drop(sandbox); // the shim keeps no cgroup.procs file open
+    if let Some(rec) = ProcRecord::of(started.pid) {
         layout::write_json_atomic(&dir.pid(), &rec)
             .map_err(|e| ExecError::io(format!("writing {}", dir.pid().display()), e))?;
     }
-    let status = loop {
-        match child.wait() {
-            Ok(s) => break s,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(ExecError::io("waiting for the task", e)),
-        }
-    };
+    let waited = wait_or_stop(&started, plan, wake)?;
     // Like a container whose init exits: nothing of the task's process group survives it.
-    let _ = nix::sys::signal::killpg(
-        nix::unistd::Pid::from_raw(pid),
-        nix::sys::signal::Signal::SIGKILL,
-    );
-    let exit = match (status.code(), status.signal()) {
+    let _ = killpg(started.pid, libc::SIGKILL);
+    Ok(Some(match spawn::task_status(&started, waited) {
         (Some(code), _) => ExitStatus::exited(code),
         (None, Some(sig)) => ExitStatus::signaled(sig),
         (None, None) => ExitStatus::failed(None, "unknown exit status"),
-    };
-    layout::write_exit(dir, &exit)
+    }))
+}
+
+fn killpg(pid: i32, sig: libc::c_int) -> nix::Result<()> {
+    // SAFETY: plain kill(2) of a process group.
+    nix::errno::Errno::result(unsafe { libc::killpg(pid, sig) }).map(drop)
+}
+
+/// A pollable handle on the child's exit (Linux 5.3+); `None` falls back to polling.
+fn pidfd(pid: i32) -> Option<OwnedFd> {
+    // SAFETY: pidfd_open returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    (fd >= 0).then(|| {
+        // SAFETY: the fd was just returned to us and is owned by nobody else.
+        unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) }
+    })
+}
+
+/// Waits for the started process; once the shim is told to stop, sends the stop signal to the
+/// task's process group, and SIGKILL after the grace period.
+fn wait_or_stop(started: &Started, plan: &LaunchPlan, wake: &OwnedFd) -> Result<i32, ExecError> {
+    let pid = started.pid;
+    let handle = pidfd(pid);
+    let mut kill_at: Option<Instant> = None;
+    let mut killed = false;
+    loop {
+        if let Some(st) =
+            spawn::try_wait(pid, true).map_err(|e| ExecError::io("waiting for the task", e))?
+        {
+            return Ok(st);
+        }
+        if STOP.load(Ordering::SeqCst) && kill_at.is_none() {
+            let sig = if plan.stop_signal > 0 {
+                plan.stop_signal
+            } else {
+                libc::SIGTERM
+            };
+            eprintln!("shim told to stop: sending signal {sig} to the task");
+            let _ = killpg(pid, sig);
+            kill_at = Some(Instant::now() + Duration::from_millis(plan.stop_grace_ms));
+        }
+        if let Some(at) = kill_at.filter(|at| !killed && Instant::now() >= *at) {
+            let _ = at;
+            let _ = killpg(pid, libc::SIGKILL);
+            killed = true;
+        }
+        let timeout_ms: i32 = match kill_at {
+            Some(at) if !killed => at
+                .saturating_duration_since(Instant::now())
+                .as_millis()
+                .clamp(1, 1000) as i32,
+            _ if killed || handle.is_none() => 100,
+            _ => -1,
+        };
+        let mut fds = [
+            wake.as_raw_fd(),
+            handle.as_ref().map_or(-1, |h| h.as_raw_fd()),
+        ]
+        .map(|fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        });
+        let mut buf = [0u8; 16];
+        // SAFETY: poll over a local array (a negative fd is ignored), then a non-blocking read
+        // of the self-pipe into a local buffer.
+        unsafe {
+            libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms);
+            libc::read(wake.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len());
+        }
+    }
 }

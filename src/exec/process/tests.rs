@@ -19,7 +19,7 @@ fn shim_entry() {
     }
 }
 
-fn test_shim() -> ShimCommand {
+pub(super) fn test_shim() -> ShimCommand {
     ShimCommand {
         program: std::env::current_exe().expect("test binary path"),
         args: [
@@ -35,13 +35,13 @@ fn test_shim() -> ShimCommand {
     }
 }
 
-fn executor() -> (tempfile::TempDir, ProcessExecutor) {
+pub(super) fn executor() -> (tempfile::TempDir, ProcessExecutor) {
     let dir = tempfile::tempdir().expect("tempdir");
     let exec = ProcessExecutor::new(dir.path().join("tasks"), test_shim());
     (dir, exec)
 }
 
-fn spec(id: &str, argv: &[&str]) -> ProcessSpec {
+pub(super) fn spec(id: &str, argv: &[&str]) -> ProcessSpec {
     ProcessSpec {
         task_id: id.into(),
         task_name: format!("svc.1.{id}"),
@@ -57,11 +57,16 @@ fn spec(id: &str, argv: &[&str]) -> ProcessSpec {
         read_only: false,
         init: false,
         limits: Default::default(),
+        cap_add: Vec::new(),
+        cap_drop: Vec::new(),
         ports: Vec::new(),
     }
 }
 
-async fn run(exec: &ProcessExecutor, spec: ProcessSpec) -> (Box<dyn Controller>, ExitStatus) {
+pub(super) async fn run(
+    exec: &ProcessExecutor,
+    spec: ProcessSpec,
+) -> (Box<dyn Controller>, ExitStatus) {
     let ctl = exec.controller(spec).expect("controller");
     ctl.prepare().await.expect("prepare");
     ctl.start().await.expect("start");
@@ -69,15 +74,15 @@ async fn run(exec: &ProcessExecutor, spec: ProcessSpec) -> (Box<dyn Controller>,
     (ctl, status)
 }
 
-fn task_dir(exec: &ProcessExecutor, id: &str) -> PathBuf {
+pub(super) fn task_dir(exec: &ProcessExecutor, id: &str) -> PathBuf {
     exec.root().join(id)
 }
 
-fn stdout_of(exec: &ProcessExecutor, id: &str) -> String {
+pub(super) fn stdout_of(exec: &ProcessExecutor, id: &str) -> String {
     std::fs::read_to_string(task_dir(exec, id).join("stdout.log")).expect("stdout.log")
 }
 
-fn is_root() -> bool {
+pub(super) fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
@@ -214,11 +219,16 @@ async fn follow_streams_until_exit() {
 #[tokio::test]
 async fn shutdown_escalates_to_sigkill_after_grace() {
     let (_tmp, exec) = executor();
-    let mut s = spec("stop", &["sh", "-c", "trap '' TERM; sleep 30"]);
+    let mut s = spec("stop", &["sh", "-c", "trap '' TERM; echo ready; sleep 30"]);
     s.stop_grace_period = Duration::from_millis(300);
     let ctl = exec.controller(s).expect("controller");
     ctl.prepare().await.expect("prepare");
     ctl.start().await.expect("start");
+    // The signal must not arrive before the trap is set.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while stdout_of(&exec, "stop").is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let t0 = Instant::now();
     ctl.shutdown().await.expect("shutdown");
     assert!(t0.elapsed() >= Duration::from_millis(300));
@@ -266,20 +276,52 @@ fn wait_dead(pid: i32) -> bool {
     false
 }
 
+/// Host pids of live processes whose command line contains `marker` (pids printed inside a
+/// task's PID namespace mean nothing on the host).
+pub(super) fn pids_with(marker: &str) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(marker))
+                && proc_start_time(*pid).is_some()
+        })
+        .collect()
+}
+
+/// Waits until no process carries `marker`.
+pub(super) fn all_gone(marker: &str) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if pids_with(marker).is_empty() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
 #[tokio::test]
 async fn children_of_the_task_die_with_it() {
     let (_tmp, exec) = executor();
     let (_, status) = run(
         &exec,
-        spec("grp", &["sh", "-c", "sleep 30 & echo $!; exit 0"]),
+        spec("grp", &["sh", "-c", "sleep 30.0101 & echo started; exit 0"]),
     )
     .await;
     assert_eq!(status, ExitStatus::exited(0));
-    let pid: i32 = stdout_of(&exec, "grp").trim().parse().expect("child pid");
-    assert!(wait_dead(pid), "background child {pid} survived its task");
+    assert_eq!(stdout_of(&exec, "grp"), "started\n");
+    assert!(all_gone("30.0101"), "a background child survived its task");
 
     let ctl = exec
-        .controller(spec("grp2", &["sh", "-c", "sleep 30 & echo $!; wait"]))
+        .controller(spec(
+            "grp2",
+            &["sh", "-c", "sleep 30.0102 & echo started; wait"],
+        ))
         .expect("controller");
     ctl.prepare().await.expect("prepare");
     ctl.start().await.expect("start");
@@ -287,9 +329,9 @@ async fn children_of_the_task_die_with_it() {
     while stdout_of(&exec, "grp2").is_empty() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let pid: i32 = stdout_of(&exec, "grp2").trim().parse().expect("child pid");
+    assert!(!pids_with("30.0102").is_empty(), "the child runs");
     ctl.terminate().await.expect("terminate");
-    assert!(wait_dead(pid), "background child {pid} survived terminate");
+    assert!(all_gone("30.0102"), "a background child survived terminate");
 }
 
 #[tokio::test]
@@ -489,7 +531,7 @@ async fn unprivileged_secrets_live_in_dev_shm() {
 }
 
 /// Starts a long-running task and waits until its process is recorded.
-async fn running(exec: &ProcessExecutor, spec: ProcessSpec) -> Box<dyn Controller> {
+pub(super) async fn running(exec: &ProcessExecutor, spec: ProcessSpec) -> Box<dyn Controller> {
     let ctl = exec.controller(spec).expect("controller");
     ctl.prepare().await.expect("prepare");
     ctl.start().await.expect("start");

@@ -96,6 +96,8 @@ fn spec(id: &str, argv: &[&str]) -> ProcessSpec {
         read_only: false,
         init: false,
         limits: Default::default(),
+        cap_add: Vec::new(),
+        cap_drop: Vec::new(),
         ports: Vec::new(),
     }
 }
