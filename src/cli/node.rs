@@ -25,10 +25,22 @@ pub enum NodeCommand {
     /// Remove worker nodes from the cluster (their certificates are refused from then on).
     #[command(alias = "remove")]
     Rm(RmArgs),
+    /// List the tasks on nodes (this node by default).
+    Ps(NodePsArgs),
     /// Promote a worker to a manager.
     Promote(InspectArgs),
     /// Demote a manager to a worker.
     Demote(InspectArgs),
+}
+
+/// Arguments of `node ps`.
+#[derive(Args, Debug)]
+pub struct NodePsArgs {
+    /// Node ids or hostnames ("self", the default, for this node).
+    pub nodes: Vec<String>,
+    /// Output format.
+    #[command(flatten)]
+    pub format: crate::cli::service::FormatArgs,
 }
 
 /// Arguments of `node rm`.
@@ -210,6 +222,30 @@ pub fn run(host: Option<String>, cmd: NodeCommand) -> i32 {
                 .map_err(rpc)?;
                 println!("{}", a.node);
                 Ok(())
+            }
+            NodeCommand::Ps(a) => {
+                let nodes = if a.nodes.is_empty() {
+                    vec!["self".to_string()]
+                } else {
+                    a.nodes.clone()
+                };
+                let mut tasks = Vec::new();
+                for n in &nodes {
+                    let node = if n == "self" {
+                        self_id(&mut c).await?
+                    } else {
+                        n.clone()
+                    };
+                    let reply = c
+                        .list_tasks(control::TaskFilter {
+                            node,
+                            ..Default::default()
+                        })
+                        .await
+                        .map_err(rpc)?;
+                    tasks.extend(decode_all::<crate::model::Task>(reply.into_inner().json)?);
+                }
+                crate::cli::service::print_ps(&mut c, tasks, &a.format).await
             }
             NodeCommand::Rm(a) => {
                 for n in &a.nodes {

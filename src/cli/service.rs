@@ -218,7 +218,9 @@ pub fn run(host: Option<String>, cmd: ServiceCommand) -> i32 {
                     .into_inner();
                 while let Some(line) = stream.message().await.map_err(rpc)? {
                     let text = format!("{}    | {}", line.task_name, line.line);
-                    if line.stream == "stderr" {
+                    if line.stream == "error" {
+                        eprintln!("warning: {}: {}", line.task_name, line.line);
+                    } else if line.stream == "stderr" {
                         eprintln!("{text}");
                     } else {
                         println!("{text}");

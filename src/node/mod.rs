@@ -12,6 +12,7 @@ pub mod join;
 pub mod limits;
 pub mod parts;
 pub mod session;
+mod session_logs;
 #[cfg(test)]
 mod session_tests;
 pub mod worker;
@@ -144,16 +145,27 @@ fn raft_dir(config: &NodeConfig) -> PathBuf {
     config.state_dir.join("raft")
 }
 
-struct ExecutorLogs(Arc<Worker>);
+/// `service logs` on a manager: tasks of this node from its own executor, tasks of other nodes through the
+/// dispatcher's log broker.
+struct RoutedLogs {
+    local_node: String,
+    worker: Arc<Worker>,
+    broker: crate::manager::dispatcher::LogBroker,
+}
 
-impl TaskLogs for ExecutorLogs {
+impl TaskLogs for RoutedLogs {
     fn logs(
         &self,
+        node_id: String,
         task_id: String,
         tail: Option<usize>,
         follow: bool,
     ) -> futures::future::BoxFuture<'static, Result<TaskLogStream, String>> {
-        let worker = self.0.clone();
+        if node_id != self.local_node {
+            let broker = self.broker.clone();
+            return Box::pin(async move { broker.request(&node_id, &task_id, tail, follow).await });
+        }
+        let worker = self.worker.clone();
         Box::pin(async move {
             let lines = worker
                 .logs(&task_id, LogOptions { tail, follow })
@@ -270,11 +282,21 @@ pub async fn run_with_executor(
         Arc::new(Worker::new(executor, clock.clone(), reports_tx).on_runtime(exec_rt.handle()));
 
     // servers
+    let dispatcher = Dispatcher::new(
+        store.clone(),
+        proposer.clone(),
+        key.clone(),
+        config.heartbeat_period,
+    );
     let control = ControlApi::new(
         store.clone(),
         proposer.clone(),
         key.clone(),
-        Arc::new(ExecutorLogs(worker.clone())),
+        Arc::new(RoutedLogs {
+            local_node: id.node_id.clone(),
+            worker: worker.clone(),
+            broker: dispatcher.log_broker(),
+        }),
         info::info_fn(
             store.clone(),
             raft.clone(),
@@ -297,12 +319,6 @@ pub async fn run_with_executor(
             .map_err(|e| e.to_string())
     });
 
-    let dispatcher = Dispatcher::new(
-        store.clone(),
-        proposer.clone(),
-        key.clone(),
-        config.heartbeat_period,
-    );
     // the cluster port: the dispatcher (node certificates only) and the CA (joining nodes, with a token)
     let server_tls = crate::pki::server_config_allowing_joins(id.ca.cert_der(), &id.creds)?;
     let ca_service = CaService::new(

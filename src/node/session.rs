@@ -171,6 +171,11 @@ async fn session_parts(
         worked,
     ));
     tasks.spawn(apply_assignments(assignments, worker.clone(), node_id));
+    tasks.spawn(super::session_logs::serve_logs(
+        client.clone(),
+        session_id.clone(),
+        worker.clone(),
+    ));
     // the session stream stays open (unread) while the session lives
     let _session = session;
     tokio::select! {

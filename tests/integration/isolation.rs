@@ -202,7 +202,11 @@ fn without_root_swarmd_says_once_what_is_not_isolated() {
         .and_then(|l| l.local_addr())
         .expect("port")
         .port();
-    let mut cmd = std::process::Command::new(bin("swarmd"));
+    // the build's own directory may not be reachable by that user (a clone under a 0700 directory): run a copy
+    let exe = dir.path().join("swarmd");
+    std::fs::copy(bin("swarmd"), &exe).expect("copy swarmd");
+    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).expect("chmod swarmd");
+    let mut cmd = std::process::Command::new(&exe);
     cmd.arg("--state-dir")
         .arg(&state)
         .arg("--listen-addr")

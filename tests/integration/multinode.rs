@@ -11,7 +11,7 @@ const STACK: &str = r#"
 services:
   web:
     image: web
-    command: [sleep, "300"]
+    command: ["sh", "-c", "echo hello from web; exec sleep 300"]
     stop_grace_period: 1s
     deploy:
       replicas: 6
@@ -116,6 +116,29 @@ fn a_manager_and_two_workers_place_heal_and_never_duplicate() {
         "agent only on workers, one per zone"
     );
     assert_eq!(placement(&m, "s_vault"), BTreeMap::from([("w1".into(), 1)]));
+    let ps = m.ctl_ok(&["node", "ps", "w1"]);
+    assert_eq!(
+        ps.lines()
+            .filter(|l| l.contains(" w1 ") && l.contains("Running"))
+            .count(),
+        4,
+        "node ps w1: 2 web, 1 agent, 1 vault\n{ps}"
+    );
+    assert!(
+        !m.ctl_ok(&["node", "ps"]).contains(" w1 "),
+        "node ps: this node's tasks only"
+    );
+
+    // service logs gathers the lines of the tasks on every node
+    wait_for(30, "a log line from each of the 6 web tasks", || {
+        let logs = m.ctl_ok(&["service", "logs", "s_web"]);
+        let names: std::collections::BTreeSet<&str> = logs
+            .lines()
+            .filter(|l| l.ends_with("| hello from web"))
+            .filter_map(|l| l.split_whitespace().next())
+            .collect();
+        (names.len() == 6).then_some(())
+    });
 
     // the secret reached the task on w1, and its plaintext is nowhere on the other nodes
     wait_for(30, "the vault task read its secret", || {
@@ -143,6 +166,25 @@ fn a_manager_and_two_workers_place_heal_and_never_duplicate() {
         let agent = placement(&m, "s_agent");
         (total(&web) == 6 && !web.contains_key("w2") && agent.get("w1") == Some(&2)).then_some(())
     });
+    // an unreachable node: a warning for its tasks, the others' lines still come, no failure
+    let out = m.ctl(&["service", "logs", "s_web"]);
+    assert_eq!(out.status.code(), Some(0));
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        stderr.contains("warning:") && stderr.contains("is not connected"),
+        "{stderr}"
+    );
+    assert!(
+        stdout
+            .lines()
+            .filter(|l| l.ends_with("| hello from web"))
+            .count()
+            >= 4,
+        "{stdout}"
+    );
 
     // it comes back: its stale tasks are shut down, never duplicated
     let stale = w2.task_pids();

@@ -1,5 +1,6 @@
-//! `service logs`: the output of a service's placed tasks, read through [`TaskLogs`] (the node's executor) and
-//! merged into one stream.
+//! `service logs`: the output of a service's placed tasks, read through [`TaskLogs`] (this node's executor, or
+//! the task's node through the dispatcher's log broker) and merged into one stream. A node that cannot be
+//! reached gives one `error` line for its tasks; the other tasks' lines still come.
 //!
 //! Must not: change anything.
 
@@ -26,11 +27,13 @@ pub struct TaskLogLine {
 /// A stream of log lines.
 pub type TaskLogStream = Pin<Box<dyn Stream<Item = TaskLogLine> + Send>>;
 
-/// Where task logs are read from (the node's executor; for now the local node only).
+/// Where task logs are read from.
 pub trait TaskLogs: Send + Sync + 'static {
-    /// The lines of `task_id`; `tail` = last N lines only; `follow` = keep streaming until the task ends.
+    /// The lines of `task_id` on `node_id`; `tail` = last N lines only; `follow` = keep streaming until the task
+    /// ends. A line with stream `error` reports a failure (a node that went away) in the stream itself.
     fn logs(
         &self,
+        node_id: String,
         task_id: String,
         tail: Option<usize>,
         follow: bool,
@@ -57,15 +60,27 @@ pub async fn service_logs(
     for t in tasks {
         let name = t.name(&svc.spec.name);
         let follow = req.follow && !t.status.state.is_terminal();
-        match api.logs.logs(t.id.clone(), tail, follow).await {
+        let node = t.node_id.clone().unwrap_or_default();
+        match api.logs.logs(node, t.id.clone(), tail, follow).await {
             Ok(stream) => {
-                streams.push(stream.map(move |l| control::LogLine {
-                    task_name: name.clone(),
-                    stream: l.stream,
-                    line: l.line,
-                }));
+                streams.push(
+                    stream
+                        .map(move |l| control::LogLine {
+                            task_name: name.clone(),
+                            stream: l.stream,
+                            line: l.line,
+                        })
+                        .boxed(),
+                );
             }
-            Err(e) => tracing::debug!(task = %t.id, "no logs: {e}"),
+            Err(e) => {
+                let line = control::LogLine {
+                    task_name: name,
+                    stream: "error".into(),
+                    line: format!("logs unavailable: {e}"),
+                };
+                streams.push(futures::stream::iter([line]).boxed());
+            }
         }
     }
     Ok(futures::stream::select_all(streams))

@@ -7,6 +7,7 @@
 //! no task using it.
 
 mod assignments;
+mod logs;
 mod status;
 
 use std::collections::HashMap;
@@ -14,7 +15,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
 use crate::api::dispatcher::{self as pb, dispatcher_server::Dispatcher as DispatcherApi};
@@ -27,6 +28,7 @@ use crate::transport::PeerInfo;
 use crate::util::{IdSource, RandomIds};
 
 pub use assignments::{assignments_for, decode_assignments};
+pub use logs::LogBroker;
 pub use status::status_ops;
 
 /// How many heartbeat periods without a heartbeat make a node down.
@@ -45,6 +47,7 @@ pub struct Dispatcher {
     key: DataKey,
     period: Duration,
     sessions: Arc<Mutex<HashMap<String, Session>>>,
+    logs: LogBroker,
 }
 
 impl Dispatcher {
@@ -56,7 +59,13 @@ impl Dispatcher {
             key,
             period,
             sessions: Arc::new(Mutex::new(HashMap::new())),
+            logs: LogBroker::default(),
         }
+    }
+
+    /// The broker through which `service logs` reaches the nodes' tasks.
+    pub fn log_broker(&self) -> LogBroker {
+        self.logs.clone()
     }
 
     fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<String, Session>> {
@@ -390,6 +399,22 @@ impl DispatcherApi for Dispatcher {
         )))
     }
 
+    type LogSubscriptionsStream = BoxStream<pb::LogSubscription>;
+
+    async fn log_subscriptions(
+        &self,
+        request: Request<pb::LogSubscriptionsRequest>,
+    ) -> Result<Response<Self::LogSubscriptionsStream>, Status> {
+        Ok(Response::new(self.log_subscriptions_impl(request).await?))
+    }
+
+    async fn publish_logs(
+        &self,
+        request: Request<tonic::Streaming<pb::LogChunk>>,
+    ) -> Result<Response<pb::PublishLogsResponse>, Status> {
+        Ok(Response::new(self.publish_logs_impl(request).await?))
+    }
+
     async fn update_task_status(
         &self,
         request: Request<pb::UpdateTaskStatusRequest>,
@@ -417,6 +442,45 @@ impl DispatcherApi for Dispatcher {
             }
         }
         Ok(Response::new(pb::UpdateTaskStatusResponse {}))
+    }
+}
+
+/// The log half of the dispatcher (see [`logs`]).
+impl Dispatcher {
+    async fn log_subscriptions_impl(
+        &self,
+        request: Request<pb::LogSubscriptionsRequest>,
+    ) -> Result<BoxStream<pb::LogSubscription>, Status> {
+        let caller = peer(request.extensions())?;
+        let session_id = request.into_inner().session_id;
+        let node_id = self.node_of(&session_id, &caller)?;
+        let rx = self.logs.subscribe(&node_id);
+        Ok(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx).map(Ok),
+        ))
+    }
+
+    async fn publish_logs_impl(
+        &self,
+        request: Request<tonic::Streaming<pb::LogChunk>>,
+    ) -> Result<pb::PublishLogsResponse, Status> {
+        let caller = peer(request.extensions())?;
+        let mut chunks = request.into_inner();
+        let mut last: Option<String> = None;
+        while let Some(chunk) = chunks.message().await? {
+            let node_id = self.node_of(&chunk.session_id, &caller)?;
+            let request_id = chunk.request_id.clone();
+            let more = self.logs.publish(&node_id, chunk).await;
+            last = Some(request_id);
+            if !more {
+                last = None;
+                break;
+            }
+        }
+        if let Some(request_id) = last {
+            self.logs.forget(&request_id);
+        }
+        Ok(pb::PublishLogsResponse {})
     }
 }
 
