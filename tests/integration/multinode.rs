@@ -258,3 +258,42 @@ fn a_removed_worker_is_refused_and_its_work_moves() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("needs several managers"));
     m.ctl_ok(&["stack", "rm", "s"]);
 }
+
+/// Draining a worker moves its tasks start-first: the running count never drops below the desired count.
+#[test]
+fn draining_a_worker_never_drops_below_the_desired_count() {
+    let m = Swarmd::start_in(tempfile::tempdir().unwrap(), &["--hostname", "m"]);
+    let _w1 = Swarmd::start_worker(&m, "w1");
+    let files = tempfile::tempdir().unwrap();
+    let stack = files.path().join("stack.yml");
+    std::fs::write(
+        &stack,
+        "services:\n  web:\n    image: web\n    command: [sleep, '300']\n    stop_grace_period: 1s\n    deploy:\n      replicas: 4\n      update_config: {parallelism: 1}\n",
+    )
+    .unwrap();
+    m.ctl_ok(&["stack", "deploy", "-c", stack.to_str().unwrap(), "s"]);
+    assert_eq!(
+        placement(&m, "s_web"),
+        BTreeMap::from([("m".into(), 2), ("w1".into(), 2)])
+    );
+    m.ctl_ok(&["node", "update", "--availability", "drain", "w1"]);
+    let mut lowest = usize::MAX;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let p = placement(&m, "s_web");
+        lowest = lowest.min(total(&p));
+        if p == BTreeMap::from([("m".into(), 4)]) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "drain did not finish: {p:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(
+        lowest >= 4,
+        "running tasks dropped to {lowest} during the drain"
+    );
+    m.ctl_ok(&["stack", "rm", "s"]);
+}

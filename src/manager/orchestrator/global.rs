@@ -54,6 +54,7 @@ pub fn reconcile_service(
                 node_id: node_id.to_owned(),
             },
             now,
+            moves: None,
         };
         let keep = |_: &Task| keep_here;
         let s = reconcile_slot(&ctx, tasks, &keep, ids, plan);

@@ -8,6 +8,8 @@
 //! Must not: choose nodes for replicated tasks (that is the scheduler), write observed state (a task's
 //! status belongs to the agent; here only `desired_state` changes), read a clock or make up ids.
 
+#[cfg(test)]
+mod drain_tests;
 pub mod global;
 pub mod jobs;
 pub mod reaper;
@@ -17,7 +19,7 @@ pub mod update;
 
 use self::restart::{ended_on_its_own, succeeded, supervise, would_restart, Supervised};
 use super::Plan;
-use crate::model::{RestartKey, Service, Task, TaskState, TaskStatus};
+use crate::model::{NodeAvailability, NodeState, RestartKey, Service, Task, TaskState, TaskStatus};
 use crate::store::{ClusterState, Op};
 use crate::util::{IdSource, Millis};
 
@@ -86,6 +88,27 @@ pub struct SlotCtx<'a> {
     pub key: RestartKey,
     /// Now.
     pub now: Millis,
+    /// Replicated services: how many more slots may start moving off a draining node this round (start-first:
+    /// the replacement starts before the old task stops). `None`: tasks on a draining node just stop.
+    pub moves: Option<&'a std::cell::Cell<u64>>,
+}
+
+/// Whether `task` runs on a node that is being drained but is still up: a replicated task there moves
+/// start-first (Swarm stops it first and drops capacity).
+pub fn on_draining_node(state: &ClusterState, task: &Task) -> bool {
+    task.status.state == TaskState::Running
+        && task
+            .node_id
+            .as_deref()
+            .and_then(|n| state.node(n))
+            .is_some_and(|n| {
+                n.spec.availability == NodeAvailability::Drain && n.status.state == NodeState::Ready
+            })
+}
+
+/// Whether the scheduler found no node for `task` (a replacement that cannot start anywhere).
+fn unschedulable(task: &Task) -> bool {
+    task.status.state == TaskState::Pending && task.status.message.starts_with("no suitable node")
 }
 
 /// Reconciles the tasks of one slot: tasks on nodes `keep` refuses are shut down, tasks that ended on their
@@ -107,12 +130,18 @@ pub fn reconcile_slot(
                 && t.desired_state <= TaskState::Complete
         });
     let mut live = false;
+    // a kept task that runs, or that no node can take: either way a moving task may stop now
+    let mut replaced = false;
+    let mut moving: Vec<&Task> = Vec::new();
     let mut ended: Vec<&Task> = Vec::new();
     for t in tasks.iter().copied().filter(|t| wanted(t)) {
         if ended_on_its_own(t) {
             ended.push(t);
         } else if keep(t) {
             live = true;
+            replaced |= t.status.state == TaskState::Running || unschedulable(t);
+        } else if ctx.moves.is_some() && on_draining_node(ctx.state, t) {
+            moving.push(t);
         } else {
             plan.ops.push(set_desired(t, TaskState::Shutdown));
         }
@@ -156,6 +185,25 @@ pub fn reconcile_slot(
             Supervised::Ended => ended_now = true,
             Supervised::Succeeded => {}
         }
+    }
+    // start-first moves off a draining node: the replacement first, the old task once it runs
+    for t in moving {
+        if replaced {
+            plan.ops.push(set_desired(t, TaskState::Shutdown));
+            continue;
+        }
+        if !live {
+            let budget = ctx.moves.map_or(0, |m| m.get());
+            if budget > 0 {
+                if let Some(m) = ctx.moves {
+                    m.set(budget - 1);
+                }
+                let new = new_task(ctx.service, ctx.slot, ctx.node, ctx.now, ids);
+                plan.ops.push(Op::CreateTask(new));
+            }
+        }
+        // the old task keeps the slot live until its replacement runs (or waits for the budget)
+        live = true;
     }
     if live {
         SlotState::Live

@@ -1,6 +1,8 @@
 //! The replicated orchestrator: a `Replicated { replicas }` service has one live task in each slot
 //! 1..=replicas. Vacant slots get a new task (no node: the scheduler places it); slots above `replicas`
-//! (a scale down) get desired Remove; tasks on Down, missing or drained nodes are shut down and replaced;
+//! (a scale down) get desired Remove; tasks on Down or missing nodes are shut down and replaced; running tasks
+//! on a drained node move start-first (the replacement first, the old task once it runs or no node can take
+//! it; at most `update_config.parallelism` slots at a time);
 //! tasks that ended on their own go through the restart supervisor. At most `MAX_TASK_OPS_PER_ROUND` tasks are
 //! created per round (the lowest vacant slots first), so a large service fills up over several bounded rounds.
 //!
@@ -8,7 +10,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{new_task, reconcile_slot, set_desired, wanted, SlotCtx, SlotState};
+use super::{new_task, on_draining_node, reconcile_slot, set_desired, wanted, SlotCtx, SlotState};
 use crate::manager::scheduler::filter::may_keep;
 use crate::manager::Plan;
 use crate::model::limits::MAX_TASK_OPS_PER_ROUND;
@@ -47,6 +49,8 @@ pub fn reconcile_slots(
     plan: &mut Plan,
 ) -> BTreeMap<u64, SlotState> {
     let by_slot = tasks_by_slot(state, service);
+    let moves = std::cell::Cell::new(drain_budget(state, service, &by_slot));
+    let start_first = matches!(service.spec.mode, ServiceMode::Replicated { .. });
     let mut states = BTreeMap::new();
     for (&slot, tasks) in &by_slot {
         if slot == 0 || slot > slots {
@@ -66,11 +70,38 @@ pub fn reconcile_slots(
                 slot,
             },
             now,
+            moves: start_first.then_some(&moves),
         };
         let keep = |t: &Task| keep_replicated(state, t);
         states.insert(slot, reconcile_slot(&ctx, tasks, &keep, ids, plan));
     }
     states
+}
+
+/// How many more slots of `service` may start moving off draining nodes: its update parallelism (0: all)
+/// minus the moves in flight (a task on a draining node whose slot has a replacement that does not run yet).
+fn drain_budget(
+    state: &ClusterState,
+    service: &Service,
+    by_slot: &BTreeMap<u64, Vec<&Task>>,
+) -> u64 {
+    let parallelism = service.spec.update.parallelism;
+    if parallelism == 0 {
+        return u64::MAX;
+    }
+    let in_flight = by_slot
+        .values()
+        .filter(|tasks| {
+            let moving = tasks
+                .iter()
+                .any(|t| wanted(t) && on_draining_node(state, t));
+            let starting = tasks.iter().any(|t| {
+                wanted(t) && keep_replicated(state, t) && t.status.state < TaskState::Running
+            });
+            moving && starting
+        })
+        .count() as u64;
+    parallelism.saturating_sub(in_flight)
 }
 
 /// The vacant slots among `1..=slots`, lowest first, lazily (a slot without tasks is vacant).
@@ -248,17 +279,14 @@ mod tests {
                 ],
             ),
             (
-                "drained node: shut down and replaced",
+                "drained node: the replacement starts first (drain_tests has the rest)",
                 vec![
                     node_with("n1", NodeAvailability::Drain, NodeState::Ready),
                     node("n2"),
                 ],
                 any(2),
                 vec![running("a", 1, "n1"), running("b", 2, "n2")],
-                vec![
-                    "update a desired=Shutdown status=Running@n1",
-                    "create s1/1@- New",
-                ],
+                vec!["create s1/1@- New"],
             ),
             (
                 "down node: shut down and replaced",

@@ -521,10 +521,17 @@ impl Sim {
     /// scale-down: that write itself makes the count exceed the new `replicas` until the orchestrator's next
     /// plan).
     fn check_replicas(&self) {
-        let (services, tasks) = self.store.view(|s| {
+        let (services, tasks, draining) = self.store.view(|s| {
             (
                 s.services().cloned().collect::<Vec<_>>(),
                 s.tasks().cloned().collect::<Vec<_>>(),
+                s.nodes()
+                    .filter(|n| {
+                        n.spec.availability == swarm::model::NodeAvailability::Drain
+                            && n.status.state == swarm::model::NodeState::Ready
+                    })
+                    .map(|n| n.id.clone())
+                    .collect::<Vec<_>>(),
             )
         });
         for svc in &services {
@@ -547,9 +554,22 @@ impl Sim {
                 } else {
                     0
                 };
-                if live > replicas + slack {
+                // a drain moves start-first: tasks still running on a draining node, at most parallelism of them
+                let on_draining = tasks
+                    .iter()
+                    .filter(|t| {
+                        t.service_id == svc.id
+                            && t.desired_state == TaskState::Running
+                            && t.node_id.as_ref().is_some_and(|n| draining.contains(n))
+                    })
+                    .count() as u64;
+                let drain = match svc.spec.update.parallelism {
+                    0 => on_draining,
+                    p => on_draining.min(p),
+                };
+                if live > replicas + slack + drain {
                     self.fail(&format!(
-                        "invariant: service {} has {live} live tasks with desired Running, replicas {replicas} (+{slack} update surge)",
+                        "invariant: service {} has {live} live tasks with desired Running, replicas {replicas} (+{slack} update surge, +{drain} moving off draining nodes)",
                         svc.spec.name
                     ));
                 }
