@@ -32,6 +32,9 @@ pub enum SwarmCommand {
         /// Terminated tasks kept per slot.
         #[arg(long)]
         task_history_limit: Option<u64>,
+        /// Lifetime of the node certificates the CA issues (e.g. 2160h, the default 90 days).
+        #[arg(long)]
+        cert_expiry: Option<String>,
     },
     /// Show (or rotate) the token that joins a node as a worker or a manager.
     JoinToken {
@@ -64,12 +67,21 @@ pub fn run(host: Option<String>, cmd: SwarmCommand) -> i32 {
                 max_services_per_stack,
                 stack_history,
                 task_history_limit,
+                cert_expiry,
             } => {
+                let cert_expiry_ms = cert_expiry
+                    .map(|d| {
+                        crate::stack::units::parse_duration(&d)
+                            .map(|d| d.as_millis() as u64)
+                            .map_err(|e| format!("--cert-expiry: {e}"))
+                    })
+                    .transpose()?;
                 c.update_cluster(control::ClusterUpdateRequest {
                     max_replicas,
                     max_services_per_stack,
                     stack_history,
                     task_history_retention_limit: task_history_limit,
+                    cert_expiry_ms,
                 })
                 .await
                 .map_err(rpc)?;
@@ -132,6 +144,13 @@ pub fn run(host: Option<String>, cmd: SwarmCommand) -> i32 {
             limit("max_services_per_stack")
         );
         println!("  Stack History: {}", limit("stack_history"));
+        println!(" CA Configuration:");
+        println!(
+            "  Expiry Duration: {}",
+            crate::stack::units::format_duration(std::time::Duration::from_secs(
+                info["CertExpirySecs"].as_u64().unwrap_or(0)
+            ))
+        );
         println!(" Raft:");
         println!("  Snapshot Interval: {}", s("SnapshotInterval"));
         println!("  Last Log Index: {}", s("RaftLastLogIndex"));

@@ -3,11 +3,13 @@
 //! with a valid join token gets its first certificate, with an id the manager chooses and the role the token
 //! grants. The CSR only contributes its public key (`RootCa::sign_node_csr`).
 //!
-//! Must not: log a token or a key, let the caller choose its node id or role, or sign without a valid token.
+//! A node renews with its current certificate (same id and role, a new key); certificates last the cluster's
+//! `cert_expiry_secs`. Must not: log a token or a key, let the caller choose its node id or role, sign without a
+//! valid token or certificate, or renew a removed node.
 
 use std::str::FromStr;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use tonic::{Request, Response, Status};
 
@@ -50,6 +52,17 @@ impl CaService {
     }
 }
 
+impl CaService {
+    /// The lifetime of the certificates issued now.
+    fn validity(&self) -> Duration {
+        let secs = self
+            .store
+            .view(|s| s.cluster().map(|c| c.settings.cert_expiry_secs))
+            .unwrap_or_else(crate::model::default_cert_expiry_secs);
+        Duration::from_secs(secs.max(1))
+    }
+}
+
 fn addr(req: &tonic::Extensions) -> String {
     req.get::<PeerInfo>()
         .map(|p| p.addr.to_string())
@@ -89,7 +102,7 @@ impl NodeCa for CaService {
             return Err(status);
         }
         let node_id = RandomIds.next_id();
-        let spec = NodeCertSpec::new(node_id.clone(), role);
+        let spec = NodeCertSpec::new(node_id.clone(), role).with_validity(self.validity());
         let cert_pem = self
             .ca
             .sign_node_csr(&req.csr_pem, &spec, SystemTime::now())
@@ -99,6 +112,42 @@ impl NodeCa for CaService {
             node_id,
             cert_pem,
             role: role.to_string(),
+        }))
+    }
+
+    async fn renew_node_certificate(
+        &self,
+        request: Request<pb::RenewCertificateRequest>,
+    ) -> Result<Response<pb::IssueCertificateResponse>, Status> {
+        let identity = request
+            .extensions()
+            .get::<PeerInfo>()
+            .and_then(|p| p.identity.clone())
+            .ok_or_else(|| {
+                Status::unauthenticated("renewing needs the node's current certificate")
+            })?;
+        let removed = self.store.view(|s| {
+            s.cluster()
+                .is_some_and(|c| c.removed_nodes.contains(&identity.node_id))
+        });
+        if removed {
+            return Err(Status::permission_denied(format!(
+                "node {} was removed from the cluster: its certificate is not renewed",
+                identity.node_id
+            )));
+        }
+        let req = request.into_inner();
+        let spec = NodeCertSpec::new(identity.node_id.clone(), identity.role)
+            .with_validity(self.validity());
+        let cert_pem = self
+            .ca
+            .sign_node_csr(&req.csr_pem, &spec, SystemTime::now())
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        tracing::debug!(node = %identity.node_id, "renewed a node certificate");
+        Ok(Response::new(pb::IssueCertificateResponse {
+            node_id: identity.node_id,
+            cert_pem,
+            role: identity.role.to_string(),
         }))
     }
 }

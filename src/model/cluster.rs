@@ -118,6 +118,15 @@ pub struct ClusterSettings {
     /// What a request may ask for (settings stored before limits existed read as the defaults).
     #[serde(default)]
     pub limits: super::limits::Limits,
+    /// How long the node certificates the CA issues are valid, in seconds (default 90 days); nodes renew at a
+    /// random point in the second half of that.
+    #[serde(default = "default_cert_expiry_secs")]
+    pub cert_expiry_secs: u64,
+}
+
+/// Swarm's default node certificate lifetime: 90 days.
+pub fn default_cert_expiry_secs() -> u64 {
+    90 * 24 * 60 * 60
 }
 
 impl Default for ClusterSettings {
@@ -127,6 +136,7 @@ impl Default for ClusterSettings {
             heartbeat_period_ms: 5000,
             task_history_retention_limit: 5,
             limits: Default::default(),
+            cert_expiry_secs: default_cert_expiry_secs(),
         }
     }
 }

@@ -33,6 +33,7 @@ pub fn info(store: &Store, raft: &RaftNode, node_id: &str, cluster_id: &str) -> 
             "HeartbeatPeriodMs": settings.heartbeat_period_ms,
             "TaskHistoryRetentionLimit": settings.task_history_retention_limit,
             "Limits": settings.limits,
+            "CertExpirySecs": settings.cert_expiry_secs,
             "RaftLastLogIndex": m.last_log_index,
             "RaftLastApplied": m.last_applied_index,
             "RaftSnapshotIndex": m.snapshot_index,

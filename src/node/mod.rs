@@ -11,6 +11,7 @@ pub mod info;
 pub mod join;
 pub mod limits;
 pub mod parts;
+pub mod renew;
 pub mod session;
 mod session_logs;
 #[cfg(test)]
@@ -358,7 +359,7 @@ pub async fn run_with_executor(
     let session = session::run(
         session::SessionConfig {
             addr: config.listen_addr.to_string(),
-            tls: client_tls,
+            tls: Arc::new(std::sync::RwLock::new(client_tls)),
             description: describe(&config),
             cluster_id: id.cluster_id.clone(),
         },

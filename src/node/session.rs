@@ -20,8 +20,9 @@ use crate::manager::dispatcher::decode_assignments;
 pub struct SessionConfig {
     /// The dispatcher's `host:port`.
     pub addr: String,
-    /// This node's TLS client configuration (its certificate, trusting the cluster CA).
-    pub tls: Arc<rustls::ClientConfig>,
+    /// This node's TLS client configuration (its certificate, trusting the cluster CA); replaced when the
+    /// certificate is renewed, read at every (re)connection.
+    pub tls: super::renew::ClientTls,
     /// This node's description.
     pub description: pb::NodeDescription,
     /// The cluster whose manager the dispatcher must be (its certificate is checked).
@@ -132,7 +133,7 @@ async fn session_parts(
 ) -> Result<bool, String> {
     let channel = crate::transport::tls_channel_to_manager(
         &config.addr,
-        config.tls.clone(),
+        super::renew::current(&config.tls),
         &config.cluster_id,
     )
     .await?;

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::join::{join, JoinError};
 use super::parts::Parts;
+use super::renew::{self, CertFiles};
 use super::{describe, executor_runtime, open_executor, session, NodeConfig, NodeError};
 use crate::agent::{StatusReport, Worker};
 use crate::pki::{self, NodeCredentials};
@@ -79,11 +80,7 @@ async fn load_or_join(
     join_config: Option<&JoinConfig>,
 ) -> Result<(WorkerFile, String, NodeCredentials), WorkerError> {
     let certs = dir.join("certs");
-    let (ca_crt, node_crt, node_key) = (
-        certs.join("ca.crt"),
-        certs.join("node.crt"),
-        certs.join("node.key"),
-    );
+    let (ca_crt, node_crt) = (certs.join("ca.crt"), certs.join("node.crt"));
     let file = worker_file(dir);
     if file.exists() {
         if join_config.is_some() {
@@ -102,8 +99,21 @@ async fn load_or_join(
         }
         let read = |p: &Path| std::fs::read_to_string(p).map_err(|e| file_error(p)(e.to_string()));
         let ca_pem = read(&ca_crt)?;
-        let creds = NodeCredentials::from_pem(&read(&node_crt)?, &read(&node_key)?)?;
-        return Ok((w, ca_pem, creds));
+        let creds = CertFiles::in_dir(dir)
+            .load()
+            .map_err(|e| file_error(&node_crt)(e))?;
+        if !renew::expired(&creds) {
+            return Ok((w, ca_pem, creds));
+        }
+        // offline past its certificate's life: rejoin with a token rather than stay stuck
+        if join_config.is_none() {
+            return Err(file_error(&node_crt)(format!(
+                "this node's certificate expired (it was offline too long to renew it): start swarmd with \
+                 --join-addr {} --join-token TOKEN to rejoin the cluster",
+                w.manager_addr
+            )));
+        }
+        tracing::warn!("this node's certificate expired: rejoining with the token");
     }
     let Some(j) = join_config else {
         return Err(file_error(&file)(
@@ -114,8 +124,7 @@ async fn load_or_join(
     let id = joined.creds.identity().clone();
     std::fs::create_dir_all(&certs).map_err(|e| file_error(&certs)(e.to_string()))?;
     pki::write_public_file(&ca_crt, joined.ca_pem.as_bytes())?;
-    pki::write_public_file(&node_crt, joined.creds.cert_pem().as_bytes())?;
-    pki::write_private_file(&node_key, joined.creds.key_pem().as_bytes())?;
+    CertFiles::in_dir(dir).store(&joined.creds)?;
     let w = WorkerFile {
         version: WORKER_FILE_VERSION,
         node_id: id.node_id.clone(),
@@ -160,10 +169,11 @@ pub async fn run(
     let exec_rt = executor_runtime()?;
     let (reports_tx, reports_rx) = tokio::sync::mpsc::unbounded_channel::<StatusReport>();
     let worker = Arc::new(Worker::new(executor, clock, reports_tx).on_runtime(exec_rt.handle()));
+    let tls: renew::ClientTls = Arc::new(std::sync::RwLock::new(pki::client_config(&ca, &creds)?));
     let session = session::run(
         session::SessionConfig {
             addr: file.manager_addr.clone(),
-            tls: pki::client_config(&ca, &creds)?,
+            tls: tls.clone(),
             description: describe(&config),
             cluster_id: file.cluster_id.clone(),
         },
@@ -171,6 +181,18 @@ pub async fn run(
         reports_rx,
     );
     let mut parts = Parts::new();
+    let renewal = renew::renew_forever(
+        file.manager_addr.clone(),
+        file.cluster_id.clone(),
+        ca.clone(),
+        CertFiles::in_dir(&dir),
+        tls,
+        creds,
+    );
+    parts.spawn_until_shutdown("the certificate renewal", async move {
+        renewal.await;
+        Ok(())
+    });
     parts.spawn_until_shutdown("the agent session", async move {
         session.await;
         Ok(())

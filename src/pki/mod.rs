@@ -24,7 +24,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use ca::{CaDigest, RootCa, CA_COMMON_NAME, CA_VALIDITY};
 pub use node_cert::{
-    needs_renewal, renewal_time, NodeCertSpec, NodeCredentials, NodeIdentity, NodeKey,
+    expiry_time, needs_renewal, renewal_time, NodeCertSpec, NodeCredentials, NodeIdentity, NodeKey,
     NODE_CERT_VALIDITY,
 };
 pub use persist::{write_private_file, write_public_file};

@@ -80,6 +80,8 @@ pub struct NodeCertSpec {
     pub dns_names: Vec<String>,
     /// IP SANs (e.g. 127.0.0.1 for loopback clusters).
     pub ip_addrs: Vec<IpAddr>,
+    /// How long the certificate is valid (the cluster's `--cert-expiry`; 90 days by default).
+    pub validity: Duration,
 }
 
 impl NodeCertSpec {
@@ -90,7 +92,14 @@ impl NodeCertSpec {
             role,
             dns_names: Vec::new(),
             ip_addrs: Vec::new(),
+            validity: NODE_CERT_VALIDITY,
         }
+    }
+
+    /// Sets the validity.
+    pub fn with_validity(mut self, validity: Duration) -> NodeCertSpec {
+        self.validity = validity;
+        self
     }
 
     /// Adds a DNS SAN.
@@ -105,7 +114,8 @@ impl NodeCertSpec {
         self
     }
 
-    /// The rcgen parameters for this node in `cluster_id`, valid from `now` (backdated) for 90 days.
+    /// The rcgen parameters for this node in `cluster_id`, valid from `now` (backdated for clock skew: an hour,
+    /// or a quarter of a short validity) for `validity`.
     pub fn certificate_params(
         &self,
         cluster_id: &str,
@@ -143,7 +153,8 @@ impl NodeCertSpec {
         params
             .subject_alt_names
             .extend(self.ip_addrs.iter().map(|ip| SanType::IpAddress(*ip)));
-        set_validity(&mut params, now - BACKDATE, now + NODE_CERT_VALIDITY)?;
+        let backdate = BACKDATE.min(self.validity / 4);
+        set_validity(&mut params, now - backdate, now + self.validity)?;
         Ok(params)
     }
 }
@@ -319,6 +330,13 @@ pub fn renewal_time(cert_der: &[u8], jitter: f64) -> Result<SystemTime, PkiError
     };
     let offset = (span * (0.5 + 0.3 * jitter)) as i64;
     Ok(from_unix_secs(from + offset))
+}
+
+/// When a certificate stops being valid.
+pub fn expiry_time(cert_der: &[u8]) -> Result<SystemTime, PkiError> {
+    let (_, x509) = X509Certificate::from_der(cert_der)
+        .map_err(|e| PkiError::parse("certificate")(e.to_string()))?;
+    Ok(from_unix_secs(x509.validity().not_after.timestamp()))
 }
 
 /// Whether a certificate is due for renewal at `now` (see [`renewal_time`]); an expired one always is.

@@ -297,3 +297,48 @@ fn draining_a_worker_never_drops_below_the_desired_count() {
     );
     m.ctl_ok(&["stack", "rm", "s"]);
 }
+
+/// With a certificate lifetime of a few seconds a worker renews several times while it runs (the pair on disk
+/// replaced, new connections using the new one), keeps working, and resumes after a restart with the renewed
+/// certificate.
+#[test]
+fn short_lived_certificates_renew_while_the_worker_keeps_working() {
+    let m = Swarmd::start_in(tempfile::tempdir().unwrap(), &["--hostname", "m"]);
+    m.ctl_ok(&["swarm", "update", "--cert-expiry", "6s"]);
+    assert!(m.ctl_ok(&["swarm", "info"]).contains("Expiry Duration: 6s"));
+    let mut w1 = Swarmd::start_worker(&m, "w1");
+    let crt = w1.state().join("certs/node.crt");
+    let mut seen = std::collections::BTreeSet::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::time::Instant::now() < deadline {
+        if let Ok(pem) = std::fs::read_to_string(&crt) {
+            seen.insert(pem);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert!(
+        seen.len() >= 3,
+        "only {} certificates in 20 s: {}",
+        seen.len(),
+        w1.log()
+    );
+    assert!(
+        w1.log().contains("renewed this node's certificate"),
+        "{}",
+        w1.log()
+    );
+    // the pair on disk matches (the node restarts with it), and the worker still takes work
+    w1.kill9();
+    w1.spawn_unchecked();
+    m.wait_node_ready("w1");
+    let files = tempfile::tempdir().unwrap();
+    let stack = files.path().join("stack.yml");
+    std::fs::write(
+        &stack,
+        "services:\n  web:\n    image: web\n    command: [sleep, '300']\n    stop_grace_period: 1s\n    deploy:\n      replicas: 2\n      placement: {constraints: [node.role == worker]}\n",
+    )
+    .unwrap();
+    m.ctl_ok(&["stack", "deploy", "-c", stack.to_str().unwrap(), "s"]);
+    assert_eq!(placement(&m, "s_web"), BTreeMap::from([("w1".into(), 2)]));
+    m.ctl_ok(&["stack", "rm", "s"]);
+}

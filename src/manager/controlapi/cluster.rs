@@ -10,6 +10,9 @@ use super::ControlApi;
 use crate::api::control;
 use crate::api::to_json;
 use crate::model::limits::CEILING_TASK_HISTORY;
+
+/// The longest node certificate lifetime a cluster may set (the root CA's own lifetime).
+const CEILING_CERT_EXPIRY_SECS: u64 = 20 * 365 * 24 * 60 * 60;
 use crate::model::{Cluster, SecretData};
 use crate::pki::{JoinTokens, NodeRole};
 use crate::secrets::DataKey;
@@ -118,6 +121,15 @@ pub async fn update(
             )));
         }
         s.task_history_retention_limit = n;
+    }
+    if let Some(ms) = req.cert_expiry_ms {
+        let secs = ms / 1000;
+        if !(1..=CEILING_CERT_EXPIRY_SECS).contains(&secs) {
+            return Err(ApiError::Invalid(format!(
+                "--cert-expiry must be between 1s and 20 years (got {ms} ms)"
+            )));
+        }
+        s.cert_expiry_secs = secs;
     }
     s.limits
         .check_ceilings()

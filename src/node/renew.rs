@@ -1,0 +1,185 @@
+//! A worker's certificate, kept fresh while it runs: at a random point in the second half of its life the node
+//! asks its manager's CA for a new one (a new key, its current certificate as proof), replaces the pair on disk
+//! so that a crash at any moment leaves a matching pair, and swaps the TLS configuration its session uses, so
+//! new connections present the new certificate without a restart.
+//!
+//! Must not: log a key, or give up (a manager that cannot be reached is retried until the certificate expires;
+//! then the node says how to rejoin).
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+use rustls_pki_types::CertificateDer;
+
+use crate::api::dispatcher::{self as pb, node_ca_client::NodeCaClient};
+use crate::pki::{self, NodeCredentials, NodeKey, PkiError};
+
+/// The TLS configuration a session dials with; replaced when the certificate is renewed.
+pub type ClientTls = Arc<RwLock<Arc<rustls::ClientConfig>>>;
+
+/// The configuration to dial with now.
+pub fn current(tls: &ClientTls) -> Arc<rustls::ClientConfig> {
+    tls.read().unwrap_or_else(|p| p.into_inner()).clone()
+}
+
+/// The node's certificate and key files.
+pub struct CertFiles {
+    crt: PathBuf,
+    key: PathBuf,
+    next_key: PathBuf,
+}
+
+impl CertFiles {
+    /// `certs/node.crt` and `certs/node.key` under `dir`.
+    pub fn in_dir(dir: &Path) -> CertFiles {
+        let certs = dir.join("certs");
+        CertFiles {
+            crt: certs.join("node.crt"),
+            key: certs.join("node.key"),
+            next_key: certs.join("node.key.next"),
+        }
+    }
+
+    /// Loads the pair, finishing a replacement a crash interrupted (the new certificate was written, its key
+    /// not yet moved into place).
+    pub fn load(&self) -> Result<NodeCredentials, String> {
+        let read =
+            |p: &Path| std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()));
+        let crt = read(&self.crt)?;
+        match NodeCredentials::from_pem(&crt, &read(&self.key)?) {
+            Err(PkiError::KeyMismatch) if self.next_key.exists() => {
+                let creds = NodeCredentials::from_pem(&crt, &read(&self.next_key)?)
+                    .map_err(|e| format!("{}: {e}", self.crt.display()))?;
+                std::fs::rename(&self.next_key, &self.key)
+                    .map_err(|e| format!("{}: {e}", self.key.display()))?;
+                Ok(creds)
+            }
+            other => other.map_err(|e| format!("{}: {e}", self.crt.display())),
+        }
+    }
+
+    /// Replaces the pair: the new key beside the old one, then the certificate, then the key (each step an
+    /// atomic rename; [`CertFiles::load`] completes an interrupted one).
+    pub fn store(&self, creds: &NodeCredentials) -> Result<(), PkiError> {
+        pki::write_private_file(&self.next_key, creds.key_pem().as_bytes())?;
+        pki::write_public_file(&self.crt, creds.cert_pem().as_bytes())?;
+        std::fs::rename(&self.next_key, &self.key).map_err(|source| PkiError::Io {
+            op: "rename",
+            path: self.key.clone(),
+            source,
+        })
+    }
+}
+
+/// Whether `creds` has expired.
+pub fn expired(creds: &NodeCredentials) -> bool {
+    pki::expiry_time(creds.cert_der()).map_or(true, |t| t <= SystemTime::now())
+}
+
+/// Renews the certificate whenever it is due, for as long as the node runs.
+pub async fn renew_forever(
+    manager: String,
+    cluster_id: String,
+    ca: CertificateDer<'static>,
+    files: CertFiles,
+    tls: ClientTls,
+    mut creds: NodeCredentials,
+) {
+    let mut warned_expired = false;
+    loop {
+        let due = pki::renewal_time(creds.cert_der(), rand::random::<f64>())
+            .unwrap_or_else(|_| SystemTime::now());
+        let wait = due.duration_since(SystemTime::now()).unwrap_or_default();
+        tokio::time::sleep(wait).await;
+        let mut backoff = Duration::from_secs(1);
+        loop {
+            match renew_once(&manager, &cluster_id, &ca, &tls).await {
+                Ok(new) => match files.store(&new) {
+                    Ok(()) => {
+                        let config = pki::client_config(&ca, &new);
+                        match config {
+                            Ok(config) => {
+                                *tls.write().unwrap_or_else(|p| p.into_inner()) = config;
+                                tracing::info!("renewed this node's certificate");
+                                creds = new;
+                                break;
+                            }
+                            Err(e) => tracing::warn!("renewed certificate unusable: {e}"),
+                        }
+                    }
+                    Err(e) => tracing::warn!("cannot store the renewed certificate: {e}"),
+                },
+                Err(e) if expired(&creds) => {
+                    if !warned_expired {
+                        tracing::error!(
+                            "this node's certificate expired and could not be renewed ({e}): start swarmd \
+                             with --join-addr and --join-token to rejoin the cluster"
+                        );
+                        warned_expired = true;
+                    }
+                }
+                Err(e) => tracing::warn!("cannot renew this node's certificate yet: {e}"),
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(30));
+        }
+    }
+}
+
+async fn renew_once(
+    manager: &str,
+    cluster_id: &str,
+    _ca: &CertificateDer<'static>,
+    tls: &ClientTls,
+) -> Result<NodeCredentials, String> {
+    let key = NodeKey::generate().map_err(|e| e.to_string())?;
+    let csr = key.csr_pem("renewal").map_err(|e| e.to_string())?;
+    let channel =
+        crate::transport::tls_channel_to_manager(manager, current(tls), cluster_id).await?;
+    let reply = NodeCaClient::new(channel)
+        .renew_node_certificate(pb::RenewCertificateRequest { csr_pem: csr })
+        .await
+        .map_err(|e| e.message().to_string())?
+        .into_inner();
+    NodeCredentials::new(&reply.cert_pem, &key).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pki::{NodeCertSpec, NodeRole, RootCa};
+
+    fn creds(ca: &RootCa, id: &str) -> NodeCredentials {
+        let key = NodeKey::generate().unwrap();
+        let spec = NodeCertSpec::new(id, NodeRole::Worker);
+        let cert = ca
+            .sign_node_csr(&key.csr_pem(id).unwrap(), &spec, SystemTime::now())
+            .unwrap();
+        NodeCredentials::new(&cert, &key).unwrap()
+    }
+
+    #[test]
+    fn a_replacement_interrupted_by_a_crash_still_loads_a_matching_pair() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("certs")).unwrap();
+        let ca = RootCa::generate("c", SystemTime::now()).unwrap();
+        let files = CertFiles::in_dir(dir.path());
+        let old = creds(&ca, "n1");
+        files.store(&old).unwrap();
+        assert_eq!(files.load().unwrap().cert_pem(), old.cert_pem());
+        // crash after the new certificate was written, before its key moved into place
+        let new = creds(&ca, "n1");
+        pki::write_private_file(&files.next_key, new.key_pem().as_bytes()).unwrap();
+        pki::write_public_file(&files.crt, new.cert_pem().as_bytes()).unwrap();
+        let loaded = files.load().unwrap();
+        assert_eq!(loaded.cert_pem(), new.cert_pem());
+        assert!(!files.next_key.exists());
+        assert_eq!(files.load().unwrap().key_pem(), new.key_pem());
+        // crash after only the new key was written: the old pair still matches
+        let newer = creds(&ca, "n1");
+        pki::write_private_file(&files.next_key, newer.key_pem().as_bytes()).unwrap();
+        assert_eq!(files.load().unwrap().cert_pem(), new.cert_pem());
+        assert!(!expired(&new));
+    }
+}
