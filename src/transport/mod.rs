@@ -125,7 +125,7 @@ pub fn tls_incoming_capped(
                 let tls = match handshake {
                     Ok(Ok(tls)) => tls,
                     Ok(Err(e)) => {
-                        tracing::debug!(%addr, "TLS handshake refused: {e}");
+                        tracing::info!(%addr, "TLS handshake refused: {e}");
                         return;
                     }
                     Err(_) => {
@@ -147,7 +147,7 @@ pub fn tls_incoming_capped(
                             }))
                             .await;
                     }
-                    Err(e) => tracing::debug!(%addr, "peer certificate refused: {e}"),
+                    Err(e) => tracing::info!(%addr, "peer certificate refused: {e}"),
                 }
             });
         }

@@ -190,3 +190,40 @@ fn a_node_joins_with_a_worker_token_and_bad_tokens_are_refused_precisely() {
     assert!(log.contains("join refused"), "{log}");
     assert!(!log.contains(parts[3]), "a token secret is in the log");
 }
+
+/// A certificate of another cluster is refused at the TLS handshake, with a line in the manager's log.
+#[test]
+fn a_certificate_of_another_cluster_is_refused() {
+    pki::install_crypto_provider();
+    let a = Swarmd::start();
+    let b = Swarmd::start();
+    let rt = rt();
+    let from_b = rt
+        .block_on(join(&format!("127.0.0.1:{}", b.port), &token(&b, "worker")))
+        .expect("join b");
+    let ca_a = pki::cert_der_from_pem(
+        &std::fs::read_to_string(a.state().join("certs/ca.crt")).unwrap(),
+        "ca",
+    )
+    .unwrap();
+    let addr_a = format!("127.0.0.1:{}", a.port);
+    let err = rt.block_on(async {
+        let config = pki::client_config(&ca_a, &from_b.creds).unwrap();
+        match swarm::transport::tls_channel(&addr_a, config).await {
+            Err(e) => e,
+            Ok(channel) => DispatcherClient::new(channel)
+                .session(SessionRequest::default())
+                .await
+                .err()
+                .map(|s| s.message().to_string())
+                .unwrap_or_default(),
+        }
+    });
+    assert!(!err.is_empty(), "a foreign certificate was accepted");
+    super::cluster::wait_for(10, "the refusal in the manager's log", || {
+        a.log().contains("TLS handshake refused").then_some(())
+    });
+    assert!(!a
+        .ctl_ok(&["node", "ls"])
+        .contains(&from_b.creds.identity().node_id));
+}

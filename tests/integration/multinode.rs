@@ -342,3 +342,30 @@ fn short_lived_certificates_renew_while_the_worker_keeps_working() {
     assert_eq!(placement(&m, "s_web"), BTreeMap::from([("w1".into(), 2)]));
     m.ctl_ok(&["stack", "rm", "s"]);
 }
+
+/// A worker that was down past its certificate's life does not get stuck: without a token it refuses to start
+/// and says how to rejoin; with one it rejoins.
+#[test]
+fn a_worker_offline_past_its_certificate_rejoins_with_a_token() {
+    let m = Swarmd::start_in(tempfile::tempdir().unwrap(), &["--hostname", "m"]);
+    m.ctl_ok(&["swarm", "update", "--cert-expiry", "3s"]);
+    let mut w1 = Swarmd::start_worker(&m, "w1");
+    w1.stop();
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    let join_args = w1.args.clone();
+    w1.args.retain(|a| a == "--hostname" || a == "w1");
+    let (code, stderr) = w1.run_to_exit(30);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("certificate expired") && stderr.contains("--join-token"),
+        "{stderr}"
+    );
+    w1.args = join_args;
+    w1.spawn_unchecked();
+    m.wait_node_ready("w1");
+    assert!(
+        w1.log().contains("rejoining with the token"),
+        "{}",
+        w1.log()
+    );
+}
