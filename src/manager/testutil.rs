@@ -95,6 +95,18 @@ pub fn task(
     }
 }
 
+/// A running task of service `s1` in `slot` on `node`.
+pub fn running(id: &str, slot: u64, node: &str) -> Task {
+    task(
+        id,
+        "s1",
+        slot,
+        Some(node),
+        TaskState::Running,
+        TaskState::Running,
+    )
+}
+
 /// `task(..)` that exited with `code` at `at`: Complete for 0, Failed otherwise.
 pub fn exited(id: &str, service: &str, slot: u64, node: Option<&str>, code: i32, at: u64) -> Task {
     let state = if code == 0 {

@@ -232,6 +232,14 @@ pub(crate) async fn open_executor(config: &NodeConfig) -> Result<Arc<dyn Executo
     })
 }
 
+/// Creates the state directory (mode 0700: it holds keys) if it is missing.
+pub(crate) fn prepare_state_dir(dir: &std::path::Path) -> Result<(), NodeError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir).map_err(|e| NodeError::StateDir(dir.to_path_buf(), e))?;
+    let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+    Ok(())
+}
+
 /// Like [`run`], with the given task runtime (tests pass their own).
 pub async fn run_with_executor(
     config: NodeConfig,
@@ -240,11 +248,7 @@ pub async fn run_with_executor(
 ) -> Result<(), NodeError> {
     crate::pki::install_crypto_provider();
     let dir = config.state_dir.clone();
-    std::fs::create_dir_all(&dir).map_err(|e| NodeError::StateDir(dir.clone(), e))?;
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700));
-    }
+    prepare_state_dir(&dir)?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let ips: Vec<IpAddr> = vec![
         config.listen_addr.ip(),

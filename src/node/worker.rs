@@ -148,11 +148,7 @@ pub async fn run(
 ) -> Result<(), NodeError> {
     crate::pki::install_crypto_provider();
     let dir = config.state_dir.clone();
-    std::fs::create_dir_all(&dir).map_err(|e| NodeError::StateDir(dir.clone(), e))?;
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700));
-    }
+    super::prepare_state_dir(&dir)?;
     if super::identity::exists(&dir) {
         return Err(NodeError::Exec(format!(
             "{} holds a manager's identity: a manager cannot join another cluster (use a new state directory)",

@@ -8,17 +8,6 @@ use crate::model::{NodeAvailability, NodeState, ServiceMode, Task, TaskState};
 use crate::store::Op;
 use crate::util::SeqIds;
 
-fn running(id: &str, slot: u64, node: &str) -> Task {
-    task(
-        id,
-        "s1",
-        slot,
-        Some(node),
-        TaskState::Running,
-        TaskState::Running,
-    )
-}
-
 fn world(replicas: u64, parallelism: u64, tasks: Vec<Task>) -> World {
     let mut s = service("s1", ServiceMode::Replicated { replicas });
     s.spec.update.parallelism = parallelism;

@@ -153,17 +153,6 @@ mod tests {
         s
     }
 
-    fn running(id: &str, slot: u64, node: &str) -> Task {
-        task(
-            id,
-            "s1",
-            slot,
-            Some(node),
-            TaskState::Running,
-            TaskState::Running,
-        )
-    }
-
     #[test]
     fn table() {
         use RestartCondition::*;
