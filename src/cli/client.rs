@@ -1,5 +1,6 @@
 //! Connecting `swarmctl` to a node's control API: `--host unix:///path/swarmd.sock` (or `SWARM_HOST`), defaulting to
-//! the local node's socket; clear errors when the daemon is not there.
+//! the local node's socket, or `tcp://HOST:PORT` (a manager's cluster port) with a client certificate
+//! (`--tls-cert/--tls-key/--tls-ca`); clear errors when the daemon is not there.
 //!
 //! Must not: retry silently or hide which address failed.
 
@@ -23,13 +24,58 @@ pub fn resolve_host(host: Option<&str>) -> String {
     }
 }
 
-/// Connects to the control API at `host` (`unix:///path`).
+/// The client certificate files given on the command line (for `tcp://` hosts).
+#[derive(Clone, Debug, Default)]
+pub struct TlsFiles {
+    /// Client certificate (PEM).
+    pub cert: Option<PathBuf>,
+    /// Its key (PEM).
+    pub key: Option<PathBuf>,
+    /// The cluster's CA certificate (PEM).
+    pub ca: Option<PathBuf>,
+}
+
+static TLS_FILES: std::sync::OnceLock<TlsFiles> = std::sync::OnceLock::new();
+
+/// Records the TLS files of this invocation (once, at start).
+pub fn set_tls_files(files: TlsFiles) {
+    let _ = TLS_FILES.set(files);
+}
+
+/// A channel to a manager's cluster port over mutual TLS with the client certificate files.
+async fn tcp_channel(host: &str, addr: &str) -> Result<Channel, String> {
+    let files = TLS_FILES.get().cloned().unwrap_or_default();
+    let (Some(cert), Some(key), Some(ca)) = (files.cert, files.key, files.ca) else {
+        return Err(format!(
+            "{host} needs --tls-cert, --tls-key and --tls-ca (or SWARM_TLS_CERT, SWARM_TLS_KEY, SWARM_TLS_CA): \
+             get them with `swarmctl swarm ca --issue-client NAME` on a manager"
+        ));
+    };
+    let read =
+        |p: &PathBuf| std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()));
+    let creds = crate::pki::NodeCredentials::from_pem(&read(&cert)?, &read(&key)?)
+        .map_err(|e| format!("{}: {e}", cert.display()))?;
+    let ca_der = crate::pki::cert_der_from_pem(&read(&ca)?, "CA certificate")
+        .map_err(|e| format!("{}: {e}", ca.display()))?;
+    let config = crate::pki::client_config(&ca_der, &creds).map_err(|e| e.to_string())?;
+    let cluster = creds.identity().cluster_id.clone();
+    crate::transport::tls_channel_to_manager(addr, config, &cluster)
+        .await
+        .map_err(|e| format!("cannot reach swarmd at {host}: {e}"))
+}
+
+/// Connects to the control API at `host` (`unix:///path` or `tcp://HOST:PORT`).
 pub async fn connect(host: &str) -> Result<ControlClient<Channel>, String> {
+    if let Some(addr) = host.strip_prefix("tcp://") {
+        let channel = tcp_channel(host, addr).await?;
+        return Ok(ControlClient::new(channel)
+            .max_decoding_message_size(crate::model::limits::MAX_MESSAGE_BYTES));
+    }
     let path = match host.strip_prefix("unix://") {
         Some(p) => PathBuf::from(p),
         None => {
             return Err(format!(
-                "unsupported host {host:?}: use unix:///path/to/swarmd.sock (remote TCP endpoints need mutual TLS)"
+                "unsupported host {host:?}: use unix:///path/to/swarmd.sock or tcp://HOST:PORT (with a client certificate)"
             ))
         }
     };

@@ -20,6 +20,15 @@ pub struct Cli {
     /// Control endpoint, e.g. unix:///var/lib/swarm/swarmd.sock (default: the local node's socket).
     #[arg(long, short = 'H', env = "SWARM_HOST", global = true)]
     pub host: Option<String>,
+    /// For a tcp://HOST:PORT host: the client certificate (`swarm ca --issue-client` on a manager).
+    #[arg(long, env = "SWARM_TLS_CERT", global = true)]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// For a tcp:// host: the client certificate's key.
+    #[arg(long, env = "SWARM_TLS_KEY", global = true)]
+    pub tls_key: Option<std::path::PathBuf>,
+    /// For a tcp:// host: the cluster's CA certificate.
+    #[arg(long, env = "SWARM_TLS_CA", global = true)]
+    pub tls_ca: Option<std::path::PathBuf>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -58,6 +67,11 @@ where
             return if e.use_stderr() { 2 } else { 0 };
         }
     };
+    client::set_tls_files(client::TlsFiles {
+        cert: cli.tls_cert.clone(),
+        key: cli.tls_key.clone(),
+        ca: cli.tls_ca.clone(),
+    });
     match cli.command {
         Command::Stack(cmd) => stack::run(cli.host, cmd),
         Command::Service(cmd) => service::run(cli.host, cmd),

@@ -36,6 +36,15 @@ pub enum SwarmCommand {
         #[arg(long)]
         cert_expiry: Option<String>,
     },
+    /// The cluster's CA: issue a client certificate for swarmctl on another machine.
+    Ca {
+        /// Issue a certificate and key for a client called NAME (swarmctl --host tcp://MANAGER:PORT).
+        #[arg(long, value_name = "NAME")]
+        issue_client: String,
+        /// Where to write cert.pem, key.pem (0600) and ca.pem.
+        #[arg(long, default_value = ".")]
+        out: std::path::PathBuf,
+    },
     /// Show (or rotate) the token that joins a node as a worker or a manager.
     JoinToken {
         /// `worker` or `manager`.
@@ -86,6 +95,34 @@ pub fn run(host: Option<String>, cmd: SwarmCommand) -> i32 {
                 .await
                 .map_err(rpc)?;
                 println!("Swarm updated.");
+                return Ok(());
+            }
+            SwarmCommand::Ca { issue_client, out } => {
+                let reply = c
+                    .issue_client_certificate(control::ClientCertRequest {
+                        name: issue_client.clone(),
+                    })
+                    .await
+                    .map_err(rpc)?
+                    .into_inner();
+                std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
+                let write = |name: &str, text: &str, private: bool| {
+                    let path = out.join(name);
+                    let r = if private {
+                        crate::pki::write_private_file(&path, text.as_bytes())
+                    } else {
+                        crate::pki::write_public_file(&path, text.as_bytes())
+                    };
+                    r.map_err(|e| e.to_string())
+                };
+                write("cert.pem", &reply.cert_pem, false)?;
+                write("key.pem", &reply.key_pem, true)?;
+                write("ca.pem", &reply.ca_pem, false)?;
+                let dir = out.display();
+                println!(
+                    "Client certificate for {issue_client} written to {dir}/cert.pem, {dir}/key.pem and {dir}/ca.pem.\n\
+                     Use it with: swarmctl --host tcp://MANAGER:PORT --tls-cert {dir}/cert.pem --tls-key {dir}/key.pem --tls-ca {dir}/ca.pem ..."
+                );
                 return Ok(());
             }
             SwarmCommand::JoinToken {

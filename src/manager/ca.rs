@@ -126,6 +126,11 @@ impl NodeCa for CaService {
             .ok_or_else(|| {
                 Status::unauthenticated("renewing needs the node's current certificate")
             })?;
+        if identity.role == NodeRole::Client {
+            return Err(Status::permission_denied(
+                "client certificates are not renewed: issue a new one with swarmctl swarm ca --issue-client",
+            ));
+        }
         let removed = self.store.view(|s| {
             s.cluster()
                 .is_some_and(|c| c.removed_nodes.contains(&identity.node_id))

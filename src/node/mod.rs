@@ -293,6 +293,10 @@ pub async fn run_with_executor(
         key.clone(),
         config.heartbeat_period,
     );
+    let root_ca = Arc::new(crate::pki::RootCa::from_pem(
+        id.ca.cert_pem(),
+        &id.ca.key_pem(),
+    )?);
     let control = ControlApi::new(
         store.clone(),
         proposer.clone(),
@@ -309,16 +313,21 @@ pub async fn run_with_executor(
             id.cluster_id.clone(),
         ),
     )
-    .with_join_addr(config.listen_addr.to_string());
+    .with_join_addr(config.listen_addr.to_string())
+    .with_ca(root_ca.clone());
+    let control = Arc::new(control);
     if id.new_cluster {
         print_init_message(&store, &key, &id.node_id, &config.listen_addr.to_string());
     }
     let socket = dir.join("swarmd.sock");
     let unix = crate::transport::unix_incoming(&socket)
         .map_err(|e| NodeError::Listen(socket.display().to_string(), e))?;
+    let unix_control = control.clone();
     parts.spawn_until_shutdown("the control API", async move {
         tonic::transport::Server::builder()
-            .add_service(ControlServer::new(control).max_decoding_message_size(MAX_MESSAGE_BYTES))
+            .add_service(
+                ControlServer::from_arc(unix_control).max_decoding_message_size(MAX_MESSAGE_BYTES),
+            )
             .serve_with_incoming(unix)
             .await
             .map_err(|e| e.to_string())
@@ -326,14 +335,7 @@ pub async fn run_with_executor(
 
     // the cluster port: the dispatcher (node certificates only) and the CA (joining nodes, with a token)
     let server_tls = crate::pki::server_config_allowing_joins(id.ca.cert_der(), &id.creds)?;
-    let ca_service = CaService::new(
-        store.clone(),
-        key.clone(),
-        Arc::new(crate::pki::RootCa::from_pem(
-            id.ca.cert_pem(),
-            &id.ca.key_pem(),
-        )?),
-    );
+    let ca_service = CaService::new(store.clone(), key.clone(), root_ca.clone());
     let listener = tokio::net::TcpListener::bind(config.listen_addr)
         .await
         .map_err(|e| NodeError::Listen(config.listen_addr.to_string(), e))?;
@@ -342,6 +344,11 @@ pub async fn run_with_executor(
             DispatcherServer::new(dispatcher.clone()).max_decoding_message_size(MAX_MESSAGE_BYTES),
         )
         .add_service(NodeCaServer::new(ca_service))
+        // the control API over TCP, for client certificates (`swarm ca --issue-client`) and managers only
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            ControlServer::from_arc(control).max_decoding_message_size(MAX_MESSAGE_BYTES),
+            crate::manager::controlapi::admin_only,
+        ))
         .serve_with_incoming(crate::transport::tls_incoming(listener, server_tls));
     parts.spawn_until_shutdown("the dispatcher API", async move {
         dispatcher_server.await.map_err(|e| e.to_string())

@@ -44,6 +44,9 @@ pub enum NodeRole {
     Worker,
     /// Holds the Raft log, runs the control API and (as leader) the CA signer.
     Manager,
+    /// An administrator's `swarmctl` on another machine (`swarm ca --issue-client`): may call the control API
+    /// over TCP, never open a node session.
+    Client,
 }
 
 impl NodeRole {
@@ -52,6 +55,7 @@ impl NodeRole {
         match self {
             NodeRole::Worker => "swarm-worker",
             NodeRole::Manager => "swarm-manager",
+            NodeRole::Client => "swarm-client",
         }
     }
 
@@ -60,6 +64,7 @@ impl NodeRole {
         match ou {
             "swarm-worker" => Some(NodeRole::Worker),
             "swarm-manager" => Some(NodeRole::Manager),
+            "swarm-client" => Some(NodeRole::Client),
             _ => None,
         }
     }
@@ -70,6 +75,7 @@ impl fmt::Display for NodeRole {
         f.write_str(match self {
             NodeRole::Worker => "worker",
             NodeRole::Manager => "manager",
+            NodeRole::Client => "client",
         })
     }
 }

@@ -149,10 +149,10 @@ impl JoinTokens {
         }
     }
 
-    /// The token for `role`.
+    /// The token for `role` (clients join with no token: theirs is the worker token, which grants a worker).
     pub fn token(&self, role: NodeRole) -> &JoinToken {
         match role {
-            NodeRole::Worker => &self.worker,
+            NodeRole::Worker | NodeRole::Client => &self.worker,
             NodeRole::Manager => &self.manager,
         }
     }
@@ -162,7 +162,7 @@ impl JoinTokens {
         let digest = self.token(role).digest;
         let fresh = JoinToken::generate(digest, rng);
         match role {
-            NodeRole::Worker => self.worker = fresh,
+            NodeRole::Worker | NodeRole::Client => self.worker = fresh,
             NodeRole::Manager => self.manager = fresh,
         }
     }

@@ -227,3 +227,108 @@ fn a_certificate_of_another_cluster_is_refused() {
         .ctl_ok(&["node", "ls"])
         .contains(&from_b.creds.identity().node_id));
 }
+
+/// `swarmctl --host tcp://` works with a client certificate from `swarm ca --issue-client`; a worker's
+/// certificate, no certificate, or a client certificate opening a node session are refused.
+#[test]
+fn remote_swarmctl_needs_a_client_certificate() {
+    pki::install_crypto_provider();
+    let m = Swarmd::start();
+    let certs = tempfile::tempdir().unwrap();
+    let out = m.ctl_ok(&[
+        "swarm",
+        "ca",
+        "--issue-client",
+        "alice",
+        "--out",
+        certs.path().to_str().unwrap(),
+    ]);
+    assert!(out.contains("cert.pem"), "{out}");
+    let key_mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(certs.path().join("key.pem"))
+            .unwrap()
+            .permissions(),
+    );
+    assert_eq!(key_mode & 0o777, 0o600);
+    let tcp = format!("tcp://127.0.0.1:{}", m.port);
+    let remote = |args: &[&str], cert: &std::path::Path, key: &std::path::Path| {
+        Command::new(super::cluster::bin("swarmctl"))
+            .env_remove("SWARM_HOST")
+            .args(["--host", &tcp, "--tls-cert"])
+            .arg(cert)
+            .arg("--tls-key")
+            .arg(key)
+            .arg("--tls-ca")
+            .arg(certs.path().join("ca.pem"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let ok = remote(
+        &["node", "ls"],
+        &certs.path().join("cert.pem"),
+        &certs.path().join("key.pem"),
+    );
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("Leader"));
+    // issuing is for the local socket only
+    let again = remote(
+        &["swarm", "ca", "--issue-client", "mallory"],
+        &certs.path().join("cert.pem"),
+        &certs.path().join("key.pem"),
+    );
+    assert!(String::from_utf8_lossy(&again.stderr).contains("local socket only"));
+
+    // a worker's certificate may not
+    let rt = rt();
+    let joined = rt
+        .block_on(join(&format!("127.0.0.1:{}", m.port), &token(&m, "worker")))
+        .expect("join");
+    let wdir = tempfile::tempdir().unwrap();
+    std::fs::write(wdir.path().join("cert.pem"), joined.creds.cert_pem()).unwrap();
+    std::fs::write(wdir.path().join("key.pem"), joined.creds.key_pem()).unwrap();
+    let refused = remote(
+        &["service", "ls"],
+        &wdir.path().join("cert.pem"),
+        &wdir.path().join("key.pem"),
+    );
+    assert_ne!(refused.status.code(), Some(0));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr)
+            .contains("a worker certificate cannot use the control API"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+
+    // without certificate files: a clear error before dialing
+    let bare = Command::new(super::cluster::bin("swarmctl"))
+        .env_remove("SWARM_HOST")
+        .args(["--host", &tcp, "service", "ls"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&bare.stderr).contains("needs --tls-cert"));
+
+    // a client certificate is not a node
+    let client = pki::NodeCredentials::from_pem(
+        &std::fs::read_to_string(certs.path().join("cert.pem")).unwrap(),
+        &std::fs::read_to_string(certs.path().join("key.pem")).unwrap(),
+    )
+    .unwrap();
+    let err = rt.block_on(async {
+        let ca = pki::cert_der_from_pem(&joined.ca_pem, "ca").unwrap();
+        let mut c = dispatcher(
+            &format!("127.0.0.1:{}", m.port),
+            pki::client_config(&ca, &client).unwrap(),
+        )
+        .await;
+        c.session(SessionRequest::default()).await.unwrap_err()
+    });
+    assert_eq!(err.code(), tonic::Code::PermissionDenied);
+    assert!(err
+        .message()
+        .contains("client certificate cannot open a node session"));
+}

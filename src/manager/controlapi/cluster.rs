@@ -46,6 +46,41 @@ fn public(cluster: &Cluster) -> Cluster {
     }
 }
 
+/// `swarm ca --issue-client NAME`: a key and a client certificate (CN `client-NAME`, OU `swarm-client`) for
+/// swarmctl on another machine, valid for the cluster's certificate lifetime.
+pub fn issue_client(
+    api: &ControlApi,
+    req: control::ClientCertRequest,
+) -> Result<control::ClientCertResponse, ApiError> {
+    crate::manager::rules::check_object_name(&req.name)
+        .map_err(|e| ApiError::Invalid(e.to_string()))?;
+    let ca = api
+        .ca
+        .as_ref()
+        .ok_or_else(|| ApiError::Precondition("this node holds no CA".into()))?;
+    let secs = api
+        .store
+        .view(|s| s.cluster().map(|c| c.settings.cert_expiry_secs))
+        .unwrap_or_else(crate::model::default_cert_expiry_secs);
+    let id = format!("client-{}", req.name);
+    let fail = |e: crate::pki::PkiError| ApiError::Precondition(e.to_string());
+    let key = crate::pki::NodeKey::generate().map_err(fail)?;
+    let spec = crate::pki::NodeCertSpec::new(id.clone(), NodeRole::Client)
+        .with_validity(std::time::Duration::from_secs(secs.max(1)));
+    let cert_pem = ca
+        .sign_node_csr(
+            &key.csr_pem(&id).map_err(fail)?,
+            &spec,
+            std::time::SystemTime::now(),
+        )
+        .map_err(fail)?;
+    Ok(control::ClientCertResponse {
+        cert_pem,
+        key_pem: key.to_pem(),
+        ca_pem: ca.cert_pem().to_string(),
+    })
+}
+
 /// `swarm join-token [--rotate] worker|manager`.
 pub async fn join_token(
     api: &ControlApi,

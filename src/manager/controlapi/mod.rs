@@ -47,6 +47,8 @@ pub struct ControlApi {
     info: Arc<dyn Fn() -> serde_json::Value + Send + Sync>,
     /// The address joining nodes dial (shown by `swarm join-token`).
     join_addr: String,
+    /// The cluster's CA, for `swarm ca --issue-client`.
+    ca: Option<Arc<crate::pki::RootCa>>,
 }
 
 impl ControlApi {
@@ -66,7 +68,14 @@ impl ControlApi {
             logs,
             info,
             join_addr: String::new(),
+            ca: None,
         }
+    }
+
+    /// The CA `swarm ca --issue-client` signs with.
+    pub fn with_ca(mut self, ca: Arc<crate::pki::RootCa>) -> Self {
+        self.ca = Some(ca);
+        self
     }
 
     /// The address `swarm join-token` tells joining nodes to dial.
@@ -281,5 +290,40 @@ impl Control for ControlApi {
         request: Request<control::NodeRemoveRequest>,
     ) -> Result<Response<control::Empty>, Status> {
         reply(node::remove(self, request.into_inner()).await)
+    }
+
+    async fn issue_client_certificate(
+        &self,
+        request: Request<control::ClientCertRequest>,
+    ) -> Result<Response<control::ClientCertResponse>, Status> {
+        if request
+            .extensions()
+            .get::<crate::transport::PeerInfo>()
+            .is_some()
+        {
+            return Err(Status::permission_denied(
+                "client certificates are issued on the manager's local socket only",
+            ));
+        }
+        reply(cluster::issue_client(self, request.into_inner()))
+    }
+}
+
+/// Who may call the control API over TCP: a client certificate (`swarm ca --issue-client`) or a manager's;
+/// never a worker's, never a caller without a certificate.
+pub fn admin_only(request: Request<()>) -> Result<Request<()>, Status> {
+    use crate::pki::NodeRole;
+    let role = request
+        .extensions()
+        .get::<crate::transport::PeerInfo>()
+        .and_then(|p| p.identity.as_ref().map(|i| i.role));
+    match role {
+        Some(NodeRole::Client | NodeRole::Manager) => Ok(request),
+        Some(NodeRole::Worker) => Err(Status::permission_denied(
+            "a worker certificate cannot use the control API",
+        )),
+        None => Err(Status::unauthenticated(
+            "the control API over TCP needs a client certificate (swarmctl swarm ca --issue-client on a manager)",
+        )),
     }
 }

@@ -156,6 +156,11 @@ impl Dispatcher {
         identity: &crate::pki::NodeIdentity,
         desc: pb::NodeDescription,
     ) -> Result<(), Status> {
+        if identity.role == crate::pki::NodeRole::Client {
+            return Err(Status::permission_denied(
+                "a client certificate cannot open a node session",
+            ));
+        }
         if self.is_removed(&identity.node_id) {
             return Err(removed(&identity.node_id));
         }
@@ -194,6 +199,11 @@ impl Dispatcher {
                     let role = match identity.role {
                         crate::pki::NodeRole::Manager => model::NodeRole::Manager,
                         crate::pki::NodeRole::Worker => model::NodeRole::Worker,
+                        crate::pki::NodeRole::Client => {
+                            return Err(Status::permission_denied(
+                                "a client certificate cannot open a node session",
+                            ))
+                        }
                     };
                     Op::CreateNode(model::Node {
                         id: identity.node_id.clone(),
