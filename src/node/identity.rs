@@ -85,14 +85,18 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> IdentityError + '_ {
     }
 }
 
-fn issue(
+/// A manager certificate for `node_id` from its own CA, naming `ips`, valid for `validity`.
+pub fn issue(
     ca: &RootCa,
     node_id: &str,
     ips: &[IpAddr],
     now: SystemTime,
+    validity: std::time::Duration,
 ) -> Result<NodeCredentials, IdentityError> {
     let key = NodeKey::generate()?;
-    let mut spec = NodeCertSpec::new(node_id, NodeRole::Manager).with_dns("localhost");
+    let mut spec = NodeCertSpec::new(node_id, NodeRole::Manager)
+        .with_dns("localhost")
+        .with_validity(validity);
     for ip in ips {
         spec = spec.with_ip(*ip);
     }
@@ -128,22 +132,20 @@ pub fn init_or_load(
         });
     }
     std::fs::create_dir_all(&certs).map_err(io(&certs))?;
-    let (ca_crt, ca_key, node_crt, node_key) = (
+    let (ca_crt, ca_key, node_crt) = (
         certs.join("ca.crt"),
         certs.join("ca.key"),
         certs.join("node.crt"),
-        certs.join("node.key"),
     );
     if !node_file.exists() {
         let mut ids = RandomIds;
         let node_id = ids.next_id();
         let cluster_id = ids.next_id();
         let ca = RootCa::generate(&cluster_id, now)?;
-        let creds = issue(&ca, &node_id, ips, now)?;
+        let creds = issue(&ca, &node_id, ips, now, pki::NODE_CERT_VALIDITY)?;
         pki::write_public_file(&ca_crt, ca.cert_pem().as_bytes())?;
         pki::write_private_file(&ca_key, ca.key_pem().as_bytes())?;
-        pki::write_public_file(&node_crt, creds.cert_pem().as_bytes())?;
-        pki::write_private_file(&node_key, creds.key_pem().as_bytes())?;
+        super::renew::CertFiles::in_dir(dir).store(&creds)?;
         let file = NodeFile {
             version: NODE_FILE_VERSION,
             node_id: node_id.clone(),
@@ -178,13 +180,18 @@ pub fn init_or_load(
     }
     let read = |p: &Path| std::fs::read_to_string(p).map_err(io(p));
     let ca = RootCa::from_pem(&read(&ca_crt)?, &read(&ca_key)?)?;
-    let mut creds = NodeCredentials::from_pem(&read(&node_crt)?, &read(&node_key)?)?;
+    let cert_files = super::renew::CertFiles::in_dir(dir);
+    let mut creds = cert_files
+        .load()
+        .map_err(|message| IdentityError::Corrupt {
+            path: node_crt.clone(),
+            message,
+        })?;
     // renew (or re-issue for new addresses) at start-up when the certificate is in the second half of its life
     let renew = pki::needs_renewal(creds.cert_der(), now, 0.0).unwrap_or(true);
     if renew {
-        creds = issue(&ca, &file.node_id, ips, now)?;
-        pki::write_public_file(&node_crt, creds.cert_pem().as_bytes())?;
-        pki::write_private_file(&node_key, creds.key_pem().as_bytes())?;
+        creds = issue(&ca, &file.node_id, ips, now, pki::NODE_CERT_VALIDITY)?;
+        cert_files.store(&creds)?;
     }
     Ok(Identity {
         node_id: file.node_id,

@@ -334,7 +334,9 @@ pub async fn run_with_executor(
     });
 
     // the cluster port: the dispatcher (node certificates only) and the CA (joining nodes, with a token)
-    let server_tls = crate::pki::server_config_allowing_joins(id.ca.cert_der(), &id.creds)?;
+    let server_tls: crate::transport::ServerTls = Arc::new(std::sync::RwLock::new(
+        crate::pki::server_config_allowing_joins(id.ca.cert_der(), &id.creds)?,
+    ));
     let ca_service = CaService::new(store.clone(), key.clone(), root_ca.clone());
     let listener = tokio::net::TcpListener::bind(config.listen_addr)
         .await
@@ -349,7 +351,7 @@ pub async fn run_with_executor(
             ControlServer::from_arc(control).max_decoding_message_size(MAX_MESSAGE_BYTES),
             crate::manager::controlapi::admin_only,
         ))
-        .serve_with_incoming(crate::transport::tls_incoming(listener, server_tls));
+        .serve_with_incoming(crate::transport::tls_incoming(listener, server_tls.clone()));
     parts.spawn_until_shutdown("the dispatcher API", async move {
         dispatcher_server.await.map_err(|e| e.to_string())
     });
@@ -366,11 +368,39 @@ pub async fn run_with_executor(
     });
 
     // the agent's session with the (local) dispatcher
-    let client_tls = crate::pki::client_config(id.ca.cert_der(), &id.creds)?;
+    let client_tls: renew::ClientTls = Arc::new(std::sync::RwLock::new(crate::pki::client_config(
+        id.ca.cert_der(),
+        &id.creds,
+    )?));
+    {
+        // this manager's own certificate, renewed from its own CA for the cluster's lifetime
+        let (store, ca, node_id) = (store.clone(), root_ca.clone(), id.node_id.clone());
+        let renewal = renew::renew_own_forever(
+            renew::CertFiles::in_dir(&dir),
+            id.ca.cert_der().clone(),
+            server_tls,
+            client_tls.clone(),
+            crate::pki::NodeCredentials::from_pem(id.creds.cert_pem(), id.creds.key_pem())?,
+            move || {
+                let secs = store
+                    .view(|s| s.cluster().map(|c| c.settings.cert_expiry_secs))
+                    .unwrap_or_else(crate::model::default_cert_expiry_secs);
+                Duration::from_secs(secs.max(1))
+            },
+            move |validity| {
+                identity::issue(&ca, &node_id, &ips, std::time::SystemTime::now(), validity)
+                    .map_err(|e| e.to_string())
+            },
+        );
+        parts.spawn_until_shutdown("the certificate renewal", async move {
+            renewal.await;
+            Ok(())
+        });
+    }
     let session = session::run(
         session::SessionConfig {
             addr: config.listen_addr.to_string(),
-            tls: Arc::new(std::sync::RwLock::new(client_tls)),
+            tls: client_tls,
             description: describe(&config),
             cluster_id: id.cluster_id.clone(),
         },

@@ -3,6 +3,8 @@
 //! so that a crash at any moment leaves a matching pair, and swaps the TLS configuration its session uses, so
 //! new connections present the new certificate without a restart.
 //!
+//! A manager renews its own certificate the same way, from its own CA, swapping its listener's configuration too.
+//!
 //! Must not: log a key, or give up (a manager that cannot be reached is retried until the certificate expires;
 //! then the node says how to rejoin).
 
@@ -123,6 +125,55 @@ pub async fn renew_forever(
             }
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(30));
+        }
+    }
+}
+
+/// A manager's own certificate, re-issued by its own CA (`reissue`, given the lifetime) whenever it is due: the
+/// pair replaced on disk, then the listener's server configuration and the local session's client one swapped.
+pub async fn renew_own_forever(
+    files: CertFiles,
+    ca: CertificateDer<'static>,
+    server: crate::transport::ServerTls,
+    client: ClientTls,
+    mut creds: NodeCredentials,
+    lifetime: impl Fn() -> Duration,
+    reissue: impl Fn(Duration) -> Result<NodeCredentials, String>,
+) {
+    loop {
+        let due = pki::renewal_time(creds.cert_der(), rand::random::<f64>())
+            .unwrap_or_else(|_| SystemTime::now());
+        // wake at least every few seconds: a shorter lifetime set since (`swarm update --cert-expiry`) makes a
+        // certificate that outlives it due at once
+        loop {
+            let now = SystemTime::now();
+            let outlives = pki::expiry_time(creds.cert_der())
+                .ok()
+                .and_then(|t| t.duration_since(now).ok())
+                .is_some_and(|left| left > lifetime() + Duration::from_secs(1));
+            if now >= due || outlives {
+                break;
+            }
+            let wait = due.duration_since(now).unwrap_or_default();
+            tokio::time::sleep(wait.min(Duration::from_secs(2))).await;
+        }
+        let renewed = reissue(lifetime()).and_then(|new| {
+            files.store(&new).map_err(|e| e.to_string())?;
+            let s = pki::server_config_allowing_joins(&ca, &new).map_err(|e| e.to_string())?;
+            let c = pki::client_config(&ca, &new).map_err(|e| e.to_string())?;
+            *server.write().unwrap_or_else(|p| p.into_inner()) = s;
+            *client.write().unwrap_or_else(|p| p.into_inner()) = c;
+            Ok(new)
+        });
+        match renewed {
+            Ok(new) => {
+                tracing::info!("renewed this manager's certificate");
+                creds = new;
+            }
+            Err(e) => {
+                tracing::warn!("cannot renew this manager's certificate yet: {e}");
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
         }
     }
 }

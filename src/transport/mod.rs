@@ -69,6 +69,10 @@ impl AsyncWrite for TlsConn {
     }
 }
 
+/// The server configuration the listener hands to each new connection; replaced when the node's certificate is
+/// renewed (connections already open keep theirs).
+pub type ServerTls = Arc<std::sync::RwLock<Arc<rustls::ServerConfig>>>;
+
 /// At most this many TLS handshakes run at once; further connections wait in the kernel's backlog (holding no
 /// file descriptor of ours) until one finishes, so a connection flood cannot exhaust swarmd's files or CPU.
 pub const MAX_CONCURRENT_HANDSHAKES: usize = 128;
@@ -80,7 +84,7 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// [`MAX_CONCURRENT_HANDSHAKES`] handshakes run at once, each for at most [`HANDSHAKE_TIMEOUT`].
 pub fn tls_incoming(
     listener: TcpListener,
-    config: Arc<rustls::ServerConfig>,
+    config: ServerTls,
 ) -> impl Stream<Item = Result<TlsConn, std::io::Error>> {
     tls_incoming_capped(
         listener,
@@ -93,11 +97,10 @@ pub fn tls_incoming(
 /// [`tls_incoming`] with its own cap and timeout.
 pub fn tls_incoming_capped(
     listener: TcpListener,
-    config: Arc<rustls::ServerConfig>,
+    config: ServerTls,
     max_handshakes: usize,
     timeout: Duration,
 ) -> impl Stream<Item = Result<TlsConn, std::io::Error>> {
-    let acceptor = tokio_rustls::TlsAcceptor::from(config);
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<TlsConn, std::io::Error>>(16);
     let slots = Arc::new(tokio::sync::Semaphore::new(max_handshakes.max(1)));
     tokio::spawn(async move {
@@ -117,7 +120,8 @@ pub fn tls_incoming_capped(
             if tx.is_closed() {
                 break;
             }
-            let acceptor = acceptor.clone();
+            let current = config.read().unwrap_or_else(|p| p.into_inner()).clone();
+            let acceptor = tokio_rustls::TlsAcceptor::from(current);
             let tx = tx.clone();
             tokio::spawn(async move {
                 let handshake = tokio::time::timeout(timeout, acceptor.accept(tcp)).await;

@@ -34,7 +34,7 @@ async fn an_idle_connection_flood_past_the_cap_does_not_lock_out_a_real_node() {
     let config = server_config(ca.cert_der(), &manager).expect("server config");
     let mut incoming = Box::pin(tls_incoming_capped(
         listener,
-        config,
+        std::sync::Arc::new(std::sync::RwLock::new(config)),
         2,
         Duration::from_millis(300),
     ));
