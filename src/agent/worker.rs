@@ -79,6 +79,8 @@ pub struct Worker {
     assigning: tokio::sync::Mutex<Option<Arc<Assignments>>>,
     /// Where task runners run (`None`: the caller's runtime).
     runtime: Option<tokio::runtime::Handle>,
+    /// The node is leaving the swarm: every later assignment set is taken as empty.
+    leaving: std::sync::atomic::AtomicBool,
 }
 
 impl Worker {
@@ -92,6 +94,34 @@ impl Worker {
             shared: Arc::new(Shared::new(executor, Reporter::new(clock, reports))),
             assigning: tokio::sync::Mutex::new(None),
             runtime: None,
+            leaving: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// Stops every task for good (the node leaves the swarm: later assignment sets are taken as empty) and
+    /// waits, up to `timeout`, until the runtime holds none; false when some were still there.
+    pub async fn stop_all(&self, timeout: std::time::Duration) -> bool {
+        self.leaving
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Err(e) = self.assign(Assignments::default()).await {
+            tracing::warn!("stopping every task: {e}");
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let idle = self
+                .shared
+                .executor
+                .list()
+                .await
+                .is_ok_and(|l| l.is_empty());
+            if idle {
+                return true;
+            }
+            if tokio::time::Instant::now() > deadline {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            let _ = self.resync().await;
         }
     }
 
@@ -108,6 +138,11 @@ impl Worker {
     /// concurrently (calls are serialized).
     pub async fn assign(&self, a: Assignments) -> Result<(), WorkerError> {
         let mut last = self.assigning.lock().await;
+        let a = if self.leaving.load(std::sync::atomic::Ordering::SeqCst) {
+            Assignments::default()
+        } else {
+            a
+        };
         let a = Arc::new(a);
         *last = Some(a.clone());
         self.converge(&a).await

@@ -14,7 +14,7 @@ use crate::api::control::control_client::ControlClient;
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/swarm";
 
 /// The control socket file inside a state dir.
-pub const SOCKET_NAME: &str = "swarmd.sock";
+pub const SOCKET_NAME: &str = crate::node::SOCKET_FILE;
 
 /// The endpoint to use: the flag, else `unix://` + the default socket.
 pub fn resolve_host(host: Option<&str>) -> String {
@@ -102,6 +102,9 @@ pub async fn connect(host: &str) -> Result<ControlClient<Channel>, String> {
 pub fn status_message(status: &tonic::Status) -> String {
     match status.code() {
         tonic::Code::Unavailable => format!("swarmd is unavailable: {}", status.message()),
+        tonic::Code::Unimplemented => {
+            "this node is a worker: run swarmctl against a manager (--host)".to_string()
+        }
         _ => status.message().to_string(),
     }
 }

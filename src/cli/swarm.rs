@@ -45,6 +45,8 @@ pub enum SwarmCommand {
         #[arg(long, default_value = ".")]
         out: std::path::PathBuf,
     },
+    /// Leave the swarm (on a worker's own socket): its tasks stop, its identity is forgotten, swarmd exits.
+    Leave,
     /// Show (or rotate) the token that joins a node as a worker or a manager.
     JoinToken {
         /// `worker` or `manager`.
@@ -96,6 +98,31 @@ pub fn run(host: Option<String>, cmd: SwarmCommand) -> i32 {
                 .map_err(rpc)?;
                 println!("Swarm updated.");
                 return Ok(());
+            }
+            SwarmCommand::Leave => {
+                let channel = crate::transport::unix_channel(
+                    crate::cli::client::resolve_host(host.as_deref())
+                        .strip_prefix("unix://")
+                        .unwrap_or_default()
+                        .into(),
+                )
+                .await
+                .map_err(|e| format!("cannot reach this node's socket: {e}"))?;
+                let left =
+                    crate::api::control::worker_local_client::WorkerLocalClient::new(channel)
+                        .leave(control::Empty {})
+                        .await;
+                return match left {
+                    Ok(_) => {
+                        println!("Node left the swarm.");
+                        Ok(())
+                    }
+                    Err(s) if s.code() == tonic::Code::Unimplemented => Err(
+                        "this node is a manager: a manager cannot leave yet (several managers are needed first)"
+                            .into(),
+                    ),
+                    Err(s) => Err(rpc(s)),
+                };
             }
             SwarmCommand::Ca { issue_client, out } => {
                 let reply = c

@@ -232,6 +232,9 @@ pub(crate) async fn open_executor(config: &NodeConfig) -> Result<Arc<dyn Executo
     })
 }
 
+/// The control socket's file name in the state directory.
+pub const SOCKET_FILE: &str = "swarmd.sock";
+
 /// Creates the state directory (mode 0700: it holds keys) if it is missing.
 pub(crate) fn prepare_state_dir(dir: &std::path::Path) -> Result<(), NodeError> {
     use std::os::unix::fs::PermissionsExt;
@@ -319,7 +322,7 @@ pub async fn run_with_executor(
     if id.new_cluster {
         print_init_message(&store, &key, &id.node_id, &config.listen_addr.to_string());
     }
-    let socket = dir.join("swarmd.sock");
+    let socket = dir.join(SOCKET_FILE);
     let unix = crate::transport::unix_incoming(&socket)
         .map_err(|e| NodeError::Listen(socket.display().to_string(), e))?;
     let unix_control = control.clone();

@@ -14,7 +14,13 @@ use super::join::{join, JoinError};
 use super::parts::Parts;
 use super::renew::{self, CertFiles};
 use super::{describe, executor_runtime, open_executor, session, NodeConfig, NodeError};
+use std::time::Duration;
+
 use crate::agent::{StatusReport, Worker};
+use crate::api::control::{
+    self,
+    worker_local_server::{WorkerLocal, WorkerLocalServer},
+};
 use crate::pki::{self, NodeCredentials};
 use crate::util::{Clock, SystemClock};
 
@@ -166,6 +172,16 @@ pub async fn run(
     let (reports_tx, reports_rx) = tokio::sync::mpsc::unbounded_channel::<StatusReport>();
     let worker = Arc::new(Worker::new(executor, clock, reports_tx).on_runtime(exec_rt.handle()));
     let tls: renew::ClientTls = Arc::new(std::sync::RwLock::new(pki::client_config(&ca, &creds)?));
+    // `swarm leave` on the local socket: stop the tasks, forget the identity, stop swarmd
+    let (left_tx, left_rx) = tokio::sync::oneshot::channel::<()>();
+    let socket = dir.join(super::SOCKET_FILE);
+    let unix = crate::transport::unix_incoming(&socket)
+        .map_err(|e| NodeError::Listen(socket.display().to_string(), e))?;
+    let local = Local {
+        worker: worker.clone(),
+        dir: dir.clone(),
+        left: std::sync::Mutex::new(Some(left_tx)),
+    };
     let session = session::run(
         session::SessionConfig {
             addr: file.manager_addr.clone(),
@@ -177,6 +193,13 @@ pub async fn run(
         reports_rx,
     );
     let mut parts = Parts::new();
+    parts.spawn_until_shutdown("the local socket", async move {
+        tonic::transport::Server::builder()
+            .add_service(WorkerLocalServer::new(local))
+            .serve_with_incoming(unix)
+            .await
+            .map_err(|e| e.to_string())
+    });
     let renewal = renew::renew_forever(
         file.manager_addr.clone(),
         file.cluster_id.clone(),
@@ -194,7 +217,50 @@ pub async fn run(
         Ok(())
     });
     tracing::info!(manager = %file.manager_addr, "swarmd (worker) ready");
-    let result = parts.run(shutdown).await;
+    let stop = async move {
+        tokio::select! {
+            () = shutdown => {}
+            _ = left_rx => tracing::info!("this node left the swarm"),
+        }
+    };
+    let result = parts.run(stop).await;
+    let _ = std::fs::remove_file(&socket);
     drop(exec_rt);
     result.map_err(NodeError::from)
+}
+
+/// The worker's local socket service.
+struct Local {
+    worker: Arc<Worker>,
+    dir: PathBuf,
+    left: std::sync::Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
+}
+
+#[tonic::async_trait]
+impl WorkerLocal for Local {
+    async fn leave(
+        &self,
+        _: tonic::Request<control::Empty>,
+    ) -> Result<tonic::Response<control::Empty>, tonic::Status> {
+        // stop every task for good (the manager's assignments are ignored from now on) and wait for them
+        if !self.worker.stop_all(Duration::from_secs(60)).await {
+            return Err(tonic::Status::unavailable(
+                "some tasks did not stop within 60s: try again",
+            ));
+        }
+        // forget the identity: worker.json first (the directory is no longer a worker's), then the keys
+        let certs = self.dir.join("certs");
+        for f in [
+            worker_file(&self.dir),
+            certs.join("node.key"),
+            certs.join("node.crt"),
+            certs.join("ca.crt"),
+        ] {
+            let _ = std::fs::remove_file(f);
+        }
+        if let Some(tx) = self.left.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = tx.send(());
+        }
+        Ok(tonic::Response::new(control::Empty {}))
+    }
 }

@@ -369,3 +369,45 @@ fn a_worker_offline_past_its_certificate_rejoins_with_a_token() {
         w1.log()
     );
 }
+
+/// `swarm leave` on a worker's own socket stops its tasks, forgets its identity and stops swarmd; other commands
+/// on that socket say it is a worker; on a manager, leave is refused.
+#[test]
+fn a_worker_leaves_the_swarm() {
+    let m = Swarmd::start_in(tempfile::tempdir().unwrap(), &["--hostname", "m"]);
+    let mut w1 = Swarmd::start_worker(&m, "w1");
+    let files = tempfile::tempdir().unwrap();
+    let stack = files.path().join("stack.yml");
+    std::fs::write(
+        &stack,
+        "services:\n  web:\n    image: web\n    command: [sleep, '300']\n    stop_grace_period: 1s\n    deploy:\n      replicas: 1\n      placement: {constraints: [node.role == worker]}\n",
+    )
+    .unwrap();
+    m.ctl_ok(&["stack", "deploy", "-c", stack.to_str().unwrap(), "s"]);
+    assert_eq!(w1.task_pids().len(), 1);
+    let on_worker = w1.ctl(&["service", "ls"]);
+    assert!(
+        String::from_utf8_lossy(&on_worker.stderr).contains("this node is a worker"),
+        "{}",
+        String::from_utf8_lossy(&on_worker.stderr)
+    );
+    let refused = m.ctl(&["swarm", "leave"]);
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("a manager cannot leave"));
+
+    let out = w1.ctl_ok(&["swarm", "leave"]);
+    assert!(out.contains("Node left the swarm."), "{out}");
+    assert!(w1.task_pids().is_empty(), "its tasks stopped");
+    wait_for(30, "the worker's swarmd exits", || {
+        (!w1.is_running()).then_some(())
+    });
+    assert!(!w1.state().join("worker.json").exists());
+    assert!(!w1.state().join("certs/node.key").exists());
+    wait_for(60, "the manager sees it Down", || {
+        let ls = m.ctl_ok(&["node", "ls"]);
+        ls.lines()
+            .any(|l| l.contains("w1") && l.contains("Down"))
+            .then_some(())
+    });
+    m.ctl_ok(&["node", "rm", "w1"]);
+    m.ctl_ok(&["stack", "rm", "s"]);
+}
