@@ -12,7 +12,8 @@ SWARMCTL="$PWD/target/debug/swarmctl"
 if ! "$SWARMCTL" node ls >/dev/null 2>&1; then
   echo "Starting swarmd (state: $STATE, log: $STATE.log)"
   mkdir -p "$STATE"
-  nohup "$PWD/target/debug/swarmd" --state-dir "$STATE" --listen-addr "$ADDR" >>"$STATE.log" 2>&1 &
+  # stdout carries the worker join token at first start: not into a log file (swarm join-token shows it again)
+  nohup "$PWD/target/debug/swarmd" --state-dir "$STATE" --listen-addr "$ADDR" >/dev/null 2>>"$STATE.log" &
   echo $! >"$STATE.pid"
   for _ in $(seq 1 150); do
     "$SWARMCTL" node ls >/dev/null 2>&1 && break
@@ -38,6 +39,7 @@ cat <<TXT
 The cluster keeps running. Try:
   export SWARM_HOST=$SWARM_HOST
   target/debug/swarmctl service scale demo_web=5
+  target/debug/swarmctl swarm join-token worker      # the command that adds a worker
   target/debug/swarmctl service logs -f demo_worker
   target/debug/swarmctl stack rm demo            # remove the stack
   kill \$(cat $STATE.pid)                        # stop swarmd (tasks keep running until the stack is removed)
