@@ -107,15 +107,7 @@ impl std::fmt::Display for ObjectRuleError {
 /// Checks a secret/config name (docker's rule: letters, digits, `-`, `_`, `.`, starting with a letter or
 /// digit, at most 64).
 pub fn check_object_name(name: &str) -> Result<(), ObjectRuleError> {
-    let ok = name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        && name
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphanumeric());
-    if ok {
+    if crate::model::limits::valid_name(name, crate::model::limits::MAX_OBJECT_NAME) {
         Ok(())
     } else {
         Err(ObjectRuleError::BadName(name.to_string()))

@@ -30,6 +30,24 @@ pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
 /// Raft entry of bounded size, so heartbeats and status reports are applied between them.
 pub const MAX_TASK_OPS_PER_ROUND: usize = 512;
 
+/// Longest stack name (docker's: a stack name prefixes DNS-visible service names).
+pub const MAX_STACK_NAME: usize = 63;
+/// Longest secret or config name (docker's).
+pub const MAX_OBJECT_NAME: usize = 64;
+
+/// Docker's name rule for stacks, secrets and configs: 1 to `max` letters, digits, `-`, `_` and `.`, starting
+/// with a letter or digit.
+pub fn valid_name(name: &str, max: usize) -> bool {
+    name.len() <= max
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
+}
+
 /// Highest `max_replicas` a cluster may set.
 pub const CEILING_REPLICAS: u64 = 1_000_000;
 /// Highest `max_services_per_stack` a cluster may set.

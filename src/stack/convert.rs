@@ -13,16 +13,7 @@ use crate::model::{self, FileObjectSpec, SecretData, StackSpec, STACK_NAMESPACE_
 
 /// Checks a stack name the way docker does (it becomes a prefix of every object name).
 pub fn check_stack_name(name: &str) -> Result<(), String> {
-    let ok = !name.is_empty()
-        && name.len() <= 63
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
-        && name
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphanumeric());
-    if ok {
+    if crate::model::limits::valid_name(name, crate::model::limits::MAX_STACK_NAME) {
         Ok(())
     } else {
         Err(format!(
