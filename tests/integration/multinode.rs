@@ -411,3 +411,57 @@ fn a_worker_leaves_the_swarm() {
     m.ctl_ok(&["node", "rm", "w1"]);
     m.ctl_ok(&["stack", "rm", "s"]);
 }
+
+/// `service logs -f` follows the tasks of every node: new lines from the worker's task keep arriving.
+#[test]
+fn following_logs_streams_new_lines_from_every_node() {
+    use std::io::BufRead;
+    let m = Swarmd::start_in(tempfile::tempdir().unwrap(), &["--hostname", "m"]);
+    let _w1 = Swarmd::start_worker(&m, "w1");
+    let files = tempfile::tempdir().unwrap();
+    let stack = files.path().join("stack.yml");
+    std::fs::write(
+        &stack,
+        "services:\n  tick:\n    image: tick\n    command: [sh, -c, 'i=0; while true; do i=$$((i+1)); echo tick $$i; sleep 0.3; done']\n    stop_grace_period: 1s\n    deploy: {replicas: 2}\n",
+    )
+    .unwrap();
+    m.ctl_ok(&["stack", "deploy", "-c", stack.to_str().unwrap(), "s"]);
+    assert_eq!(
+        placement(&m, "s_tick"),
+        BTreeMap::from([("m".into(), 1), ("w1".into(), 1)])
+    );
+    let mut child = std::process::Command::new(super::cluster::bin("swarmctl"))
+        .env("SWARM_HOST", m.host())
+        .args(["service", "logs", "-f", "--tail", "1", "s_tick"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    // per task: how many lines arrived; following means each keeps growing well past the tail of 1
+    let mut per_task: BTreeMap<String, usize> = BTreeMap::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::time::Instant::now() < deadline {
+        if let Ok(line) = rx.recv_timeout(std::time::Duration::from_millis(200)) {
+            if let Some(task) = line.split_whitespace().next() {
+                *per_task.entry(task.to_string()).or_default() += 1;
+            }
+        }
+        if per_task.len() == 2 && per_task.values().all(|n| *n >= 5) {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(per_task.len(), 2, "lines from both tasks: {per_task:?}");
+    assert!(per_task.values().all(|n| *n >= 5), "followed: {per_task:?}");
+    m.ctl_ok(&["stack", "rm", "s"]);
+}
