@@ -55,11 +55,7 @@ impl CaService {
 impl CaService {
     /// The lifetime of the certificates issued now.
     fn validity(&self) -> Duration {
-        let secs = self
-            .store
-            .view(|s| s.cluster().map(|c| c.settings.cert_expiry_secs))
-            .unwrap_or_else(crate::model::default_cert_expiry_secs);
-        Duration::from_secs(secs.max(1))
+        self.store.view(|s| s.cert_lifetime())
     }
 }
 
@@ -131,11 +127,7 @@ impl NodeCa for CaService {
                 "client certificates are not renewed: issue a new one with swarmctl swarm ca --issue-client",
             ));
         }
-        let removed = self.store.view(|s| {
-            s.cluster()
-                .is_some_and(|c| c.removed_nodes.contains(&identity.node_id))
-        });
-        if removed {
+        if self.store.view(|s| s.is_removed(&identity.node_id)) {
             return Err(Status::permission_denied(format!(
                 "node {} was removed from the cluster: its certificate is not renewed",
                 identity.node_id

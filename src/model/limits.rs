@@ -110,8 +110,8 @@ impl std::fmt::Display for OverLimit {
     }
 }
 
-/// Refuses `value` over `max` unless it did not grow from `old`.
-fn bounded(
+/// Refuses `value` over `max` unless it did not grow from `old` (the rule every check here follows).
+pub fn bounded(
     what: &str,
     value: u64,
     old: Option<u64>,

@@ -71,7 +71,7 @@ pub struct Identity {
     /// This node's id in Raft.
     pub raft_id: u64,
     /// The cluster CA (this node is a manager).
-    pub ca: RootCa,
+    pub ca: std::sync::Arc<RootCa>,
     /// This node's certificate and key.
     pub creds: NodeCredentials,
     /// True when this start created a new cluster.
@@ -159,7 +159,7 @@ pub fn init_or_load(
             node_id,
             cluster_id,
             raft_id: 1,
-            ca,
+            ca: std::sync::Arc::new(ca),
             creds,
             new_cluster: true,
         });
@@ -197,7 +197,7 @@ pub fn init_or_load(
         node_id: file.node_id,
         cluster_id: file.cluster_id,
         raft_id: file.raft_id,
-        ca,
+        ca: std::sync::Arc::new(ca),
         creds,
         new_cluster: false,
     })

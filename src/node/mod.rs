@@ -296,10 +296,7 @@ pub async fn run_with_executor(
         key.clone(),
         config.heartbeat_period,
     );
-    let root_ca = Arc::new(crate::pki::RootCa::from_pem(
-        id.ca.cert_pem(),
-        &id.ca.key_pem(),
-    )?);
+    let root_ca = id.ca.clone();
     let control = ControlApi::new(
         store.clone(),
         proposer.clone(),
@@ -383,13 +380,8 @@ pub async fn run_with_executor(
             id.ca.cert_der().clone(),
             server_tls,
             client_tls.clone(),
-            crate::pki::NodeCredentials::from_pem(id.creds.cert_pem(), id.creds.key_pem())?,
-            move || {
-                let secs = store
-                    .view(|s| s.cluster().map(|c| c.settings.cert_expiry_secs))
-                    .unwrap_or_else(crate::model::default_cert_expiry_secs);
-                Duration::from_secs(secs.max(1))
-            },
+            id.creds.clone(),
+            move || store.view(|s| s.cert_lifetime()),
             move |validity| {
                 identity::issue(&ca, &node_id, &ips, std::time::SystemTime::now(), validity)
                     .map_err(|e| e.to_string())

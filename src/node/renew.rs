@@ -90,28 +90,21 @@ pub async fn renew_forever(
 ) {
     let mut warned_expired = false;
     loop {
-        let due = pki::renewal_time(creds.cert_der(), rand::random::<f64>())
-            .unwrap_or_else(|_| SystemTime::now());
-        let wait = due.duration_since(SystemTime::now()).unwrap_or_default();
+        let wait = due_time(&creds)
+            .duration_since(SystemTime::now())
+            .unwrap_or_default();
         tokio::time::sleep(wait).await;
         let mut backoff = Duration::from_secs(1);
         loop {
-            match renew_once(&manager, &cluster_id, &ca, &tls).await {
-                Ok(new) => match files.store(&new) {
-                    Ok(()) => {
-                        let config = pki::client_config(&ca, &new);
-                        match config {
-                            Ok(config) => {
-                                *tls.write().unwrap_or_else(|p| p.into_inner()) = config;
-                                tracing::info!("renewed this node's certificate");
-                                creds = new;
-                                break;
-                            }
-                            Err(e) => tracing::warn!("renewed certificate unusable: {e}"),
-                        }
-                    }
-                    Err(e) => tracing::warn!("cannot store the renewed certificate: {e}"),
-                },
+            let renewed = renew_once(&manager, &cluster_id, &tls)
+                .await
+                .and_then(|new| install(&files, &ca, &new, &tls, None).map(|()| new));
+            match renewed {
+                Ok(new) => {
+                    tracing::info!("renewed this node's certificate");
+                    creds = new;
+                    break;
+                }
                 Err(e) if expired(&creds) => {
                     if !warned_expired {
                         tracing::error!(
@@ -141,8 +134,7 @@ pub async fn renew_own_forever(
     reissue: impl Fn(Duration) -> Result<NodeCredentials, String>,
 ) {
     loop {
-        let due = pki::renewal_time(creds.cert_der(), rand::random::<f64>())
-            .unwrap_or_else(|_| SystemTime::now());
+        let due = due_time(&creds);
         // wake at least every few seconds: a shorter lifetime set since (`swarm update --cert-expiry`) makes a
         // certificate that outlives it due at once
         loop {
@@ -157,14 +149,8 @@ pub async fn renew_own_forever(
             let wait = due.duration_since(now).unwrap_or_default();
             tokio::time::sleep(wait.min(Duration::from_secs(2))).await;
         }
-        let renewed = reissue(lifetime()).and_then(|new| {
-            files.store(&new).map_err(|e| e.to_string())?;
-            let s = pki::server_config_allowing_joins(&ca, &new).map_err(|e| e.to_string())?;
-            let c = pki::client_config(&ca, &new).map_err(|e| e.to_string())?;
-            *server.write().unwrap_or_else(|p| p.into_inner()) = s;
-            *client.write().unwrap_or_else(|p| p.into_inner()) = c;
-            Ok(new)
-        });
+        let renewed = reissue(lifetime())
+            .and_then(|new| install(&files, &ca, &new, &client, Some(&server)).map(|()| new));
         match renewed {
             Ok(new) => {
                 tracing::info!("renewed this manager's certificate");
@@ -178,10 +164,32 @@ pub async fn renew_own_forever(
     }
 }
 
+/// When `creds` is due for renewal: a random point in the second half of its life.
+fn due_time(creds: &NodeCredentials) -> SystemTime {
+    pki::renewal_time(creds.cert_der(), rand::random::<f64>()).unwrap_or_else(|_| SystemTime::now())
+}
+
+/// Puts renewed credentials in use: the pair on disk first, then the TLS configurations new connections get.
+fn install(
+    files: &CertFiles,
+    ca: &CertificateDer<'static>,
+    new: &NodeCredentials,
+    client: &ClientTls,
+    server: Option<&crate::transport::ServerTls>,
+) -> Result<(), String> {
+    files.store(new).map_err(|e| e.to_string())?;
+    let c = pki::client_config(ca, new).map_err(|e| e.to_string())?;
+    if let Some(server) = server {
+        let s = pki::server_config_allowing_joins(ca, new).map_err(|e| e.to_string())?;
+        *server.write().unwrap_or_else(|p| p.into_inner()) = s;
+    }
+    *client.write().unwrap_or_else(|p| p.into_inner()) = c;
+    Ok(())
+}
+
 async fn renew_once(
     manager: &str,
     cluster_id: &str,
-    _ca: &CertificateDer<'static>,
     tls: &ClientTls,
 ) -> Result<NodeCredentials, String> {
     let key = NodeKey::generate().map_err(|e| e.to_string())?;

@@ -247,6 +247,7 @@ fn single<'a: 'b, 'b>(
 }
 
 /// A node's certificate and matching key, checked to belong together, with the identity they carry.
+#[derive(Clone)]
 pub struct NodeCredentials {
     cert_pem: String,
     cert_der: CertificateDer<'static>,

@@ -45,15 +45,7 @@ pub fn server_config(
     ca_cert: &CertificateDer<'static>,
     creds: &NodeCredentials,
 ) -> Result<Arc<ServerConfig>, PkiError> {
-    let provider = provider();
-    let verifier =
-        WebPkiClientVerifier::builder_with_provider(roots(ca_cert)?, provider.clone()).build()?;
-    let mut config = ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(vec![creds.cert_der().clone()], creds.private_key_der())?;
-    config.alpn_protocols = vec![ALPN_H2.to_vec()];
-    Ok(Arc::new(config))
+    server_config_with(ca_cert, creds, false)
 }
 
 /// Server side for the cluster port: like [`server_config`], but a client without a certificate may connect
@@ -63,13 +55,25 @@ pub fn server_config_allowing_joins(
     ca_cert: &CertificateDer<'static>,
     creds: &NodeCredentials,
 ) -> Result<Arc<ServerConfig>, PkiError> {
+    server_config_with(ca_cert, creds, true)
+}
+
+/// A server presenting `creds` that verifies client certificates against `ca_cert`, and lets clients without
+/// one connect when `anonymous`.
+fn server_config_with(
+    ca_cert: &CertificateDer<'static>,
+    creds: &NodeCredentials,
+    anonymous: bool,
+) -> Result<Arc<ServerConfig>, PkiError> {
     let provider = provider();
-    let verifier = WebPkiClientVerifier::builder_with_provider(roots(ca_cert)?, provider.clone())
-        .allow_unauthenticated()
-        .build()?;
+    let mut verifier =
+        WebPkiClientVerifier::builder_with_provider(roots(ca_cert)?, provider.clone());
+    if anonymous {
+        verifier = verifier.allow_unauthenticated();
+    }
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
-        .with_client_cert_verifier(verifier)
+        .with_client_cert_verifier(verifier.build()?)
         .with_single_cert(vec![creds.cert_der().clone()], creds.private_key_der())?;
     config.alpn_protocols = vec![ALPN_H2.to_vec()];
     Ok(Arc::new(config))

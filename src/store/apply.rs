@@ -36,17 +36,13 @@ fn check_file_object<T: StoredObject>(
     let data = |s: &FileObjectSpec| s.data.0.len() as u64;
     limits::check_labels("labels", &new.labels, old.map(|o| &o.labels))
         .and_then(|_| {
-            let (value, old) = (data(new), old.map(data));
-            if value as usize > max_data && old.is_none_or(|o| value > o) {
-                Err(OverLimit {
-                    what: "data bytes".into(),
-                    value,
-                    max: max_data as u64,
-                    raise: None,
-                })
-            } else {
-                Ok(())
-            }
+            limits::bounded(
+                "data bytes",
+                data(new),
+                old.map(data),
+                max_data as u64,
+                None,
+            )
         })
         .map_err(over::<T>(&new.name))
 }
@@ -111,16 +107,13 @@ impl Validate for Cluster {
             .limits
             .check_ceilings()
             .and_then(|_| {
-                if settings.task_history_retention_limit > CEILING_TASK_HISTORY {
-                    Err(OverLimit {
-                        what: "task history retention limit".into(),
-                        value: settings.task_history_retention_limit,
-                        max: CEILING_TASK_HISTORY,
-                        raise: None,
-                    })
-                } else {
-                    Ok(())
-                }
+                limits::bounded(
+                    "task history retention limit",
+                    settings.task_history_retention_limit,
+                    None,
+                    CEILING_TASK_HISTORY,
+                    None,
+                )
             })
             .map_err(over::<Self>(&new.id))?;
         match (old, state.cluster()) {
@@ -201,10 +194,7 @@ impl Validate for Network {
 
 impl Validate for Node {
     fn validate(state: &ClusterState, old: Option<&Self>, new: &Self) -> Result<(), Rejection> {
-        if state
-            .cluster()
-            .is_some_and(|c| c.removed_nodes.contains(&new.id))
-        {
+        if state.is_removed(&new.id) {
             return Err(Rejection::NodeRemoved { id: new.id.clone() });
         }
         limits::check_labels("node labels", &new.spec.labels, old.map(|o| &o.spec.labels))
@@ -224,17 +214,13 @@ impl Validate for Stack {
             })
             .and_then(|_| {
                 let kept = |s: &Stack| s.history.len() as u64;
-                let (value, old) = (kept(new), old.map(kept));
-                if value > limits.stack_history && old.is_none_or(|o| value > o) {
-                    Err(OverLimit {
-                        what: "kept revisions".into(),
-                        value,
-                        max: limits.stack_history,
-                        raise: Some(("--stack-history", limits::CEILING_STACK_HISTORY)),
-                    })
-                } else {
-                    Ok(())
-                }
+                limits::bounded(
+                    "kept revisions",
+                    kept(new),
+                    old.map(kept),
+                    limits.stack_history,
+                    Some(("--stack-history", limits::CEILING_STACK_HISTORY)),
+                )
             })
             .map_err(over::<Self>(&new.name))
     }

@@ -315,6 +315,23 @@ impl ClusterState {
         self.clusters.values().next()
     }
 
+    /// How long the node certificates issued now are valid (the cluster's `--cert-expiry`; 90 days before the
+    /// cluster object exists).
+    pub fn cert_lifetime(&self) -> std::time::Duration {
+        let secs = self
+            .cluster()
+            .map_or_else(crate::model::default_cert_expiry_secs, |c| {
+                c.settings.cert_expiry_secs
+            });
+        std::time::Duration::from_secs(secs.max(1))
+    }
+
+    /// Whether `node_id` was removed with `node rm` (its certificate is refused from then on).
+    pub fn is_removed(&self, node_id: &str) -> bool {
+        self.cluster()
+            .is_some_and(|c| c.removed_nodes.iter().any(|n| n == node_id))
+    }
+
     /// The cluster's limits (the defaults before the cluster object exists).
     pub fn limits(&self) -> crate::model::Limits {
         self.cluster()

@@ -59,6 +59,14 @@ fn placement(m: &Swarmd, service: &str) -> BTreeMap<String, usize> {
     by_node
 }
 
+/// Deploys `yaml` as stack `s` on `m`, waiting for it to converge.
+fn deploy(m: &Swarmd, yaml: &str) {
+    let files = tempfile::tempdir().unwrap();
+    let stack = files.path().join("stack.yml");
+    std::fs::write(&stack, yaml).unwrap();
+    m.ctl_ok(&["stack", "deploy", "-c", stack.to_str().unwrap(), "s"]);
+}
+
 fn total(p: &BTreeMap<String, usize>) -> usize {
     p.values().sum()
 }
@@ -217,14 +225,7 @@ fn a_manager_and_two_workers_place_heal_and_never_duplicate() {
 fn a_removed_worker_is_refused_and_its_work_moves() {
     let m = Swarmd::start_in(tempfile::tempdir().unwrap(), &["--hostname", "m"]);
     let w1 = Swarmd::start_worker(&m, "w1");
-    let files = tempfile::tempdir().unwrap();
-    let stack = files.path().join("stack.yml");
-    std::fs::write(
-        &stack,
-        "services:\n  web:\n    image: web\n    command: [sleep, '300']\n    stop_grace_period: 1s\n    deploy: {replicas: 2}\n",
-    )
-    .unwrap();
-    m.ctl_ok(&["stack", "deploy", "-c", stack.to_str().unwrap(), "s"]);
+    deploy(&m, "services:\n  web:\n    image: web\n    command: [sleep, '300']\n    stop_grace_period: 1s\n    deploy: {replicas: 2}\n");
     assert_eq!(
         placement(&m, "s_web"),
         BTreeMap::from([("m".into(), 1), ("w1".into(), 1)])
@@ -264,14 +265,7 @@ fn a_removed_worker_is_refused_and_its_work_moves() {
 fn draining_a_worker_never_drops_below_the_desired_count() {
     let m = Swarmd::start_in(tempfile::tempdir().unwrap(), &["--hostname", "m"]);
     let _w1 = Swarmd::start_worker(&m, "w1");
-    let files = tempfile::tempdir().unwrap();
-    let stack = files.path().join("stack.yml");
-    std::fs::write(
-        &stack,
-        "services:\n  web:\n    image: web\n    command: [sleep, '300']\n    stop_grace_period: 1s\n    deploy:\n      replicas: 4\n      update_config: {parallelism: 1}\n",
-    )
-    .unwrap();
-    m.ctl_ok(&["stack", "deploy", "-c", stack.to_str().unwrap(), "s"]);
+    deploy(&m, "services:\n  web:\n    image: web\n    command: [sleep, '300']\n    stop_grace_period: 1s\n    deploy:\n      replicas: 4\n      update_config: {parallelism: 1}\n");
     assert_eq!(
         placement(&m, "s_web"),
         BTreeMap::from([("m".into(), 2), ("w1".into(), 2)])
@@ -331,14 +325,7 @@ fn short_lived_certificates_renew_while_the_worker_keeps_working() {
     w1.kill9();
     w1.spawn_unchecked();
     m.wait_node_ready("w1");
-    let files = tempfile::tempdir().unwrap();
-    let stack = files.path().join("stack.yml");
-    std::fs::write(
-        &stack,
-        "services:\n  web:\n    image: web\n    command: [sleep, '300']\n    stop_grace_period: 1s\n    deploy:\n      replicas: 2\n      placement: {constraints: [node.role == worker]}\n",
-    )
-    .unwrap();
-    m.ctl_ok(&["stack", "deploy", "-c", stack.to_str().unwrap(), "s"]);
+    deploy(&m, "services:\n  web:\n    image: web\n    command: [sleep, '300']\n    stop_grace_period: 1s\n    deploy:\n      replicas: 2\n      placement: {constraints: [node.role == worker]}\n");
     assert_eq!(placement(&m, "s_web"), BTreeMap::from([("w1".into(), 2)]));
     m.ctl_ok(&["stack", "rm", "s"]);
 }
@@ -376,14 +363,7 @@ fn a_worker_offline_past_its_certificate_rejoins_with_a_token() {
 fn a_worker_leaves_the_swarm() {
     let m = Swarmd::start_in(tempfile::tempdir().unwrap(), &["--hostname", "m"]);
     let mut w1 = Swarmd::start_worker(&m, "w1");
-    let files = tempfile::tempdir().unwrap();
-    let stack = files.path().join("stack.yml");
-    std::fs::write(
-        &stack,
-        "services:\n  web:\n    image: web\n    command: [sleep, '300']\n    stop_grace_period: 1s\n    deploy:\n      replicas: 1\n      placement: {constraints: [node.role == worker]}\n",
-    )
-    .unwrap();
-    m.ctl_ok(&["stack", "deploy", "-c", stack.to_str().unwrap(), "s"]);
+    deploy(&m, "services:\n  web:\n    image: web\n    command: [sleep, '300']\n    stop_grace_period: 1s\n    deploy:\n      replicas: 1\n      placement: {constraints: [node.role == worker]}\n");
     assert_eq!(w1.task_pids().len(), 1);
     let on_worker = w1.ctl(&["service", "ls"]);
     assert!(
@@ -418,14 +398,7 @@ fn following_logs_streams_new_lines_from_every_node() {
     use std::io::BufRead;
     let m = Swarmd::start_in(tempfile::tempdir().unwrap(), &["--hostname", "m"]);
     let _w1 = Swarmd::start_worker(&m, "w1");
-    let files = tempfile::tempdir().unwrap();
-    let stack = files.path().join("stack.yml");
-    std::fs::write(
-        &stack,
-        "services:\n  tick:\n    image: tick\n    command: [sh, -c, 'i=0; while true; do i=$$((i+1)); echo tick $$i; sleep 0.3; done']\n    stop_grace_period: 1s\n    deploy: {replicas: 2}\n",
-    )
-    .unwrap();
-    m.ctl_ok(&["stack", "deploy", "-c", stack.to_str().unwrap(), "s"]);
+    deploy(&m, "services:\n  tick:\n    image: tick\n    command: [sh, -c, 'i=0; while true; do i=$$((i+1)); echo tick $$i; sleep 0.3; done']\n    stop_grace_period: 1s\n    deploy: {replicas: 2}\n");
     assert_eq!(
         placement(&m, "s_tick"),
         BTreeMap::from([("m".into(), 1), ("w1".into(), 1)])

@@ -58,15 +58,11 @@ pub fn issue_client(
         .ca
         .as_ref()
         .ok_or_else(|| ApiError::Precondition("this node holds no CA".into()))?;
-    let secs = api
-        .store
-        .view(|s| s.cluster().map(|c| c.settings.cert_expiry_secs))
-        .unwrap_or_else(crate::model::default_cert_expiry_secs);
+    let lifetime = api.store.view(|s| s.cert_lifetime());
     let id = format!("client-{}", req.name);
     let fail = |e: crate::pki::PkiError| ApiError::Precondition(e.to_string());
     let key = crate::pki::NodeKey::generate().map_err(fail)?;
-    let spec = crate::pki::NodeCertSpec::new(id.clone(), NodeRole::Client)
-        .with_validity(std::time::Duration::from_secs(secs.max(1)));
+    let spec = crate::pki::NodeCertSpec::new(id.clone(), NodeRole::Client).with_validity(lifetime);
     let cert_pem = ca
         .sign_node_csr(
             &key.csr_pem(&id).map_err(fail)?,

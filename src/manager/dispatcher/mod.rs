@@ -74,10 +74,7 @@ impl Dispatcher {
 
     /// Whether `node_id` was removed with `node rm`.
     fn is_removed(&self, node_id: &str) -> bool {
-        self.store.view(|s| {
-            s.cluster()
-                .is_some_and(|c| c.removed_nodes.iter().any(|n| n == node_id))
-        })
+        self.store.view(|s| s.is_removed(node_id))
     }
 
     /// The node of `session_id`, which must be the calling certificate's node: a session id alone is not a
