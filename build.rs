@@ -1,7 +1,11 @@
 //! Compiles proto/*.proto with protox (pure Rust, no protoc) and generates tonic clients and servers.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["proto/control.proto", "proto/dispatcher.proto"];
+    let protos = [
+        "proto/control.proto",
+        "proto/dispatcher.proto",
+        "proto/raft.proto",
+    ];
     for p in protos {
         println!("cargo:rerun-if-changed={p}");
     }

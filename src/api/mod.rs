@@ -19,6 +19,12 @@ pub mod dispatcher {
     tonic::include_proto!("swarm.dispatcher");
 }
 
+/// Raft between managers (manager → manager).
+pub mod raft {
+    #![allow(missing_docs, clippy::all, clippy::pedantic)]
+    tonic::include_proto!("swarm.raft");
+}
+
 /// Encodes a model object for the wire.
 pub fn to_json<T: Serialize>(value: &T) -> String {
     // Model types are plain data: serializing them cannot fail.

@@ -31,7 +31,15 @@ struct Args {
     /// filesystem (e.g. 64MiB, 1GiB; 0 turns the check off); they resume once space is freed.
     #[arg(long, env = "SWARMD_MIN_FREE_SPACE", default_value = "64MiB")]
     min_free_space: String,
-    /// Join the cluster whose manager listens at HOST:PORT (first start of a worker; needs --join-token).
+    /// How often the Raft leader heartbeats the other managers (e.g. 100ms).
+    #[arg(long)]
+    raft_heartbeat: Option<String>,
+    /// How long a manager waits without hearing from a leader before it starts an election (e.g. 500ms; each
+    /// manager picks at random between this and twice this). Must exceed --raft-heartbeat.
+    #[arg(long)]
+    raft_election_timeout: Option<String>,
+    /// Join the cluster whose manager listens at HOST:PORT (first start; needs --join-token: a worker token
+    /// makes this node a worker, a manager token a manager).
     #[arg(long, requires = "join_token")]
     join_addr: Option<String>,
     /// The join token (`swarmctl swarm join-token worker` on a manager).
@@ -54,7 +62,7 @@ fn main() {
         .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SWARMD_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=off")),
         )
         .init();
     let heartbeat = match swarm::stack::units::parse_duration(&args.heartbeat_period) {
@@ -86,6 +94,30 @@ fn main() {
     config.heartbeat_period = heartbeat;
     config.raft.snapshot_interval_entries = args.snapshot_interval.max(1);
     config.raft.min_free_bytes = min_free;
+    let duration = |flag: &str, value: &Option<String>| -> Option<std::time::Duration> {
+        let v = value.as_ref()?;
+        match swarm::stack::units::parse_duration(v) {
+            Ok(d) if !d.is_zero() => Some(d),
+            _ => {
+                eprintln!("swarmd: invalid --{flag} {v:?} (e.g. 500ms)");
+                std::process::exit(2);
+            }
+        }
+    };
+    if let Some(d) = duration("raft-heartbeat", &args.raft_heartbeat) {
+        config.raft.heartbeat_interval = d;
+    }
+    if let Some(d) = duration("raft-election-timeout", &args.raft_election_timeout) {
+        config.raft.election_timeout_min = d;
+        config.raft.election_timeout_max = d * 2;
+    }
+    if config.raft.election_timeout_min <= config.raft.heartbeat_interval {
+        eprintln!(
+            "swarmd: --raft-election-timeout ({:?}) must exceed --raft-heartbeat ({:?})",
+            config.raft.election_timeout_min, config.raft.heartbeat_interval
+        );
+        std::process::exit(2);
+    }
     if let (Some(addr), Some(token)) = (args.join_addr, args.join_token) {
         config.join = Some(swarm::node::worker::JoinConfig { addr, token });
     }

@@ -10,7 +10,7 @@ use super::common::*;
 use super::output::Table;
 use super::service::FormatArgs;
 use crate::api::control;
-use crate::model::{Node, NodeAvailability, NodeRole, NodeState};
+use crate::model::{Node, NodeAvailability, NodeRole, NodeState, Reachability};
 
 /// `swarmctl node` subcommands.
 #[derive(Subcommand, Debug)]
@@ -142,10 +142,17 @@ pub fn run(host: Option<String>, cmd: NodeCommand) -> i32 {
                     "ENGINE VERSION",
                 ]);
                 for n in &nodes {
-                    let manager = match n.spec.role {
-                        NodeRole::Manager if n.id == me && leader_is_me => "Leader",
-                        NodeRole::Manager => "Reachable",
-                        NodeRole::Worker => "",
+                    let manager = match (n.spec.role, &n.manager_status) {
+                        (NodeRole::Manager, Some(ms)) if ms.leader => "Leader",
+                        (NodeRole::Manager, Some(ms)) => match ms.reachability {
+                            Reachability::Reachable => "Reachable",
+                            Reachability::Unreachable => "Unreachable",
+                            Reachability::Unknown => "Unknown",
+                        },
+                        // a manager registered before Raft ids were kept
+                        (NodeRole::Manager, None) if n.id == me && leader_is_me => "Leader",
+                        (NodeRole::Manager, None) => "Reachable",
+                        (NodeRole::Worker, _) => "",
                     };
                     let id = if n.id == me {
                         format!("{} *", n.id)

@@ -89,14 +89,6 @@ impl NodeCa for CaService {
                 return Err(status);
             }
         };
-        if role == NodeRole::Manager {
-            let status = Status::failed_precondition(
-                "joining as a manager needs several managers (Raft membership), which this version does not \
-                 have yet: join as a worker",
-            );
-            tracing::warn!(%from, "join refused: {}", status.message());
-            return Err(status);
-        }
         let node_id = RandomIds.next_id();
         let spec = NodeCertSpec::new(node_id.clone(), role).with_validity(self.validity());
         let cert_pem = self

@@ -48,6 +48,11 @@ impl Proposer {
         &self.clock
     }
 
+    /// The Raft node proposals go to.
+    pub fn raft(&self) -> &Arc<RaftNode> {
+        &self.raft
+    }
+
     /// Whether this node leads the cluster now.
     pub fn is_leader(&self) -> bool {
         self.raft.is_leader()

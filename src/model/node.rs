@@ -181,6 +181,9 @@ pub struct ManagerStatus {
     pub reachability: Reachability,
     /// Its Raft address.
     pub addr: String,
+    /// Its id in the Raft group (kept in the store; `leader` and `reachability` are filled in when read).
+    #[serde(default)]
+    pub raft_id: u64,
 }
 
 /// Whether a manager is reachable from the leader.

@@ -104,6 +104,42 @@ pub fn issue(
     Ok(NodeCredentials::new(&cert, &key)?)
 }
 
+/// The Raft id of a manager that joined (the founding manager is 1): derived from its node id, so any manager
+/// can tell which Raft member a manager certificate belongs to. Never 0 or 1.
+pub fn raft_id_for(node_id: &str) -> u64 {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(node_id.as_bytes());
+    let mut bytes = [0u8; 8];
+    bytes.copy_from_slice(&digest[..8]);
+    (u64::from_be_bytes(bytes) >> 1).max(2)
+}
+
+/// Writes the identity of a manager that joined an existing cluster: the cluster's CA (certificate and key,
+/// received over mutual TLS), this node's certificate, and `node.json` last. Nothing is initialized in Raft: the
+/// node receives the cluster's log from the leader.
+pub fn write_joined(
+    dir: &Path,
+    node_id: &str,
+    cluster_id: &str,
+    ca: &RootCa,
+    creds: &NodeCredentials,
+) -> Result<(), IdentityError> {
+    let certs = dir.join("certs");
+    std::fs::create_dir_all(&certs).map_err(io(&certs))?;
+    pki::write_public_file(&certs.join("ca.crt"), ca.cert_pem().as_bytes())?;
+    pki::write_private_file(&certs.join("ca.key"), ca.key_pem().as_bytes())?;
+    super::renew::CertFiles::in_dir(dir).store(creds)?;
+    let file = NodeFile {
+        version: NODE_FILE_VERSION,
+        node_id: node_id.to_string(),
+        cluster_id: cluster_id.to_string(),
+        raft_id: raft_id_for(node_id),
+    };
+    let json = serde_json::to_vec_pretty(&file).unwrap_or_default();
+    pki::write_public_file(&node_file(dir), &json)?;
+    Ok(())
+}
+
 /// The identity file in the state directory `dir`.
 pub fn node_file(dir: &Path) -> PathBuf {
     dir.join("node.json")

@@ -6,11 +6,14 @@
 //!
 //! Must not: hold logic of its own beyond putting the pieces together.
 
+mod bootstrap;
 pub mod identity;
 pub mod info;
 pub mod join;
 pub mod limits;
+mod manager_join;
 pub mod parts;
+mod raft_transport;
 pub mod renew;
 pub mod session;
 mod session_logs;
@@ -27,6 +30,7 @@ use futures::StreamExt;
 
 use crate::agent::{StatusReport, Worker};
 use crate::api::dispatcher::node_ca_server::NodeCaServer;
+use crate::api::raft::raft_peer_server::RaftPeerServer;
 use crate::api::{
     control::control_server::ControlServer, dispatcher as pb,
     dispatcher::dispatcher_server::DispatcherServer,
@@ -34,17 +38,15 @@ use crate::api::{
 use crate::exec::process::{ProcessExecutor, ShimCommand};
 use crate::exec::{Executor, LogOptions, LogStream};
 use crate::manager::ca::CaService;
-use crate::manager::controlapi::{
-    open_tokens, seal_tokens, ControlApi, TaskLogLine, TaskLogStream, TaskLogs,
-};
+use crate::manager::controlapi::{ControlApi, TaskLogLine, TaskLogStream, TaskLogs};
 use crate::manager::dispatcher::Dispatcher;
 use crate::manager::driver::Driver;
-use crate::manager::proposer::Proposer;
+use crate::manager::forward::Forward;
+use crate::manager::raftpeer::RaftPeerService;
 use crate::model::limits::MAX_MESSAGE_BYTES;
-use crate::pki::{JoinTokens, NodeRole};
+use crate::pki::NodeRole;
 use crate::secrets::DataKey;
-use crate::store::raft::{RaftNode, RaftSettings};
-use crate::store::{Op, Store, StoreStateMachine};
+use crate::store::raft::RaftSettings;
 use crate::util::{Clock, RandomIds, SystemClock};
 use parts::Parts;
 
@@ -120,6 +122,12 @@ pub enum NodeError {
     /// Executor setup.
     #[error("executor: {0}")]
     Exec(String),
+    /// A worker's state directory.
+    #[error("{0}")]
+    Worker(String),
+    /// Joining the cluster failed.
+    #[error("cannot join the cluster: {0}")]
+    Join(String),
     /// A listener could not be opened.
     #[error("cannot listen on {0}: {1}")]
     Listen(String, std::io::Error),
@@ -193,8 +201,28 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), NodeError> {
     limits::raise_open_files_logged();
-    if config.join.is_some() || worker::is_worker_dir(&config.state_dir) {
-        return worker::run(config, shutdown).await;
+    let dir = &config.state_dir;
+    let fresh = !worker::is_worker_dir(dir) && !identity::exists(dir);
+    match &config.join {
+        // a first start with a token: the CA's answer says whether this node is a worker or a manager
+        Some(j) if fresh => {
+            crate::pki::install_crypto_provider();
+            prepare_state_dir(dir)?;
+            let joined = join::join(&j.addr, &j.token)
+                .await
+                .map_err(|e| NodeError::Join(e.to_string()))?;
+            if joined.creds.identity().role != NodeRole::Manager {
+                return worker::run(config, Some(joined), shutdown).await;
+            }
+            let addr = j.addr.clone();
+            manager_join::join_as_manager(&config, joined, &addr, &node_ips(&config)).await?;
+        }
+        Some(_) if worker::is_worker_dir(dir) => return worker::run(config, None, shutdown).await,
+        Some(_) => tracing::info!(
+            "this node already belongs to a cluster as a manager: --join-addr/--join-token are ignored"
+        ),
+        None if worker::is_worker_dir(dir) => return worker::run(config, None, shutdown).await,
+        None => {}
     }
     let executor = open_executor(&config).await?;
     run_with_executor(config, executor, shutdown).await
@@ -253,10 +281,7 @@ pub async fn run_with_executor(
     let dir = config.state_dir.clone();
     prepare_state_dir(&dir)?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let ips: Vec<IpAddr> = vec![
-        config.listen_addr.ip(),
-        "127.0.0.1".parse().unwrap_or(config.listen_addr.ip()),
-    ];
+    let ips = node_ips(&config);
     // Raft data is created last on a first start: while it exists, a missing data key or identity is refused
     // rather than re-created over it, and missing Raft data is refused once an identity exists (an empty store
     // would make the agent stop every task). All three are checked before anything is written.
@@ -270,7 +295,16 @@ pub async fn run_with_executor(
     let key = DataKey::load_or_create_unless(&dir, Some(&raft_data))?;
     let id = identity::init_or_load(&dir, &ips, &raft_data)?;
     tracing::info!(node = %id.node_id, cluster = %id.cluster_id, new = id.new_cluster, "node identity ready");
-    let (store, raft, proposer) = open_store(&config, &id, &key, clock.clone()).await?;
+    // the node's TLS client configuration (Raft to the other managers, the agent session), swapped on renewal
+    let client_tls: renew::ClientTls = Arc::new(std::sync::RwLock::new(crate::pki::client_config(
+        id.ca.cert_der(),
+        &id.creds,
+    )?));
+    let transport = Arc::new(raft_transport::GrpcRaftTransport::new(
+        client_tls.clone(),
+        id.cluster_id.clone(),
+    ));
+    let (store, raft, proposer) = bootstrap::open_store(&config, &id, transport).await?;
     let mut parts = Parts::new();
     {
         let raft = raft.clone();
@@ -316,18 +350,20 @@ pub async fn run_with_executor(
     .with_join_addr(config.listen_addr.to_string())
     .with_ca(root_ca.clone());
     let control = Arc::new(control);
-    if id.new_cluster {
-        print_init_message(&store, &key, &id.node_id, &config.listen_addr.to_string());
-    }
+    let route: Arc<dyn crate::manager::forward::LeaderRoute> = Arc::new(
+        raft_transport::ToLeader::new(raft.clone(), client_tls.clone(), id.cluster_id.clone()),
+    );
     let socket = dir.join(SOCKET_FILE);
     let unix = crate::transport::unix_incoming(&socket)
         .map_err(|e| NodeError::Listen(socket.display().to_string(), e))?;
     let unix_control = control.clone();
+    let unix_route = route.clone();
     parts.spawn_until_shutdown("the control API", async move {
         tonic::transport::Server::builder()
-            .add_service(
+            .add_service(Forward::new(
                 ControlServer::from_arc(unix_control).max_decoding_message_size(MAX_MESSAGE_BYTES),
-            )
+                unix_route,
+            ))
             .serve_with_incoming(unix)
             .await
             .map_err(|e| e.to_string())
@@ -346,15 +382,38 @@ pub async fn run_with_executor(
             DispatcherServer::new(dispatcher.clone()).max_decoding_message_size(MAX_MESSAGE_BYTES),
         )
         .add_service(NodeCaServer::new(ca_service))
-        // the control API over TCP, for client certificates (`swarm ca --issue-client`) and managers only
+        .add_service(
+            RaftPeerServer::new(RaftPeerService::new(
+                raft.clone(),
+                store.clone(),
+                key.clone(),
+                root_ca.clone(),
+                id.cluster_id.clone(),
+            ))
+            .max_decoding_message_size(64 << 20),
+        )
+        // the control API over TCP, for client certificates (`swarm ca --issue-client`) and managers only;
+        // checked before it is forwarded to the leader
         .add_service(tonic::service::interceptor::InterceptedService::new(
-            ControlServer::from_arc(control).max_decoding_message_size(MAX_MESSAGE_BYTES),
+            Forward::new(
+                ControlServer::from_arc(control).max_decoding_message_size(MAX_MESSAGE_BYTES),
+                route,
+            ),
             crate::manager::controlapi::admin_only,
         ))
         .serve_with_incoming(crate::transport::tls_incoming(listener, server_tls.clone()));
     parts.spawn_until_shutdown("the dispatcher API", async move {
         dispatcher_server.await.map_err(|e| e.to_string())
     });
+    // the cluster object (and the first start's message) once this node knows a leader
+    bootstrap::bootstrap(&config, &id, &key, &store, &raft, &proposer).await;
+    {
+        let raft = raft.clone();
+        parts.spawn_until_shutdown("the raft membership", async move {
+            crate::manager::raftpeer::membership_loop(raft).await;
+            Ok(())
+        });
+    }
 
     // leader-only loops
     let driver = Driver::new(store.clone(), proposer.clone(), Box::new(RandomIds));
@@ -367,11 +426,7 @@ pub async fn run_with_executor(
         Ok(())
     });
 
-    // the agent's session with the (local) dispatcher
-    let client_tls: renew::ClientTls = Arc::new(std::sync::RwLock::new(crate::pki::client_config(
-        id.ca.cert_der(),
-        &id.creds,
-    )?));
+    // the agent's session with the leader's dispatcher (this node's first)
     {
         // this manager's own certificate, renewed from its own CA for the cluster's lifetime
         let (store, ca, node_id) = (store.clone(), root_ca.clone(), id.node_id.clone());
@@ -394,9 +449,12 @@ pub async fn run_with_executor(
     }
     let session = session::run(
         session::SessionConfig {
-            addr: config.listen_addr.to_string(),
+            managers: session::ManagerList::new(vec![config.listen_addr.to_string()]),
             tls: client_tls,
-            description: describe(&config),
+            description: pb::NodeDescription {
+                raft_id: id.raft_id,
+                ..describe(&config)
+            },
             cluster_id: id.cluster_id.clone(),
         },
         worker.clone(),
@@ -449,78 +507,12 @@ impl Drop for ExecRuntime {
     }
 }
 
-/// Opens the Raft-backed store (a new single-voter cluster, or the one in the state directory) and creates the
-/// cluster object on first start.
-async fn open_store(
-    config: &NodeConfig,
-    id: &identity::Identity,
-    key: &DataKey,
-    clock: Arc<dyn Clock>,
-) -> Result<(Store, Arc<RaftNode>, Proposer), NodeError> {
-    let store = Store::default();
-    let machine = StoreStateMachine::new(store.clone());
-    let raft = Arc::new(
-        RaftNode::open(
-            &raft_dir(config),
-            id.raft_id,
-            config.listen_addr.to_string(),
-            Box::new(machine),
-            config.raft.clone(),
-        )
-        .await?,
-    );
-    raft.initialize_single().await?;
-    raft.wait_for_leader(Duration::from_secs(30)).await?;
-    let proposer = Proposer::new(raft.clone(), clock);
-    let tokens = || seal_tokens(key, &JoinTokens::generate(id.ca.digest(), &mut rand::rng()));
-    match store.view(|s| s.cluster().cloned()) {
-        None => {
-            let cluster = crate::model::Cluster {
-                id: id.cluster_id.clone(),
-                meta: Default::default(),
-                settings: crate::model::ClusterSettings {
-                    snapshot_interval: config.raft.snapshot_interval_entries,
-                    heartbeat_period_ms: config.heartbeat_period.as_millis() as u64,
-                    ..Default::default()
-                },
-                join_tokens: tokens(),
-                removed_nodes: Vec::new(),
-            };
-            if let Err(e) = proposer.propose(vec![Op::CreateCluster(cluster)]).await {
-                tracing::warn!("cannot create the cluster object: {e}");
-            }
-        }
-        // a cluster created before join tokens were stored gets them now
-        Some(cluster) if cluster.join_tokens.0.is_empty() => {
-            let updated = crate::model::Cluster {
-                join_tokens: tokens(),
-                ..cluster.clone()
-            };
-            let op = Op::UpdateCluster {
-                cluster: updated,
-                expected_version: cluster.meta.version,
-            };
-            if let Err(e) = proposer.propose(vec![op]).await {
-                tracing::warn!("cannot add join tokens to the cluster object: {e}");
-            }
-        }
-        Some(_) => {}
-    }
-    Ok((store, raft, proposer))
-}
-
-/// What `docker swarm init` prints, on standard output (never in the log, which must not hold a token): this
-/// node's id and the command that adds a worker.
-fn print_init_message(store: &Store, key: &DataKey, node_id: &str, join_addr: &str) {
-    let Some(Ok(tokens)) = store.view(|s| s.cluster().map(|c| open_tokens(key, c))) else {
-        return;
-    };
-    println!(
-        "Swarm initialized: current node ({node_id}) is now a manager.\n\nTo add a worker to this swarm, run the \
-         following command:\n\n    swarmd --join-addr {join_addr} --join-token {}\n\nTo add a manager to this swarm, \
-         run 'swarmctl swarm join-token manager' and follow the instructions.\n",
-        tokens.token(NodeRole::Worker)
-    );
+/// The addresses this node's certificate names.
+fn node_ips(config: &NodeConfig) -> Vec<IpAddr> {
+    vec![
+        config.listen_addr.ip(),
+        "127.0.0.1".parse().unwrap_or(config.listen_addr.ip()),
+    ]
 }
 
 /// This node's description for the dispatcher.
@@ -535,6 +527,7 @@ pub(crate) fn describe(config: &NodeConfig) -> pb::NodeDescription {
         memory_bytes: memory_bytes(),
         engine_labels: Default::default(),
         addr: config.listen_addr.ip().to_string(),
+        raft_id: 0,
     }
 }
 

@@ -16,10 +16,82 @@ use crate::api::dispatcher::{self as pb, dispatcher_client::DispatcherClient};
 use crate::api::to_json;
 use crate::manager::dispatcher::decode_assignments;
 
+/// The managers an agent knows, in the order it tries them: the leader a refusal named first, then the list the
+/// last session gave (the leader first), moving on to the next one after a failure. Shared, so the node can keep
+/// it (a worker writes it to `worker.json`).
+#[derive(Clone, Default)]
+pub struct ManagerList(Arc<std::sync::Mutex<Managers>>);
+
+#[derive(Default)]
+struct Managers {
+    addrs: Vec<String>,
+    current: usize,
+    hint: Option<String>,
+}
+
+impl ManagerList {
+    /// A list starting with `addrs`.
+    pub fn new(addrs: Vec<String>) -> Self {
+        ManagerList(Arc::new(std::sync::Mutex::new(Managers {
+            addrs,
+            ..Default::default()
+        })))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Managers> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Every manager address known now.
+    pub fn addrs(&self) -> Vec<String> {
+        self.lock().addrs.clone()
+    }
+
+    /// The manager to dial now.
+    fn target(&self) -> Option<String> {
+        let mut m = self.lock();
+        if let Some(hint) = m.hint.take() {
+            return Some(hint);
+        }
+        let n = m.addrs.len();
+        (n > 0).then(|| m.addrs[m.current % n].clone())
+    }
+
+    /// The manager dialed last did not serve a session: try the next one.
+    fn failed(&self) {
+        let mut m = self.lock();
+        m.current = m.current.wrapping_add(1);
+    }
+
+    /// A refusal named the leader: dial it next.
+    fn redirect(&self, addr: String) {
+        self.lock().hint = Some(addr);
+    }
+
+    /// A session gave the managers' addresses (the leader first).
+    fn learned(&self, addrs: Vec<String>) {
+        if addrs.is_empty() {
+            return;
+        }
+        let mut m = self.lock();
+        m.addrs = addrs;
+        m.current = 0;
+    }
+}
+
+/// The leader a "not the leader" refusal names.
+fn leader_hint(status: &tonic::Status) -> Option<String> {
+    status
+        .metadata()
+        .get(crate::manager::raftpeer::LEADER_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
 /// What the agent needs to reach its dispatcher.
 pub struct SessionConfig {
-    /// The dispatcher's `host:port`.
-    pub addr: String,
+    /// The managers to try (their cluster `host:port`); the session keeps it up to date.
+    pub managers: ManagerList,
     /// This node's TLS client configuration (its certificate, trusting the cluster CA); replaced when the
     /// certificate is renewed, read at every (re)connection.
     pub tls: super::renew::ClientTls,
@@ -60,6 +132,8 @@ impl Backoff {
 /// How a session ended: whether it was up (opened and a heartbeat acknowledged) before it broke.
 struct Ended {
     worked: bool,
+    /// The manager named the leader to go to.
+    redirected: bool,
     error: String,
 }
 
@@ -81,8 +155,11 @@ pub async fn run(
         let Some(ended) = session_once(&config, &worker, &mut reports, &mut pending).await else {
             return;
         };
-        if ended.worked {
+        if ended.worked || ended.redirected {
             backoff.reset();
+        }
+        if !ended.redirected {
+            config.managers.failed();
         }
         if ended.error.contains(REMOVED) && !stopped_for_removal {
             // like a node that left: nothing keeps running for a cluster that no longer knows this node
@@ -109,15 +186,36 @@ async fn session_once(
     pending: &mut HashMap<String, StatusReport>,
 ) -> Option<Ended> {
     let worked = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let result = session_parts(config, worker, reports, pending, worked.clone()).await;
+    let Some(addr) = config.managers.target() else {
+        return Some(Ended {
+            worked: false,
+            redirected: false,
+            error: "no manager address known".into(),
+        });
+    };
+    let result = session_parts(&addr, config, worker, reports, pending, worked.clone()).await;
     let worked = worked.load(std::sync::atomic::Ordering::SeqCst);
     match result {
         Ok(true) => None,
         Ok(false) => Some(Ended {
             worked,
+            redirected: false,
             error: "ended".into(),
         }),
-        Err(error) => Some(Ended { worked, error }),
+        Err(e) => {
+            let redirected = match e.leader {
+                Some(leader) if leader != addr => {
+                    config.managers.redirect(leader);
+                    true
+                }
+                _ => false,
+            };
+            Some(Ended {
+                worked,
+                redirected,
+                error: format!("{addr}: {}", e.message),
+            })
+        }
     }
 }
 
@@ -125,14 +223,15 @@ async fn session_once(
 /// stuck upload never delays a heartbeat), status uploads here. Ends at the first part that fails; `Ok(true)` when
 /// the reports channel closed.
 async fn session_parts(
+    addr: &str,
     config: &SessionConfig,
     worker: &Arc<Worker>,
     reports: &mut mpsc::UnboundedReceiver<StatusReport>,
     pending: &mut HashMap<String, StatusReport>,
     worked: Arc<std::sync::atomic::AtomicBool>,
-) -> Result<bool, String> {
+) -> Result<bool, SessionError> {
     let channel = crate::transport::tls_channel_to_manager(
-        &config.addr,
+        addr,
         super::renew::current(&config.tls),
         &config.cluster_id,
     )
@@ -144,7 +243,10 @@ async fn session_parts(
             description: Some(config.description.clone()),
         })
         .await
-        .map_err(|e| format!("session refused: {}", e.message()))?
+        .map_err(|e| SessionError {
+            message: format!("session refused: {}", e.message()),
+            leader: leader_hint(&e),
+        })?
         .into_inner();
     let first = session
         .message()
@@ -153,6 +255,7 @@ async fn session_parts(
         .ok_or("the dispatcher closed the session")?;
     let session_id = first.session_id.clone();
     let node_id = first.node_id.clone();
+    config.managers.learned(first.managers.clone());
     let period = Duration::from_millis(first.heartbeat_period_ms.max(100));
     tracing::info!(%node_id, "agent session established");
 
@@ -164,28 +267,53 @@ async fn session_parts(
         .map_err(|e| e.message().to_string())?
         .into_inner();
     // dropping the set (when this session ends) aborts its tasks
-    let mut tasks: JoinSet<Result<(), String>> = JoinSet::new();
+    let mut tasks: JoinSet<Result<(), SessionError>> = JoinSet::new();
     tasks.spawn(heartbeats(
         client.clone(),
         session_id.clone(),
         period,
         worked,
     ));
-    tasks.spawn(apply_assignments(assignments, worker.clone(), node_id));
-    tasks.spawn(super::session_logs::serve_logs(
-        client.clone(),
-        session_id.clone(),
-        worker.clone(),
-    ));
+    {
+        let worker = worker.clone();
+        tasks.spawn(async move { Ok(apply_assignments(assignments, worker, node_id).await?) });
+    }
+    {
+        let (client, session_id, worker) = (client.clone(), session_id.clone(), worker.clone());
+        tasks.spawn(async move {
+            Ok(super::session_logs::serve_logs(client, session_id, worker).await?)
+        });
+    }
     // the session stream stays open (unread) while the session lives
     let _session = session;
     tokio::select! {
         Some(joined) = tasks.join_next() => Err(match joined {
             Ok(Err(e)) => e,
             Ok(Ok(())) => "session task ended".into(),
-            Err(e) => format!("session task failed: {e}"),
+            Err(e) => format!("session task failed: {e}").into(),
         }),
-        closed = upload_reports(&mut client, &session_id, reports, pending) => closed.map(|()| true),
+        closed = upload_reports(&mut client, &session_id, reports, pending) => Ok(closed.map(|()| true)?),
+    }
+}
+
+/// Why a session ended, with the leader a refusal named.
+struct SessionError {
+    message: String,
+    leader: Option<String>,
+}
+
+impl From<String> for SessionError {
+    fn from(message: String) -> Self {
+        SessionError {
+            message,
+            leader: None,
+        }
+    }
+}
+
+impl From<&str> for SessionError {
+    fn from(message: &str) -> Self {
+        message.to_string().into()
     }
 }
 
@@ -195,7 +323,7 @@ async fn heartbeats(
     session_id: String,
     period: Duration,
     worked: Arc<std::sync::atomic::AtomicBool>,
-) -> Result<(), String> {
+) -> Result<(), SessionError> {
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -205,7 +333,12 @@ async fn heartbeats(
         });
         match tokio::time::timeout(period * 3, beat).await {
             Ok(Ok(_)) => worked.store(true, std::sync::atomic::Ordering::SeqCst),
-            Ok(Err(e)) => return Err(format!("heartbeat failed: {}", e.message())),
+            Ok(Err(e)) => {
+                return Err(SessionError {
+                    message: format!("heartbeat failed: {}", e.message()),
+                    leader: leader_hint(&e),
+                })
+            }
             Err(_) => return Err("heartbeat timed out".into()),
         }
     }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::join::{join, JoinError};
+use super::join::{join, JoinError, Joined};
 use super::parts::Parts;
 use super::renew::{self, CertFiles};
 use super::{describe, executor_runtime, open_executor, session, NodeConfig, NodeError};
@@ -84,6 +84,7 @@ fn file_error(path: &Path) -> impl Fn(String) -> WorkerError + '_ {
 async fn load_or_join(
     dir: &Path,
     join_config: Option<&JoinConfig>,
+    joined: Option<Joined>,
 ) -> Result<(WorkerFile, String, NodeCredentials), WorkerError> {
     let certs = dir.join("certs");
     let (ca_crt, node_crt) = (certs.join("ca.crt"), certs.join("node.crt"));
@@ -126,7 +127,10 @@ async fn load_or_join(
             "missing: this is not a worker's state directory".into(),
         ));
     };
-    let joined = join(&j.addr, &j.token).await?;
+    let joined = match joined {
+        Some(joined) => joined,
+        None => join(&j.addr, &j.token).await?,
+    };
     let id = joined.creds.identity().clone();
     std::fs::create_dir_all(&certs).map_err(|e| file_error(&certs)(e.to_string()))?;
     pki::write_public_file(&ca_crt, joined.ca_pem.as_bytes())?;
@@ -147,9 +151,11 @@ async fn load_or_join(
     Ok((w, joined.ca_pem, joined.creds))
 }
 
-/// Runs a worker node until `shutdown` resolves (tasks keep running after it returns).
+/// Runs a worker node until `shutdown` resolves (tasks keep running after it returns); `joined` is the join a
+/// first start already made (the token's role is only known once the CA answered).
 pub async fn run(
     config: NodeConfig,
+    joined: Option<Joined>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), NodeError> {
     crate::pki::install_crypto_provider();
@@ -161,9 +167,12 @@ pub async fn run(
             dir.display()
         )));
     }
-    let (file, ca_pem, creds) = load_or_join(&dir, config.join.as_ref())
+    let (file, ca_pem, creds) = load_or_join(&dir, config.join.as_ref(), joined)
         .await
-        .map_err(|e| NodeError::Exec(e.to_string()))?;
+        .map_err(|e| match e {
+            WorkerError::Join(j) => NodeError::Join(j.to_string()),
+            other => NodeError::Worker(other.to_string()),
+        })?;
     tracing::info!(node = %file.node_id, cluster = %file.cluster_id, manager = %file.manager_addr, "worker identity ready");
     let ca = pki::cert_der_from_pem(&ca_pem, "certs/ca.crt")?;
     let executor = open_executor(&config).await?;
@@ -184,7 +193,7 @@ pub async fn run(
     };
     let session = session::run(
         session::SessionConfig {
-            addr: file.manager_addr.clone(),
+            managers: session::ManagerList::new(vec![file.manager_addr.clone()]),
             tls: tls.clone(),
             description: describe(&config),
             cluster_id: file.cluster_id.clone(),

@@ -58,6 +58,7 @@ pub enum SecretsError {
 #[derive(Clone)]
 pub struct DataKey {
     cipher: XChaCha20Poly1305,
+    raw: [u8; 32],
 }
 
 impl std::fmt::Debug for DataKey {
@@ -71,7 +72,25 @@ impl DataKey {
     pub fn from_bytes(bytes: [u8; 32]) -> Self {
         DataKey {
             cipher: XChaCha20Poly1305::new(&bytes.into()),
+            raw: bytes,
         }
+    }
+
+    /// The key's bytes, for a new manager joining over mutual TLS (never logged, never written in plaintext
+    /// anywhere but this node's own 0600 key file).
+    pub fn expose_bytes(&self) -> [u8; 32] {
+        self.raw
+    }
+
+    /// Writes `bytes` (the cluster's key, received when joining as a manager) as `dir/data.key` (0600, atomic)
+    /// and returns the key.
+    pub fn install(dir: &Path, bytes: [u8; 32]) -> Result<Self, SecretsError> {
+        let path = dir.join(KEY_FILE);
+        write_key_file(dir, &path, &bytes).map_err(|source| SecretsError::KeyFile {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Ok(Self::from_bytes(bytes))
     }
 
     /// Loads `dir/data.key`, creating it (mode 0600) with a random key when absent.
@@ -108,20 +127,7 @@ impl DataKey {
                     });
                 }
                 let key: [u8; 32] = rand::random();
-                let tmp = dir.join(format!("{KEY_FILE}.tmp"));
-                let write = || -> std::io::Result<()> {
-                    let mut f = std::fs::OpenOptions::new()
-                        .write(true)
-                        .create(true)
-                        .truncate(true)
-                        .mode(0o600)
-                        .open(&tmp)?;
-                    f.write_all(&key)?;
-                    f.sync_all()?;
-                    std::fs::rename(&tmp, &path)?;
-                    std::fs::File::open(dir)?.sync_all()
-                };
-                write().map_err(|source| SecretsError::KeyFile {
+                write_key_file(dir, &path, &key).map_err(|source| SecretsError::KeyFile {
                     path: shown,
                     source,
                 })?;
@@ -166,6 +172,21 @@ impl DataKey {
             .decrypt(&XNonce::from(nonce_arr), ciphertext)
             .map_err(|_| SecretsError::Open("authentication failed (wrong key or tampered data)"))
     }
+}
+
+/// Writes `key` to `path` (in `dir`) atomically, mode 0600.
+fn write_key_file(dir: &Path, path: &Path, key: &[u8; 32]) -> std::io::Result<()> {
+    let tmp = dir.join(format!("{KEY_FILE}.tmp"));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(key)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    std::fs::File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]

@@ -190,6 +190,46 @@ async fn tls_channel_checked(
     config: Arc<rustls::ClientConfig>,
     manager_of: Option<String>,
 ) -> Result<Channel, String> {
+    let (endpoint, connector) = tls_endpoint(addr, config, manager_of)?;
+    endpoint
+        .connect_with_connector(connector)
+        .await
+        .map_err(|e| format!("cannot connect to {addr}: {e}"))
+}
+
+/// [`tls_channel_to_manager`] that connects on first use and reconnects by itself after a failure (for a
+/// long-lived peer such as another manager's Raft endpoint).
+pub fn tls_channel_to_manager_lazy(
+    addr: &str,
+    config: Arc<rustls::ClientConfig>,
+    cluster_id: &str,
+) -> Result<Channel, String> {
+    let (endpoint, connector) = tls_endpoint(addr, config, Some(cluster_id.to_string()))?;
+    Ok(endpoint.connect_with_connector_lazy(connector))
+}
+
+type Connector = tower::util::ServiceFn<
+    Box<
+        dyn Fn(
+                tonic::codegen::http::Uri,
+            ) -> std::pin::Pin<
+                Box<
+                    dyn std::future::Future<
+                            Output = std::io::Result<
+                                TokioIo<tokio_rustls::client::TlsStream<TcpStream>>,
+                            >,
+                        > + Send,
+                >,
+            > + Send
+            + Sync,
+    >,
+>;
+
+fn tls_endpoint(
+    addr: &str,
+    config: Arc<rustls::ClientConfig>,
+    manager_of: Option<String>,
+) -> Result<(Endpoint, Connector), String> {
     let host = addr
         .rsplit_once(':')
         .map(|(h, _)| h.trim_start_matches('[').trim_end_matches(']'))
@@ -203,30 +243,30 @@ async fn tls_channel_checked(
         .connect_timeout(std::time::Duration::from_secs(5))
         .http2_keep_alive_interval(std::time::Duration::from_secs(10))
         .keep_alive_timeout(std::time::Duration::from_secs(20));
-    endpoint
-        .connect_with_connector(tower::service_fn(move |_| {
-            let connector = connector.clone();
-            let server_name = server_name.clone();
-            let target = target.clone();
-            let manager_of = manager_of.clone();
-            async move {
-                let tcp = TcpStream::connect(&target).await?;
-                let tls = connector.connect(server_name, tcp).await?;
-                if let Some(cluster) = manager_of {
-                    let refuse = |m: String| std::io::Error::new(std::io::ErrorKind::PermissionDenied, m);
-                    let id = pki::server_identity(&tls).map_err(|e| refuse(e.to_string()))?;
-                    if id.role != pki::NodeRole::Manager || id.cluster_id != cluster {
-                        return Err(refuse(format!(
+    let connect: Connector = tower::service_fn(Box::new(move |_: tonic::codegen::http::Uri| {
+        let connector = connector.clone();
+        let server_name = server_name.clone();
+        let target = target.clone();
+        let manager_of = manager_of.clone();
+        Box::pin(async move {
+            let tcp = TcpStream::connect(&target).await?;
+            let _ = tcp.set_nodelay(true);
+            let tls = connector.connect(server_name, tcp).await?;
+            if let Some(cluster) = manager_of {
+                let refuse =
+                    |m: String| std::io::Error::new(std::io::ErrorKind::PermissionDenied, m);
+                let id = pki::server_identity(&tls).map_err(|e| refuse(e.to_string()))?;
+                if id.role != pki::NodeRole::Manager || id.cluster_id != cluster {
+                    return Err(refuse(format!(
                             "{target} is not a manager of cluster {cluster} (its certificate: {} of cluster {})",
                             id.role, id.cluster_id
                         )));
-                    }
                 }
-                Ok::<_, std::io::Error>(TokioIo::new(tls))
             }
-        }))
-        .await
-        .map_err(|e| format!("cannot connect to {addr}: {e}"))
+            Ok::<_, std::io::Error>(TokioIo::new(tls))
+        })
+    }));
+    Ok((endpoint, connect))
 }
 
 /// A unix-socket connection of the control API.

@@ -157,6 +157,53 @@ impl Swarmd {
         w
     }
 
+    /// Raft timing for the HA tests: a LAN's, so failovers take about a second.
+    pub const FAST_RAFT: [&'static str; 4] = [
+        "--raft-heartbeat",
+        "100ms",
+        "--raft-election-timeout",
+        "500ms",
+    ];
+
+    /// A founding manager with [`Swarmd::FAST_RAFT`] timing.
+    pub fn start_founder() -> Swarmd {
+        Self::start_in(tempfile::tempdir().expect("tempdir"), &Self::FAST_RAFT)
+    }
+
+    /// A manager joined through `via` (any manager) with the manager token, reporting `hostname`; returns once
+    /// it answers on its own socket.
+    pub fn start_manager(via: &Swarmd, hostname: &str) -> Swarmd {
+        let token = via.ctl_ok(&["swarm", "join-token", "-q", "manager"]);
+        let mut args: Vec<String> = Self::FAST_RAFT.iter().map(|a| a.to_string()).collect();
+        args.extend([
+            "--hostname".into(),
+            hostname.into(),
+            "--join-addr".into(),
+            format!("127.0.0.1:{}", via.port),
+            "--join-token".into(),
+            token.trim().into(),
+        ]);
+        let mut m = Swarmd {
+            dir: tempfile::tempdir().expect("tempdir"),
+            port: free_port(),
+            args,
+            child: None,
+        };
+        m.spawn();
+        via.wait_node_ready(hostname);
+        m
+    }
+
+    /// This node's id (`swarm info`, answered locally).
+    pub fn node_id(&self) -> String {
+        let info = self.ctl_ok(&["swarm", "info"]);
+        info.lines()
+            .find_map(|l| l.trim().strip_prefix("NodeID: "))
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    }
+
     /// Waits until the node reporting `hostname` is Ready in this manager's `node ls`.
     pub fn wait_node_ready(&self, hostname: &str) {
         wait_for(60, &format!("node {hostname} Ready"), || {

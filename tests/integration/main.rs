@@ -2,6 +2,7 @@
 //! later, real `swarmd` processes on loopback) the way a user would.
 
 mod cluster;
+mod ha;
 mod isolation;
 mod join;
 mod join_tokens;

@@ -30,16 +30,36 @@ fn updated_spec(spec: &NodeSpec, req: &control::NodeUpdateRequest) -> Result<Nod
     Ok(new)
 }
 
+/// A manager's Raft standing now, as this node's Raft sees it: who leads, and whether the leader reaches it.
+fn with_live_status(api: &ControlApi, mut node: crate::model::Node) -> crate::model::Node {
+    use crate::model::Reachability;
+    let raft = api.proposer.raft();
+    if let Some(ms) = node.manager_status.as_mut() {
+        let members = raft.members();
+        ms.leader = raft.current_leader() == Some(ms.raft_id);
+        ms.reachability = match members.iter().find(|m| m.id == ms.raft_id) {
+            Some(m) if m.reachable => Reachability::Reachable,
+            Some(_) => Reachability::Unreachable,
+            None => Reachability::Unknown,
+        };
+        if let Some(m) = members.iter().find(|m| m.id == ms.raft_id) {
+            ms.addr = m.addr.clone();
+        }
+    }
+    node
+}
+
 /// `node ls`.
 pub fn list(api: &ControlApi) -> control::JsonObjects {
-    api.store.view(|s| json_objects(s.nodes().cloned()))
+    let nodes: Vec<crate::model::Node> = api.store.view(|s| s.nodes().cloned().collect());
+    json_objects(nodes.into_iter().map(|n| with_live_status(api, n)))
 }
 
 /// `node inspect`.
 pub fn get(api: &ControlApi, key: &str) -> Result<control::JsonObject, ApiError> {
     let node = api.store.view(|s| resolve_node(s, key).cloned())?;
     Ok(control::JsonObject {
-        json: to_json(&node),
+        json: to_json(&with_live_status(api, node)),
     })
 }
 

@@ -89,15 +89,38 @@ impl Dispatcher {
         node
     }
 
-    /// Marks nodes whose sessions stopped heartbeating as down; runs until the process ends. Leader only.
+    /// Every manager's cluster address, this one (the leader) first: what an agent tries when its session breaks.
+    fn manager_addrs(&self) -> Vec<String> {
+        let raft = self.proposer.raft();
+        let leader = raft.leader_addr();
+        let mut addrs: Vec<String> = leader.iter().cloned().collect();
+        for (_, addr) in raft.member_addrs() {
+            if !addrs.contains(&addr) {
+                addrs.push(addr);
+            }
+        }
+        addrs
+    }
+
+    /// Marks nodes whose sessions stopped heartbeating as down; runs until the process ends, acting only while
+    /// this manager leads. A node that is ready in the store but has had no session with this leader for the
+    /// heartbeat budget since it took the lead (its agent died while another manager led, or never came back
+    /// after a failover) is marked down too.
     pub async fn watch_heartbeats(self) {
         let mut tick = tokio::time::interval(self.period);
+        let mut leading_since: Option<tokio::time::Instant> = None;
         loop {
             tick.tick().await;
+            if !self.proposer.is_leader() {
+                leading_since = None;
+                self.sessions().clear();
+                continue;
+            }
+            let now = tokio::time::Instant::now();
+            let since = *leading_since.get_or_insert(now);
             let deadline = self.period * MISSED_HEARTBEATS;
             let expired: Vec<(String, String)> = {
                 let mut sessions = self.sessions();
-                let now = tokio::time::Instant::now();
                 let gone: Vec<(String, String)> = sessions
                     .iter()
                     .filter(|(_, s)| now.duration_since(s.last_heartbeat) > deadline)
@@ -108,7 +131,19 @@ impl Dispatcher {
                 }
                 gone
             };
-            for (_, node_id) in expired {
+            let mut down: Vec<String> = expired.into_iter().map(|(_, node)| node).collect();
+            if now.duration_since(since) > deadline {
+                let ready: Vec<String> = self.store.view(|s| {
+                    s.nodes()
+                        .filter(|n| n.status.state == NodeState::Ready)
+                        .map(|n| n.id.clone())
+                        .collect()
+                });
+                down.extend(ready);
+            }
+            down.sort();
+            down.dedup();
+            for node_id in down {
                 let still_connected = self.sessions().values().any(|s| s.node_id == node_id);
                 if !still_connected {
                     tracing::warn!(node = %node_id, "node missed its heartbeats: marking it down");
@@ -174,6 +209,17 @@ impl Dispatcher {
             },
             engine_labels: desc.engine_labels.clone().into_iter().collect(),
         };
+        // a manager's Raft id: trusted from a manager certificate only, its address from the Raft membership
+        let manager_status = (identity.role == crate::pki::NodeRole::Manager && desc.raft_id != 0)
+            .then(|| model::ManagerStatus {
+                raft_id: desc.raft_id,
+                addr: self
+                    .proposer
+                    .raft()
+                    .member_addr(desc.raft_id)
+                    .unwrap_or_default(),
+                ..Default::default()
+            });
         for _ in 0..5 {
             let existing = self.store.view(|s| s.node(&identity.node_id).cloned());
             let op = match existing {
@@ -184,6 +230,9 @@ impl Dispatcher {
                     updated.status.addr = desc.addr.clone();
                     updated.status.message = String::new();
                     updated.status.last_heartbeat = now;
+                    if manager_status.is_some() {
+                        updated.manager_status = manager_status.clone();
+                    }
                     if updated == node {
                         return Ok(());
                     }
@@ -217,7 +266,7 @@ impl Dispatcher {
                             message: String::new(),
                             last_heartbeat: now,
                         },
-                        manager_status: None,
+                        manager_status: manager_status.clone(),
                     })
                 }
             };
@@ -292,7 +341,10 @@ impl DispatcherApi for Dispatcher {
         let peer = peer(request.extensions())?;
         let desc = request.into_inner().description.unwrap_or_default();
         if !self.proposer.is_leader() {
-            return Err(Status::unavailable("this manager is not the leader"));
+            return Err(crate::manager::raftpeer::not_leader(
+                self.proposer.raft(),
+                "an agent session",
+            ));
         }
         self.register(&peer.identity, desc).await?;
         let session_id = RandomIds.next_id();
@@ -308,21 +360,30 @@ impl DispatcherApi for Dispatcher {
             session_id: session_id.clone(),
             node_id: peer.identity.node_id.clone(),
             heartbeat_period_ms: self.period.as_millis() as u64,
+            managers: self.manager_addrs(),
         };
         // The stream stays open while the session lives; it ends when the session expires.
         let sessions = self.sessions.clone();
         let period = self.period;
+        let proposer = self.proposer.clone();
         let stream = futures::stream::once(async move { Ok(first) }).chain_wait(move || {
             let sessions = sessions.clone();
             let session_id = session_id.clone();
+            let proposer = proposer.clone();
             async move {
+                let mut leader = proposer.raft().leader_watch();
                 loop {
-                    tokio::time::sleep(period).await;
+                    tokio::select! {
+                        _ = tokio::time::sleep(period) => {}
+                        _ = leader.changed() => {}
+                    }
                     let alive = sessions
                         .lock()
                         .map(|s| s.contains_key(&session_id))
                         .unwrap_or(false);
-                    if !alive {
+                    // a manager that lost the lead ends its sessions: the agents go to the new leader
+                    if !alive || !proposer.is_leader() {
+                        sessions.lock().map(|mut s| s.remove(&session_id)).ok();
                         return;
                     }
                 }
@@ -337,6 +398,12 @@ impl DispatcherApi for Dispatcher {
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
         let caller = peer(request.extensions())?;
         let session_id = request.into_inner().session_id;
+        if !self.proposer.is_leader() {
+            return Err(crate::manager::raftpeer::not_leader(
+                self.proposer.raft(),
+                "a heartbeat",
+            ));
+        }
         let node_id = self.node_of(&session_id, &caller)?;
         if self.is_removed(&node_id) {
             self.sessions().remove(&session_id);

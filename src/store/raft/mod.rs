@@ -30,6 +30,8 @@ mod fault_tests;
 #[cfg(test)]
 mod tests;
 
+mod addrs;
+pub use addrs::Member;
 pub use error::{Error, Result};
 pub use network::{NoPeers, RaftRpc, RaftTransport, TransportError};
 pub use node::{database_file, RaftMetricsSummary, RaftNode, RaftRole, RaftSettings};

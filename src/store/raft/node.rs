@@ -338,6 +338,11 @@ impl RaftNode {
         Ok(())
     }
 
+    /// openraft's metrics channel (for sibling files of this module).
+    pub(super) fn raft_metrics(&self) -> &watch::Receiver<RaftMetrics<NodeId, NodeInfo>> {
+        &self.metrics
+    }
+
     /// A summary of this node's Raft state now.
     pub fn metrics(&self) -> RaftMetricsSummary {
         summarize(&self.metrics.borrow())
