@@ -120,10 +120,37 @@ impl RaftPeerService {
     }
 }
 
+impl RaftPeerService {
+    /// Refuses Raft messages from a manager that is not in this node's membership (removed, demoted, or left
+    /// behind by a `--force-new-cluster`): its votes must not disturb the group. A node with no membership yet (a
+    /// manager that just joined) takes the leader's first messages.
+    fn member(&self, node_id: &str) -> Result<(), Status> {
+        let members = self.raft.member_addrs();
+        if members.is_empty() {
+            return Ok(());
+        }
+        let raft_id = self
+            .store
+            .view(|s| {
+                s.node(node_id)
+                    .and_then(|n| n.manager_status.as_ref().map(|m| m.raft_id))
+            })
+            .unwrap_or_else(|| crate::model::raft_id_for(node_id));
+        if members.iter().any(|(id, _)| *id == raft_id) {
+            return Ok(());
+        }
+        tracing::warn!(node = %node_id, "raft message from a manager outside the raft group refused");
+        Err(Status::permission_denied(format!(
+            "manager {node_id} is not a member of this cluster's raft group (removed, demoted, or from before a              --force-new-cluster): move its state directory away and join again with a manager token"
+        )))
+    }
+}
+
 #[tonic::async_trait]
 impl RaftPeer for RaftPeerService {
     async fn call(&self, request: Request<RaftMessage>) -> Result<Response<RaftReply>, Status> {
-        self.manager(&request)?;
+        let node = self.manager(&request)?;
+        self.member(&node)?;
         let message = request.into_inner();
         let rpc = rpc_of(message.rpc)
             .ok_or_else(|| Status::invalid_argument(format!("unknown raft rpc {}", message.rpc)))?;

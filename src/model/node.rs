@@ -172,6 +172,16 @@ pub enum NodeState {
     Disconnected,
 }
 
+/// The Raft id of a manager that joined (the founding manager is 1): derived from its node id, so any manager
+/// can tell which Raft member a manager certificate belongs to. Never 0 or 1.
+pub fn raft_id_for(node_id: &str) -> u64 {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(node_id.as_bytes());
+    let mut bytes = [0u8; 8];
+    bytes.copy_from_slice(&digest[..8]);
+    (u64::from_be_bytes(bytes) >> 1).max(2)
+}
+
 /// A manager's Raft standing.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ManagerStatus {

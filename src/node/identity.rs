@@ -104,15 +104,8 @@ pub fn issue(
     Ok(NodeCredentials::new(&cert, &key)?)
 }
 
-/// The Raft id of a manager that joined (the founding manager is 1): derived from its node id, so any manager
-/// can tell which Raft member a manager certificate belongs to. Never 0 or 1.
-pub fn raft_id_for(node_id: &str) -> u64 {
-    use sha2::Digest;
-    let digest = sha2::Sha256::digest(node_id.as_bytes());
-    let mut bytes = [0u8; 8];
-    bytes.copy_from_slice(&digest[..8]);
-    (u64::from_be_bytes(bytes) >> 1).max(2)
-}
+/// The Raft id of a manager that joined: see [`crate::model::raft_id_for`].
+pub use crate::model::raft_id_for;
 
 /// Writes the identity of a manager that joined an existing cluster: the cluster's CA (certificate and key,
 /// received over mutual TLS), this node's certificate, and `node.json` last. Nothing is initialized in Raft: the

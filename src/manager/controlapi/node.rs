@@ -84,8 +84,41 @@ pub async fn update(
     })
 }
 
-/// `node rm [--force]`: a Down worker (any worker with `force`) leaves the cluster; its tasks are replaced
-/// elsewhere by the orchestrators.
+/// Takes a manager out of the Raft group (leader only; the call is forwarded there), refusing when the
+/// managers left could not form a quorum.
+async fn leave_raft(api: &ControlApi, node: &crate::model::Node) -> Result<(), ApiError> {
+    let raft = api.proposer.raft();
+    let raft_id = node
+        .manager_status
+        .as_ref()
+        .map(|m| m.raft_id)
+        .unwrap_or_else(|| crate::model::raft_id_for(&node.id));
+    let members = raft.members();
+    let Some(member) = members.iter().find(|m| m.id == raft_id) else {
+        return Ok(());
+    };
+    if member.voter {
+        let left: Vec<_> = members
+            .iter()
+            .filter(|m| m.voter && m.id != raft_id)
+            .collect();
+        let reachable = left.iter().filter(|m| m.reachable).count();
+        if left.is_empty() || reachable < left.len() / 2 + 1 {
+            return Err(ApiError::Precondition(format!(
+                "removing manager {} would leave {reachable} of {} managers reachable (a quorum needs {}):                  bring the others back first",
+                node.id,
+                left.len(),
+                left.len() / 2 + 1
+            )));
+        }
+    }
+    raft.remove_member(raft_id)
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("removing manager {} from raft: {e}", node.id)))
+}
+
+/// `node rm [--force]`: a Down node (any node with `force`) leaves the cluster; its tasks are replaced
+/// elsewhere by the orchestrators. A manager leaves the Raft group first.
 pub async fn remove(
     api: &ControlApi,
     req: control::NodeRemoveRequest,
@@ -97,18 +130,14 @@ pub async fn remove(
     })?;
     let cluster = cluster
         .ok_or_else(|| ApiError::Unavailable("the cluster object is not created yet".into()))?;
-    if node.spec.role == NodeRole::Manager {
-        return Err(ApiError::Precondition(format!(
-            "node {} is a manager: removing a manager needs several managers (Raft membership), which this \
-             version does not have yet",
-            node.id
-        )));
-    }
     if node.status.state != NodeState::Down && !req.force {
         return Err(ApiError::Precondition(format!(
             "node {} is not down and can't be removed (stop it first, or use --force)",
             node.id
         )));
+    }
+    if node.spec.role == NodeRole::Manager {
+        leave_raft(api, &node).await?;
     }
     let mut updated = cluster.clone();
     updated.removed_nodes.push(node.id.clone());

@@ -73,3 +73,16 @@ impl RaftNode {
             .collect()
     }
 }
+
+impl RaftNode {
+    /// Removes member `id` from the group (voter or learner) in one membership change (leader only).
+    pub async fn remove_member(&self, id: NodeId) -> super::Result<()> {
+        let voters: std::collections::BTreeSet<NodeId> = self
+            .metrics()
+            .voters
+            .into_iter()
+            .filter(|v| *v != id)
+            .collect();
+        self.change_membership_removing(voters, id).await
+    }
+}
