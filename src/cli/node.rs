@@ -108,6 +108,11 @@ async fn self_id(c: &mut Client) -> Result<String, String> {
 
 /// Runs one `node` subcommand.
 pub fn run(host: Option<String>, cmd: NodeCommand) -> i32 {
+    let cmd_role = match &cmd {
+        NodeCommand::Promote(_) => Some(true),
+        NodeCommand::Demote(_) => Some(false),
+        _ => None,
+    };
     block_on(async move {
         let mut c = client(&host).await?;
         match cmd {
@@ -149,9 +154,9 @@ pub fn run(host: Option<String>, cmd: NodeCommand) -> i32 {
                             Reachability::Unreachable => "Unreachable",
                             Reachability::Unknown => "Unknown",
                         },
-                        // a manager registered before Raft ids were kept
+                        // a manager registered before Raft ids were kept, or a promotion under way
                         (NodeRole::Manager, None) if n.id == me && leader_is_me => "Leader",
-                        (NodeRole::Manager, None) => "Reachable",
+                        (NodeRole::Manager, None) => "Unknown",
                         (NodeRole::Worker, _) => "",
                     };
                     let id = if n.id == me {
@@ -224,6 +229,7 @@ pub fn run(host: Option<String>, cmd: NodeCommand) -> i32 {
                         .unwrap_or_default(),
                     label_add,
                     label_rm: a.label_rm.clone(),
+                    role: String::new(),
                 })
                 .await
                 .map_err(rpc)?;
@@ -266,11 +272,28 @@ pub fn run(host: Option<String>, cmd: NodeCommand) -> i32 {
                 }
                 Ok(())
             }
-            NodeCommand::Promote(_) | NodeCommand::Demote(_) => Err(
-                "changing a node's role needs several managers (Raft membership), which this version does not \
-                 have yet"
-                    .into(),
-            ),
+            NodeCommand::Promote(a) | NodeCommand::Demote(a) => {
+                let (role, done) = match &cmd_role {
+                    Some(true) => ("manager", "promoted to a manager"),
+                    _ => ("worker", "demoted in the swarm"),
+                };
+                for n in &a.nodes {
+                    let node = if n == "self" {
+                        self_id(&mut c).await?
+                    } else {
+                        n.clone()
+                    };
+                    c.update_node(control::NodeUpdateRequest {
+                        node: node.clone(),
+                        role: role.into(),
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(rpc)?;
+                    println!("Node {n} {done}.");
+                }
+                Ok(())
+            }
         }
     })
 }

@@ -126,8 +126,16 @@ impl NodeCa for CaService {
             )));
         }
         let req = request.into_inner();
-        let spec = NodeCertSpec::new(identity.node_id.clone(), identity.role)
-            .with_validity(self.validity());
+        // the role is the managers' (`node promote` / `node demote`), not the old certificate's
+        let role = self
+            .store
+            .view(|s| s.node(&identity.node_id).map(|n| n.spec.role))
+            .map(|r| match r {
+                crate::model::NodeRole::Manager => NodeRole::Manager,
+                crate::model::NodeRole::Worker => NodeRole::Worker,
+            })
+            .unwrap_or(identity.role);
+        let spec = NodeCertSpec::new(identity.node_id.clone(), role).with_validity(self.validity());
         let cert_pem = self
             .ca
             .sign_node_csr(&req.csr_pem, &spec, SystemTime::now())
@@ -136,7 +144,7 @@ impl NodeCa for CaService {
         Ok(Response::new(pb::IssueCertificateResponse {
             node_id: identity.node_id,
             cert_pem,
-            role: identity.role.to_string(),
+            role: role.to_string(),
         }))
     }
 }

@@ -213,9 +213,62 @@ async fn promote(raft: &RaftNode, id: u64, addr: String) {
     }
 }
 
-/// On the leader, makes every learner a voter once it has caught up (a manager whose promotion was cut short by
-/// a leader change is finished by the next leader). Runs until the process ends.
-pub async fn membership_loop(raft: Arc<RaftNode>) {
+/// What the leader's membership loop does to one member.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MembershipAction {
+    /// A learner that is (or is becoming) a manager: make it a voter once caught up.
+    Promote(u64, String),
+    /// A voter whose node was demoted: make it a learner (the leader itself: it steps down once committed).
+    Demote(u64),
+    /// A learner whose node is a worker now: drop it from the group.
+    Drop(u64),
+}
+
+/// The membership changes that make the Raft group match the nodes' roles: pure, over the store's nodes and the
+/// members as this leader sees them. A demotion waits while the voters left would not form a quorum.
+pub fn membership_actions(
+    nodes: &[crate::model::Node],
+    members: &[crate::store::raft::Member],
+) -> Vec<MembershipAction> {
+    use crate::model::NodeRole as Role;
+    let role_of = |raft_id: u64| {
+        nodes
+            .iter()
+            .find(|n| {
+                n.manager_status
+                    .as_ref()
+                    .map(|m| m.raft_id)
+                    .unwrap_or_else(|| crate::model::raft_id_for(&n.id))
+                    == raft_id
+            })
+            .map(|n| n.spec.role)
+    };
+    let mut out = Vec::new();
+    let voters: Vec<_> = members.iter().filter(|m| m.voter).collect();
+    for m in members {
+        match (m.voter, role_of(m.id)) {
+            // a joining manager has no node yet
+            (false, None | Some(Role::Manager)) => {
+                out.push(MembershipAction::Promote(m.id, m.addr.clone()))
+            }
+            (false, Some(Role::Worker)) => out.push(MembershipAction::Drop(m.id)),
+            (true, Some(Role::Worker)) => {
+                let left: Vec<_> = voters.iter().filter(|v| v.id != m.id).collect();
+                let reachable = left.iter().filter(|v| v.reachable).count();
+                if !left.is_empty() && reachable > left.len() / 2 {
+                    out.push(MembershipAction::Demote(m.id));
+                }
+            }
+            (true, _) => {}
+        }
+    }
+    out
+}
+
+/// On the leader, keeps the Raft group equal to the managers: learners that are managers become voters once
+/// caught up (a promotion cut short by a leader change is finished by the next leader), demoted managers leave.
+/// Runs until the process ends.
+pub async fn membership_loop(raft: Arc<RaftNode>, store: Store) {
     let busy: Arc<Mutex<HashSet<u64>>> = Arc::default();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
@@ -223,18 +276,136 @@ pub async fn membership_loop(raft: Arc<RaftNode>) {
         if !raft.is_leader() {
             continue;
         }
-        for id in raft.metrics().learners {
-            let Some(addr) = raft.member_addr(id) else {
-                continue;
+        let nodes: Vec<crate::model::Node> = store.view(|s| s.nodes().cloned().collect());
+        for action in membership_actions(&nodes, &raft.members()) {
+            let id = match &action {
+                MembershipAction::Promote(id, _)
+                | MembershipAction::Demote(id)
+                | MembershipAction::Drop(id) => *id,
             };
             if !busy.lock().unwrap_or_else(|p| p.into_inner()).insert(id) {
                 continue;
             }
             let (raft, busy) = (raft.clone(), busy.clone());
             tokio::spawn(async move {
-                promote(&raft, id, addr).await;
+                match action {
+                    MembershipAction::Promote(id, addr) => promote(&raft, id, addr).await,
+                    MembershipAction::Demote(id) => {
+                        let voters = raft
+                            .metrics()
+                            .voters
+                            .into_iter()
+                            .filter(|v| *v != id)
+                            .collect();
+                        match raft.change_membership(voters).await {
+                            Ok(()) => tracing::info!(
+                                raft_id = id,
+                                "demoted manager is no longer a raft voter"
+                            ),
+                            Err(e) => tracing::warn!(raft_id = id, "demoting the manager: {e}"),
+                        }
+                    }
+                    MembershipAction::Drop(id) => match raft.remove_member(id).await {
+                        Ok(()) => {
+                            tracing::info!(raft_id = id, "demoted manager left the raft group")
+                        }
+                        Err(e) => tracing::warn!(raft_id = id, "removing the demoted manager: {e}"),
+                    },
+                }
                 busy.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{ManagerStatus, Node, NodeRole};
+    use crate::store::raft::Member;
+
+    fn node(id: &str, raft_id: u64, role: NodeRole) -> Node {
+        let mut n = Node {
+            id: id.into(),
+            ..Default::default()
+        };
+        n.spec.role = role;
+        n.manager_status = Some(ManagerStatus {
+            raft_id,
+            ..Default::default()
+        });
+        n
+    }
+
+    fn member(id: u64, voter: bool, reachable: bool) -> Member {
+        Member {
+            id,
+            addr: format!("127.0.0.1:{id}"),
+            voter,
+            reachable,
+        }
+    }
+
+    #[test]
+    fn rpc_codes_round_trip() {
+        for rpc in [
+            RaftRpc::AppendEntries,
+            RaftRpc::Vote,
+            RaftRpc::InstallSnapshot,
+        ] {
+            assert_eq!(rpc_of(rpc_code(rpc)), Some(rpc));
+        }
+        assert_eq!(rpc_of(9), None);
+    }
+
+    #[test]
+    fn learners_that_are_managers_or_still_joining_are_promoted_demoted_ones_leave() {
+        let nodes = [
+            node("a", 1, NodeRole::Manager),
+            node("b", 2, NodeRole::Manager),
+            node("c", 3, NodeRole::Worker),
+            node("d", 4, NodeRole::Worker),
+        ];
+        let members = [
+            member(1, true, true),
+            member(2, false, true),
+            member(3, true, true),
+            member(4, false, true),
+            member(5, false, true), // joining: no node yet
+        ];
+        assert_eq!(
+            membership_actions(&nodes, &members),
+            vec![
+                MembershipAction::Promote(2, "127.0.0.1:2".into()),
+                MembershipAction::Demote(3),
+                MembershipAction::Drop(4),
+                MembershipAction::Promote(5, "127.0.0.1:5".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_demotion_waits_while_the_voters_left_could_not_form_a_quorum() {
+        let nodes = [
+            node("a", 1, NodeRole::Manager),
+            node("b", 2, NodeRole::Manager),
+            node("c", 3, NodeRole::Worker),
+        ];
+        // of the two voters left, one is unreachable: 1 of 2 is no quorum
+        let members = [
+            member(1, true, true),
+            member(2, true, false),
+            member(3, true, true),
+        ];
+        assert_eq!(membership_actions(&nodes, &members), vec![]);
+        let all = [
+            member(1, true, true),
+            member(2, true, true),
+            member(3, true, true),
+        ];
+        assert_eq!(
+            membership_actions(&nodes, &all),
+            vec![MembershipAction::Demote(3)]
+        );
     }
 }

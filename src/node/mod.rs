@@ -19,6 +19,7 @@ pub mod session;
 mod session_logs;
 #[cfg(test)]
 mod session_tests;
+mod transition;
 pub mod worker;
 
 use std::net::{IpAddr, SocketAddr};
@@ -195,37 +196,55 @@ impl TaskLogs for RoutedLogs {
 }
 
 /// Runs a node until `shutdown` resolves. Tasks keep running after it returns (they outlive the daemon). Fails
-/// if the node cannot start, or with [`NodeError::Part`] when one of its parts dies.
+/// if the node cannot start, or with [`NodeError::Part`] when one of its parts dies. A node whose role the
+/// managers change (`node promote` / `node demote`) goes on in its new role within this call.
 pub async fn run(
     config: NodeConfig,
-    shutdown: impl std::future::Future<Output = ()>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), NodeError> {
+    use futures::FutureExt;
     limits::raise_open_files_logged();
-    let dir = &config.state_dir;
-    let fresh = !worker::is_worker_dir(dir) && !identity::exists(dir);
+    let shutdown = shutdown.boxed().shared();
+    let dir = config.state_dir.clone();
+    transition::settle(&dir);
+    let fresh = !worker::is_worker_dir(&dir) && !identity::exists(&dir);
+    let mut joined_worker = None;
     match &config.join {
         // a first start with a token: the CA's answer says whether this node is a worker or a manager
         Some(j) if fresh => {
             crate::pki::install_crypto_provider();
-            prepare_state_dir(dir)?;
+            prepare_state_dir(&dir)?;
             let joined = join::join(&j.addr, &j.token)
                 .await
                 .map_err(|e| NodeError::Join(e.to_string()))?;
-            if joined.creds.identity().role != NodeRole::Manager {
-                return worker::run(config, Some(joined), shutdown).await;
+            if joined.creds.identity().role == NodeRole::Manager {
+                let addr = j.addr.clone();
+                manager_join::join_as_manager(&config, joined, &addr, &node_ips(&config)).await?;
+            } else {
+                joined_worker = Some(joined);
             }
-            let addr = j.addr.clone();
-            manager_join::join_as_manager(&config, joined, &addr, &node_ips(&config)).await?;
         }
-        Some(_) if worker::is_worker_dir(dir) => return worker::run(config, None, shutdown).await,
-        Some(_) => tracing::info!(
+        Some(_) if !worker::is_worker_dir(&dir) && !fresh => tracing::info!(
             "this node already belongs to a cluster as a manager: --join-addr/--join-token are ignored"
         ),
-        None if worker::is_worker_dir(dir) => return worker::run(config, None, shutdown).await,
-        None => {}
+        _ => {}
     }
-    let executor = open_executor(&config).await?;
-    run_with_executor(config, executor, shutdown).await
+    loop {
+        if joined_worker.is_some() || worker::is_worker_dir(&dir) {
+            match worker::run(config.clone(), joined_worker.take(), shutdown.clone()).await? {
+                worker::Outcome::Stopped => return Ok(()),
+                worker::Outcome::Promoted => {
+                    transition::promote(&config, &node_ips(&config)).await?;
+                    continue;
+                }
+            }
+        }
+        let executor = open_executor(&config).await?;
+        match run_manager(config.clone(), executor, shutdown.clone()).await? {
+            ManagerOutcome::Stopped => return Ok(()),
+            ManagerOutcome::Demoted => continue,
+        }
+    }
 }
 
 pub(crate) async fn open_executor(config: &NodeConfig) -> Result<Arc<dyn Executor>, NodeError> {
@@ -271,12 +290,27 @@ pub(crate) fn prepare_state_dir(dir: &std::path::Path) -> Result<(), NodeError> 
     Ok(())
 }
 
-/// Like [`run`], with the given task runtime (tests pass their own).
+/// Like [`run`] for a manager, with the given task runtime (tests pass their own); a demotion ends it.
 pub async fn run_with_executor(
     config: NodeConfig,
     executor: Arc<dyn Executor>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), NodeError> {
+    run_manager(config, executor, shutdown).await.map(|_| ())
+}
+
+/// How a manager's run ended.
+enum ManagerOutcome {
+    Stopped,
+    /// Demoted: the state directory is a worker's now.
+    Demoted,
+}
+
+async fn run_manager(
+    config: NodeConfig,
+    executor: Arc<dyn Executor>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<ManagerOutcome, NodeError> {
     crate::pki::install_crypto_provider();
     let dir = config.state_dir.clone();
     prepare_state_dir(&dir)?;
@@ -408,9 +442,9 @@ pub async fn run_with_executor(
     // the cluster object (and the first start's message) once this node knows a leader
     bootstrap::bootstrap(&config, &id, &key, &store, &raft, &proposer).await;
     {
-        let raft = raft.clone();
+        let (raft, store) = (raft.clone(), store.clone());
         parts.spawn_until_shutdown("the raft membership", async move {
-            crate::manager::raftpeer::membership_loop(raft).await;
+            crate::manager::raftpeer::membership_loop(raft, store).await;
             Ok(())
         });
     }
@@ -456,6 +490,7 @@ pub async fn run_with_executor(
                 ..describe(&config)
             },
             cluster_id: id.cluster_id.clone(),
+            role: None,
         },
         worker.clone(),
         reports_rx,
@@ -466,11 +501,70 @@ pub async fn run_with_executor(
     });
 
     tracing::info!(socket = %socket.display(), listen = %config.listen_addr, "swarmd ready");
-    let result = parts.run(shutdown).await;
+    let demoted = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop = {
+        let (flag, store, raft, node_id) = (
+            demoted.clone(),
+            store.clone(),
+            raft.clone(),
+            id.node_id.clone(),
+        );
+        async move {
+            tokio::select! {
+                () = shutdown => {}
+                () = demotion(store, raft, node_id) => flag.store(true, std::sync::atomic::Ordering::SeqCst),
+            }
+        }
+    };
+    let result = parts.run(stop).await;
     let _ = std::fs::remove_file(&socket);
+    let others: Vec<String> = raft
+        .member_addrs()
+        .into_iter()
+        .filter(|(r, _)| *r != id.raft_id)
+        .map(|(_, a)| a)
+        .collect();
     let _ = raft.shutdown().await;
     drop(exec_rt);
-    result.map_err(NodeError::from)
+    result.map_err(NodeError::from)?;
+    if !demoted.load(std::sync::atomic::Ordering::SeqCst) {
+        return Ok(ManagerOutcome::Stopped);
+    }
+    drop(raft);
+    transition::demote(&config, &id, &others)?;
+    Ok(ManagerOutcome::Demoted)
+}
+
+/// Completes once this manager was demoted (its node is a worker in the store) and has left the Raft voters —
+/// or 10 s after it saw the demotion, if the leader could not take it out (it then leaves by stopping).
+async fn demotion(
+    store: crate::store::Store,
+    raft: Arc<crate::store::raft::RaftNode>,
+    node_id: String,
+) {
+    let mut changes = store.subscribe();
+    let mut seen: Option<tokio::time::Instant> = None;
+    loop {
+        changes.mark_seen();
+        let worker = store.view(|s| {
+            s.node(&node_id)
+                .is_some_and(|n| n.spec.role == crate::model::NodeRole::Worker)
+        });
+        if worker {
+            let since = *seen.get_or_insert_with(tokio::time::Instant::now);
+            let voter = raft.metrics().voters.contains(&raft.id());
+            if !voter || since.elapsed() > Duration::from_secs(10) {
+                tracing::info!("this manager was demoted: it goes on as a worker");
+                return;
+            }
+        } else {
+            seen = None;
+        }
+        tokio::select! {
+            _ = changes.changed() => {}
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+    }
 }
 
 /// The runtime the task runners run on: starting a task writes files, spawns processes and waits on disks, so

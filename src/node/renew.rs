@@ -187,7 +187,8 @@ fn install(
     Ok(())
 }
 
-async fn renew_once(
+/// One renewal through `manager`'s CA service: a new key, a certificate for it with the role the managers give.
+pub(crate) async fn renew_once(
     manager: &str,
     cluster_id: &str,
     tls: &ClientTls,

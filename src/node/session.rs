@@ -99,6 +99,8 @@ pub struct SessionConfig {
     pub description: pb::NodeDescription,
     /// The cluster whose manager the dispatcher must be (its certificate is checked).
     pub cluster_id: String,
+    /// Receives the role the managers give this node (`manager` / `worker`), from every heartbeat.
+    pub role: Option<tokio::sync::watch::Sender<String>>,
 }
 
 /// First delay before reconnecting; doubles (with jitter) after each failed attempt, up to [`BACKOFF_MAX`].
@@ -273,6 +275,7 @@ async fn session_parts(
         session_id.clone(),
         period,
         worked,
+        config.role.clone(),
     ));
     {
         let worker = worker.clone();
@@ -323,6 +326,7 @@ async fn heartbeats(
     session_id: String,
     period: Duration,
     worked: Arc<std::sync::atomic::AtomicBool>,
+    role: Option<tokio::sync::watch::Sender<String>>,
 ) -> Result<(), SessionError> {
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -332,7 +336,13 @@ async fn heartbeats(
             session_id: session_id.clone(),
         });
         match tokio::time::timeout(period * 3, beat).await {
-            Ok(Ok(_)) => worked.store(true, std::sync::atomic::Ordering::SeqCst),
+            Ok(Ok(reply)) => {
+                worked.store(true, std::sync::atomic::Ordering::SeqCst);
+                let given = reply.into_inner().role;
+                if let (Some(tx), false) = (&role, given.is_empty()) {
+                    tx.send_if_modified(|r| std::mem::replace(r, given.clone()) != given);
+                }
+            }
             Ok(Err(e)) => {
                 return Err(SessionError {
                     message: format!("heartbeat failed: {}", e.message()),

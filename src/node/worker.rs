@@ -37,11 +37,72 @@ pub struct JoinConfig {
 }
 
 #[derive(Serialize, Deserialize)]
-struct WorkerFile {
+pub(crate) struct WorkerFile {
     version: u32,
-    node_id: String,
-    cluster_id: String,
-    manager_addr: String,
+    pub(crate) node_id: String,
+    pub(crate) cluster_id: String,
+    /// The manager it joined through.
+    pub(crate) manager_addr: String,
+    /// Every manager's address, as the last session gave them (so a restarted worker finds a manager when the
+    /// one it joined through is gone).
+    #[serde(default)]
+    pub(crate) managers: Vec<String>,
+}
+
+impl WorkerFile {
+    /// The managers to try, the one it joined through first.
+    pub(crate) fn all_managers(&self) -> Vec<String> {
+        let mut all = vec![self.manager_addr.clone()];
+        for m in &self.managers {
+            if !all.contains(m) {
+                all.push(m.clone());
+            }
+        }
+        all
+    }
+}
+
+/// Writes `worker.json` (atomically): the identity of a worker in `dir`.
+pub(crate) fn write_worker_file(
+    dir: &Path,
+    node_id: &str,
+    cluster_id: &str,
+    managers: &[String],
+) -> Result<(), pki::PkiError> {
+    let w = WorkerFile {
+        version: WORKER_FILE_VERSION,
+        node_id: node_id.to_string(),
+        cluster_id: cluster_id.to_string(),
+        manager_addr: managers.first().cloned().unwrap_or_default(),
+        managers: managers.to_vec(),
+    };
+    let json = serde_json::to_vec_pretty(&w).unwrap_or_default();
+    pki::write_public_file(&worker_file(dir), &json)
+}
+
+/// Reads `worker.json`.
+pub(crate) fn read_worker_file(dir: &Path) -> Result<WorkerFile, String> {
+    let file = worker_file(dir);
+    let text = std::fs::read(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let w: WorkerFile =
+        serde_json::from_slice(&text).map_err(|e| format!("{}: {e}", file.display()))?;
+    if w.version != WORKER_FILE_VERSION {
+        return Err(format!(
+            "{}: unsupported format version {} (this swarmd reads {WORKER_FILE_VERSION})",
+            file.display(),
+            w.version
+        ));
+    }
+    Ok(w)
+}
+
+/// How a worker's run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// Shut down, or left the swarm.
+    Stopped,
+    /// The managers promoted it: it becomes a manager.
+    Promoted,
 }
 
 /// The identity file of a worker's state directory.
@@ -95,15 +156,7 @@ async fn load_or_join(
                 "this node already joined its cluster: --join-addr/--join-token are ignored"
             );
         }
-        let text = std::fs::read(&file).map_err(|e| file_error(&file)(e.to_string()))?;
-        let w: WorkerFile =
-            serde_json::from_slice(&text).map_err(|e| file_error(&file)(e.to_string()))?;
-        if w.version != WORKER_FILE_VERSION {
-            return Err(file_error(&file)(format!(
-                "unsupported format version {} (this swarmd reads {WORKER_FILE_VERSION})",
-                w.version
-            )));
-        }
+        let w = read_worker_file(dir).map_err(|e| file_error(&file)(e))?;
         let read = |p: &Path| std::fs::read_to_string(p).map_err(|e| file_error(p)(e.to_string()));
         let ca_pem = read(&ca_crt)?;
         let creds = CertFiles::in_dir(dir)
@@ -140,6 +193,7 @@ async fn load_or_join(
         node_id: id.node_id.clone(),
         cluster_id: id.cluster_id.clone(),
         manager_addr: j.addr.clone(),
+        managers: Vec::new(),
     };
     // written last: its presence means the directory holds a complete identity
     let json = serde_json::to_vec_pretty(&w).unwrap_or_default();
@@ -153,11 +207,11 @@ async fn load_or_join(
 
 /// Runs a worker node until `shutdown` resolves (tasks keep running after it returns); `joined` is the join a
 /// first start already made (the token's role is only known once the CA answered).
-pub async fn run(
+pub(crate) async fn run(
     config: NodeConfig,
     joined: Option<Joined>,
     shutdown: impl std::future::Future<Output = ()>,
-) -> Result<(), NodeError> {
+) -> Result<Outcome, NodeError> {
     crate::pki::install_crypto_provider();
     let dir = config.state_dir.clone();
     super::prepare_state_dir(&dir)?;
@@ -191,12 +245,15 @@ pub async fn run(
         dir: dir.clone(),
         left: std::sync::Mutex::new(Some(left_tx)),
     };
+    let (role_tx, mut role_rx) = tokio::sync::watch::channel(String::new());
+    let managers = session::ManagerList::new(file.all_managers());
     let session = session::run(
         session::SessionConfig {
-            managers: session::ManagerList::new(vec![file.manager_addr.clone()]),
+            managers: managers.clone(),
             tls: tls.clone(),
             description: describe(&config),
             cluster_id: file.cluster_id.clone(),
+            role: Some(role_tx),
         },
         worker,
         reports_rx,
@@ -225,17 +282,54 @@ pub async fn run(
         session.await;
         Ok(())
     });
+    {
+        // the managers the sessions learn, kept for the next start
+        let (dir, node_id, cluster_id) =
+            (dir.clone(), file.node_id.clone(), file.cluster_id.clone());
+        let mut known = file.all_managers();
+        parts.spawn_until_shutdown("the manager list", async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                let now = managers.addrs();
+                if now != known && !now.is_empty() && worker_file(&dir).exists() {
+                    if let Err(e) = write_worker_file(&dir, &node_id, &cluster_id, &now) {
+                        tracing::warn!("cannot record the managers' addresses: {e}");
+                    }
+                    known = now;
+                }
+            }
+        });
+    }
     tracing::info!(manager = %file.manager_addr, "swarmd (worker) ready");
+    let promoted = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = promoted.clone();
     let stop = async move {
+        let promotion = async {
+            while role_rx.changed().await.is_ok() {
+                if *role_rx.borrow_and_update() == "manager" {
+                    return;
+                }
+            }
+            std::future::pending::<()>().await
+        };
         tokio::select! {
             () = shutdown => {}
             _ = left_rx => tracing::info!("this node left the swarm"),
+            () = promotion => {
+                tracing::info!("this node was promoted to a manager");
+                flag.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
         }
     };
     let result = parts.run(stop).await;
     let _ = std::fs::remove_file(&socket);
     drop(exec_rt);
-    result.map_err(NodeError::from)
+    result.map_err(NodeError::from)?;
+    Ok(if promoted.load(std::sync::atomic::Ordering::SeqCst) {
+        Outcome::Promoted
+    } else {
+        Outcome::Stopped
+    })
 }
 
 /// The worker's local socket service.

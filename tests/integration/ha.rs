@@ -234,3 +234,64 @@ fn a_deploy_cut_by_the_leaders_death_either_applied_or_says_so_and_a_retry_appli
     assert_eq!(ls.matches("s_app").count(), 1, "{ls}");
     managers[l].spawn();
 }
+
+#[test]
+fn promote_and_demote_change_roles_in_place_and_keep_the_tasks_running() {
+    let (mut managers, mut w) = cluster();
+    let out = deploy(&managers[0], "s", ON_WORKER);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for(60, "2 tasks on the worker", || {
+        (w.task_pids().len() == 2).then_some(())
+    });
+    let pids = w.task_pids();
+    // the worker becomes a manager: a fourth Raft member, its tasks untouched
+    managers[0].ctl_ok(&["node", "promote", "w1"]);
+    wait_for(60, "w1 a reachable manager", || {
+        let ls = managers[0].ctl_ok(&["node", "ls"]);
+        ls.lines()
+            .any(|l| l.contains("w1") && (l.contains("Reachable") || l.contains("Leader")))
+            .then_some(())
+    });
+    assert!(w.state().join("node.json").exists());
+    assert!(!w.state().join("worker.json").exists());
+    w.ctl_ok(&["service", "ls"]);
+    assert_eq!(w.task_pids(), pids, "promotion restarted the tasks");
+    // demoting the leader hands the lead to another manager; the demoted node goes on as a worker
+    let l = leader(&mut managers);
+    let demoted = managers[l].node_id();
+    let via = (l + 1) % 3;
+    managers[via].ctl_ok(&["node", "demote", &demoted]);
+    wait_for(60, "the demoted manager to be a worker", || {
+        let ls = managers[via].ctl_ok(&["node", "ls"]);
+        let line = ls.lines().find(|l| l.contains(&demoted))?.to_string();
+        (!line.contains("Leader") && !line.contains("Reachable") && line.contains("Ready"))
+            .then_some(())
+    });
+    wait_for(30, "the demoted node's worker.json", || {
+        managers[l]
+            .state()
+            .join("worker.json")
+            .exists()
+            .then_some(())
+    });
+    assert!(!managers[l].state().join("raft").exists());
+    assert!(!managers[l].state().join("certs/ca.key").exists());
+    // still writable, one leader among the three managers (m's that stayed and w1)
+    let files = tempfile::tempdir().unwrap();
+    let data = files.path().join("x");
+    std::fs::write(&data, "x").unwrap();
+    write_until_ok(
+        &managers[via],
+        &["secret", "create", "after", data.to_str().unwrap()],
+        30,
+    );
+    let ls = managers[via].ctl_ok(&["node", "ls"]);
+    assert_eq!(ls.matches("Leader").count(), 1, "{ls}");
+    assert_eq!(ls.matches("Reachable").count(), 2, "{ls}");
+    // demoting below one manager is refused with the reason
+    assert_eq!(w.task_pids(), pids, "the tasks were restarted");
+}

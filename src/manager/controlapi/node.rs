@@ -27,7 +27,54 @@ fn updated_spec(spec: &NodeSpec, req: &control::NodeUpdateRequest) -> Result<Nod
         }
     }
     new.labels.extend(req.label_add.clone());
+    match req.role.as_str() {
+        "" => {}
+        "manager" => new.role = NodeRole::Manager,
+        "worker" => new.role = NodeRole::Worker,
+        other => {
+            return Err(ApiError::Invalid(format!(
+                "invalid role {other:?}: manager or worker"
+            )))
+        }
+    }
     Ok(new)
+}
+
+/// Refuses a demotion that would leave no manager, or managers that could not form a quorum. The Raft side of a
+/// role change is the leader's membership loop (`raftpeer::membership_loop`).
+fn check_demotion(api: &ControlApi, node: &crate::model::Node) -> Result<(), ApiError> {
+    let managers = api.store.view(|s| {
+        s.nodes()
+            .filter(|n| n.spec.role == NodeRole::Manager)
+            .count()
+    });
+    if managers <= 1 {
+        return Err(ApiError::Precondition(format!(
+            "node {} is the last manager: promote another node first",
+            node.id
+        )));
+    }
+    let raft_id = node
+        .manager_status
+        .as_ref()
+        .map(|m| m.raft_id)
+        .unwrap_or_else(|| crate::model::raft_id_for(&node.id));
+    let members = api.proposer.raft().members();
+    let left: Vec<_> = members
+        .iter()
+        .filter(|m| m.voter && m.id != raft_id)
+        .collect();
+    let reachable = left.iter().filter(|m| m.reachable).count();
+    if !left.is_empty() && reachable < left.len() / 2 + 1 {
+        return Err(ApiError::Precondition(format!(
+            "demoting {} would leave {reachable} of {} managers reachable (a quorum needs {}): bring the \
+             others back first",
+            node.id,
+            left.len(),
+            left.len() / 2 + 1
+        )));
+    }
+    Ok(())
 }
 
 /// A manager's Raft standing now, as this node's Raft sees it: who leads, and whether the leader reaches it.
@@ -71,6 +118,9 @@ pub async fn update(
     let node = api.store.view(|s| resolve_node(s, &req.node).cloned())?;
     let mut updated = node.clone();
     updated.spec = updated_spec(&node.spec, &req)?;
+    if node.spec.role == NodeRole::Manager && updated.spec.role == NodeRole::Worker {
+        check_demotion(api, &node)?;
+    }
     if updated != node {
         api.propose(vec![Op::UpdateNode {
             node: updated,

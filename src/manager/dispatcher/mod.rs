@@ -420,8 +420,17 @@ impl DispatcherApi for Dispatcher {
         {
             self.set_node_state(&node_id, NodeState::Ready, "").await;
         }
+        let role = self
+            .store
+            .view(|s| s.node(&node_id).map(|n| n.spec.role))
+            .map(|r| match r {
+                model::NodeRole::Manager => "manager",
+                model::NodeRole::Worker => "worker",
+            })
+            .unwrap_or_default();
         Ok(Response::new(pb::HeartbeatResponse {
             period_ms: self.period.as_millis() as u64,
+            role: role.into(),
         }))
     }
 
