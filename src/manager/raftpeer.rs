@@ -322,13 +322,11 @@ pub async fn membership_loop(raft: Arc<RaftNode>, store: Store) {
 mod tests {
     use super::*;
     use crate::model::{ManagerStatus, Node, NodeRole};
+
     use crate::store::raft::Member;
 
     fn node(id: &str, raft_id: u64, role: NodeRole) -> Node {
-        let mut n = Node {
-            id: id.into(),
-            ..Default::default()
-        };
+        let mut n = crate::manager::testutil::node(id);
         n.spec.role = role;
         n.manager_status = Some(ManagerStatus {
             raft_id,

@@ -193,7 +193,7 @@ fn a_deploy_cut_by_the_leaders_death_either_applied_or_says_so_and_a_retry_appli
     let files = tempfile::tempdir().unwrap();
     let stack = files.path().join("stack.yml");
     std::fs::write(&stack, ON_WORKER).unwrap();
-    let mut child = std::process::Command::new(super::cluster::bin("swarmctl"))
+    let child = std::process::Command::new(super::cluster::bin("swarmctl"))
         .env("SWARM_HOST", managers[via].host())
         .args([
             "stack",
@@ -237,7 +237,7 @@ fn a_deploy_cut_by_the_leaders_death_either_applied_or_says_so_and_a_retry_appli
 
 #[test]
 fn promote_and_demote_change_roles_in_place_and_keep_the_tasks_running() {
-    let (mut managers, mut w) = cluster();
+    let (mut managers, w) = cluster();
     let out = deploy(&managers[0], "s", ON_WORKER);
     assert!(
         out.status.success(),

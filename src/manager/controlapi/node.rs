@@ -218,6 +218,7 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             label_rm: rm.iter().map(|k| k.to_string()).collect(),
+            role: String::new(),
         }
     }
 
