@@ -15,7 +15,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use swarm::api::control::{self, control_client::ControlClient};
-use tonic::transport::Channel;
 
 struct Manager {
     dir: PathBuf,
@@ -125,7 +124,7 @@ impl Drop for Manager {
     }
 }
 
-async fn client(m: &Manager) -> ControlClient<Channel> {
+async fn client(m: &Manager) -> ControlClient<swarm::cli::client::Conn> {
     swarm::cli::client::connect(&m.host())
         .await
         .expect("connect")
@@ -133,7 +132,7 @@ async fn client(m: &Manager) -> ControlClient<Channel> {
 
 static NAMES: AtomicU64 = AtomicU64::new(0);
 
-async fn write(c: &mut ControlClient<Channel>) -> bool {
+async fn write(c: &mut ControlClient<swarm::cli::client::Conn>) -> bool {
     let n = NAMES.fetch_add(1, Ordering::Relaxed);
     c.create_secret(control::CreateSecretRequest {
         name: format!("bench{n}"),

@@ -64,11 +64,49 @@ async fn tcp_channel(host: &str, addr: &str) -> Result<Channel, String> {
         .map_err(|e| format!("cannot reach swarmd at {host}: {e}"))
 }
 
+/// A connection to the control API that warns (once, on stderr) when a manager answered from its own copy of
+/// the state because no leader was known: the answer may be stale.
+#[derive(Clone)]
+pub struct Conn(Channel);
+
+static WARNED_STALE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+impl tower::Service<tonic::codegen::http::Request<tonic::body::Body>> for Conn {
+    type Response = tonic::codegen::http::Response<tonic::body::Body>;
+    type Error = tonic::transport::Error;
+    type Future = futures::future::BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        tower::Service::poll_ready(&mut self.0, cx)
+    }
+
+    fn call(&mut self, request: tonic::codegen::http::Request<tonic::body::Body>) -> Self::Future {
+        let call = tower::Service::call(&mut self.0, request);
+        Box::pin(async move {
+            let response = call.await?;
+            if response
+                .headers()
+                .contains_key(crate::manager::forward::STALE_HEADER)
+                && !WARNED_STALE.swap(true, std::sync::atomic::Ordering::SeqCst)
+            {
+                eprintln!(
+                    "warning: no manager leads now (no quorum?): this answer comes from this manager's own copy \
+                     of the state and may be stale"
+                );
+            }
+            Ok(response)
+        })
+    }
+}
+
 /// Connects to the control API at `host` (`unix:///path` or `tcp://HOST:PORT`).
-pub async fn connect(host: &str) -> Result<ControlClient<Channel>, String> {
+pub async fn connect(host: &str) -> Result<ControlClient<Conn>, String> {
     if let Some(addr) = host.strip_prefix("tcp://") {
         let channel = tcp_channel(host, addr).await?;
-        return Ok(ControlClient::new(channel)
+        return Ok(ControlClient::new(Conn(channel))
             .max_decoding_message_size(crate::model::limits::MAX_MESSAGE_BYTES));
     }
     let path = match host.strip_prefix("unix://") {
@@ -94,7 +132,7 @@ pub async fn connect(host: &str) -> Result<ControlClient<Channel>, String> {
         };
         format!("cannot reach swarmd at {shown}: {detail}")
     })?;
-    Ok(ControlClient::new(channel)
+    Ok(ControlClient::new(Conn(channel))
         .max_decoding_message_size(crate::model::limits::MAX_MESSAGE_BYTES))
 }
 

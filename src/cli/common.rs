@@ -6,7 +6,6 @@
 use std::collections::HashMap;
 
 use serde::de::DeserializeOwned;
-use tonic::transport::Channel;
 
 use super::client::{connect, resolve_host, status_message};
 use super::output::human_duration;
@@ -14,7 +13,7 @@ use crate::api::control::control_client::ControlClient;
 use crate::model::{Node, Service, ServiceMode, Task, TaskState};
 
 /// A connected client.
-pub type Client = ControlClient<Channel>;
+pub type Client = ControlClient<crate::cli::client::Conn>;
 
 /// A command's failure: the message printed after `error: ` (exit status 1).
 pub type CmdResult = Result<(), String>;

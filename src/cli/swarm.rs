@@ -218,6 +218,43 @@ pub fn run(host: Option<String>, cmd: SwarmCommand) -> i32 {
         println!(" Raft:");
         println!("  Snapshot Interval: {}", s("SnapshotInterval"));
         println!("  Last Log Index: {}", s("RaftLastLogIndex"));
+        let members = info["RaftMembers"].as_array().cloned().unwrap_or_default();
+        if !members.is_empty() {
+            println!("  Managers:");
+            for m in &members {
+                let status = if m["Leader"] == true {
+                    "Leader"
+                } else if m["Voter"] != true {
+                    "Joining (catching up)"
+                } else if m["Reachable"] == true {
+                    "Reachable"
+                } else {
+                    "Unreachable"
+                };
+                println!(
+                    "   {} {} {status}",
+                    m["NodeID"]
+                        .as_str()
+                        .filter(|n| !n.is_empty())
+                        .unwrap_or("?"),
+                    m["Addr"].as_str().unwrap_or_default()
+                );
+            }
+            let q = &info["Quorum"];
+            let (voters, reachable, need) = (
+                q["Voters"].as_u64().unwrap_or(0),
+                q["Reachable"].as_u64().unwrap_or(0),
+                q["Need"].as_u64().unwrap_or(0),
+            );
+            let words = if info["Leader"].is_null() {
+                format!("no leader: {reachable} of {voters} managers reachable from here (a quorum needs {need}); writes are refused, reads may be stale")
+            } else if reachable >= need {
+                format!("{reachable} of {voters} managers reachable, a quorum needs {need}: the cluster takes writes and survives the loss of {}", reachable - need)
+            } else {
+                format!("{reachable} of {voters} managers reachable, a quorum needs {need}: writes are refused")
+            };
+            println!("  Quorum: {words}");
+        }
         println!(" Dispatcher:");
         println!(
             "  Heartbeat Period: {}",

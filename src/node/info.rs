@@ -21,7 +21,30 @@ pub fn info_fn(
 /// The `info` JSON of this node now.
 pub fn info(store: &Store, raft: &RaftNode, node_id: &str, cluster_id: &str) -> serde_json::Value {
     let m = raft.metrics();
+    let members = raft.members();
+    let voters: Vec<_> = members.iter().filter(|x| x.voter).collect();
+    let reachable = voters.iter().filter(|x| x.reachable).count();
+    let leader = m.leader;
     store.view(|s| {
+        let node_of = |raft_id: u64| {
+            s.nodes()
+                .find(|n| n.manager_status.as_ref().is_some_and(|ms| ms.raft_id == raft_id))
+                .map(|n| n.id.clone())
+                .unwrap_or_default()
+        };
+        let raft_members: Vec<serde_json::Value> = members
+            .iter()
+            .map(|x| {
+                serde_json::json!({
+                    "NodeID": node_of(x.id),
+                    "RaftID": x.id,
+                    "Addr": x.addr,
+                    "Voter": x.voter,
+                    "Leader": Some(x.id) == leader,
+                    "Reachable": x.reachable,
+                })
+            })
+            .collect();
         let settings = s.cluster().map(|c| c.settings.clone()).unwrap_or_default();
         serde_json::json!({
             "NodeID": node_id,
@@ -38,6 +61,12 @@ pub fn info(store: &Store, raft: &RaftNode, node_id: &str, cluster_id: &str) -> 
             "RaftLastApplied": m.last_applied_index,
             "RaftSnapshotIndex": m.snapshot_index,
             "Leader": m.leader,
+            "RaftMembers": raft_members,
+            "Quorum": {
+                "Voters": voters.len(),
+                "Reachable": reachable,
+                "Need": voters.len() / 2 + 1,
+            },
         })
     })
 }
