@@ -16,22 +16,29 @@
 
 mod db;
 mod error;
+mod force;
 mod guard;
 mod log_store;
+mod membership;
 mod network;
 mod node;
+mod quorum;
 mod record;
 mod space;
 mod state_machine;
 mod types;
 
 #[cfg(test)]
+mod cluster_tests;
+#[cfg(test)]
 mod fault_tests;
 #[cfg(test)]
 mod tests;
 
 pub use error::{Error, Result};
+pub use force::ForcedCluster;
 pub use network::{NoPeers, RaftRpc, RaftTransport, TransportError};
 pub use node::{database_file, RaftMetricsSummary, RaftNode, RaftRole, RaftSettings};
+pub use quorum::{Member, QuorumStatus};
 pub use state_machine::StateMachine;
 pub use types::{NodeId, NodeInfo};

@@ -22,6 +22,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::error::{Error, Result};
+use super::quorum::Contacts;
 use super::types::{NodeId, NodeInfo, Raft, TypeConfig};
 
 /// Which Raft RPC a message carries.
@@ -91,24 +92,66 @@ fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
 }
 
 /// Decodes one request, runs it on the local Raft and encodes the reply: openraft's own
-/// `Result<Response, RaftError>`, so the caller sees remote errors as they are.
-pub(crate) async fn serve(raft: &Raft, rpc: RaftRpc, payload: &[u8]) -> Result<Vec<u8>> {
+/// `Result<Response, RaftError>`, so the caller sees remote errors as they are. A request from a
+/// leader (or candidate) whose term this node accepted is recorded in `contacts` as heard.
+pub(crate) async fn serve(
+    raft: &Raft,
+    contacts: &Contacts,
+    rpc: RaftRpc,
+    payload: &[u8],
+) -> Result<Vec<u8>> {
     match rpc {
-        RaftRpc::AppendEntries => encode(&raft.append_entries(decode(payload)?).await),
-        RaftRpc::Vote => encode(&raft.vote(decode(payload)?).await),
-        RaftRpc::InstallSnapshot => encode(&raft.install_snapshot(decode(payload)?).await),
+        RaftRpc::AppendEntries => {
+            let req: AppendEntriesRequest<TypeConfig> = decode(payload)?;
+            let from = req.vote.leader_id().voted_for();
+            let reply = raft.append_entries(req).await;
+            if let (Some(from), Ok(r)) = (from, &reply) {
+                if !matches!(r, AppendEntriesResponse::HigherVote(_)) {
+                    contacts.heard(from);
+                }
+            }
+            encode(&reply)
+        }
+        RaftRpc::Vote => {
+            let req: VoteRequest<NodeId> = decode(payload)?;
+            let from = req.vote.leader_id().voted_for();
+            let reply = raft.vote(req).await;
+            if let (Some(from), Ok(_)) = (from, &reply) {
+                contacts.heard(from);
+            }
+            encode(&reply)
+        }
+        RaftRpc::InstallSnapshot => {
+            let req: InstallSnapshotRequest<TypeConfig> = decode(payload)?;
+            let from = req.vote.leader_id().voted_for();
+            let reply = raft.install_snapshot(req).await;
+            if let (Some(from), Ok(_)) = (from, &reply) {
+                contacts.heard(from);
+            }
+            encode(&reply)
+        }
     }
 }
 
-/// Openraft's network factory over a [`RaftTransport`].
+/// Openraft's network factory over a [`RaftTransport`]; every answered call is recorded in
+/// `contacts` (the leader's view of who is reachable).
 pub(crate) struct NetworkFactory {
     local: NodeId,
     transport: Arc<dyn RaftTransport>,
+    contacts: Contacts,
 }
 
 impl NetworkFactory {
-    pub(crate) fn new(local: NodeId, transport: Arc<dyn RaftTransport>) -> Self {
-        Self { local, transport }
+    pub(crate) fn new(
+        local: NodeId,
+        transport: Arc<dyn RaftTransport>,
+        contacts: Contacts,
+    ) -> Self {
+        Self {
+            local,
+            transport,
+            contacts,
+        }
     }
 }
 
@@ -121,6 +164,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
             target,
             addr: node.addr.clone(),
             transport: self.transport.clone(),
+            contacts: self.contacts.clone(),
         }
     }
 }
@@ -131,6 +175,7 @@ pub(crate) struct PeerClient {
     target: NodeId,
     addr: String,
     transport: Arc<dyn RaftTransport>,
+    contacts: Contacts,
 }
 
 type RpcResult<T, E> = std::result::Result<T, RPCError<NodeId, NodeInfo, RaftError<NodeId, E>>>;
@@ -165,6 +210,8 @@ impl PeerClient {
                 }),
                 TransportError::Failed(_) => RPCError::Network(NetworkError::new(&e)),
             })?;
+        // The peer answered: it is reachable, whatever the answer says.
+        self.contacts.acked(self.target);
         let reply: std::result::Result<Resp, RaftError<NodeId, E>> =
             postcard::from_bytes(&bytes).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         reply.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
