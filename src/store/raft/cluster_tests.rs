@@ -24,6 +24,8 @@ struct Net {
     cut: Mutex<BTreeSet<(NodeId, NodeId)>>,
     chunks: AtomicUsize,
     chunk_delay: Mutex<Duration>,
+    /// The largest AppendEntries payload sent.
+    max_append: AtomicUsize,
 }
 
 impl Net {
@@ -82,6 +84,9 @@ impl RaftTransport for Endpoint {
                 Some(n) if !net.blocked(from, target) => n,
                 _ => return Err(TransportError::Unreachable(addr)),
             };
+            if rpc == RaftRpc::AppendEntries {
+                net.max_append.fetch_max(payload.len(), Ordering::SeqCst);
+            }
             if rpc == RaftRpc::InstallSnapshot {
                 net.chunks.fetch_add(1, Ordering::SeqCst);
                 let delay = *net.chunk_delay.lock().expect("net lock");
@@ -448,7 +453,10 @@ async fn force_new_cluster_keeps_every_write_and_a_new_member_catches_up_by_snap
     c.net.chunks.store(0, Ordering::SeqCst);
     *c.net.chunk_delay.lock().expect("net lock") = delay;
     let fresh = c.open(9).await;
-    node.add_learner(9, addr(9)).await.expect("learner");
+    node.add_learner_nowait(9, addr(9)).await.expect("learner");
+    node.wait_caught_up(9, Some(WAIT))
+        .await
+        .expect("the snapshot installed");
     node.promote(9).await.expect("promote");
     for i in 30..32 {
         node.propose(padded(i)).await.expect("propose");
@@ -466,6 +474,58 @@ async fn force_new_cluster_keeps_every_write_and_a_new_member_catches_up_by_snap
     );
     assert_eq!(node.metrics().voters, vec![survivor, 9]);
     c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lagging_follower_catches_up_in_batches_within_the_byte_limit() {
+    let limit = 1_000;
+    let c = Cluster::start(
+        3,
+        RaftSettings {
+            max_append_bytes: limit,
+            ..settings()
+        },
+    )
+    .await;
+    let all = c.ids();
+    let leader = c.leader(&all).await;
+    let lagging = all
+        .iter()
+        .copied()
+        .find(|&i| i != leader)
+        .expect("follower");
+    c.net.set_down(lagging, true);
+    for i in 0..20 {
+        c.node(leader).propose(padded(i)).await.expect("propose");
+    }
+    c.net.max_append.store(0, Ordering::SeqCst);
+    c.net.set_down(lagging, false);
+    // 20 entries of 128 bytes do not fit one call: they go in several.
+    let leader = c.propose(&all, padded(20)).await;
+    let history = c.agreed(leader).await;
+    assert_eq!(history, (0..21).map(padded).collect::<Vec<_>>());
+    let max = c.net.max_append.load(Ordering::SeqCst);
+    assert!(max as u64 <= limit, "an AppendEntries of {max} bytes");
+    c.shutdown().await;
+}
+
+/// The futures the manager awaits in spawned tasks must be `Send`.
+fn _futures_are_send(node: &'static RaftNode) {
+    fn send<T: Send>(_: T) {}
+    send(node.propose(Vec::new()));
+    send(node.add_learner(2, String::new()));
+    send(node.add_learner_nowait(2, String::new()));
+    send(node.wait_caught_up(2, None));
+    send(node.change_membership(BTreeSet::new()));
+    send(node.promote(2));
+    send(node.demote(2));
+    send(node.remove_member(2));
+    send(node.set_peer_addr(2, String::new()));
+    send(RaftNode::force_new_cluster(
+        std::path::Path::new("/"),
+        1,
+        "",
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

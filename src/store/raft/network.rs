@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use openraft::error::{
-    Infallible, InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Timeout,
-    Unreachable,
+    Infallible, InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError,
+    RemoteError, Timeout, Unreachable,
 };
 use openraft::network::RPCOption;
 use openraft::raft::{
@@ -134,11 +134,13 @@ pub(crate) async fn serve(
 }
 
 /// Openraft's network factory over a [`RaftTransport`]; every answered call is recorded in
-/// `contacts` (the leader's view of who is reachable).
+/// `contacts` (the leader's view of who is reachable). An AppendEntries of several entries whose
+/// encoding passes `max_append_bytes` is not sent: openraft is told to send fewer entries.
 pub(crate) struct NetworkFactory {
     local: NodeId,
     transport: Arc<dyn RaftTransport>,
     contacts: Contacts,
+    max_append_bytes: u64,
 }
 
 impl NetworkFactory {
@@ -146,11 +148,13 @@ impl NetworkFactory {
         local: NodeId,
         transport: Arc<dyn RaftTransport>,
         contacts: Contacts,
+        max_append_bytes: u64,
     ) -> Self {
         Self {
             local,
             transport,
             contacts,
+            max_append_bytes,
         }
     }
 }
@@ -165,6 +169,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
             addr: node.addr.clone(),
             transport: self.transport.clone(),
             contacts: self.contacts.clone(),
+            max_append_bytes: self.max_append_bytes,
         }
     }
 }
@@ -176,6 +181,14 @@ pub(crate) struct PeerClient {
     addr: String,
     transport: Arc<dyn RaftTransport>,
     contacts: Contacts,
+    max_append_bytes: u64,
+}
+
+/// How many of `entries` entries, `bytes` long encoded together, fit in `max` bytes (at least 1).
+fn entries_that_fit(entries: usize, bytes: usize, max: u64) -> u64 {
+    let entries = entries as u128;
+    let fit = entries * u128::from(max) / (bytes as u128).max(1);
+    u64::try_from(fit.clamp(1, entries.max(1))).unwrap_or(1)
 }
 
 type RpcResult<T, E> = std::result::Result<T, RPCError<NodeId, NodeInfo, RaftError<NodeId, E>>>;
@@ -195,6 +208,20 @@ impl PeerClient {
     {
         let payload =
             postcard::to_allocvec(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        self.send(rpc, action, payload, option).await
+    }
+
+    async fn send<Resp, E>(
+        &self,
+        rpc: RaftRpc,
+        action: RPCTypes,
+        payload: Vec<u8>,
+        option: &RPCOption,
+    ) -> RpcResult<Resp, E>
+    where
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
         let ttl = option.hard_ttl();
         let bytes = self
             .transport
@@ -218,16 +245,37 @@ impl PeerClient {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::entries_that_fit;
+
+    #[test]
+    fn an_oversized_batch_is_cut_to_what_fits() {
+        assert_eq!(entries_that_fit(300, 3_000_000, 1_000_000), 100);
+        assert_eq!(entries_that_fit(2, 10_000, 10), 1, "never fewer than one");
+        assert_eq!(entries_that_fit(4, 100, 1_000), 4, "never more than sent");
+    }
+}
+
 impl RaftNetwork<TypeConfig> for PeerClient {
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<NodeId>, Infallible> {
-        self.call(
+        let payload =
+            postcard::to_allocvec(&rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let entries = rpc.entries.len();
+        if entries > 1 && payload.len() as u64 > self.max_append_bytes {
+            let fit = entries_that_fit(entries, payload.len(), self.max_append_bytes);
+            return Err(RPCError::PayloadTooLarge(
+                PayloadTooLarge::new_entries_hint(fit),
+            ));
+        }
+        self.send(
             RaftRpc::AppendEntries,
             RPCTypes::AppendEntries,
-            &rpc,
+            payload,
             &option,
         )
         .await

@@ -48,6 +48,10 @@ pub struct RaftSettings {
     /// Time limit of one snapshot chunk (the last one includes installing the whole snapshot on
     /// the receiver). Per chunk, never for the whole transfer.
     pub snapshot_chunk_timeout: Duration,
+    /// An AppendEntries call carries several entries only while they encode to at most this
+    /// many bytes (one larger entry still goes alone), so replication stays within a transport's
+    /// message limit and the heartbeat-long time limit of a call.
+    pub max_append_bytes: u64,
 }
 
 /// The default of [`RaftSettings::min_free_bytes`]: 64 MiB, room for a snapshot and the entries in flight.
@@ -68,6 +72,7 @@ impl Default for RaftSettings {
             write_timeout: Duration::from_secs(10),
             snapshot_chunk_bytes: 1 << 20,
             snapshot_chunk_timeout: Duration::from_secs(60),
+            max_append_bytes: 2 << 20,
         }
     }
 }
@@ -327,7 +332,12 @@ impl RaftNode {
             .await
             .map_err(|e| storage_error(dir, e))?;
         let contacts = Contacts::default();
-        let network = NetworkFactory::new(node_id, transport, contacts.clone());
+        let network = NetworkFactory::new(
+            node_id,
+            transport,
+            contacts.clone(),
+            settings.max_append_bytes,
+        );
         let raft = Raft::new(node_id, config, network, log_store, sm)
             .await
             .map_err(|e| fatal_error(&disk, e))?;
