@@ -245,18 +245,6 @@ impl PeerClient {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::entries_that_fit;
-
-    #[test]
-    fn an_oversized_batch_is_cut_to_what_fits() {
-        assert_eq!(entries_that_fit(300, 3_000_000, 1_000_000), 100);
-        assert_eq!(entries_that_fit(2, 10_000, 10), 1, "never fewer than one");
-        assert_eq!(entries_that_fit(4, 100, 1_000), 4, "never more than sent");
-    }
-}
-
 impl RaftNetwork<TypeConfig> for PeerClient {
     async fn append_entries(
         &mut self,
@@ -302,5 +290,17 @@ impl RaftNetwork<TypeConfig> for PeerClient {
     ) -> RpcResult<VoteResponse<NodeId>, Infallible> {
         self.call(RaftRpc::Vote, RPCTypes::Vote, &rpc, &option)
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::entries_that_fit;
+
+    #[test]
+    fn an_oversized_batch_is_cut_to_what_fits() {
+        assert_eq!(entries_that_fit(300, 3_000_000, 1_000_000), 100);
+        assert_eq!(entries_that_fit(2, 10_000, 10), 1, "never fewer than one");
+        assert_eq!(entries_that_fit(4, 100, 1_000), 4, "never more than sent");
     }
 }
