@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use openraft::error::{ClientWriteError, Fatal, InitializeError, RaftError};
 
+use super::quorum::QuorumStatus;
 use super::types::{NodeId, NodeInfo};
 
 /// What can go wrong running the Raft node.
@@ -45,6 +46,15 @@ pub enum Error {
         /// The current leader's advertise address, if known.
         leader_addr: Option<String>,
     },
+    /// This node leads but cannot reach a majority of the voters: the write was refused before it
+    /// was proposed (nothing was applied). Reads of the local store keep working.
+    #[error("no quorum: {0}")]
+    NoQuorum(QuorumStatus),
+    /// The write was proposed but not confirmed: quorum was lost while it was in flight, or it did
+    /// not commit within [`RaftSettings::write_timeout`](super::RaftSettings::write_timeout). It
+    /// may or may not have been applied; the caller should check and retry.
+    #[error("{0}; the write may or may not have been applied")]
+    OutcomeUnknown(String),
     /// Raft has stopped (shut down, or a fatal storage error); the node must be restarted.
     #[error("raft stopped: {0}")]
     Stopped(String),
@@ -131,6 +141,24 @@ mod tests {
         assert_eq!(human(512), "512 B");
         assert_eq!(human(64 << 20), "64.0 MiB");
         assert_eq!(human(3 << 29), "1.5 GiB");
+    }
+
+    #[test]
+    fn quorum_errors_read_plainly() {
+        let e = Error::NoQuorum(QuorumStatus {
+            reachable: 1,
+            voters: 3,
+            leader: Some(1),
+        });
+        assert_eq!(
+            e.to_string(),
+            "no quorum: 1 of 3 managers reachable (need 2)"
+        );
+        let e = Error::OutcomeUnknown("not committed within 10s".into());
+        assert_eq!(
+            e.to_string(),
+            "not committed within 10s; the write may or may not have been applied"
+        );
     }
 
     #[test]

@@ -48,7 +48,7 @@ fn index_bounds(range: &impl RangeBounds<u64>) -> (u64, Option<u64>) {
 }
 
 /// Verifies and decodes the entry stored under `index`: its checksum, and that it is the entry of that index.
-fn decode_entry(disk: &Disk, index: u64, bytes: &[u8]) -> Result<Entry, DiskError> {
+pub(crate) fn decode_entry(disk: &Disk, index: u64, bytes: &[u8]) -> Result<Entry, DiskError> {
     let what = || format!("Raft log entry {index}");
     let entry: Entry = record::decode(LOG_NAME, &index.to_be_bytes(), bytes)
         .map_err(|e| disk.corrupt(what(), e))?;

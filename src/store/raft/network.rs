@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use openraft::error::{
-    Infallible, InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Timeout,
-    Unreachable,
+    Infallible, InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError,
+    RemoteError, Timeout, Unreachable,
 };
 use openraft::network::RPCOption;
 use openraft::raft::{
@@ -22,6 +22,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::error::{Error, Result};
+use super::quorum::Contacts;
 use super::types::{NodeId, NodeInfo, Raft, TypeConfig};
 
 /// Which Raft RPC a message carries.
@@ -91,24 +92,70 @@ fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
 }
 
 /// Decodes one request, runs it on the local Raft and encodes the reply: openraft's own
-/// `Result<Response, RaftError>`, so the caller sees remote errors as they are.
-pub(crate) async fn serve(raft: &Raft, rpc: RaftRpc, payload: &[u8]) -> Result<Vec<u8>> {
+/// `Result<Response, RaftError>`, so the caller sees remote errors as they are. A request from a
+/// leader (or candidate) whose term this node accepted is recorded in `contacts` as heard.
+pub(crate) async fn serve(
+    raft: &Raft,
+    contacts: &Contacts,
+    rpc: RaftRpc,
+    payload: &[u8],
+) -> Result<Vec<u8>> {
     match rpc {
-        RaftRpc::AppendEntries => encode(&raft.append_entries(decode(payload)?).await),
-        RaftRpc::Vote => encode(&raft.vote(decode(payload)?).await),
-        RaftRpc::InstallSnapshot => encode(&raft.install_snapshot(decode(payload)?).await),
+        RaftRpc::AppendEntries => {
+            let req: AppendEntriesRequest<TypeConfig> = decode(payload)?;
+            let from = req.vote.leader_id().voted_for();
+            let reply = raft.append_entries(req).await;
+            if let (Some(from), Ok(r)) = (from, &reply) {
+                if !matches!(r, AppendEntriesResponse::HigherVote(_)) {
+                    contacts.heard(from);
+                }
+            }
+            encode(&reply)
+        }
+        RaftRpc::Vote => {
+            let req: VoteRequest<NodeId> = decode(payload)?;
+            let from = req.vote.leader_id().voted_for();
+            let reply = raft.vote(req).await;
+            if let (Some(from), Ok(_)) = (from, &reply) {
+                contacts.heard(from);
+            }
+            encode(&reply)
+        }
+        RaftRpc::InstallSnapshot => {
+            let req: InstallSnapshotRequest<TypeConfig> = decode(payload)?;
+            let from = req.vote.leader_id().voted_for();
+            let reply = raft.install_snapshot(req).await;
+            if let (Some(from), Ok(_)) = (from, &reply) {
+                contacts.heard(from);
+            }
+            encode(&reply)
+        }
     }
 }
 
-/// Openraft's network factory over a [`RaftTransport`].
+/// Openraft's network factory over a [`RaftTransport`]; every answered call is recorded in
+/// `contacts` (the leader's view of who is reachable). An AppendEntries of several entries whose
+/// encoding passes `max_append_bytes` is not sent: openraft is told to send fewer entries.
 pub(crate) struct NetworkFactory {
     local: NodeId,
     transport: Arc<dyn RaftTransport>,
+    contacts: Contacts,
+    max_append_bytes: u64,
 }
 
 impl NetworkFactory {
-    pub(crate) fn new(local: NodeId, transport: Arc<dyn RaftTransport>) -> Self {
-        Self { local, transport }
+    pub(crate) fn new(
+        local: NodeId,
+        transport: Arc<dyn RaftTransport>,
+        contacts: Contacts,
+        max_append_bytes: u64,
+    ) -> Self {
+        Self {
+            local,
+            transport,
+            contacts,
+            max_append_bytes,
+        }
     }
 }
 
@@ -121,6 +168,8 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
             target,
             addr: node.addr.clone(),
             transport: self.transport.clone(),
+            contacts: self.contacts.clone(),
+            max_append_bytes: self.max_append_bytes,
         }
     }
 }
@@ -131,6 +180,15 @@ pub(crate) struct PeerClient {
     target: NodeId,
     addr: String,
     transport: Arc<dyn RaftTransport>,
+    contacts: Contacts,
+    max_append_bytes: u64,
+}
+
+/// How many of `entries` entries, `bytes` long encoded together, fit in `max` bytes (at least 1).
+fn entries_that_fit(entries: usize, bytes: usize, max: u64) -> u64 {
+    let entries = entries as u128;
+    let fit = entries * u128::from(max) / (bytes as u128).max(1);
+    u64::try_from(fit.clamp(1, entries.max(1))).unwrap_or(1)
 }
 
 type RpcResult<T, E> = std::result::Result<T, RPCError<NodeId, NodeInfo, RaftError<NodeId, E>>>;
@@ -150,6 +208,20 @@ impl PeerClient {
     {
         let payload =
             postcard::to_allocvec(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        self.send(rpc, action, payload, option).await
+    }
+
+    async fn send<Resp, E>(
+        &self,
+        rpc: RaftRpc,
+        action: RPCTypes,
+        payload: Vec<u8>,
+        option: &RPCOption,
+    ) -> RpcResult<Resp, E>
+    where
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
         let ttl = option.hard_ttl();
         let bytes = self
             .transport
@@ -165,6 +237,8 @@ impl PeerClient {
                 }),
                 TransportError::Failed(_) => RPCError::Network(NetworkError::new(&e)),
             })?;
+        // The peer answered: it is reachable, whatever the answer says.
+        self.contacts.acked(self.target);
         let reply: std::result::Result<Resp, RaftError<NodeId, E>> =
             postcard::from_bytes(&bytes).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         reply.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
@@ -177,10 +251,19 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<NodeId>, Infallible> {
-        self.call(
+        let payload =
+            postcard::to_allocvec(&rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let entries = rpc.entries.len();
+        if entries > 1 && payload.len() as u64 > self.max_append_bytes {
+            let fit = entries_that_fit(entries, payload.len(), self.max_append_bytes);
+            return Err(RPCError::PayloadTooLarge(
+                PayloadTooLarge::new_entries_hint(fit),
+            ));
+        }
+        self.send(
             RaftRpc::AppendEntries,
             RPCTypes::AppendEntries,
-            &rpc,
+            payload,
             &option,
         )
         .await
@@ -207,5 +290,17 @@ impl RaftNetwork<TypeConfig> for PeerClient {
     ) -> RpcResult<VoteResponse<NodeId>, Infallible> {
         self.call(RaftRpc::Vote, RPCTypes::Vote, &rpc, &option)
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::entries_that_fit;
+
+    #[test]
+    fn an_oversized_batch_is_cut_to_what_fits() {
+        assert_eq!(entries_that_fit(300, 3_000_000, 1_000_000), 100);
+        assert_eq!(entries_that_fit(2, 10_000, 10), 1, "never fewer than one");
+        assert_eq!(entries_that_fit(4, 100, 1_000), 4, "never more than sent");
     }
 }

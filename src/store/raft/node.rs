@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::error::InitializeError;
+use openraft::error::{ClientWriteError, InitializeError};
 use openraft::metrics::WaitError;
 use openraft::{Config, RaftMetrics, ServerState, SnapshotPolicy};
 use tokio::sync::watch;
@@ -16,6 +16,7 @@ use super::db::{self, Disk, DiskError};
 use super::error::{self, Error, Result};
 use super::log_store::LogStore;
 use super::network::{self, NetworkFactory, NoPeers, RaftRpc, RaftTransport};
+use super::quorum::{self, Contacts, QuorumStatus, View};
 use super::space;
 use super::state_machine::{StateMachine, StateMachineStore};
 use super::types::{NodeId, NodeInfo, Raft, RaftRequest};
@@ -27,29 +28,51 @@ pub struct RaftSettings {
     pub snapshot_interval_entries: u64,
     /// Log entries kept behind a snapshot, so slightly lagging followers catch up from the log.
     pub logs_kept_after_snapshot: u64,
-    /// How often the leader sends heartbeats.
+    /// How often the leader sends heartbeats. Openraft 0.9 also uses it as the time limit of every
+    /// AppendEntries call (the follower's fsync included), and ticks every 1.5 of it.
     pub heartbeat_interval: Duration,
     /// Lower bound of the randomized election timeout; must exceed the heartbeat interval.
     pub election_timeout_min: Duration,
-    /// Upper bound of the randomized election timeout.
+    /// Upper bound of the randomized election timeout. Openraft 0.9 adds it as a leader lease: a
+    /// follower campaigns after `election_timeout_max` + its own timeout without a leader message.
     pub election_timeout_max: Duration,
     /// Proposals are refused ([`Error::NoSpace`]) while less than this many bytes are free on the
     /// state directory's filesystem; 0 turns the check off.
     pub min_free_bytes: u64,
+    /// How long a proposal (or membership change) may wait to commit before it fails with
+    /// [`Error::OutcomeUnknown`]; a write whose leader loses quorum fails sooner.
+    pub write_timeout: Duration,
+    /// Snapshots travel in chunks of at most this many bytes (one InstallSnapshot call each), so
+    /// a snapshot of any size fits a transport's message limit.
+    pub snapshot_chunk_bytes: u64,
+    /// Time limit of one snapshot chunk (the last one includes installing the whole snapshot on
+    /// the receiver). Per chunk, never for the whole transfer.
+    pub snapshot_chunk_timeout: Duration,
+    /// An AppendEntries call carries several entries only while they encode to at most this
+    /// many bytes (one larger entry still goes alone), so replication stays within a transport's
+    /// message limit and the heartbeat-long time limit of a call.
+    pub max_append_bytes: u64,
 }
 
 /// The default of [`RaftSettings::min_free_bytes`]: 64 MiB, room for a snapshot and the entries in flight.
 pub const DEFAULT_MIN_FREE_BYTES: u64 = 64 << 20;
 
 impl Default for RaftSettings {
+    /// For a LAN: heartbeats every 100 ms (at most 100 ms for an AppendEntries round trip with the
+    /// follower's fsync), elections after 150-300 ms, so a follower campaigns 450-600 ms after the
+    /// last message of a dead leader (lease + timeout) and a new leader commits well under a second.
     fn default() -> Self {
         Self {
             snapshot_interval_entries: 10_000,
             logs_kept_after_snapshot: 500,
-            heartbeat_interval: Duration::from_millis(250),
-            election_timeout_min: Duration::from_millis(1_000),
-            election_timeout_max: Duration::from_millis(2_000),
+            heartbeat_interval: Duration::from_millis(100),
+            election_timeout_min: Duration::from_millis(150),
+            election_timeout_max: Duration::from_millis(300),
             min_free_bytes: DEFAULT_MIN_FREE_BYTES,
+            write_timeout: Duration::from_secs(10),
+            snapshot_chunk_bytes: 1 << 20,
+            snapshot_chunk_timeout: Duration::from_secs(60),
+            max_append_bytes: 2 << 20,
         }
     }
 }
@@ -65,11 +88,23 @@ impl RaftSettings {
                 "snapshot_interval_entries must be at least 1".into(),
             ));
         }
+        if self.snapshot_chunk_bytes == 0 {
+            return Err(Error::Settings(
+                "snapshot_chunk_bytes must be at least 1".into(),
+            ));
+        }
+        if self.write_timeout.is_zero() || self.snapshot_chunk_timeout.is_zero() {
+            return Err(Error::Settings(
+                "write_timeout and snapshot_chunk_timeout must be above zero".into(),
+            ));
+        }
         let config = Config {
             cluster_name: "swarm".into(),
             heartbeat_interval: millis(self.heartbeat_interval),
             election_timeout_min: millis(self.election_timeout_min),
             election_timeout_max: millis(self.election_timeout_max),
+            install_snapshot_timeout: millis(self.snapshot_chunk_timeout),
+            snapshot_max_chunk_size: self.snapshot_chunk_bytes,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(self.snapshot_interval_entries),
             max_in_snapshot_log_to_keep: self.logs_kept_after_snapshot,
             ..Config::default()
@@ -77,6 +112,11 @@ impl RaftSettings {
         config
             .validate()
             .map_err(|e| Error::Settings(e.to_string()))
+    }
+
+    /// A voter counts as reachable while it answered within this time: two election timeouts.
+    fn contact_window(&self) -> Duration {
+        self.election_timeout_max.saturating_mul(2)
     }
 }
 
@@ -150,15 +190,76 @@ fn summarize(m: &RaftMetrics<NodeId, NodeInfo>) -> RaftMetricsSummary {
 
 /// A running Raft node over a state directory.
 pub struct RaftNode {
-    id: NodeId,
+    pub(super) id: NodeId,
     dir: PathBuf,
     disk: Disk,
     min_free_bytes: u64,
     addr: String,
-    raft: Raft,
-    metrics: watch::Receiver<RaftMetrics<NodeId, NodeInfo>>,
+    pub(super) raft: Raft,
+    pub(super) metrics: watch::Receiver<RaftMetrics<NodeId, NodeInfo>>,
     leader: watch::Receiver<Option<NodeId>>,
     leader_task: tokio::task::JoinHandle<()>,
+    pub(super) contacts: Contacts,
+    /// See [`RaftSettings::contact_window`].
+    window: Duration,
+    heartbeat: Duration,
+    write_timeout: Duration,
+}
+
+/// The voters of the membership `m` holds (joint configs flattened).
+pub(super) fn voters_of(m: &RaftMetrics<NodeId, NodeInfo>) -> BTreeSet<NodeId> {
+    m.membership_config.membership().voter_ids().collect()
+}
+
+/// The quorum as `m` and `contacts` show it.
+fn quorum_of(
+    m: &RaftMetrics<NodeId, NodeInfo>,
+    contacts: &Contacts,
+    window: Duration,
+) -> QuorumStatus {
+    let voters = voters_of(m);
+    quorum::status(&View {
+        me: m.id,
+        is_leader: m.state == ServerState::Leader,
+        leader: m.current_leader,
+        voters: &voters,
+        contacts,
+        window,
+    })
+}
+
+/// The leader as the rest of swarm should see it: a leader that cannot reach a majority reports
+/// none (openraft 0.9 keeps it in the leader state until it hears a higher term).
+fn effective_leader(
+    m: &RaftMetrics<NodeId, NodeInfo>,
+    contacts: &Contacts,
+    window: Duration,
+) -> Option<NodeId> {
+    if m.state == ServerState::Leader {
+        quorum_of(m, contacts, window).has_quorum().then_some(m.id)
+    } else {
+        // A leader that stepped down may still name itself until it hears of another.
+        m.current_leader.filter(|&l| l != m.id)
+    }
+}
+
+/// Publishes [`effective_leader`] on every metrics change and every `tick` (quorum changes with time).
+async fn follow_leader(
+    mut rx: watch::Receiver<RaftMetrics<NodeId, NodeInfo>>,
+    tx: watch::Sender<Option<NodeId>>,
+    contacts: Contacts,
+    window: Duration,
+    tick: Duration,
+) {
+    loop {
+        let now = effective_leader(&rx.borrow_and_update(), &contacts, window);
+        tx.send_if_modified(|l| std::mem::replace(l, now) != now);
+        tokio::select! {
+            changed = rx.changed() => if changed.is_err() { break },
+            _ = tokio::time::sleep(tick) => {}
+        }
+    }
+    tx.send_replace(None);
 }
 
 /// The Raft database file in the Raft state directory `dir`: its presence means `dir` holds Raft data.
@@ -166,7 +267,7 @@ pub fn database_file(dir: &Path) -> PathBuf {
     dir.join(db::DB_FILE)
 }
 
-fn storage_error(dir: &Path, e: DiskError) -> Error {
+pub(super) fn storage_error(dir: &Path, e: DiskError) -> Error {
     Error::Storage {
         path: database_file(dir),
         message: e.to_string(),
@@ -230,21 +331,28 @@ impl RaftNode {
         let sm = StateMachineStore::open(disk.clone(), sm)
             .await
             .map_err(|e| storage_error(dir, e))?;
-        let network = NetworkFactory::new(node_id, transport);
+        let contacts = Contacts::default();
+        let network = NetworkFactory::new(
+            node_id,
+            transport,
+            contacts.clone(),
+            settings.max_append_bytes,
+        );
         let raft = Raft::new(node_id, config, network, log_store, sm)
             .await
             .map_err(|e| fatal_error(&disk, e))?;
 
         let metrics = raft.metrics();
-        let (leader_tx, leader) = watch::channel(metrics.borrow().current_leader);
-        let mut rx = metrics.clone();
-        let leader_task = tokio::spawn(async move {
-            while rx.changed().await.is_ok() {
-                let now = rx.borrow_and_update().current_leader;
-                leader_tx.send_if_modified(|l| std::mem::replace(l, now) != now);
-            }
-            leader_tx.send_replace(None);
-        });
+        let window = settings.contact_window();
+        let first = effective_leader(&metrics.borrow(), &contacts, window);
+        let (leader_tx, leader) = watch::channel(first);
+        let leader_task = tokio::spawn(follow_leader(
+            metrics.clone(),
+            leader_tx,
+            contacts.clone(),
+            window,
+            settings.heartbeat_interval,
+        ));
         Ok(RaftNode {
             id: node_id,
             dir: dir.to_path_buf(),
@@ -255,6 +363,10 @@ impl RaftNode {
             metrics,
             leader,
             leader_task,
+            contacts,
+            window,
+            heartbeat: settings.heartbeat_interval,
+            write_timeout: settings.write_timeout,
         })
     }
 
@@ -288,30 +400,112 @@ impl RaftNode {
     }
 
     /// Proposes `command`; returns the state machine's response once it is committed and applied
-    /// here. Fails with [`Error::NotLeader`] on a follower, and with [`Error::NoSpace`] while the
-    /// state directory's filesystem is below [`RaftSettings::min_free_bytes`].
+    /// here. Fails at once with [`Error::NotLeader`] on a follower, with [`Error::NoQuorum`] on a
+    /// leader that cannot reach a majority, and with [`Error::NoSpace`] while the state
+    /// directory's filesystem is below [`RaftSettings::min_free_bytes`]. A proposal that was sent
+    /// but not confirmed (quorum lost meanwhile, or [`RaftSettings::write_timeout`] passed) fails
+    /// with [`Error::OutcomeUnknown`]: it may or may not have been applied.
     pub async fn propose(&self, command: Vec<u8>) -> Result<Vec<u8>> {
         space::check(&self.dir, self.min_free_bytes)?;
         let resp = self
-            .raft
-            .client_write(RaftRequest(command))
-            .await
-            .map_err(error::from_client_write)?;
+            .commit(self.raft.client_write(RaftRequest(command)))
+            .await?;
         Ok(resp.data.0)
     }
 
-    /// Whether this node currently believes it is the leader.
-    pub fn is_leader(&self) -> bool {
-        let m = self.metrics.borrow();
-        m.state == ServerState::Leader && m.current_leader == Some(self.id)
+    /// How many voters this node can reach now (see [`QuorumStatus`]).
+    pub fn quorum(&self) -> QuorumStatus {
+        quorum_of(&self.metrics.borrow(), &self.contacts, self.window)
     }
 
-    /// The leader this node currently knows of.
+    /// Whether `id` counts as reachable from this node now (see [`QuorumStatus::reachable`]).
+    pub(super) fn reachable(&self, m: &RaftMetrics<NodeId, NodeInfo>, id: NodeId) -> bool {
+        let voters = BTreeSet::new();
+        View {
+            me: m.id,
+            is_leader: m.state == ServerState::Leader,
+            leader: m.current_leader,
+            voters: &voters,
+            contacts: &self.contacts,
+            window: self.window,
+        }
+        .reachable(id)
+    }
+
+    /// [`Error::NotLeader`] naming the leader `m` knows of.
+    pub(super) fn not_leader(m: &RaftMetrics<NodeId, NodeInfo>) -> Error {
+        let leader = m.current_leader.filter(|&l| l != m.id);
+        Error::NotLeader {
+            leader,
+            leader_addr: leader.and_then(|l| {
+                m.membership_config
+                    .membership()
+                    .get_node(&l)
+                    .map(|n| n.addr.clone())
+            }),
+        }
+    }
+
+    /// Refuses at once what cannot commit from here: not the leader, or no quorum.
+    pub(super) fn check_writable(&self) -> Result<()> {
+        let m = self.metrics.borrow();
+        if m.state != ServerState::Leader {
+            return Err(Self::not_leader(&m));
+        }
+        let q = quorum_of(&m, &self.contacts, self.window);
+        if !q.has_quorum() {
+            return Err(Error::NoQuorum(q));
+        }
+        Ok(())
+    }
+
+    /// Completes when this node leads but has lost quorum, with what it sees then.
+    async fn quorum_lost(&self) -> QuorumStatus {
+        loop {
+            tokio::time::sleep(self.heartbeat).await;
+            let m = self.metrics.borrow();
+            let q = quorum_of(&m, &self.contacts, self.window);
+            if m.state == ServerState::Leader && !q.has_quorum() {
+                return q;
+            }
+        }
+    }
+
+    /// Runs the write `write` (a client write or membership change) if this node can commit: never
+    /// longer than [`RaftSettings::write_timeout`], and no longer than this node keeps quorum.
+    pub(super) async fn commit<T, F>(&self, write: F) -> Result<T>
+    where
+        F: std::future::Future<
+            Output = std::result::Result<
+                T,
+                openraft::error::RaftError<NodeId, ClientWriteError<NodeId, NodeInfo>>,
+            >,
+        >,
+    {
+        self.check_writable()?;
+        tokio::select! {
+            r = write => r.map_err(error::from_client_write),
+            q = self.quorum_lost() => Err(Error::OutcomeUnknown(format!(
+                "no quorum while the write was in flight: {q}"
+            ))),
+            _ = tokio::time::sleep(self.write_timeout) => Err(Error::OutcomeUnknown(format!(
+                "the write was not committed within {:?}", self.write_timeout
+            ))),
+        }
+    }
+
+    /// Whether this node leads and can commit: the raft leader, with a majority reachable.
+    pub fn is_leader(&self) -> bool {
+        effective_leader(&self.metrics.borrow(), &self.contacts, self.window) == Some(self.id)
+    }
+
+    /// The leader this node currently knows of (`None` on a leader without quorum).
     pub fn current_leader(&self) -> Option<NodeId> {
         *self.leader.borrow()
     }
 
-    /// A receiver of leadership changes: the current leader's id, `None` while there is none.
+    /// A receiver of leadership changes: the current leader's id, `None` while there is none (or
+    /// while this node leads without a reachable majority).
     pub fn leader_watch(&self) -> watch::Receiver<Option<NodeId>> {
         self.leader.clone()
     }
@@ -351,25 +545,7 @@ impl RaftNode {
     /// Serves one peer RPC received by the transport: `payload` is what the peer's
     /// [`RaftTransport::call`] sent; the returned bytes are its reply.
     pub async fn handle_rpc(&self, rpc: RaftRpc, payload: &[u8]) -> Result<Vec<u8>> {
-        network::serve(&self.raft, rpc, payload).await
-    }
-
-    /// Adds `id` at `addr` as a learner and waits until it has caught up (leader only).
-    pub async fn add_learner(&self, id: NodeId, addr: String) -> Result<()> {
-        self.raft
-            .add_learner(id, NodeInfo { addr }, true)
-            .await
-            .map_err(error::from_client_write)?;
-        Ok(())
-    }
-
-    /// Makes `voters` the voting members; nodes dropped from it stay as learners (leader only).
-    pub async fn change_membership(&self, voters: BTreeSet<NodeId>) -> Result<()> {
-        self.raft
-            .change_membership(voters, true)
-            .await
-            .map_err(error::from_client_write)?;
-        Ok(())
+        network::serve(&self.raft, &self.contacts, rpc, payload).await
     }
 
     /// Makes `voters` the voting members and drops `removed` from the group altogether (leader only).

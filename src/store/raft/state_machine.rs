@@ -87,6 +87,11 @@ fn read_snapshot(disk: &Disk) -> Result<Option<StoredSnapshot>, DiskError> {
     }
 }
 
+/// The metadata (last log id, membership) of the stored snapshot, if there is one; verified.
+pub(crate) fn stored_snapshot_meta(disk: &Disk) -> Result<Option<SnapshotMeta>, DiskError> {
+    Ok(read_snapshot(disk)?.map(|s| s.meta))
+}
+
 fn write_snapshot(disk: &Disk, snap: &StoredSnapshot) -> Result<(), DiskError> {
     let bytes = db::encode(SNAPSHOT_NAME, SNAPSHOT_KEY.as_bytes(), "the snapshot", snap)?;
     let tx = disk.db().begin_write().in_file(disk)?;

@@ -26,7 +26,7 @@ use super::*;
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub(super) struct Recorded {
     pub(super) applied: Vec<(u64, Vec<u8>)>,
-    restored_from: Option<u64>,
+    pub(super) restored_from: Option<u64>,
 }
 
 /// A state machine that records what it applies; the test keeps a clone to look inside.
@@ -118,7 +118,7 @@ pub(super) async fn open_single(dir: &Path, sm: &RecordingSm, settings: RaftSett
     node
 }
 
-fn assert_applied_once(rec: &Recorded, n: usize) {
+pub(super) fn assert_applied_once(rec: &Recorded, n: usize) {
     let commands: Vec<Vec<u8>> = rec.applied.iter().map(|(_, c)| c.clone()).collect();
     let expected: Vec<Vec<u8>> = (0..n).map(command).collect();
     assert_eq!(
