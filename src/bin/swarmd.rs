@@ -38,6 +38,11 @@ struct Args {
     /// manager picks at random between this and twice this). Must exceed --raft-heartbeat.
     #[arg(long)]
     raft_election_timeout: Option<String>,
+    /// Restart this manager as the only member of its cluster, keeping all its state: the recovery when a
+    /// majority of the managers is lost for good. The other managers then join again (manager token, empty
+    /// state directories).
+    #[arg(long)]
+    force_new_cluster: bool,
     /// Join the cluster whose manager listens at HOST:PORT (first start; needs --join-token: a worker token
     /// makes this node a worker, a manager token a manager).
     #[arg(long, requires = "join_token")]
@@ -93,6 +98,11 @@ fn main() {
     };
     config.heartbeat_period = heartbeat;
     config.raft.snapshot_interval_entries = args.snapshot_interval.max(1);
+    // entries kept behind a snapshot for lagging managers: up to one interval
+    config.raft.logs_kept_after_snapshot = config
+        .raft
+        .logs_kept_after_snapshot
+        .min(config.raft.snapshot_interval_entries);
     config.raft.min_free_bytes = min_free;
     let duration = |flag: &str, value: &Option<String>| -> Option<std::time::Duration> {
         let v = value.as_ref()?;
@@ -118,6 +128,7 @@ fn main() {
         );
         std::process::exit(2);
     }
+    config.force_new_cluster = args.force_new_cluster;
     if let (Some(addr), Some(token)) = (args.join_addr, args.join_token) {
         config.join = Some(swarm::node::worker::JoinConfig { addr, token });
     }

@@ -21,6 +21,13 @@ pub enum ProposeError {
         /// The leader's address, when known.
         leader: Option<String>,
     },
+    /// The leader cannot reach a majority of the managers: nothing was proposed.
+    #[error("{0}")]
+    NoQuorum(String),
+    /// The entry was sent but its fate is unknown (quorum lost, a leader change, a timeout): it may or may not
+    /// have been applied.
+    #[error("{0}: check whether it applied, then retry")]
+    OutcomeUnknown(String),
     /// Raft could not commit the entry.
     #[error("the cluster could not commit the change: {0}")]
     Raft(String),
@@ -69,6 +76,15 @@ impl Proposer {
             .map_err(|e| ProposeError::Raft(e.to_string()))?;
         let response = match self.raft.propose(bytes).await {
             Ok(r) => r,
+            // no leader at all: say why, in the quorum's words
+            Err(raft::Error::NotLeader { leader: None, .. }) => {
+                let quorum = self.raft.quorum();
+                return Err(if quorum.has_quorum() {
+                    ProposeError::NotLeader { leader: None }
+                } else {
+                    ProposeError::NoQuorum(format!("no quorum: {quorum}"))
+                });
+            }
             Err(raft::Error::NotLeader { leader_addr, .. }) => {
                 return Err(ProposeError::NotLeader {
                     leader: leader_addr,
@@ -76,6 +92,10 @@ impl Proposer {
             }
             Err(e @ raft::Error::NoSpace { .. }) => {
                 return Err(ProposeError::NoSpace(e.to_string()))
+            }
+            Err(e @ raft::Error::NoQuorum(_)) => return Err(ProposeError::NoQuorum(e.to_string())),
+            Err(e @ raft::Error::OutcomeUnknown(_)) => {
+                return Err(ProposeError::OutcomeUnknown(e.to_string()))
             }
             Err(e) => return Err(ProposeError::Raft(e.to_string())),
         };

@@ -196,18 +196,20 @@ impl RaftPeer for RaftPeerService {
     }
 }
 
-/// Adds `id` as a learner (waiting until it has caught up), then makes it a voter. Leader only; an error is
-/// logged and retried by [`membership_loop`].
+/// Adds `id` as a learner, waits (up to a minute) until it has caught up, then makes it a voter. Leader only;
+/// an error is logged and retried by [`membership_loop`].
 async fn promote(raft: &RaftNode, id: u64, addr: String) {
-    if let Err(e) = raft.add_learner(id, addr).await {
-        tracing::warn!(raft_id = id, "adding the manager as a learner: {e}");
+    if !raft.members().iter().any(|m| m.id == id) {
+        if let Err(e) = raft.add_learner_nowait(id, addr).await {
+            tracing::warn!(raft_id = id, "adding the manager as a learner: {e}");
+            return;
+        }
+    }
+    if let Err(e) = raft.wait_caught_up(id, Some(Duration::from_secs(60))).await {
+        tracing::warn!(raft_id = id, "the new manager has not caught up yet: {e}");
         return;
     }
-    let mut voters: std::collections::BTreeSet<u64> = raft.metrics().voters.into_iter().collect();
-    if !voters.insert(id) {
-        return;
-    }
-    match raft.change_membership(voters).await {
+    match raft.promote(id).await {
         Ok(()) => tracing::info!(raft_id = id, "manager is now a raft voter"),
         Err(e) => tracing::warn!(raft_id = id, "making the manager a voter: {e}"),
     }
@@ -340,7 +342,9 @@ mod tests {
             id,
             addr: format!("127.0.0.1:{id}"),
             voter,
+            leader: false,
             reachable,
+            matched_index: None,
         }
     }
 

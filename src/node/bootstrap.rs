@@ -44,6 +44,38 @@ pub(super) async fn open_store(
     Ok((store, raft, proposer))
 }
 
+/// `--force-new-cluster`: this manager's Raft state rewritten so that it restarts as the only voter, with every
+/// entry it holds (the others must join again, with empty state directories).
+pub(super) async fn force_new_cluster(
+    config: &NodeConfig,
+    id: &identity::Identity,
+) -> Result<(), NodeError> {
+    let forced = RaftNode::force_new_cluster(
+        &raft_dir(config),
+        id.raft_id,
+        &config.listen_addr.to_string(),
+    )
+    .await?;
+    if forced.changed {
+        tracing::warn!(
+            dropped = ?forced.previous_voters,
+            index = forced.index,
+            "--force-new-cluster: this manager is now the only member of the cluster; join the other managers \
+             again with a manager token and empty state directories"
+        );
+        println!(
+            "Forced a new cluster: this manager is its only member, with all its state (up to log entry {}). Join \
+             other managers again with `swarmctl swarm join-token manager` on empty state directories.",
+            forced.index
+        );
+    } else {
+        tracing::info!(
+            "--force-new-cluster: this manager already is the only member of its cluster"
+        );
+    }
+    Ok(())
+}
+
 /// The cluster object: created by the founding manager on its first start (waiting for its own election, then
 /// printing `swarm init`'s message), given join tokens if an older version made it without; a manager that
 /// joined or restarted waits for nothing here.

@@ -77,6 +77,9 @@ pub struct NodeConfig {
     pub raft: RaftSettings,
     /// Join this cluster on the first start (a worker); `None` for a manager.
     pub join: Option<worker::JoinConfig>,
+    /// Restart this manager as the only member of its Raft group, keeping its state (recovery after the loss
+    /// of quorum).
+    pub force_new_cluster: bool,
 }
 
 impl NodeConfig {
@@ -90,6 +93,7 @@ impl NodeConfig {
             heartbeat_period: Duration::from_secs(5),
             raft: RaftSettings::default(),
             join: None,
+            force_new_cluster: false,
         }
     }
 }
@@ -338,6 +342,9 @@ async fn run_manager(
         client_tls.clone(),
         id.cluster_id.clone(),
     ));
+    if config.force_new_cluster {
+        bootstrap::force_new_cluster(&config, &id).await?;
+    }
     let (store, raft, proposer) = bootstrap::open_store(&config, &id, transport).await?;
     let mut parts = Parts::new();
     {
@@ -408,9 +415,7 @@ async fn run_manager(
         crate::pki::server_config_allowing_joins(id.ca.cert_der(), &id.creds)?,
     ));
     let ca_service = CaService::new(store.clone(), key.clone(), root_ca.clone());
-    let listener = tokio::net::TcpListener::bind(config.listen_addr)
-        .await
-        .map_err(|e| NodeError::Listen(config.listen_addr.to_string(), e))?;
+    let listener = bind(config.listen_addr).await?;
     let dispatcher_server = tonic::transport::Server::builder()
         .add_service(
             DispatcherServer::new(dispatcher.clone()).max_decoding_message_size(MAX_MESSAGE_BYTES),
@@ -544,13 +549,17 @@ async fn demotion(
 ) {
     let mut changes = store.subscribe();
     let mut seen: Option<tokio::time::Instant> = None;
+    // a manager that is replaying the log sees its node as a worker until the entry that promoted it: only a
+    // manager that has been a voter in this run reacts
+    let mut was_voter = false;
     loop {
         changes.mark_seen();
+        was_voter |= raft.metrics().voters.contains(&raft.id());
         let worker = store.view(|s| {
             s.node(&node_id)
                 .is_some_and(|n| n.spec.role == crate::model::NodeRole::Worker)
         });
-        if worker {
+        if worker && was_voter {
             let since = *seen.get_or_insert_with(tokio::time::Instant::now);
             let voter = raft.metrics().voters.contains(&raft.id());
             if !voter || since.elapsed() > Duration::from_secs(10) {
@@ -563,6 +572,22 @@ async fn demotion(
         tokio::select! {
             _ = changes.changed() => {}
             _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+    }
+}
+
+/// The cluster port's listener; a port still held for a moment (this process changing role) is retried for a
+/// few seconds.
+async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, NodeError> {
+    let mut tries = 0;
+    loop {
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => return Ok(l),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && tries < 50 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => return Err(NodeError::Listen(addr.to_string(), e)),
         }
     }
 }

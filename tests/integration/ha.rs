@@ -38,6 +38,12 @@ fn leader(managers: &mut [Swarmd]) -> usize {
     })
 }
 
+/// The `node ls` row of the node with `hostname` (matched as a column, not a substring of an id).
+fn row<'a>(ls: &'a str, hostname: &str) -> Option<&'a str> {
+    ls.lines()
+        .find(|l| l.split_whitespace().any(|c| c == hostname))
+}
+
 fn deploy(m: &Swarmd, name: &str, yaml: &str) -> std::process::Output {
     let files = tempfile::tempdir().unwrap();
     let stack = files.path().join("stack.yml");
@@ -252,8 +258,8 @@ fn promote_and_demote_change_roles_in_place_and_keep_the_tasks_running() {
     managers[0].ctl_ok(&["node", "promote", "w1"]);
     wait_for(60, "w1 a reachable manager", || {
         let ls = managers[0].ctl_ok(&["node", "ls"]);
-        ls.lines()
-            .any(|l| l.contains("w1") && (l.contains("Reachable") || l.contains("Leader")))
+        row(&ls, "w1")
+            .is_some_and(|l| l.contains("Reachable") || l.contains("Leader"))
             .then_some(())
     });
     assert!(w.state().join("node.json").exists());
@@ -294,4 +300,88 @@ fn promote_and_demote_change_roles_in_place_and_keep_the_tasks_running() {
     assert_eq!(ls.matches("Reachable").count(), 2, "{ls}");
     // demoting below one manager is refused with the reason
     assert_eq!(w.task_pids(), pids, "the tasks were restarted");
+}
+
+#[test]
+fn after_losing_two_of_three_managers_writes_are_refused_and_force_new_cluster_restores_them() {
+    let (mut managers, w) = cluster();
+    let out = deploy(&managers[0], "s", ON_WORKER);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for(60, "2 tasks on the worker", || {
+        (w.task_pids().len() == 2).then_some(())
+    });
+    let pids = w.task_pids();
+    let l = leader(&mut managers);
+    let survivor = (l + 1) % 3;
+    for (i, m) in managers.iter_mut().enumerate() {
+        if i != survivor {
+            m.kill9();
+        }
+    }
+    let files = tempfile::tempdir().unwrap();
+    let data = files.path().join("x");
+    std::fs::write(&data, "x").unwrap();
+    let s = &managers[survivor];
+    // writes: refused with the quorum in words, fast
+    let err = wait_for(30, "the quorum error", || {
+        let out = s.ctl(&["secret", "create", "lost", data.to_str().unwrap()]);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        (!out.status.success() && err.contains("no quorum")).then_some(err)
+    });
+    assert!(err.contains("1 of 3 managers reachable (need 2)"), "{err}");
+    // reads: answered from the survivor's own state, marked as possibly stale
+    let out = s.ctl(&["service", "ls"]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("s_app"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("may be stale"));
+    let info = s.ctl_ok(&["swarm", "info"]);
+    assert!(info.contains("writes are refused"), "{info}");
+
+    // the survivor restarts as a cluster of one, with everything it had
+    let mut survivor_m = managers.remove(survivor);
+    survivor_m.stop();
+    survivor_m.args.push("--force-new-cluster".into());
+    survivor_m
+        .args
+        .extend(["--snapshot-interval".into(), "5".into()]);
+    survivor_m.spawn();
+    survivor_m.args.retain(|a| a != "--force-new-cluster");
+    write_until_ok(
+        &survivor_m,
+        &["secret", "create", "after", data.to_str().unwrap()],
+        30,
+    );
+    assert!(survivor_m.ctl_ok(&["service", "ls"]).contains("s_app"));
+    for i in 0..6 {
+        survivor_m.ctl_ok(&[
+            "secret",
+            "create",
+            &format!("more{i}"),
+            data.to_str().unwrap(),
+        ]);
+    }
+    // the other two join again with empty state directories and catch up from a snapshot
+    let m2 = Swarmd::start_manager(&survivor_m, "r2");
+    let m3 = Swarmd::start_manager(&survivor_m, "r3");
+    wait_for(60, "three managers again", || {
+        let ls = survivor_m.ctl_ok(&["node", "ls"]);
+        ["r2", "r3"]
+            .iter()
+            .all(|h| row(&ls, h).is_some_and(|l| l.contains("Reachable")))
+            .then_some(())
+    });
+    for m in [&m2, &m3] {
+        let info = m.ctl_ok(&["swarm", "info", "--format", "json"]);
+        let v: serde_json::Value = serde_json::from_str(&info).unwrap();
+        assert!(
+            v["RaftSnapshotIndex"].is_number(),
+            "no snapshot installed: {info}"
+        );
+        assert!(m.ctl_ok(&["secret", "ls"]).contains("more5"));
+    }
+    assert_eq!(w.task_pids(), pids, "the worker's tasks were restarted");
 }

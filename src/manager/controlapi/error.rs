@@ -54,6 +54,8 @@ impl From<ProposeError> for ApiError {
             )),
             ProposeError::NotLeader { .. } => ApiError::Unavailable(e.to_string()),
             ProposeError::Raft(m) => ApiError::Unavailable(m),
+            ProposeError::NoQuorum(m) => ApiError::Unavailable(m),
+            e @ ProposeError::OutcomeUnknown(_) => ApiError::Unavailable(e.to_string()),
             ProposeError::NoSpace(m) => ApiError::Precondition(m),
         }
     }

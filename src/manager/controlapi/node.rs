@@ -134,8 +134,8 @@ pub async fn update(
     })
 }
 
-/// Takes a manager out of the Raft group (leader only; the call is forwarded there), refusing when the
-/// managers left could not form a quorum.
+/// Takes a manager out of the Raft group (leader only; the call is forwarded there); Raft refuses when the
+/// managers left could not form a quorum, and says so.
 async fn leave_raft(api: &ControlApi, node: &crate::model::Node) -> Result<(), ApiError> {
     let raft = api.proposer.raft();
     let raft_id = node
@@ -143,28 +143,9 @@ async fn leave_raft(api: &ControlApi, node: &crate::model::Node) -> Result<(), A
         .as_ref()
         .map(|m| m.raft_id)
         .unwrap_or_else(|| crate::model::raft_id_for(&node.id));
-    let members = raft.members();
-    let Some(member) = members.iter().find(|m| m.id == raft_id) else {
-        return Ok(());
-    };
-    if member.voter {
-        let left: Vec<_> = members
-            .iter()
-            .filter(|m| m.voter && m.id != raft_id)
-            .collect();
-        let reachable = left.iter().filter(|m| m.reachable).count();
-        if left.is_empty() || reachable < left.len() / 2 + 1 {
-            return Err(ApiError::Precondition(format!(
-                "removing manager {} would leave {reachable} of {} managers reachable (a quorum needs {}):                  bring the others back first",
-                node.id,
-                left.len(),
-                left.len() / 2 + 1
-            )));
-        }
-    }
     raft.remove_member(raft_id)
         .await
-        .map_err(|e| ApiError::Unavailable(format!("removing manager {} from raft: {e}", node.id)))
+        .map_err(|e| ApiError::Precondition(format!("node {} is a manager: {e}", node.id)))
 }
 
 /// `node rm [--force]`: a Down node (any node with `force`) leaves the cluster; its tasks are replaced

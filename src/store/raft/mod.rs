@@ -45,7 +45,6 @@ mod fault_tests;
 mod tests;
 
 mod addrs;
-pub use addrs::Member;
 pub use error::{Error, Result};
 pub use force::ForcedCluster;
 pub use network::{NoPeers, RaftRpc, RaftTransport, TransportError};

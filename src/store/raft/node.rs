@@ -548,26 +548,6 @@ impl RaftNode {
         network::serve(&self.raft, &self.contacts, rpc, payload).await
     }
 
-    /// Makes `voters` the voting members and drops `removed` from the group altogether (leader only).
-    pub(super) async fn change_membership_removing(
-        &self,
-        voters: BTreeSet<NodeId>,
-        removed: NodeId,
-    ) -> Result<()> {
-        self.raft
-            .change_membership(voters, true)
-            .await
-            .map_err(error::from_client_write)?;
-        self.raft
-            .change_membership(
-                openraft::ChangeMembers::RemoveNodes(BTreeSet::from([removed])),
-                true,
-            )
-            .await
-            .map_err(error::from_client_write)?;
-        Ok(())
-    }
-
     /// Asks Raft to take a snapshot now (it runs in the background).
     pub async fn trigger_snapshot(&self) -> Result<()> {
         self.raft
