@@ -24,7 +24,7 @@ pub fn info(store: &Store, raft: &RaftNode, node_id: &str, cluster_id: &str) -> 
     let members = raft.members();
     let voters: Vec<_> = members.iter().filter(|x| x.voter).collect();
     let reachable = voters.iter().filter(|x| x.reachable).count();
-    let leader = m.leader;
+    let leader = raft.current_leader();
     store.view(|s| {
         let node_of = |raft_id: u64| {
             s.nodes()
@@ -60,7 +60,7 @@ pub fn info(store: &Store, raft: &RaftNode, node_id: &str, cluster_id: &str) -> 
             "RaftLastLogIndex": m.last_log_index,
             "RaftLastApplied": m.last_applied_index,
             "RaftSnapshotIndex": m.snapshot_index,
-            "Leader": m.leader,
+            "Leader": leader,
             "RaftMembers": raft_members,
             "Quorum": {
                 "Voters": voters.len(),

@@ -11,6 +11,8 @@ pub(crate) struct Swarmd {
     pub port: u16,
     /// Extra `swarmd` arguments, passed on every start.
     pub args: Vec<String>,
+    /// The network namespace it runs in and its address there (loopback when `None`).
+    pub netns: Option<(String, String)>,
     child: Option<Child>,
 }
 
@@ -34,18 +36,36 @@ impl Swarmd {
             dir,
             port: free_port(),
             args: args.iter().map(|a| a.to_string()).collect(),
+            netns: None,
             child: None,
         };
         d.spawn();
         d
     }
 
+    /// The address of its cluster port.
+    pub fn addr(&self) -> String {
+        let ip = self
+            .netns
+            .as_ref()
+            .map(|(_, ip)| ip.as_str())
+            .unwrap_or("127.0.0.1");
+        format!("{ip}:{}", self.port)
+    }
+
     fn command(&self) -> Command {
-        let mut cmd = Command::new(bin("swarmd"));
+        let mut cmd = match &self.netns {
+            Some((ns, _)) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(bin("swarmd"));
+                c
+            }
+            None => Command::new(bin("swarmd")),
+        };
         cmd.arg("--state-dir")
             .arg(self.state())
             .arg("--listen-addr")
-            .arg(format!("127.0.0.1:{}", self.port))
+            .arg(self.addr())
             .arg("--heartbeat-period")
             .arg("1s")
             .args(&self.args)
@@ -146,10 +166,11 @@ impl Swarmd {
                 "--hostname".into(),
                 hostname.into(),
                 "--join-addr".into(),
-                format!("127.0.0.1:{}", manager.port),
+                manager.addr(),
                 "--join-token".into(),
                 token.trim().into(),
             ],
+            netns: None,
             child: None,
         };
         w.spawn_unchecked();
@@ -165,6 +186,19 @@ impl Swarmd {
         "500ms",
     ];
 
+    /// A founding manager with [`Swarmd::FAST_RAFT`] timing in network namespace `netns` at `addr:port`.
+    pub fn start_founder_in(netns: String, addr: String, port: u16) -> Swarmd {
+        let mut d = Swarmd {
+            dir: tempfile::tempdir().expect("tempdir"),
+            port,
+            args: Self::FAST_RAFT.iter().map(|a| a.to_string()).collect(),
+            netns: Some((netns, addr)),
+            child: None,
+        };
+        d.spawn();
+        d
+    }
+
     /// A founding manager with [`Swarmd::FAST_RAFT`] timing.
     pub fn start_founder() -> Swarmd {
         Self::start_in(tempfile::tempdir().expect("tempdir"), &Self::FAST_RAFT)
@@ -173,13 +207,22 @@ impl Swarmd {
     /// A manager joined through `via` (any manager) with the manager token, reporting `hostname`; returns once
     /// it answers on its own socket.
     pub fn start_manager(via: &Swarmd, hostname: &str) -> Swarmd {
+        Self::start_manager_in(via, hostname, None)
+    }
+
+    /// [`Swarmd::start_manager`] in a network namespace `(name, address)`.
+    pub fn start_manager_in(
+        via: &Swarmd,
+        hostname: &str,
+        netns: Option<(String, String)>,
+    ) -> Swarmd {
         let token = via.ctl_ok(&["swarm", "join-token", "-q", "manager"]);
         let mut args: Vec<String> = Self::FAST_RAFT.iter().map(|a| a.to_string()).collect();
         args.extend([
             "--hostname".into(),
             hostname.into(),
             "--join-addr".into(),
-            format!("127.0.0.1:{}", via.port),
+            via.addr(),
             "--join-token".into(),
             token.trim().into(),
         ]);
@@ -187,6 +230,7 @@ impl Swarmd {
             dir: tempfile::tempdir().expect("tempdir"),
             port: free_port(),
             args,
+            netns,
             child: None,
         };
         m.spawn();

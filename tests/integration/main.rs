@@ -9,6 +9,7 @@ mod join_tokens;
 mod layout;
 mod limits;
 mod multinode;
+mod partition;
 mod rolling;
 mod sim;
 mod sim_update;
