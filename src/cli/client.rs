@@ -55,7 +55,7 @@ async fn tcp_channel(host: &str, addr: &str) -> Result<Channel, String> {
         |p: &PathBuf| std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()));
     let creds = crate::pki::NodeCredentials::from_pem(&read(&cert)?, &read(&key)?)
         .map_err(|e| format!("{}: {e}", cert.display()))?;
-    let ca_der = crate::pki::cert_der_from_pem(&read(&ca)?, "CA certificate")
+    let ca_der = crate::pki::certs_from_pem(&read(&ca)?, "CA certificates")
         .map_err(|e| format!("{}: {e}", ca.display()))?;
     let config = crate::pki::client_config(&ca_der, &creds).map_err(|e| e.to_string())?;
     let cluster = creds.identity().cluster_id.clone();

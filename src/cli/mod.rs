@@ -10,6 +10,7 @@ pub mod secret;
 pub mod service;
 pub mod stack;
 pub mod swarm;
+pub mod swarm_ca;
 
 use clap::{Parser, Subcommand};
 

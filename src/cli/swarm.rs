@@ -36,14 +36,24 @@ pub enum SwarmCommand {
         #[arg(long)]
         cert_expiry: Option<String>,
     },
-    /// The cluster's CA: issue a client certificate for swarmctl on another machine.
+    /// The cluster's root CA: print its certificate, rotate it, or issue a client certificate.
     Ca {
         /// Issue a certificate and key for a client called NAME (swarmctl --host tcp://MANAGER:PORT).
         #[arg(long, value_name = "NAME")]
-        issue_client: String,
+        issue_client: Option<String>,
         /// Where to write cert.pem, key.pem (0600) and ca.pem.
         #[arg(long, default_value = ".")]
         out: std::path::PathBuf,
+        /// Replace the root CA (cross-signed, so no node loses contact); waits until every node holds a
+        /// certificate of the new root. Old join tokens stop working once it is done.
+        #[arg(long)]
+        rotate: bool,
+        /// With --rotate: start the rotation and return at once.
+        #[arg(short, long)]
+        detach: bool,
+        /// No progress lines, only the certificate.
+        #[arg(short, long)]
+        quiet: bool,
     },
     /// Leave the swarm (on a worker's own socket): its tasks stop, its identity is forgotten, swarmd exits.
     Leave,
@@ -124,33 +134,21 @@ pub fn run(host: Option<String>, cmd: SwarmCommand) -> i32 {
                     Err(s) => Err(rpc(s)),
                 };
             }
-            SwarmCommand::Ca { issue_client, out } => {
-                let reply = c
-                    .issue_client_certificate(control::ClientCertRequest {
-                        name: issue_client.clone(),
-                    })
-                    .await
-                    .map_err(rpc)?
-                    .into_inner();
-                std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
-                let write = |name: &str, text: &str, private: bool| {
-                    let path = out.join(name);
-                    let r = if private {
-                        crate::pki::write_private_file(&path, text.as_bytes())
-                    } else {
-                        crate::pki::write_public_file(&path, text.as_bytes())
-                    };
-                    r.map_err(|e| e.to_string())
+            SwarmCommand::Ca {
+                issue_client,
+                out,
+                rotate,
+                detach,
+                quiet,
+            } => {
+                let args = super::swarm_ca::CaArgs {
+                    issue_client,
+                    out,
+                    rotate,
+                    detach,
+                    quiet,
                 };
-                write("cert.pem", &reply.cert_pem, false)?;
-                write("key.pem", &reply.key_pem, true)?;
-                write("ca.pem", &reply.ca_pem, false)?;
-                let dir = out.display();
-                println!(
-                    "Client certificate for {issue_client} written to {dir}/cert.pem, {dir}/key.pem and {dir}/ca.pem.\n\
-                     Use it with: swarmctl --host tcp://MANAGER:PORT --tls-cert {dir}/cert.pem --tls-key {dir}/key.pem --tls-ca {dir}/ca.pem ..."
-                );
-                return Ok(());
+                return super::swarm_ca::run(&mut c, args).await;
             }
             SwarmCommand::JoinToken {
                 role,

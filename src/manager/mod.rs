@@ -21,6 +21,7 @@ pub mod driver;
 pub mod gc;
 pub mod orchestrator;
 pub mod proposer;
+pub mod rotation;
 pub mod rules;
 pub mod scheduler;
 pub mod specdiff;

@@ -10,7 +10,7 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
-use crate::pki::{self, NodeCertSpec, NodeCredentials, NodeKey, NodeRole, RootCa};
+use crate::pki::{self, Authority, NodeCertSpec, NodeCredentials, NodeKey, NodeRole, RootCa};
 use crate::util::{IdSource, RandomIds};
 
 /// Format version of `node.json`.
@@ -85,9 +85,9 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> IdentityError + '_ {
     }
 }
 
-/// A manager certificate for `node_id` from its own CA, naming `ips`, valid for `validity`.
+/// A manager certificate for `node_id` from the cluster's authority, naming `ips`, valid for `validity`.
 pub fn issue(
-    ca: &RootCa,
+    ca: &Authority,
     node_id: &str,
     ips: &[IpAddr],
     now: SystemTime,
@@ -132,19 +132,20 @@ pub fn init_or_load(
         });
     }
     std::fs::create_dir_all(&certs).map_err(io(&certs))?;
-    let (ca_crt, ca_key, node_crt) = (
-        certs.join("ca.crt"),
-        certs.join("ca.key"),
-        certs.join("node.crt"),
-    );
+    let node_crt = certs.join("node.crt");
     if !node_file.exists() {
         let mut ids = RandomIds;
         let node_id = ids.next_id();
         let cluster_id = ids.next_id();
-        let ca = RootCa::generate(&cluster_id, now)?;
-        let creds = issue(&ca, &node_id, ips, now, pki::NODE_CERT_VALIDITY)?;
-        pki::write_public_file(&ca_crt, ca.cert_pem().as_bytes())?;
-        pki::write_private_file(&ca_key, ca.key_pem().as_bytes())?;
+        let ca = std::sync::Arc::new(RootCa::generate(&cluster_id, now)?);
+        let creds = issue(
+            &Authority::single(ca.clone()),
+            &node_id,
+            ips,
+            now,
+            pki::NODE_CERT_VALIDITY,
+        )?;
+        super::renew::RootFiles::in_dir(dir).store(&ca)?;
         super::renew::CertFiles::in_dir(dir).store(&creds)?;
         let file = NodeFile {
             version: NODE_FILE_VERSION,
@@ -159,7 +160,7 @@ pub fn init_or_load(
             node_id,
             cluster_id,
             raft_id: 1,
-            ca: std::sync::Arc::new(ca),
+            ca,
             creds,
             new_cluster: true,
         });
@@ -178,8 +179,7 @@ pub fn init_or_load(
             ),
         });
     }
-    let read = |p: &Path| std::fs::read_to_string(p).map_err(io(p));
-    let ca = RootCa::from_pem(&read(&ca_crt)?, &read(&ca_key)?)?;
+    let ca = std::sync::Arc::new(super::renew::RootFiles::in_dir(dir).load()?);
     let cert_files = super::renew::CertFiles::in_dir(dir);
     let mut creds = cert_files
         .load()
@@ -190,14 +190,15 @@ pub fn init_or_load(
     // renew (or re-issue for new addresses) at start-up when the certificate is in the second half of its life
     let renew = pki::needs_renewal(creds.cert_der(), now, 0.0).unwrap_or(true);
     if renew {
-        creds = issue(&ca, &file.node_id, ips, now, pki::NODE_CERT_VALIDITY)?;
+        let single = Authority::single(ca.clone());
+        creds = issue(&single, &file.node_id, ips, now, pki::NODE_CERT_VALIDITY)?;
         cert_files.store(&creds)?;
     }
     Ok(Identity {
         node_id: file.node_id,
         cluster_id: file.cluster_id,
         raft_id: file.raft_id,
-        ca: std::sync::Arc::new(ca),
+        ca,
         creds,
         new_cluster: false,
     })

@@ -12,6 +12,7 @@ pub mod join;
 pub mod limits;
 pub mod parts;
 pub mod renew;
+pub mod rotation;
 pub mod session;
 mod session_logs;
 #[cfg(test)]
@@ -296,7 +297,20 @@ pub async fn run_with_executor(
         key.clone(),
         config.heartbeat_period,
     );
-    let root_ca = id.ca.clone();
+    // the root CA this manager signs and trusts with, following the cluster object's rotation
+    let rotation = rotation::RotationLoop::new(
+        dir.clone(),
+        store.clone(),
+        proposer.clone(),
+        key.clone(),
+        id.ca.clone(),
+        id.node_id.clone(),
+    );
+    let authority = rotation.authority();
+    parts.spawn_until_shutdown("the CA rotation", async move {
+        rotation.run().await;
+        Ok(())
+    });
     let control = ControlApi::new(
         store.clone(),
         proposer.clone(),
@@ -314,7 +328,7 @@ pub async fn run_with_executor(
         ),
     )
     .with_join_addr(config.listen_addr.to_string())
-    .with_ca(root_ca.clone());
+    .with_ca(authority.clone());
     let control = Arc::new(control);
     if id.new_cluster {
         print_init_message(&store, &key, &id.node_id, &config.listen_addr.to_string());
@@ -334,10 +348,16 @@ pub async fn run_with_executor(
     });
 
     // the cluster port: the dispatcher (node certificates only) and the CA (joining nodes, with a token)
+    let roots = crate::pki::Authority::current(&authority).roots().to_vec();
     let server_tls: crate::transport::ServerTls = Arc::new(std::sync::RwLock::new(
-        crate::pki::server_config_allowing_joins(id.ca.cert_der(), &id.creds)?,
+        crate::pki::server_config_allowing_joins(&roots, &id.creds)?,
     ));
-    let ca_service = CaService::new(store.clone(), key.clone(), root_ca.clone());
+    let ca_service = CaService::new(
+        store.clone(),
+        proposer.clone(),
+        key.clone(),
+        authority.clone(),
+    );
     let listener = tokio::net::TcpListener::bind(config.listen_addr)
         .await
         .map_err(|e| NodeError::Listen(config.listen_addr.to_string(), e))?;
@@ -369,21 +389,20 @@ pub async fn run_with_executor(
 
     // the agent's session with the (local) dispatcher
     let client_tls: renew::ClientTls = Arc::new(std::sync::RwLock::new(crate::pki::client_config(
-        id.ca.cert_der(),
-        &id.creds,
+        &roots, &id.creds,
     )?));
     {
-        // this manager's own certificate, renewed from its own CA for the cluster's lifetime
-        let (store, ca, node_id) = (store.clone(), root_ca.clone(), id.node_id.clone());
+        // this manager's own certificate, renewed from the cluster's CA for the cluster's lifetime
+        let (store, node_id) = (store.clone(), id.node_id.clone());
         let renewal = renew::renew_own_forever(
             renew::CertFiles::in_dir(&dir),
-            id.ca.cert_der().clone(),
+            authority.clone(),
             server_tls,
             client_tls.clone(),
             id.creds.clone(),
             move || store.view(|s| s.cert_lifetime()),
-            move |validity| {
-                identity::issue(&ca, &node_id, &ips, std::time::SystemTime::now(), validity)
+            move |ca, validity| {
+                identity::issue(ca, &node_id, &ips, std::time::SystemTime::now(), validity)
                     .map_err(|e| e.to_string())
             },
         );
@@ -485,6 +504,8 @@ async fn open_store(
                 },
                 join_tokens: tokens(),
                 removed_nodes: Vec::new(),
+                ca_rotation: None,
+                unlock_key: Default::default(),
             };
             if let Err(e) = proposer.propose(vec![Op::CreateCluster(cluster)]).await {
                 tracing::warn!("cannot create the cluster object: {e}");

@@ -165,7 +165,7 @@ pub async fn run(
         .await
         .map_err(|e| NodeError::Exec(e.to_string()))?;
     tracing::info!(node = %file.node_id, cluster = %file.cluster_id, manager = %file.manager_addr, "worker identity ready");
-    let ca = pki::cert_der_from_pem(&ca_pem, "certs/ca.crt")?;
+    let ca = pki::certs_from_pem(&ca_pem, "certs/ca.crt")?;
     let executor = open_executor(&config).await?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let exec_rt = executor_runtime()?;
@@ -203,7 +203,8 @@ pub async fn run(
     let renewal = renew::renew_forever(
         file.manager_addr.clone(),
         file.cluster_id.clone(),
-        ca.clone(),
+        dir.join("certs").join("ca.crt"),
+        ca_pem,
         CertFiles::in_dir(&dir),
         tls,
         creds,

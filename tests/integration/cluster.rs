@@ -139,7 +139,15 @@ impl Swarmd {
     /// it Ready.
     pub fn start_worker(manager: &Swarmd, hostname: &str) -> Swarmd {
         let token = manager.ctl_ok(&["swarm", "join-token", "-q", "worker"]);
-        let mut w = Swarmd {
+        let mut w = Swarmd::worker(manager, hostname, token.trim());
+        w.spawn_unchecked();
+        manager.wait_node_ready(hostname);
+        w
+    }
+
+    /// A worker of `manager` that joins with `token` when started, reporting `hostname` (not started).
+    pub fn worker(manager: &Swarmd, hostname: &str, token: &str) -> Swarmd {
+        Swarmd {
             dir: tempfile::tempdir().expect("tempdir"),
             port: free_port(),
             args: vec![
@@ -148,13 +156,10 @@ impl Swarmd {
                 "--join-addr".into(),
                 format!("127.0.0.1:{}", manager.port),
                 "--join-token".into(),
-                token.trim().into(),
+                token.into(),
             ],
             child: None,
-        };
-        w.spawn_unchecked();
-        manager.wait_node_ready(hostname);
-        w
+        }
     }
 
     /// Waits until the node reporting `hostname` is Ready in this manager's `node ls`.

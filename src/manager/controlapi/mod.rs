@@ -8,6 +8,7 @@
 //!
 //! Must not: change the store without a proposal, or return secret data (secret reads never include it).
 
+mod ca;
 mod cluster;
 mod error;
 mod logs;
@@ -47,8 +48,8 @@ pub struct ControlApi {
     info: Arc<dyn Fn() -> serde_json::Value + Send + Sync>,
     /// The address joining nodes dial (shown by `swarm join-token`).
     join_addr: String,
-    /// The cluster's CA, for `swarm ca --issue-client`.
-    ca: Option<Arc<crate::pki::RootCa>>,
+    /// The cluster's CA, for `swarm ca` (`--issue-client`, `--rotate`).
+    ca: Option<crate::pki::SharedAuthority>,
 }
 
 impl ControlApi {
@@ -72,8 +73,8 @@ impl ControlApi {
         }
     }
 
-    /// The CA `swarm ca --issue-client` signs with.
-    pub fn with_ca(mut self, ca: Arc<crate::pki::RootCa>) -> Self {
+    /// The CA `swarm ca --issue-client` signs with and `swarm ca --rotate` rotates away from.
+    pub fn with_ca(mut self, ca: crate::pki::SharedAuthority) -> Self {
         self.ca = Some(ca);
         self
     }
@@ -306,6 +307,13 @@ impl Control for ControlApi {
             ));
         }
         reply(cluster::issue_client(self, request.into_inner()))
+    }
+
+    async fn root_ca(
+        &self,
+        request: Request<control::RootCaRequest>,
+    ) -> Result<Response<control::RootCaResponse>, Status> {
+        reply(ca::root_ca(self, request.into_inner()).await)
     }
 }
 
