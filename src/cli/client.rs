@@ -66,10 +66,14 @@ async fn tcp_channel(host: &str, addr: &str) -> Result<Channel, String> {
 
 /// Connects to the control API at `host` (`unix:///path` or `tcp://HOST:PORT`).
 pub async fn connect(host: &str) -> Result<ControlClient<Channel>, String> {
+    Ok(ControlClient::new(connect_channel(host).await?)
+        .max_decoding_message_size(crate::model::limits::MAX_MESSAGE_BYTES))
+}
+
+/// A channel to the node at `host`, for the other services of its socket (`Lock`).
+pub async fn connect_channel(host: &str) -> Result<Channel, String> {
     if let Some(addr) = host.strip_prefix("tcp://") {
-        let channel = tcp_channel(host, addr).await?;
-        return Ok(ControlClient::new(channel)
-            .max_decoding_message_size(crate::model::limits::MAX_MESSAGE_BYTES));
+        return tcp_channel(host, addr).await;
     }
     let path = match host.strip_prefix("unix://") {
         Some(p) => PathBuf::from(p),
@@ -94,8 +98,7 @@ pub async fn connect(host: &str) -> Result<ControlClient<Channel>, String> {
         };
         format!("cannot reach swarmd at {shown}: {detail}")
     })?;
-    Ok(ControlClient::new(channel)
-        .max_decoding_message_size(crate::model::limits::MAX_MESSAGE_BYTES))
+    Ok(channel)
 }
 
 /// Turns a gRPC error into the line a user reads.

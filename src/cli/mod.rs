@@ -11,6 +11,7 @@ pub mod service;
 pub mod stack;
 pub mod swarm;
 pub mod swarm_ca;
+pub mod swarm_lock;
 
 use clap::{Parser, Subcommand};
 

@@ -35,6 +35,20 @@ pub enum SwarmCommand {
         /// Lifetime of the node certificates the CA issues (e.g. 2160h, the default 90 days).
         #[arg(long)]
         cert_expiry: Option<String>,
+        /// Lock managers' keys at rest (true) or not (false): a restarted manager then waits for `swarm unlock`.
+        #[arg(long, value_name = "true|false")]
+        autolock: Option<bool>,
+    },
+    /// Unlock a restarted manager whose keys autolock wrapped (the key is read from a prompt or standard input).
+    Unlock,
+    /// Show (or rotate) the key that unlocks managers.
+    UnlockKey {
+        /// Print the key only.
+        #[arg(short, long)]
+        quiet: bool,
+        /// Replace the key: the old one stops working.
+        #[arg(long)]
+        rotate: bool,
     },
     /// The cluster's root CA: print its certificate, rotate it, or issue a client certificate.
     Ca {
@@ -80,6 +94,9 @@ fn join_command(role: &str, token: &str, addr: &str) -> String {
 /// Runs one `swarm` subcommand.
 pub fn run(host: Option<String>, cmd: SwarmCommand) -> i32 {
     block_on(async move {
+        if matches!(cmd, SwarmCommand::Unlock) {
+            return super::swarm_lock::unlock(&host).await;
+        }
         let mut c = client(&host).await?;
         let format = match cmd {
             SwarmCommand::Info { format } => format,
@@ -89,6 +106,7 @@ pub fn run(host: Option<String>, cmd: SwarmCommand) -> i32 {
                 stack_history,
                 task_history_limit,
                 cert_expiry,
+                autolock,
             } => {
                 let cert_expiry_ms = cert_expiry
                     .map(|d| {
@@ -103,11 +121,25 @@ pub fn run(host: Option<String>, cmd: SwarmCommand) -> i32 {
                     stack_history,
                     task_history_retention_limit: task_history_limit,
                     cert_expiry_ms,
+                    autolock,
                 })
                 .await
                 .map_err(rpc)?;
                 println!("Swarm updated.");
+                if autolock == Some(true) {
+                    let key = c
+                        .unlock_key(control::UnlockKeyRequest { rotate: false })
+                        .await
+                        .map_err(rpc)?
+                        .into_inner()
+                        .key;
+                    super::swarm_lock::print_key(&key);
+                }
                 return Ok(());
+            }
+            SwarmCommand::Unlock => return Ok(()),
+            SwarmCommand::UnlockKey { quiet, rotate } => {
+                return super::swarm_lock::unlock_key(&mut c, quiet, rotate).await;
             }
             SwarmCommand::Leave => {
                 let channel = crate::transport::unix_channel(

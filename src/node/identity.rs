@@ -38,6 +38,9 @@ pub enum IdentityError {
     /// Certificates could not be made or loaded.
     #[error(transparent)]
     Pki(#[from] pki::PkiError),
+    /// The CA key could not be read (locked, wrong unlock key) or written.
+    #[error(transparent)]
+    Keys(#[from] super::keyfiles::KeyFileError),
     /// `node.json` is missing from a directory that holds Raft data: creating a new identity would start
     /// a new cluster over the old data and replace the cluster's CA key.
     #[error(
@@ -117,10 +120,12 @@ pub fn exists(dir: &Path) -> bool {
 /// Loads the identity in `dir`, or creates a new cluster there. `ips` go into the node certificate.
 /// `raft_data` is the Raft database file: while it exists, a missing `node.json` is refused
 /// ([`IdentityError::Missing`]) and nothing is written (Raft data is only ever created after `node.json`).
+/// `unlock` opens a CA key wrapped by autolock (call through [`super::lock::open_keys`]).
 pub fn init_or_load(
     dir: &Path,
     ips: &[IpAddr],
     raft_data: &Path,
+    unlock: Option<&crate::secrets::lock::UnlockKey>,
 ) -> Result<Identity, IdentityError> {
     let now = SystemTime::now();
     let certs = dir.join("certs");
@@ -145,7 +150,7 @@ pub fn init_or_load(
             now,
             pki::NODE_CERT_VALIDITY,
         )?;
-        super::renew::RootFiles::in_dir(dir).store(&ca)?;
+        super::keyfiles::RootFiles::in_dir(dir).store(&ca, None)?;
         super::renew::CertFiles::in_dir(dir).store(&creds)?;
         let file = NodeFile {
             version: NODE_FILE_VERSION,
@@ -179,7 +184,7 @@ pub fn init_or_load(
             ),
         });
     }
-    let ca = std::sync::Arc::new(super::renew::RootFiles::in_dir(dir).load()?);
+    let ca = std::sync::Arc::new(super::keyfiles::RootFiles::in_dir(dir).load(unlock)?);
     let cert_files = super::renew::CertFiles::in_dir(dir);
     let mut creds = cert_files
         .load()
@@ -214,10 +219,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let ips = ["127.0.0.1".parse().unwrap()];
         let raft = dir.path().join("raft/raft.redb");
-        let a = init_or_load(dir.path(), &ips, &raft).unwrap();
+        let a = init_or_load(dir.path(), &ips, &raft, None).unwrap();
         assert!(a.new_cluster);
         assert_eq!(a.creds.identity().node_id, a.node_id);
-        let b = init_or_load(dir.path(), &ips, &raft).unwrap();
+        let b = init_or_load(dir.path(), &ips, &raft, None).unwrap();
         assert!(!b.new_cluster);
         assert_eq!((a.node_id, a.cluster_id), (b.node_id, b.cluster_id));
         use std::os::unix::fs::PermissionsExt;
@@ -234,12 +239,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let ips = ["127.0.0.1".parse().unwrap()];
         let raft = dir.path().join("raft/raft.redb");
-        init_or_load(dir.path(), &ips, &raft).unwrap();
+        init_or_load(dir.path(), &ips, &raft, None).unwrap();
         std::fs::create_dir_all(raft.parent().unwrap()).unwrap();
         std::fs::write(&raft, b"data").unwrap();
         let ca_key = std::fs::read(dir.path().join("certs/ca.key")).unwrap();
         std::fs::remove_file(dir.path().join("node.json")).unwrap();
-        let e = init_or_load(dir.path(), &ips, &raft)
+        let e = init_or_load(dir.path(), &ips, &raft, None)
             .err()
             .expect("refused");
         let text = e.to_string();

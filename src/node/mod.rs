@@ -9,7 +9,9 @@
 pub mod identity;
 pub mod info;
 pub mod join;
+pub mod keyfiles;
 pub mod limits;
+pub mod lock;
 pub mod parts;
 pub mod renew;
 pub mod rotation;
@@ -268,8 +270,17 @@ pub async fn run_with_executor(
             identity: identity::node_file(&dir),
         });
     }
-    let key = DataKey::load_or_create_unless(&dir, Some(&raft_data))?;
-    let id = identity::init_or_load(&dir, &ips, &raft_data)?;
+    // autolock: a manager whose key files are wrapped serves nothing but `swarm unlock` until it gets the key
+    tokio::pin!(shutdown);
+    let unlock = if keyfiles::is_locked(&dir) {
+        match lock::serve_locked(&dir, &mut shutdown).await? {
+            Some(key) => Some(key),
+            None => return Ok(()),
+        }
+    } else {
+        None
+    };
+    let (key, id) = lock::open_keys(&dir, &ips, &raft_data, unlock.as_ref())?;
     tracing::info!(node = %id.node_id, cluster = %id.cluster_id, new = id.new_cluster, "node identity ready");
     let (store, raft, proposer) = open_store(&config, &id, &key, clock.clone()).await?;
     let mut parts = Parts::new();
@@ -297,6 +308,13 @@ pub async fn run_with_executor(
         key.clone(),
         config.heartbeat_period,
     );
+    // the key files wrapped as the cluster object's autolock says
+    let lock_loop = lock::LockLoop::new(dir.clone(), store.clone(), key.clone(), unlock);
+    let wrapped_with = lock_loop.shared();
+    parts.spawn_until_shutdown("the autolock", async move {
+        lock_loop.run().await;
+        Ok(())
+    });
     // the root CA this manager signs and trusts with, following the cluster object's rotation
     let rotation = rotation::RotationLoop::new(
         dir.clone(),
@@ -305,6 +323,7 @@ pub async fn run_with_executor(
         key.clone(),
         id.ca.clone(),
         id.node_id.clone(),
+        wrapped_with.clone(),
     );
     let authority = rotation.authority();
     parts.spawn_until_shutdown("the CA rotation", async move {
@@ -328,7 +347,8 @@ pub async fn run_with_executor(
         ),
     )
     .with_join_addr(config.listen_addr.to_string())
-    .with_ca(authority.clone());
+    .with_ca(authority.clone())
+    .with_lock(wrapped_with);
     let control = Arc::new(control);
     if id.new_cluster {
         print_init_message(&store, &key, &id.node_id, &config.listen_addr.to_string());
@@ -342,6 +362,9 @@ pub async fn run_with_executor(
             .add_service(
                 ControlServer::from_arc(unix_control).max_decoding_message_size(MAX_MESSAGE_BYTES),
             )
+            .add_service(crate::api::control::lock_server::LockServer::new(
+                lock::NotLocked,
+            ))
             .serve_with_incoming(unix)
             .await
             .map_err(|e| e.to_string())

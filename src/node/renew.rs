@@ -7,7 +7,7 @@
 //!
 //! During a root CA rotation a worker learns the new roots by asking its manager every few seconds (over its
 //! own mutual TLS), writes them to `certs/ca.crt`, and renews at once from the new root; a manager follows its
-//! [`pki::Authority`]. The manager's root CA files are replaced crash-safely by [`RootFiles`].
+//! [`pki::Authority`].
 //!
 //! Must not: log a key, or give up (a manager that cannot be reached is retried until the certificate expires;
 //! then the node says how to rejoin).
@@ -76,62 +76,6 @@ impl CertFiles {
             source,
         })
     }
-}
-
-/// A manager's root CA files, `certs/ca.crt` and `certs/ca.key` (0600), replaced like [`CertFiles`]: the new
-/// key beside the old one (`ca.key.next`), then the certificate, then the key.
-pub struct RootFiles {
-    crt: PathBuf,
-    key: PathBuf,
-    next_key: PathBuf,
-}
-
-impl RootFiles {
-    /// The root CA files under `dir`.
-    pub fn in_dir(dir: &Path) -> RootFiles {
-        let certs = dir.join("certs");
-        RootFiles {
-            crt: certs.join("ca.crt"),
-            key: certs.join("ca.key"),
-            next_key: certs.join("ca.key.next"),
-        }
-    }
-
-    /// Loads the root CA, finishing a replacement a crash interrupted.
-    pub fn load(&self) -> Result<pki::RootCa, PkiError> {
-        let read = |p: &Path| {
-            std::fs::read_to_string(p).map_err(|source| PkiError::Io {
-                op: "read",
-                path: p.to_path_buf(),
-                source,
-            })
-        };
-        let crt = read(&self.crt)?;
-        match pki::RootCa::from_pem(&crt, &read(&self.key)?) {
-            Err(PkiError::KeyMismatch) if self.next_key.exists() => {
-                let ca = pki::RootCa::from_pem(&crt, &read(&self.next_key)?)?;
-                rename(&self.next_key, &self.key)?;
-                Ok(ca)
-            }
-            other => other,
-        }
-    }
-
-    /// Replaces the root CA on disk (each step an atomic rename; [`RootFiles::load`] completes an interrupted
-    /// replacement).
-    pub fn store(&self, ca: &pki::RootCa) -> Result<(), PkiError> {
-        pki::write_private_file(&self.next_key, ca.key_pem().as_bytes())?;
-        pki::write_public_file(&self.crt, ca.cert_pem().as_bytes())?;
-        rename(&self.next_key, &self.key)
-    }
-}
-
-fn rename(from: &Path, to: &Path) -> Result<(), PkiError> {
-    std::fs::rename(from, to).map_err(|source| PkiError::Io {
-        op: "rename",
-        path: to.to_path_buf(),
-        source,
-    })
 }
 
 /// Whether `creds` has expired.

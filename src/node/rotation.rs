@@ -2,7 +2,7 @@
 //! ([`crate::manager::rotation`]) — swaps the authority the CA service, the control API and the manager's own
 //! certificate use; records this manager's own node once its certificate comes from the new root; on the
 //! leader, finishes the rotation once every node is rotated; and once it is done, replaces `certs/ca.crt` and
-//! `certs/ca.key` with the new root (crash-safely, [`super::renew::RootFiles`]; a manager that crashed before
+//! `certs/ca.key` with the new root (crash-safely, [`super::keyfiles::RootFiles`]; a manager that crashed before
 //! that restores it at its next start from the sealed key in the store).
 //!
 //! Must not: log a key, or decide anything the cluster object does not say.
@@ -11,7 +11,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::renew::{CertFiles, RootFiles};
+use super::keyfiles::{RootFiles, WRITING};
+use super::renew::CertFiles;
 use crate::manager::proposer::Proposer;
 use crate::manager::rotation;
 use crate::pki::{Authority, RootCa, SharedAuthority};
@@ -27,6 +28,7 @@ pub struct RotationLoop {
     authority: SharedAuthority,
     disk: Arc<RootCa>,
     node_id: String,
+    lock: crate::secrets::lock::SharedLock,
     last_error: Option<String>,
 }
 
@@ -41,6 +43,7 @@ impl RotationLoop {
         key: DataKey,
         disk: Arc<RootCa>,
         node_id: String,
+        lock: crate::secrets::lock::SharedLock,
     ) -> RotationLoop {
         let authority = Authority::single(disk.clone()).shared();
         let mut this = RotationLoop {
@@ -51,6 +54,7 @@ impl RotationLoop {
             authority,
             disk,
             node_id,
+            lock,
             last_error: None,
         };
         this.follow();
@@ -83,7 +87,12 @@ impl RotationLoop {
             Err(e) => return self.warn(e),
         };
         if let Some(new) = write {
-            if let Err(e) = RootFiles::in_dir(&self.dir).store(&new) {
+            let stored = {
+                let _writing = WRITING.lock().unwrap_or_else(|p| p.into_inner());
+                let lock = self.lock.read().unwrap_or_else(|p| p.into_inner()).clone();
+                RootFiles::in_dir(&self.dir).store(&new, lock.as_ref())
+            };
+            if let Err(e) = stored {
                 return self.warn(format!("cannot write the cluster's new root CA: {e}"));
             }
             tracing::info!(ca = %new.digest(), "the root CA rotation is done: this manager's certs/ca.crt and ca.key hold the new root");

@@ -4,7 +4,9 @@
 //! sealing and opening payloads. The store, the Raft log and snapshots only ever hold sealed bytes; plaintext
 //! exists only in memory on the leader while being sent to a node over mTLS, and in the task's tmpfs.
 //! Must not: log or print plaintext (`model::SecretData`'s Debug is redacted). Autolock (wrapping the data key
-//! with a passphrase-derived key) is a later step.
+//! and the CA key with a random unlock key) is in [`lock`].
+
+pub mod lock;
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -58,6 +60,7 @@ pub enum SecretsError {
 #[derive(Clone)]
 pub struct DataKey {
     cipher: XChaCha20Poly1305,
+    raw: [u8; 32],
 }
 
 impl std::fmt::Debug for DataKey {
@@ -71,7 +74,13 @@ impl DataKey {
     pub fn from_bytes(bytes: [u8; 32]) -> Self {
         DataKey {
             cipher: XChaCha20Poly1305::new(&bytes.into()),
+            raw: bytes,
         }
+    }
+
+    /// The raw key, to write it (wrapped while autolock is on) or hand it to another manager over TLS.
+    pub fn to_bytes(&self) -> [u8; 32] {
+        self.raw
     }
 
     /// Loads `dir/data.key`, creating it (mode 0600) with a random key when absent.

@@ -171,12 +171,22 @@ pub async fn update(
     s.limits
         .check_ceilings()
         .map_err(|e| ApiError::Invalid(e.to_string()))?;
+    if let Some(on) = req.autolock {
+        super::lock::set_autolock(&api.key, &mut updated, on);
+    }
     if updated != cluster {
+        let relock = updated.unlock_key != cluster.unlock_key;
+        let desired =
+            super::lock::open_unlock_key(&api.key, &updated).map_err(ApiError::Precondition)?;
         api.propose(vec![Op::UpdateCluster {
             cluster: updated,
             expected_version: cluster.meta.version,
         }])
         .await?;
+        if relock {
+            tracing::info!(on = desired.is_some(), "autolock changed");
+            super::lock::wait_on_disk(api, desired.as_ref()).await?;
+        }
     }
     let now = api.store.view(|s| s.cluster().cloned());
     Ok(control::JsonObject {

@@ -11,6 +11,7 @@
 mod ca;
 mod cluster;
 mod error;
+mod lock;
 mod logs;
 mod node;
 mod objects;
@@ -35,6 +36,7 @@ use crate::util::{IdSource, RandomIds};
 
 pub use cluster::{open_tokens, seal_tokens};
 pub use error::ApiError;
+pub use lock::open_unlock_key;
 pub use logs::{TaskLogLine, TaskLogStream, TaskLogs};
 pub use objects::{resolve_node, resolve_secret, resolve_service};
 
@@ -50,6 +52,8 @@ pub struct ControlApi {
     join_addr: String,
     /// The cluster's CA, for `swarm ca` (`--issue-client`, `--rotate`).
     ca: Option<crate::pki::SharedAuthority>,
+    /// The unlock key this manager's key files are wrapped with now (autolock).
+    lock: Option<crate::secrets::lock::SharedLock>,
 }
 
 impl ControlApi {
@@ -70,7 +74,14 @@ impl ControlApi {
             info,
             join_addr: String::new(),
             ca: None,
+            lock: None,
         }
+    }
+
+    /// Where `swarm update --autolock` and `swarm unlock-key` see this manager's key files wrapped.
+    pub fn with_lock(mut self, lock: crate::secrets::lock::SharedLock) -> Self {
+        self.lock = Some(lock);
+        self
     }
 
     /// The CA `swarm ca --issue-client` signs with and `swarm ca --rotate` rotates away from.
@@ -314,6 +325,13 @@ impl Control for ControlApi {
         request: Request<control::RootCaRequest>,
     ) -> Result<Response<control::RootCaResponse>, Status> {
         reply(ca::root_ca(self, request.into_inner()).await)
+    }
+
+    async fn unlock_key(
+        &self,
+        request: Request<control::UnlockKeyRequest>,
+    ) -> Result<Response<control::UnlockKeyResponse>, Status> {
+        reply(lock::unlock_key(self, request.into_inner()).await)
     }
 }
 
