@@ -245,6 +245,11 @@ pub fn run(host: Option<String>, cmd: SwarmCommand) -> i32 {
                 info["CertExpirySecs"].as_u64().unwrap_or(0)
             ))
         );
+        println!(
+            "  Root Rotation In Progress: {}",
+            s("RootRotationInProgress")
+        );
+        println!(" Autolock Managers: {}", s("AutoLockManagers"));
         println!(" Raft:");
         println!("  Snapshot Interval: {}", s("SnapshotInterval"));
         println!("  Last Log Index: {}", s("RaftLastLogIndex"));

@@ -104,6 +104,9 @@ fn an_autolocked_manager_restarts_locked_until_unlocked_with_the_current_key() {
         "{out}"
     );
     let key = key_in(&out);
+    assert!(m
+        .ctl_ok(&["swarm", "info"])
+        .contains(" Autolock Managers: true"));
     assert_eq!(key_in(&m.ctl_ok(&["swarm", "unlock-key"])), key);
     assert_eq!(m.ctl_ok(&["swarm", "unlock-key", "-q"]).trim(), key);
     let data = std::fs::read(m.state().join("data.key")).unwrap();

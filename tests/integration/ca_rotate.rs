@@ -169,6 +169,9 @@ fn rotating_the_root_ca_keeps_every_node_and_task_and_retires_the_old_token() {
         status.contains("waiting for w2") && status.contains("down") && status.contains("node rm"),
         "{status}"
     );
+    assert!(m
+        .ctl_ok(&["swarm", "info"])
+        .contains("Root Rotation In Progress: true"));
     let refused = m.ctl(&["swarm", "ca", "--rotate"]);
     assert!(
         String::from_utf8_lossy(&refused.stderr).contains("already under way"),
