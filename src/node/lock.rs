@@ -53,7 +53,7 @@ pub fn write_keys(
 ) -> Result<(), keyfiles::KeyFileError> {
     let data = keyfiles::data_key_file(dir);
     let root = RootFiles::in_dir(dir);
-    let (bytes, pem) = (data_key.to_bytes(), ca.key_pem());
+    let (bytes, pem) = (data_key.expose_bytes(), ca.key_pem());
     keyfiles::write_keys(&[(&data, &bytes), (root.key_file(), pem.as_bytes())], lock)
 }
 

@@ -78,8 +78,9 @@ impl DataKey {
         }
     }
 
-    /// The raw key, to write it (wrapped while autolock is on) or hand it to another manager over TLS.
-    pub fn to_bytes(&self) -> [u8; 32] {
+    /// The key's bytes, to write them (wrapped while autolock is on) or hand them to a new manager joining over
+    /// mutual TLS (never logged).
+    pub fn expose_bytes(&self) -> [u8; 32] {
         self.raw
     }
 
