@@ -126,19 +126,9 @@ impl fmt::Debug for RootCa {
 impl RootCa {
     /// A new self-signed root CA for `cluster_id`, valid from `now` (backdated an hour) for 20 years.
     pub fn generate(cluster_id: &str, now: SystemTime) -> Result<RootCa, PkiError> {
-        Self::generate_with(cluster_id, None, now)
-    }
-
-    /// Like [`RootCa::generate`], with `label` as the subject's OU: a rotated root's subject differs from the
-    /// one it replaces, so a certificate's issuer names the root that signed it.
-    pub(crate) fn generate_with(
-        cluster_id: &str,
-        label: Option<&str>,
-        now: SystemTime,
-    ) -> Result<RootCa, PkiError> {
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
             .map_err(PkiError::rcgen("generate CA key"))?;
-        let cert = root_params(cluster_id, label, now)?
+        let cert = root_params(cluster_id, None, now)?
             .self_signed(&key)
             .map_err(PkiError::rcgen("self-sign CA certificate"))?;
         Ok(RootCa::from_parts(

@@ -56,7 +56,7 @@ fn token(m: &Swarmd) -> String {
 
 #[test]
 fn rotating_the_root_ca_keeps_every_node_and_task_and_retires_the_old_token() {
-    let m = Swarmd::start_in(tempfile::tempdir().unwrap(), &["--hostname", "m"]);
+    let mut m = Swarmd::start_in(tempfile::tempdir().unwrap(), &["--hostname", "m"]);
     let mut w1 = Swarmd::start_worker(&m, "w1");
     let mut w2 = Swarmd::start_worker(&m, "w2");
     let files = tempfile::tempdir().unwrap();
@@ -145,7 +145,7 @@ fn rotating_the_root_ca_keeps_every_node_and_task_and_retires_the_old_token() {
     let (code, err) = stale.run_to_exit(60);
     assert_ne!(code, Some(0));
     assert!(err.contains("does not match the join token"), "{err}");
-    let _w3 = Swarmd::start_worker(&m, "w3");
+    let w3 = Swarmd::start_worker(&m, "w3");
 
     // a node that is down holds a rotation; removing it lets the rotation finish
     w2.kill9();
@@ -178,12 +178,35 @@ fn rotating_the_root_ca_keeps_every_node_and_task_and_retires_the_old_token() {
         "{}",
         String::from_utf8_lossy(&refused.stderr)
     );
+    // a manager restarted mid-rotation picks it up from the store
+    m.kill9();
+    m.spawn();
+    let status = wait_for(60, "the rotation still under way after a restart", || {
+        let out = m.ctl(&["swarm", "ca"]);
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        err.contains("3/4 nodes rotated").then_some(err)
+    });
+    assert!(status.contains("waiting for w2"), "{status}");
     m.ctl_ok(&["node", "rm", "--force", "w2"]);
     wait_for(60, "the second rotation done", || {
         let out = m.ctl(&["swarm", "ca"]);
         (out.status.success() && !String::from_utf8_lossy(&out.stderr).contains("under way"))
             .then_some(())
     });
-    m.wait_node_ready("w1");
-    m.wait_node_ready("w3");
+    let newest = m.ctl_ok(&["swarm", "ca"]);
+    assert_ne!(newest, stdout);
+    wait_for(30, "the manager's disk holds the newest root", || {
+        (std::fs::read_to_string(m.state().join("certs/ca.crt")).ok()? == newest).then_some(())
+    });
+    // and after a restart the manager runs on it; its workers connect to it again
+    let sessions = |w: &Swarmd| w.log().matches("agent session established").count();
+    let before = (sessions(&w1), sessions(&w3));
+    m.kill9();
+    m.spawn();
+    assert_eq!(m.ctl_ok(&["swarm", "ca"]), newest);
+    wait_for(
+        60,
+        "w1 and w3 open new sessions with the restarted manager",
+        || (sessions(&w1) > before.0 && sessions(&w3) > before.1).then_some(()),
+    );
 }
