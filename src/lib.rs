@@ -6,9 +6,11 @@
 //!
 //! - [`util`]: clocks (system, manual) and id sources (random, sequential); no other module of the crate.
 //! - [`model`]: the vocabulary (services, tasks, nodes, secrets, networks, stacks, plans) as plain data; no I/O.
-//! - [`secrets`]: the cluster data key (a 0600 file) and XChaCha20-Poly1305 sealing of secret data.
+//! - [`secrets`]: the cluster data key (a 0600 file) and XChaCha20-Poly1305 sealing of secret data; the autolock
+//!   unlock key and its wrapped-file format.
 //! - [`pki`]: the cluster's own CA, `SWMTKN-1` join tokens, node certificates with the role in their OU,
-//!   renewal timing, 0600 atomic key files and the mutual-TLS rustls configurations.
+//!   renewal timing, root CA rotation (cross-signing, the `Authority` a manager signs and trusts with), 0600
+//!   atomic key files and the mutual-TLS rustls configurations.
 //! - [`exec`]: task runtimes behind `Executor`/`Controller`: the process executor (a supervising shim per task,
 //!   logs in files, secrets on tmpfs, re-adoption after a daemon crash, tasks isolated like containers when
 //!   root), the Docker executor (feature `docker`) and a scripted fake for simulations.
@@ -25,8 +27,8 @@
 //!   task templates, reports.
 //! - [`manager`]: the leader side: pure controllers (orchestrators, scheduler, restart, reaper, updater, gc),
 //!   the driver that runs them, the proposer, the deploy planner, the control API and the dispatcher.
-//! - [`node`]: `swarmd`'s wiring: the state dir's identity, the agent's session with the dispatcher, and the
-//!   lifecycle that starts every part and shuts them all down.
+//! - [`node`]: `swarmd`'s wiring: the state dir's identity and key files (autolock, CA rotation), the agent's
+//!   session with the dispatcher, and the lifecycle that starts every part and shuts them all down.
 //! - [`cli`]: `swarmctl`'s commands and their output.
 
 pub mod agent;

@@ -55,7 +55,7 @@ async fn tcp_channel(host: &str, addr: &str) -> Result<Channel, String> {
         |p: &PathBuf| std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()));
     let creds = crate::pki::NodeCredentials::from_pem(&read(&cert)?, &read(&key)?)
         .map_err(|e| format!("{}: {e}", cert.display()))?;
-    let ca_der = crate::pki::cert_der_from_pem(&read(&ca)?, "CA certificate")
+    let ca_der = crate::pki::certs_from_pem(&read(&ca)?, "CA certificates")
         .map_err(|e| format!("{}: {e}", ca.display()))?;
     let config = crate::pki::client_config(&ca_der, &creds).map_err(|e| e.to_string())?;
     let cluster = creds.identity().cluster_id.clone();
@@ -104,10 +104,14 @@ impl tower::Service<tonic::codegen::http::Request<tonic::body::Body>> for Conn {
 
 /// Connects to the control API at `host` (`unix:///path` or `tcp://HOST:PORT`).
 pub async fn connect(host: &str) -> Result<ControlClient<Conn>, String> {
+    Ok(ControlClient::new(Conn(connect_channel(host).await?))
+        .max_decoding_message_size(crate::model::limits::MAX_MESSAGE_BYTES))
+}
+
+/// A channel to the node at `host`, for the other services of its socket (`Lock`).
+pub async fn connect_channel(host: &str) -> Result<Channel, String> {
     if let Some(addr) = host.strip_prefix("tcp://") {
-        let channel = tcp_channel(host, addr).await?;
-        return Ok(ControlClient::new(Conn(channel))
-            .max_decoding_message_size(crate::model::limits::MAX_MESSAGE_BYTES));
+        return tcp_channel(host, addr).await;
     }
     let path = match host.strip_prefix("unix://") {
         Some(p) => PathBuf::from(p),
@@ -132,8 +136,7 @@ pub async fn connect(host: &str) -> Result<ControlClient<Conn>, String> {
         };
         format!("cannot reach swarmd at {shown}: {detail}")
     })?;
-    Ok(ControlClient::new(Conn(channel))
-        .max_decoding_message_size(crate::model::limits::MAX_MESSAGE_BYTES))
+    Ok(channel)
 }
 
 /// Turns a gRPC error into the line a user reads.

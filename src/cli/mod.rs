@@ -10,6 +10,8 @@ pub mod secret;
 pub mod service;
 pub mod stack;
 pub mod swarm;
+pub mod swarm_ca;
+pub mod swarm_lock;
 
 use clap::{Parser, Subcommand};
 

@@ -35,15 +35,39 @@ pub enum SwarmCommand {
         /// Lifetime of the node certificates the CA issues (e.g. 2160h, the default 90 days).
         #[arg(long)]
         cert_expiry: Option<String>,
+        /// Lock managers' keys at rest (true) or not (false): a restarted manager then waits for `swarm unlock`.
+        #[arg(long, value_name = "true|false")]
+        autolock: Option<bool>,
     },
-    /// The cluster's CA: issue a client certificate for swarmctl on another machine.
+    /// Unlock a restarted manager whose keys autolock wrapped (the key is read from a prompt or standard input).
+    Unlock,
+    /// Show (or rotate) the key that unlocks managers.
+    UnlockKey {
+        /// Print the key only.
+        #[arg(short, long)]
+        quiet: bool,
+        /// Replace the key: the old one stops working.
+        #[arg(long)]
+        rotate: bool,
+    },
+    /// The cluster's root CA: print its certificate, rotate it, or issue a client certificate.
     Ca {
         /// Issue a certificate and key for a client called NAME (swarmctl --host tcp://MANAGER:PORT).
         #[arg(long, value_name = "NAME")]
-        issue_client: String,
+        issue_client: Option<String>,
         /// Where to write cert.pem, key.pem (0600) and ca.pem.
         #[arg(long, default_value = ".")]
         out: std::path::PathBuf,
+        /// Replace the root CA (cross-signed, so no node loses contact); waits until every node holds a
+        /// certificate of the new root. Old join tokens stop working once it is done.
+        #[arg(long)]
+        rotate: bool,
+        /// With --rotate: start the rotation and return at once.
+        #[arg(short, long)]
+        detach: bool,
+        /// No progress lines, only the certificate.
+        #[arg(short, long)]
+        quiet: bool,
     },
     /// Leave the swarm (on a worker's own socket): its tasks stop, its identity is forgotten, swarmd exits.
     Leave,
@@ -70,6 +94,9 @@ fn join_command(role: &str, token: &str, addr: &str) -> String {
 /// Runs one `swarm` subcommand.
 pub fn run(host: Option<String>, cmd: SwarmCommand) -> i32 {
     block_on(async move {
+        if matches!(cmd, SwarmCommand::Unlock) {
+            return super::swarm_lock::unlock(&host).await;
+        }
         let mut c = client(&host).await?;
         let format = match cmd {
             SwarmCommand::Info { format } => format,
@@ -79,6 +106,7 @@ pub fn run(host: Option<String>, cmd: SwarmCommand) -> i32 {
                 stack_history,
                 task_history_limit,
                 cert_expiry,
+                autolock,
             } => {
                 let cert_expiry_ms = cert_expiry
                     .map(|d| {
@@ -93,11 +121,25 @@ pub fn run(host: Option<String>, cmd: SwarmCommand) -> i32 {
                     stack_history,
                     task_history_retention_limit: task_history_limit,
                     cert_expiry_ms,
+                    autolock,
                 })
                 .await
                 .map_err(rpc)?;
                 println!("Swarm updated.");
+                if autolock == Some(true) {
+                    let key = c
+                        .unlock_key(control::UnlockKeyRequest { rotate: false })
+                        .await
+                        .map_err(rpc)?
+                        .into_inner()
+                        .key;
+                    super::swarm_lock::print_key(&key);
+                }
                 return Ok(());
+            }
+            SwarmCommand::Unlock => return Ok(()),
+            SwarmCommand::UnlockKey { quiet, rotate } => {
+                return super::swarm_lock::unlock_key(&mut c, quiet, rotate).await;
             }
             SwarmCommand::Leave => {
                 let channel = crate::transport::unix_channel(
@@ -124,33 +166,21 @@ pub fn run(host: Option<String>, cmd: SwarmCommand) -> i32 {
                     Err(s) => Err(rpc(s)),
                 };
             }
-            SwarmCommand::Ca { issue_client, out } => {
-                let reply = c
-                    .issue_client_certificate(control::ClientCertRequest {
-                        name: issue_client.clone(),
-                    })
-                    .await
-                    .map_err(rpc)?
-                    .into_inner();
-                std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
-                let write = |name: &str, text: &str, private: bool| {
-                    let path = out.join(name);
-                    let r = if private {
-                        crate::pki::write_private_file(&path, text.as_bytes())
-                    } else {
-                        crate::pki::write_public_file(&path, text.as_bytes())
-                    };
-                    r.map_err(|e| e.to_string())
+            SwarmCommand::Ca {
+                issue_client,
+                out,
+                rotate,
+                detach,
+                quiet,
+            } => {
+                let args = super::swarm_ca::CaArgs {
+                    issue_client,
+                    out,
+                    rotate,
+                    detach,
+                    quiet,
                 };
-                write("cert.pem", &reply.cert_pem, false)?;
-                write("key.pem", &reply.key_pem, true)?;
-                write("ca.pem", &reply.ca_pem, false)?;
-                let dir = out.display();
-                println!(
-                    "Client certificate for {issue_client} written to {dir}/cert.pem, {dir}/key.pem and {dir}/ca.pem.\n\
-                     Use it with: swarmctl --host tcp://MANAGER:PORT --tls-cert {dir}/cert.pem --tls-key {dir}/key.pem --tls-ca {dir}/ca.pem ..."
-                );
-                return Ok(());
+                return super::swarm_ca::run(&mut c, args).await;
             }
             SwarmCommand::JoinToken {
                 role,
@@ -215,6 +245,11 @@ pub fn run(host: Option<String>, cmd: SwarmCommand) -> i32 {
                 info["CertExpirySecs"].as_u64().unwrap_or(0)
             ))
         );
+        println!(
+            "  Root Rotation In Progress: {}",
+            s("RootRotationInProgress")
+        );
+        println!(" Autolock Managers: {}", s("AutoLockManagers"));
         println!(" Raft:");
         println!("  Snapshot Interval: {}", s("SnapshotInterval"));
         println!("  Last Log Index: {}", s("RaftLastLogIndex"));

@@ -4,7 +4,9 @@
 //! grants. The CSR only contributes its public key (`RootCa::sign_node_csr`).
 //!
 //! A node renews with its current certificate (same id and role, a new key); certificates last the cluster's
-//! `cert_expiry_secs`. Must not: log a token or a key, let the caller choose its node id or role, sign without a
+//! `cert_expiry_secs`. During a root CA rotation ([`super::rotation`]) certificates come from the new root
+//! with the cross-signed intermediate appended, the root CA answer holds both roots (the signing one first),
+//! and a node asking for it with a certificate of the new root is recorded as rotated. Must not: log a token or a key, let the caller choose its node id or role, sign without a
 //! valid token or certificate, or renew a removed node.
 
 use std::str::FromStr;
@@ -15,7 +17,8 @@ use tonic::{Request, Response, Status};
 
 use crate::api::dispatcher::{self as pb, node_ca_server::NodeCa};
 use crate::manager::controlapi::open_tokens;
-use crate::pki::{JoinToken, NodeCertSpec, NodeRole, PkiError, RootCa};
+use crate::manager::proposer::Proposer;
+use crate::pki::{Authority, JoinToken, NodeCertSpec, NodeRole, PkiError, SharedAuthority};
 use crate::secrets::DataKey;
 use crate::store::Store;
 use crate::transport::PeerInfo;
@@ -24,14 +27,25 @@ use crate::util::{IdSource, RandomIds};
 /// The CA service of a manager.
 pub struct CaService {
     store: Store,
+    proposer: Proposer,
     key: DataKey,
-    ca: Arc<RootCa>,
+    ca: SharedAuthority,
 }
 
 impl CaService {
-    /// A CA service signing with `ca`, checking tokens kept (sealed with `key`) in `store`'s cluster object.
-    pub fn new(store: Store, key: DataKey, ca: Arc<RootCa>) -> Self {
-        CaService { store, key, ca }
+    /// A CA service signing with `ca` (swapped during a rotation), checking tokens kept (sealed with `key`) in
+    /// `store`'s cluster object, recording rotated nodes through `proposer`.
+    pub fn new(store: Store, proposer: Proposer, key: DataKey, ca: SharedAuthority) -> Self {
+        CaService {
+            store,
+            proposer,
+            key,
+            ca,
+        }
+    }
+
+    fn authority(&self) -> Arc<Authority> {
+        Authority::current(&self.ca)
     }
 
     /// The role `token` grants, or the refusal the joining node sees.
@@ -69,10 +83,29 @@ fn addr(req: &tonic::Extensions) -> String {
 impl NodeCa for CaService {
     async fn get_root_ca_certificate(
         &self,
-        _: Request<pb::RootCaRequest>,
+        request: Request<pb::RootCaRequest>,
     ) -> Result<Response<pb::RootCaResponse>, Status> {
+        let authority = self.authority();
+        // a node asking with a certificate of the new root has rotated
+        if let Some(PeerInfo {
+            identity: Some(id),
+            cert: Some(cert),
+            ..
+        }) = request.extensions().get::<PeerInfo>()
+        {
+            let node = id.node_id.clone();
+            if authority.is_rotating()
+                && authority.signed_it(cert)
+                && self.store.view(|s| super::rotation::needs_record(s, &node))
+            {
+                let (store, proposer) = (self.store.clone(), self.proposer.clone());
+                tokio::spawn(async move {
+                    super::rotation::record_rotated(&store, &proposer, &node).await
+                });
+            }
+        }
         Ok(Response::new(pb::RootCaResponse {
-            cert_pem: self.ca.cert_pem().to_string(),
+            cert_pem: authority.bundle_pem().to_string(),
         }))
     }
 
@@ -92,7 +125,7 @@ impl NodeCa for CaService {
         let node_id = RandomIds.next_id();
         let spec = NodeCertSpec::new(node_id.clone(), role).with_validity(self.validity());
         let cert_pem = self
-            .ca
+            .authority()
             .sign_node_csr(&req.csr_pem, &spec, SystemTime::now())
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         tracing::info!(%from, node = %node_id, %role, "issued a certificate to a joining node");
@@ -137,7 +170,7 @@ impl NodeCa for CaService {
             .unwrap_or(identity.role);
         let spec = NodeCertSpec::new(identity.node_id.clone(), role).with_validity(self.validity());
         let cert_pem = self
-            .ca
+            .authority()
             .sign_node_csr(&req.csr_pem, &spec, SystemTime::now())
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         tracing::debug!(node = %identity.node_id, "renewed a node certificate");

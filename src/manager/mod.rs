@@ -23,6 +23,7 @@ pub mod gc;
 pub mod orchestrator;
 pub mod proposer;
 pub mod raftpeer;
+pub mod rotation;
 pub mod rules;
 pub mod scheduler;
 pub mod specdiff;

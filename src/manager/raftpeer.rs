@@ -15,7 +15,7 @@ use tonic::{Request, Response, Status};
 use crate::api::raft::{
     raft_peer_server::RaftPeer, JoinManagerRequest, JoinManagerResponse, RaftMessage, RaftReply,
 };
-use crate::pki::{NodeRole, RootCa};
+use crate::pki::{Authority, NodeRole, SharedAuthority};
 use crate::secrets::DataKey;
 use crate::store::raft::{RaftNode, RaftRpc};
 use crate::store::Store;
@@ -65,7 +65,7 @@ pub struct RaftPeerService {
     raft: Arc<RaftNode>,
     store: Store,
     key: DataKey,
-    ca: Arc<RootCa>,
+    ca: SharedAuthority,
     cluster_id: String,
 }
 
@@ -75,7 +75,7 @@ impl RaftPeerService {
         raft: Arc<RaftNode>,
         store: Store,
         key: DataKey,
-        ca: Arc<RootCa>,
+        ca: SharedAuthority,
         cluster_id: String,
     ) -> Self {
         RaftPeerService {
@@ -186,7 +186,8 @@ impl RaftPeer for RaftPeerService {
             // the new manager starts its raft endpoint after this answer; it becomes a voter once caught up
             tokio::spawn(async move { promote(&raft, id, addr).await });
         }
-        let (cert, key) = self.ca.to_pem();
+        // the signing root (the new one during a rotation: the rotation's state comes with the log)
+        let (cert, key) = Authority::current(&self.ca).signer().to_pem();
         Ok(Response::new(JoinManagerResponse {
             cluster_id: self.cluster_id.clone(),
             data_key: self.key.expose_bytes().to_vec(),

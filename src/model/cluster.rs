@@ -104,6 +104,33 @@ pub struct Cluster {
     /// again with a token, and gets a new id).
     #[serde(default)]
     pub removed_nodes: Vec<String>,
+    /// The last root CA rotation (`swarm ca --rotate`): under way until `done`; kept after it (the new root's
+    /// key, sealed, is what a manager whose disk still holds the old root restores from).
+    #[serde(default)]
+    pub ca_rotation: Option<CaRotation>,
+    /// The autolock key (`swarm update --autolock`), SEALED with the data key; empty when autolock is off.
+    #[serde(default)]
+    pub unlock_key: super::objects::SecretData,
+}
+
+/// A root CA rotation, kept in the cluster object so every manager signs and trusts the same roots.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaRotation {
+    /// The new root certificate (PEM).
+    pub new_cert_pem: String,
+    /// The new root's private key (PEM), SEALED with the data key.
+    pub new_key: super::objects::SecretData,
+    /// The new root's key certified by the old root (PEM): appended to certificates issued during the
+    /// rotation, so peers trusting only the old root accept them.
+    pub cross_signed_pem: String,
+    /// The root being replaced (PEM), trusted until the rotation is done.
+    pub old_cert_pem: String,
+    /// Nodes seen presenting a certificate of the new root.
+    pub rotated_nodes: Vec<String>,
+    /// Every node holds a certificate of the new root: the old root is no longer trusted.
+    pub done: bool,
+    /// When the rotation started (unix millis).
+    pub started_at: u64,
 }
 
 /// Cluster-wide settings.

@@ -111,6 +111,8 @@ pub(super) async fn bootstrap(
                 },
                 join_tokens: tokens(),
                 removed_nodes: Vec::new(),
+                ca_rotation: None,
+                unlock_key: Default::default(),
             };
             if let Err(e) = proposer.propose(vec![Op::CreateCluster(cluster)]).await {
                 tracing::warn!("cannot create the cluster object: {e}");

@@ -10,7 +10,7 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
-use crate::pki::{self, NodeCertSpec, NodeCredentials, NodeKey, NodeRole, RootCa};
+use crate::pki::{self, Authority, NodeCertSpec, NodeCredentials, NodeKey, NodeRole, RootCa};
 use crate::util::{IdSource, RandomIds};
 
 /// Format version of `node.json`.
@@ -38,6 +38,9 @@ pub enum IdentityError {
     /// Certificates could not be made or loaded.
     #[error(transparent)]
     Pki(#[from] pki::PkiError),
+    /// The CA key could not be read (locked, wrong unlock key) or written.
+    #[error(transparent)]
+    Keys(#[from] super::keyfiles::KeyFileError),
     /// `node.json` is missing from a directory that holds Raft data: creating a new identity would start
     /// a new cluster over the old data and replace the cluster's CA key.
     #[error(
@@ -85,9 +88,9 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> IdentityError + '_ {
     }
 }
 
-/// A manager certificate for `node_id` from its own CA, naming `ips`, valid for `validity`.
+/// A manager certificate for `node_id` from the cluster's authority, naming `ips`, valid for `validity`.
 pub fn issue(
-    ca: &RootCa,
+    ca: &Authority,
     node_id: &str,
     ips: &[IpAddr],
     now: SystemTime,
@@ -146,10 +149,12 @@ pub fn exists(dir: &Path) -> bool {
 /// Loads the identity in `dir`, or creates a new cluster there. `ips` go into the node certificate.
 /// `raft_data` is the Raft database file: while it exists, a missing `node.json` is refused
 /// ([`IdentityError::Missing`]) and nothing is written (Raft data is only ever created after `node.json`).
+/// `unlock` opens a CA key wrapped by autolock (call through [`super::lock::open_keys`]).
 pub fn init_or_load(
     dir: &Path,
     ips: &[IpAddr],
     raft_data: &Path,
+    unlock: Option<&crate::secrets::lock::UnlockKey>,
 ) -> Result<Identity, IdentityError> {
     let now = SystemTime::now();
     let certs = dir.join("certs");
@@ -161,19 +166,20 @@ pub fn init_or_load(
         });
     }
     std::fs::create_dir_all(&certs).map_err(io(&certs))?;
-    let (ca_crt, ca_key, node_crt) = (
-        certs.join("ca.crt"),
-        certs.join("ca.key"),
-        certs.join("node.crt"),
-    );
+    let node_crt = certs.join("node.crt");
     if !node_file.exists() {
         let mut ids = RandomIds;
         let node_id = ids.next_id();
         let cluster_id = ids.next_id();
-        let ca = RootCa::generate(&cluster_id, now)?;
-        let creds = issue(&ca, &node_id, ips, now, pki::NODE_CERT_VALIDITY)?;
-        pki::write_public_file(&ca_crt, ca.cert_pem().as_bytes())?;
-        pki::write_private_file(&ca_key, ca.key_pem().as_bytes())?;
+        let ca = std::sync::Arc::new(RootCa::generate(&cluster_id, now)?);
+        let creds = issue(
+            &Authority::single(ca.clone()),
+            &node_id,
+            ips,
+            now,
+            pki::NODE_CERT_VALIDITY,
+        )?;
+        super::keyfiles::RootFiles::in_dir(dir).store(&ca, None)?;
         super::renew::CertFiles::in_dir(dir).store(&creds)?;
         let file = NodeFile {
             version: NODE_FILE_VERSION,
@@ -188,7 +194,7 @@ pub fn init_or_load(
             node_id,
             cluster_id,
             raft_id: 1,
-            ca: std::sync::Arc::new(ca),
+            ca,
             creds,
             new_cluster: true,
         });
@@ -207,8 +213,7 @@ pub fn init_or_load(
             ),
         });
     }
-    let read = |p: &Path| std::fs::read_to_string(p).map_err(io(p));
-    let ca = RootCa::from_pem(&read(&ca_crt)?, &read(&ca_key)?)?;
+    let ca = std::sync::Arc::new(super::keyfiles::RootFiles::in_dir(dir).load(unlock)?);
     let cert_files = super::renew::CertFiles::in_dir(dir);
     let mut creds = cert_files
         .load()
@@ -219,14 +224,15 @@ pub fn init_or_load(
     // renew (or re-issue for new addresses) at start-up when the certificate is in the second half of its life
     let renew = pki::needs_renewal(creds.cert_der(), now, 0.0).unwrap_or(true);
     if renew {
-        creds = issue(&ca, &file.node_id, ips, now, pki::NODE_CERT_VALIDITY)?;
+        let single = Authority::single(ca.clone());
+        creds = issue(&single, &file.node_id, ips, now, pki::NODE_CERT_VALIDITY)?;
         cert_files.store(&creds)?;
     }
     Ok(Identity {
         node_id: file.node_id,
         cluster_id: file.cluster_id,
         raft_id: file.raft_id,
-        ca: std::sync::Arc::new(ca),
+        ca,
         creds,
         new_cluster: false,
     })
@@ -242,10 +248,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let ips = ["127.0.0.1".parse().unwrap()];
         let raft = dir.path().join("raft/raft.redb");
-        let a = init_or_load(dir.path(), &ips, &raft).unwrap();
+        let a = init_or_load(dir.path(), &ips, &raft, None).unwrap();
         assert!(a.new_cluster);
         assert_eq!(a.creds.identity().node_id, a.node_id);
-        let b = init_or_load(dir.path(), &ips, &raft).unwrap();
+        let b = init_or_load(dir.path(), &ips, &raft, None).unwrap();
         assert!(!b.new_cluster);
         assert_eq!((a.node_id, a.cluster_id), (b.node_id, b.cluster_id));
         use std::os::unix::fs::PermissionsExt;
@@ -262,12 +268,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let ips = ["127.0.0.1".parse().unwrap()];
         let raft = dir.path().join("raft/raft.redb");
-        init_or_load(dir.path(), &ips, &raft).unwrap();
+        init_or_load(dir.path(), &ips, &raft, None).unwrap();
         std::fs::create_dir_all(raft.parent().unwrap()).unwrap();
         std::fs::write(&raft, b"data").unwrap();
         let ca_key = std::fs::read(dir.path().join("certs/ca.key")).unwrap();
         std::fs::remove_file(dir.path().join("node.json")).unwrap();
-        let e = init_or_load(dir.path(), &ips, &raft)
+        let e = init_or_load(dir.path(), &ips, &raft, None)
             .err()
             .expect("refused");
         let text = e.to_string();

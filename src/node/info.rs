@@ -57,6 +57,8 @@ pub fn info(store: &Store, raft: &RaftNode, node_id: &str, cluster_id: &str) -> 
             "TaskHistoryRetentionLimit": settings.task_history_retention_limit,
             "Limits": settings.limits,
             "CertExpirySecs": settings.cert_expiry_secs,
+            "RootRotationInProgress": s.cluster().and_then(|c| c.ca_rotation.as_ref()).is_some_and(|r| !r.done),
+            "AutoLockManagers": s.cluster().is_some_and(|c| !c.unlock_key.0.is_empty()),
             "RaftLastLogIndex": m.last_log_index,
             "RaftLastApplied": m.last_applied_index,
             "RaftSnapshotIndex": m.snapshot_index,

@@ -1,7 +1,8 @@
 //! Joining a cluster with a token, as a node with no certificate yet: fetch the root CA over TLS without
 //! trusting it, check it against the CA digest in the token (no trust on first use), then send a CSR with the
 //! token to the manager's CA service over TLS that trusts only that CA, and get this node's certificate (id
-//! and role chosen by the manager).
+//! and role chosen by the manager). During a CA rotation the manager offers two roots: only the one the token
+//! pins is trusted, and the full set is asked again over that authenticated connection.
 //!
 //! Must not: write anything (the caller stores the result), log the token, or trust any CA the token does not
 //! pin.
@@ -86,19 +87,29 @@ pub async fn join(addr: &str, token: &str) -> Result<Joined, JoinError> {
         .map_err(refused)?
         .into_inner()
         .cert_pem;
-    let ca_der = pki::cert_der_from_pem(&ca_pem, "the manager's root CA certificate")?;
-    token.verify_ca(&ca_der).map_err(|e| JoinError::WrongCa {
-        addr: addr.to_string(),
-        detail: e.to_string(),
-    })?;
+    // during a CA rotation the answer holds two roots: trust only the one the token pins
+    let offered = pki::certs_from_pem(&ca_pem, "the manager's root CA certificate")?;
+    let mismatch = token.verify_ca(&offered[0]).err();
+    let ca_der = offered
+        .iter()
+        .find(|c| token.verify_ca(c).is_ok())
+        .cloned()
+        .ok_or_else(|| JoinError::WrongCa {
+            addr: addr.to_string(),
+            detail: mismatch.map(|e| e.to_string()).unwrap_or_default(),
+        })?;
 
     // 2. this node's certificate, over TLS that trusts only that CA
     let key = NodeKey::generate()?;
     let csr = key.csr_pem("joining-node")?;
-    let channel = tls_channel(addr, pki::join_client_config(&ca_der)?)
-        .await
-        .map_err(unreachable)?;
-    let reply = NodeCaClient::new(channel)
+    let channel = tls_channel(
+        addr,
+        pki::join_client_config(std::slice::from_ref(&ca_der))?,
+    )
+    .await
+    .map_err(unreachable)?;
+    let mut ca_client = NodeCaClient::new(channel);
+    let reply = ca_client
         .issue_node_certificate(pb::IssueCertificateRequest {
             csr_pem: csr,
             token: token.to_string(),
@@ -107,5 +118,18 @@ pub async fn join(addr: &str, token: &str) -> Result<Joined, JoinError> {
         .map_err(refused)?
         .into_inner();
     let creds = NodeCredentials::new(&reply.cert_pem, &key)?;
+    // 3. every root the cluster trusts, asked again now that the server is authenticated
+    let ca_pem = if offered.len() > 1 {
+        let pem = ca_client
+            .get_root_ca_certificate(pb::RootCaRequest {})
+            .await
+            .map_err(refused)?
+            .into_inner()
+            .cert_pem;
+        pki::certs_from_pem(&pem, "the manager's root CA certificates")?;
+        pem
+    } else {
+        ca_pem
+    };
     Ok(Joined { ca_pem, creds })
 }

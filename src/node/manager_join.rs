@@ -32,8 +32,8 @@ pub(crate) async fn join_as_manager(
 ) -> Result<(), NodeError> {
     let dir = &config.state_dir;
     let me = joined.creds.identity().clone();
-    let ca_der = pki::cert_der_from_pem(&joined.ca_pem, "the cluster's root CA certificate")?;
-    let tls = pki::client_config(&ca_der, &joined.creds)?;
+    let roots = pki::certs_from_pem(&joined.ca_pem, "the cluster's root CA certificates")?;
+    let tls = pki::client_config(&roots, &joined.creds)?;
     let raft_id = identity::raft_id_for(&me.node_id);
     let request = JoinManagerRequest {
         raft_id,
@@ -77,10 +77,14 @@ pub(crate) async fn join_as_manager(
         }
     }
     let reply = reply.ok_or_else(|| failed("no leader answered".into()))?;
-    let ca = RootCa::from_pem(&reply.ca_cert_pem, &reply.ca_key_pem)?;
-    if ca.digest() != pki::CaDigest::of_der(&ca_der) {
+    let ca = std::sync::Arc::new(RootCa::from_pem(&reply.ca_cert_pem, &reply.ca_key_pem)?);
+    // the signing root the leader sent must be one the join checked (the token's, or one it vouched for)
+    if !roots
+        .iter()
+        .any(|r| ca.digest() == pki::CaDigest::of_der(r))
+    {
         return Err(failed(
-            "the leader sent a CA that is not the one the join token pins".into(),
+            "the leader sent a CA that is not among the roots the join token led to".into(),
         ));
     }
     let key: [u8; 32] = reply
@@ -90,7 +94,7 @@ pub(crate) async fn join_as_manager(
         .map_err(|_| failed("the leader sent a malformed data key".into()))?;
     // the certificate the CA service issued names no address: re-issue it for this node's addresses
     let creds = identity::issue(
-        &ca,
+        &pki::Authority::single(ca.clone()),
         &me.node_id,
         ips,
         std::time::SystemTime::now(),

@@ -10,11 +10,14 @@ mod bootstrap;
 pub mod identity;
 pub mod info;
 pub mod join;
+pub mod keyfiles;
 pub mod limits;
+pub mod lock;
 mod manager_join;
 pub mod parts;
 mod raft_transport;
 pub mod renew;
+pub mod rotation;
 pub mod session;
 mod session_logs;
 #[cfg(test)]
@@ -46,7 +49,6 @@ use crate::manager::forward::Forward;
 use crate::manager::raftpeer::RaftPeerService;
 use crate::model::limits::MAX_MESSAGE_BYTES;
 use crate::pki::NodeRole;
-use crate::secrets::DataKey;
 use crate::store::raft::RaftSettings;
 use crate::util::{Clock, RandomIds, SystemClock};
 use parts::Parts;
@@ -330,12 +332,21 @@ async fn run_manager(
             identity: identity::node_file(&dir),
         });
     }
-    let key = DataKey::load_or_create_unless(&dir, Some(&raft_data))?;
-    let id = identity::init_or_load(&dir, &ips, &raft_data)?;
+    // autolock: a manager whose key files are wrapped serves nothing but `swarm unlock` until it gets the key
+    tokio::pin!(shutdown);
+    let unlock = if keyfiles::is_locked(&dir) {
+        match lock::serve_locked(&dir, &mut shutdown).await? {
+            Some(key) => Some(key),
+            None => return Ok(ManagerOutcome::Stopped),
+        }
+    } else {
+        None
+    };
+    let (key, id) = lock::open_keys(&dir, &ips, &raft_data, unlock.as_ref())?;
     tracing::info!(node = %id.node_id, cluster = %id.cluster_id, new = id.new_cluster, "node identity ready");
     // the node's TLS client configuration (Raft to the other managers, the agent session), swapped on renewal
     let client_tls: renew::ClientTls = Arc::new(std::sync::RwLock::new(crate::pki::client_config(
-        id.ca.cert_der(),
+        &[id.ca.cert_der().clone()],
         &id.creds,
     )?));
     let transport = Arc::new(raft_transport::GrpcRaftTransport::new(
@@ -371,7 +382,32 @@ async fn run_manager(
         key.clone(),
         config.heartbeat_period,
     );
-    let root_ca = id.ca.clone();
+    // the key files wrapped as the cluster object's autolock says
+    let lock_loop = lock::LockLoop::new(dir.clone(), store.clone(), key.clone(), unlock);
+    let wrapped_with = lock_loop.shared();
+    parts.spawn_until_shutdown("the autolock", async move {
+        lock_loop.run().await;
+        Ok(())
+    });
+    // the root CA this manager signs and trusts with, following the cluster object's rotation
+    let rotation = rotation::RotationLoop::new(
+        dir.clone(),
+        store.clone(),
+        proposer.clone(),
+        key.clone(),
+        id.ca.clone(),
+        id.node_id.clone(),
+        wrapped_with.clone(),
+    );
+    let authority = rotation.authority();
+    parts.spawn_until_shutdown("the CA rotation", async move {
+        rotation.run().await;
+        Ok(())
+    });
+    let roots = crate::pki::Authority::current(&authority).roots().to_vec();
+    // the roots in use (a rotation may be under way) for every connection from now on
+    *client_tls.write().unwrap_or_else(|p| p.into_inner()) =
+        crate::pki::client_config(&roots, &id.creds)?;
     let control = ControlApi::new(
         store.clone(),
         proposer.clone(),
@@ -389,7 +425,8 @@ async fn run_manager(
         ),
     )
     .with_join_addr(config.listen_addr.to_string())
-    .with_ca(root_ca.clone());
+    .with_ca(authority.clone())
+    .with_lock(wrapped_with);
     let control = Arc::new(control);
     let route: Arc<dyn crate::manager::forward::LeaderRoute> = Arc::new(
         raft_transport::ToLeader::new(raft.clone(), client_tls.clone(), id.cluster_id.clone()),
@@ -405,6 +442,9 @@ async fn run_manager(
                 ControlServer::from_arc(unix_control).max_decoding_message_size(MAX_MESSAGE_BYTES),
                 unix_route,
             ))
+            .add_service(crate::api::control::lock_server::LockServer::new(
+                lock::NotLocked,
+            ))
             .serve_with_incoming(unix)
             .await
             .map_err(|e| e.to_string())
@@ -412,9 +452,14 @@ async fn run_manager(
 
     // the cluster port: the dispatcher (node certificates only) and the CA (joining nodes, with a token)
     let server_tls: crate::transport::ServerTls = Arc::new(std::sync::RwLock::new(
-        crate::pki::server_config_allowing_joins(id.ca.cert_der(), &id.creds)?,
+        crate::pki::server_config_allowing_joins(&roots, &id.creds)?,
     ));
-    let ca_service = CaService::new(store.clone(), key.clone(), root_ca.clone());
+    let ca_service = CaService::new(
+        store.clone(),
+        proposer.clone(),
+        key.clone(),
+        authority.clone(),
+    );
     let listener = bind(config.listen_addr).await?;
     let dispatcher_server = tonic::transport::Server::builder()
         .add_service(
@@ -426,7 +471,7 @@ async fn run_manager(
                 raft.clone(),
                 store.clone(),
                 key.clone(),
-                root_ca.clone(),
+                authority.clone(),
                 id.cluster_id.clone(),
             ))
             .max_decoding_message_size(64 << 20),
@@ -468,16 +513,16 @@ async fn run_manager(
     // the agent's session with the leader's dispatcher (this node's first)
     {
         // this manager's own certificate, renewed from its own CA for the cluster's lifetime
-        let (store, ca, node_id) = (store.clone(), root_ca.clone(), id.node_id.clone());
+        let (store, node_id) = (store.clone(), id.node_id.clone());
         let renewal = renew::renew_own_forever(
             renew::CertFiles::in_dir(&dir),
-            id.ca.cert_der().clone(),
+            authority.clone(),
             server_tls,
             client_tls.clone(),
             id.creds.clone(),
             move || store.view(|s| s.cert_lifetime()),
-            move |validity| {
-                identity::issue(&ca, &node_id, &ips, std::time::SystemTime::now(), validity)
+            move |ca, validity| {
+                identity::issue(ca, &node_id, &ips, std::time::SystemTime::now(), validity)
                     .map_err(|e| e.to_string())
             },
         );

@@ -5,6 +5,10 @@
 //!
 //! A manager renews its own certificate the same way, from its own CA, swapping its listener's configuration too.
 //!
+//! During a root CA rotation a worker learns the new roots by asking its manager every few seconds (over its
+//! own mutual TLS), writes them to `certs/ca.crt`, and renews at once from the new root; a manager follows its
+//! [`pki::Authority`].
+//!
 //! Must not: log a key, or give up (a manager that cannot be reached is retried until the certificate expires;
 //! then the node says how to rejoin).
 
@@ -79,31 +83,71 @@ pub fn expired(creds: &NodeCredentials) -> bool {
     pki::expiry_time(creds.cert_der()).map_or(true, |t| t <= SystemTime::now())
 }
 
-/// Renews the certificate whenever it is due, for as long as the node runs.
+/// How often a worker asks its manager for the cluster's root CAs (a rotation adds one, then drops the old).
+const ROOTS_POLL: Duration = Duration::from_secs(3);
+
+/// Renews the certificate whenever it is due, for as long as the node runs; keeps `ca_file` (the trusted roots,
+/// `roots_pem` now) and the TLS configuration in step with the roots the manager trusts, and renews at once
+/// when the manager signs with a root that did not sign this node's certificate (a CA rotation).
 pub async fn renew_forever(
-    manager: String,
+    managers: super::session::ManagerList,
     cluster_id: String,
-    ca: CertificateDer<'static>,
+    ca_file: PathBuf,
+    mut roots_pem: String,
     files: CertFiles,
     tls: ClientTls,
     mut creds: NodeCredentials,
 ) {
     let mut warned_expired = false;
+    let mut due = due_time(&creds);
+    let mut backoff = Duration::from_secs(1);
+    let mut next_try = SystemTime::now();
+    let mut channel: Option<(Arc<rustls::ClientConfig>, tonic::transport::Channel)> = None;
+    // the leader first (the agent session keeps the list leader-first); the next one after a failure
+    let mut attempt = 0usize;
+    let mut asked = String::new();
     loop {
-        let wait = due_time(&creds)
-            .duration_since(SystemTime::now())
+        let addrs = managers.addrs();
+        let manager = addrs
+            .get(attempt % addrs.len().max(1))
+            .cloned()
             .unwrap_or_default();
-        tokio::time::sleep(wait).await;
-        let mut backoff = Duration::from_secs(1);
-        loop {
+        if manager != asked {
+            channel = None;
+            asked = manager.clone();
+        }
+        match fetch_roots(&manager, &cluster_id, &tls, &mut channel).await {
+            Ok(bundle) if bundle != roots_pem => match trust(&ca_file, &bundle, &creds, &tls) {
+                Ok(n) => {
+                    tracing::info!("the cluster's root CAs changed: this node now trusts {n}");
+                    roots_pem = bundle;
+                    channel = None;
+                }
+                Err(e) => tracing::warn!("cannot take the cluster's new root CAs: {e}"),
+            },
+            Ok(_) => attempt = 0,
+            Err(e) => {
+                tracing::debug!("cannot ask the manager at {manager} for its root CAs: {e}");
+                attempt += 1;
+            }
+        }
+        let roots = pki::certs_from_pem(&roots_pem, "the trusted root CAs").unwrap_or_default();
+        let other_root = roots
+            .first()
+            .is_some_and(|signer| !pki::rotate::issued_by(creds.cert_der(), signer));
+        let now = SystemTime::now();
+        if (now >= due || other_root) && now >= next_try {
             let renewed = renew_once(&manager, &cluster_id, &tls)
                 .await
-                .and_then(|new| install(&files, &ca, &new, &tls, None).map(|()| new));
+                .and_then(|new| install(&files, &roots, &new, &tls, None).map(|()| new));
             match renewed {
                 Ok(new) => {
                     tracing::info!("renewed this node's certificate");
                     creds = new;
-                    break;
+                    due = due_time(&creds);
+                    backoff = Duration::from_secs(1);
+                    channel = None;
+                    continue;
                 }
                 Err(e) if expired(&creds) => {
                     if !warned_expired {
@@ -116,51 +160,116 @@ pub async fn renew_forever(
                 }
                 Err(e) => tracing::warn!("cannot renew this node's certificate yet: {e}"),
             }
-            tokio::time::sleep(backoff).await;
+            attempt += 1;
+            next_try = SystemTime::now() + backoff;
             backoff = (backoff * 2).min(Duration::from_secs(30));
+        }
+        let wait = due
+            .duration_since(SystemTime::now())
+            .unwrap_or_default()
+            .min(ROOTS_POLL);
+        tokio::time::sleep(wait.max(Duration::from_millis(100))).await;
+    }
+}
+
+/// The root CAs the manager trusts (PEM, the signing one first), asked over this node's mutual TLS (a
+/// connection kept while the configuration stays the same).
+async fn fetch_roots(
+    manager: &str,
+    cluster_id: &str,
+    tls: &ClientTls,
+    channel: &mut Option<(Arc<rustls::ClientConfig>, tonic::transport::Channel)>,
+) -> Result<String, String> {
+    let config = current(tls);
+    let reuse = channel
+        .as_ref()
+        .filter(|(c, _)| Arc::ptr_eq(c, &config))
+        .map(|(_, ch)| ch.clone());
+    let ch = match reuse {
+        Some(ch) => ch,
+        None => {
+            let ch = crate::transport::tls_channel_to_manager(manager, config.clone(), cluster_id)
+                .await?;
+            *channel = Some((config, ch.clone()));
+            ch
+        }
+    };
+    match NodeCaClient::new(ch)
+        .get_root_ca_certificate(pb::RootCaRequest {})
+        .await
+    {
+        Ok(reply) => Ok(reply.into_inner().cert_pem),
+        Err(e) => {
+            *channel = None;
+            Err(e.message().to_string())
         }
     }
 }
 
-/// A manager's own certificate, re-issued by its own CA (`reissue`, given the lifetime) whenever it is due: the
-/// pair replaced on disk, then the listener's server configuration and the local session's client one swapped.
+/// Trusts the roots of `bundle` from now on: `ca_file` replaced (atomically), then the TLS configuration.
+/// Returns how many roots.
+fn trust(
+    ca_file: &Path,
+    bundle: &str,
+    creds: &NodeCredentials,
+    tls: &ClientTls,
+) -> Result<usize, String> {
+    let roots = pki::certs_from_pem(bundle, "the manager's root CAs").map_err(|e| e.to_string())?;
+    let config = pki::client_config(&roots, creds).map_err(|e| e.to_string())?;
+    pki::write_public_file(ca_file, bundle.as_bytes()).map_err(|e| e.to_string())?;
+    *tls.write().unwrap_or_else(|p| p.into_inner()) = config;
+    Ok(roots.len())
+}
+
+/// A manager's own certificate, re-issued by the cluster's authority (`reissue`, given the lifetime) whenever
+/// it is due — or at once when the authority signs with another root (a CA rotation): the pair replaced on disk,
+/// then the listener's server configuration and the local session's client one swapped. When only the trusted
+/// roots change (a rotation ends), the configurations are rebuilt around the same certificate.
 pub async fn renew_own_forever(
     files: CertFiles,
-    ca: CertificateDer<'static>,
+    authority: pki::SharedAuthority,
     server: crate::transport::ServerTls,
     client: ClientTls,
     mut creds: NodeCredentials,
     lifetime: impl Fn() -> Duration,
-    reissue: impl Fn(Duration) -> Result<NodeCredentials, String>,
+    reissue: impl Fn(&pki::Authority, Duration) -> Result<NodeCredentials, String>,
 ) {
+    let mut due = due_time(&creds);
+    let mut configured = pki::Authority::current(&authority);
     loop {
-        let due = due_time(&creds);
-        // wake at least every few seconds: a shorter lifetime set since (`swarm update --cert-expiry`) makes a
-        // certificate that outlives it due at once
-        loop {
-            let now = SystemTime::now();
-            let outlives = pki::expiry_time(creds.cert_der())
-                .ok()
-                .and_then(|t| t.duration_since(now).ok())
-                .is_some_and(|left| left > lifetime() + Duration::from_secs(1));
-            if now >= due || outlives {
-                break;
+        let auth = pki::Authority::current(&authority);
+        let now = SystemTime::now();
+        // a shorter lifetime set since (`swarm update --cert-expiry`) makes a certificate that outlives it due
+        let outlives = pki::expiry_time(creds.cert_der())
+            .ok()
+            .and_then(|t| t.duration_since(now).ok())
+            .is_some_and(|left| left > lifetime() + Duration::from_secs(1));
+        if now >= due || outlives || !auth.signed_it(creds.cert_der()) {
+            let renewed = reissue(&auth, lifetime()).and_then(|new| {
+                install(&files, auth.roots(), &new, &client, Some(&server)).map(|()| new)
+            });
+            match renewed {
+                Ok(new) => {
+                    tracing::info!("renewed this manager's certificate");
+                    creds = new;
+                    due = due_time(&creds);
+                    configured = auth;
+                }
+                Err(e) => {
+                    tracing::warn!("cannot renew this manager's certificate yet: {e}");
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                }
             }
-            let wait = due.duration_since(now).unwrap_or_default();
-            tokio::time::sleep(wait.min(Duration::from_secs(2))).await;
+            continue;
         }
-        let renewed = reissue(lifetime())
-            .and_then(|new| install(&files, &ca, &new, &client, Some(&server)).map(|()| new));
-        match renewed {
-            Ok(new) => {
-                tracing::info!("renewed this manager's certificate");
-                creds = new;
-            }
-            Err(e) => {
-                tracing::warn!("cannot renew this manager's certificate yet: {e}");
-                tokio::time::sleep(Duration::from_secs(5)).await;
+        if !Arc::ptr_eq(&configured, &auth) {
+            match configure(auth.roots(), &creds, &client, Some(&server)) {
+                Ok(()) => configured = auth,
+                Err(e) => tracing::warn!("cannot trust the cluster's new root CAs yet: {e}"),
             }
         }
+        let wait = due.duration_since(now).unwrap_or_default();
+        tokio::time::sleep(wait.min(Duration::from_secs(1))).await;
     }
 }
 
@@ -172,15 +281,25 @@ fn due_time(creds: &NodeCredentials) -> SystemTime {
 /// Puts renewed credentials in use: the pair on disk first, then the TLS configurations new connections get.
 fn install(
     files: &CertFiles,
-    ca: &CertificateDer<'static>,
+    roots: &[CertificateDer<'static>],
     new: &NodeCredentials,
     client: &ClientTls,
     server: Option<&crate::transport::ServerTls>,
 ) -> Result<(), String> {
     files.store(new).map_err(|e| e.to_string())?;
-    let c = pki::client_config(ca, new).map_err(|e| e.to_string())?;
+    configure(roots, new, client, server)
+}
+
+/// The TLS configurations new connections get: `creds`, trusting `roots`.
+fn configure(
+    roots: &[CertificateDer<'static>],
+    creds: &NodeCredentials,
+    client: &ClientTls,
+    server: Option<&crate::transport::ServerTls>,
+) -> Result<(), String> {
+    let c = pki::client_config(roots, creds).map_err(|e| e.to_string())?;
     if let Some(server) = server {
-        let s = pki::server_config_allowing_joins(ca, new).map_err(|e| e.to_string())?;
+        let s = pki::server_config_allowing_joins(roots, creds).map_err(|e| e.to_string())?;
         *server.write().unwrap_or_else(|p| p.into_inner()) = s;
     }
     *client.write().unwrap_or_else(|p| p.into_inner()) = c;

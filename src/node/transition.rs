@@ -52,10 +52,10 @@ pub(crate) async fn promote(
     let file = worker::read_worker_file(dir).map_err(failed)?;
     let ca_pem = std::fs::read_to_string(dir.join("certs").join("ca.crt"))
         .map_err(|e| failed(format!("certs/ca.crt: {e}")))?;
-    let ca_der = pki::cert_der_from_pem(&ca_pem, "certs/ca.crt")?;
+    let roots = pki::certs_from_pem(&ca_pem, "certs/ca.crt")?;
     let creds = CertFiles::in_dir(dir).load().map_err(failed)?;
     let tls: renew::ClientTls =
-        std::sync::Arc::new(std::sync::RwLock::new(pki::client_config(&ca_der, &creds)?));
+        std::sync::Arc::new(std::sync::RwLock::new(pki::client_config(&roots, &creds)?));
     let mut last = String::from("no manager known");
     for addr in file.all_managers() {
         match renew::renew_once(&addr, &file.cluster_id, &tls).await {

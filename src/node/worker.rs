@@ -228,7 +228,7 @@ pub(crate) async fn run(
             other => NodeError::Worker(other.to_string()),
         })?;
     tracing::info!(node = %file.node_id, cluster = %file.cluster_id, manager = %file.manager_addr, "worker identity ready");
-    let ca = pki::cert_der_from_pem(&ca_pem, "certs/ca.crt")?;
+    let ca = pki::certs_from_pem(&ca_pem, "certs/ca.crt")?;
     let executor = open_executor(&config).await?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let exec_rt = executor_runtime()?;
@@ -267,9 +267,10 @@ pub(crate) async fn run(
             .map_err(|e| e.to_string())
     });
     let renewal = renew::renew_forever(
-        file.manager_addr.clone(),
+        managers.clone(),
         file.cluster_id.clone(),
-        ca.clone(),
+        dir.join("certs").join("ca.crt"),
+        ca_pem,
         CertFiles::in_dir(&dir),
         tls,
         creds,

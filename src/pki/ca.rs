@@ -128,28 +128,29 @@ impl RootCa {
     pub fn generate(cluster_id: &str, now: SystemTime) -> Result<RootCa, PkiError> {
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
             .map_err(PkiError::rcgen("generate CA key"))?;
-        let mut params = CertificateParams::default();
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, CA_COMMON_NAME);
-        dn.push(DnType::OrganizationName, cluster_id);
-        params.distinguished_name = dn;
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        params.serial_number = Some(random_serial());
-        set_validity(&mut params, now - BACKDATE, now + CA_VALIDITY)?;
-        let cert = params
+        let cert = root_params(cluster_id, None, now)?
             .self_signed(&key)
             .map_err(PkiError::rcgen("self-sign CA certificate"))?;
-        Ok(RootCa {
-            cluster_id: cluster_id.to_string(),
-            cert_pem: cert.pem(),
-            cert_der: cert.der().clone(),
+        Ok(RootCa::from_parts(
+            cluster_id,
+            cert.pem(),
+            cert.der().clone(),
             key,
-        })
+        ))
+    }
+
+    pub(crate) fn from_parts(
+        cluster_id: &str,
+        cert_pem: String,
+        cert_der: CertificateDer<'static>,
+        key: KeyPair,
+    ) -> RootCa {
+        RootCa {
+            cluster_id: cluster_id.to_string(),
+            cert_pem,
+            cert_der,
+            key,
+        }
     }
 
     /// Loads a CA from its certificate and key PEM, checking that they belong together and that the
@@ -205,6 +206,11 @@ impl RootCa {
         (self.cert_pem.clone(), self.key_pem())
     }
 
+    /// The signing key, for cross-signing ([`super::rotate`]).
+    pub(crate) fn key_pair(&self) -> &KeyPair {
+        &self.key
+    }
+
     /// The cluster this CA was created for (its subject O).
     pub fn cluster_id(&self) -> &str {
         &self.cluster_id
@@ -240,8 +246,34 @@ impl RootCa {
     }
 }
 
+/// What a root CA certificate of `cluster_id` says (CN `swarm-ca`, O = cluster id, OU = `label` for a rotated
+/// root), valid from `now` (backdated an hour) for 20 years, with a fresh serial.
+pub(crate) fn root_params(
+    cluster_id: &str,
+    label: Option<&str>,
+    now: SystemTime,
+) -> Result<CertificateParams, PkiError> {
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, CA_COMMON_NAME);
+    dn.push(DnType::OrganizationName, cluster_id);
+    if let Some(label) = label {
+        dn.push(DnType::OrganizationalUnitName, label);
+    }
+    params.distinguished_name = dn;
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    params.serial_number = Some(random_serial());
+    set_validity(&mut params, now - BACKDATE, now + CA_VALIDITY)?;
+    Ok(params)
+}
+
 /// A random positive 128-bit serial number.
-fn random_serial() -> SerialNumber {
+pub(crate) fn random_serial() -> SerialNumber {
     let mut bytes: [u8; 16] = rand::random();
     bytes[0] &= 0x7f;
     bytes[0] |= 0x01;

@@ -11,10 +11,13 @@
 //! - [`node_cert`]: node keys and CSRs, [`NodeIdentity`] parsed from a peer certificate, renewal window.
 //! - [`tls`]: rustls server/client configurations and peer identity extraction.
 //! - [`persist`]: atomic, mode-0600 key files.
+//! - [`rotate`]: root CA rotation (a new root cross-signed by the old one) and the [`Authority`] a manager
+//!   signs and trusts with.
 
 pub mod ca;
 pub mod node_cert;
 pub mod persist;
+pub mod rotate;
 pub mod tls;
 pub mod token;
 
@@ -28,6 +31,7 @@ pub use node_cert::{
     NODE_CERT_VALIDITY,
 };
 pub use persist::{write_private_file, write_public_file};
+pub use rotate::{Authority, SharedAuthority};
 pub use tls::{
     bootstrap_client_config, client_config, install_crypto_provider, join_client_config,
     peer_identity, peer_identity_from_certs, server_config, server_config_allowing_joins,
@@ -202,6 +206,28 @@ pub fn cert_der_from_pem(
         what,
         detail: e.to_string(),
     })
+}
+
+/// Every certificate in a PEM string, in order (a trust bundle, or a certificate and its chain); an error if
+/// there is none.
+pub fn certs_from_pem(
+    pem: &str,
+    what: &'static str,
+) -> Result<Vec<rustls_pki_types::CertificateDer<'static>>, PkiError> {
+    use rustls_pki_types::pem::PemObject;
+    let certs = rustls_pki_types::CertificateDer::pem_slice_iter(pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| PkiError::Parse {
+            what,
+            detail: e.to_string(),
+        })?;
+    if certs.is_empty() {
+        return Err(PkiError::Parse {
+            what,
+            detail: "no certificate in it".into(),
+        });
+    }
+    Ok(certs)
 }
 
 /// Seconds since the Unix epoch (negative before it), for certificate arithmetic.

@@ -251,6 +251,9 @@ fn single<'a: 'b, 'b>(
 pub struct NodeCredentials {
     cert_pem: String,
     cert_der: CertificateDer<'static>,
+    /// The certificate and the intermediates after it in `cert_pem` (during a CA rotation: the new root
+    /// cross-signed by the old one), leaf first: what TLS presents.
+    chain: Vec<CertificateDer<'static>>,
     key_pem: String,
     key_der: Vec<u8>,
     identity: NodeIdentity,
@@ -267,9 +270,10 @@ impl fmt::Debug for NodeCredentials {
 
 impl NodeCredentials {
     /// Pairs a signed certificate with the node's key; errors if the certificate is not for this key or is
-    /// not a node certificate.
+    /// not a node certificate. `cert_pem` may go on with intermediate certificates (the chain TLS presents).
     pub fn new(cert_pem: &str, key: &NodeKey) -> Result<NodeCredentials, PkiError> {
         let cert_der = cert_der_from_pem(cert_pem, "node certificate PEM")?;
+        let chain = super::certs_from_pem(cert_pem, "node certificate chain PEM")?;
         let (_, x509) = X509Certificate::from_der(&cert_der)
             .map_err(|e| PkiError::BadNodeCertificate(format!("not X.509: {e}")))?;
         if x509.public_key().subject_public_key.data.as_ref() != key.key.public_key_raw() {
@@ -279,6 +283,7 @@ impl NodeCredentials {
         Ok(NodeCredentials {
             cert_pem: cert_pem.to_string(),
             cert_der,
+            chain,
             key_pem: key.to_pem(),
             key_der: key.key.serialize_der(),
             identity,
@@ -308,6 +313,11 @@ impl NodeCredentials {
     /// The certificate DER.
     pub fn cert_der(&self) -> &CertificateDer<'static> {
         &self.cert_der
+    }
+
+    /// The certificate followed by its intermediates, as TLS presents them.
+    pub fn chain_der(&self) -> Vec<CertificateDer<'static>> {
+        self.chain.clone()
     }
 
     /// The key in the form rustls wants.

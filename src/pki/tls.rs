@@ -33,61 +33,63 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// A root store holding only the cluster's CA.
-fn roots(ca_cert: &CertificateDer<'static>) -> Result<Arc<RootCertStore>, PkiError> {
+/// A root store holding only the cluster's root CAs (one, or during a CA rotation the new and the old).
+fn roots(ca_certs: &[CertificateDer<'static>]) -> Result<Arc<RootCertStore>, PkiError> {
     let mut store = RootCertStore::empty();
-    store.add(ca_cert.clone())?;
+    for ca in ca_certs {
+        store.add(ca.clone())?;
+    }
     Ok(Arc::new(store))
 }
 
-/// Server side: present `creds`, require a client certificate signed by `ca_cert`.
+/// Server side: present `creds`, require a client certificate signed by one of `ca_certs`.
 pub fn server_config(
-    ca_cert: &CertificateDer<'static>,
+    ca_certs: &[CertificateDer<'static>],
     creds: &NodeCredentials,
 ) -> Result<Arc<ServerConfig>, PkiError> {
-    server_config_with(ca_cert, creds, false)
+    server_config_with(ca_certs, creds, false)
 }
 
 /// Server side for the cluster port: like [`server_config`], but a client without a certificate may connect
 /// too (a node that is joining talks to the CA service only; every other service refuses it). A client that
-/// presents a certificate must present one signed by `ca_cert`.
+/// presents a certificate must present one signed by one of `ca_certs`.
 pub fn server_config_allowing_joins(
-    ca_cert: &CertificateDer<'static>,
+    ca_certs: &[CertificateDer<'static>],
     creds: &NodeCredentials,
 ) -> Result<Arc<ServerConfig>, PkiError> {
-    server_config_with(ca_cert, creds, true)
+    server_config_with(ca_certs, creds, true)
 }
 
-/// A server presenting `creds` that verifies client certificates against `ca_cert`, and lets clients without
+/// A server presenting `creds` that verifies client certificates against `ca_certs`, and lets clients without
 /// one connect when `anonymous`.
 fn server_config_with(
-    ca_cert: &CertificateDer<'static>,
+    ca_certs: &[CertificateDer<'static>],
     creds: &NodeCredentials,
     anonymous: bool,
 ) -> Result<Arc<ServerConfig>, PkiError> {
     let provider = provider();
     let mut verifier =
-        WebPkiClientVerifier::builder_with_provider(roots(ca_cert)?, provider.clone());
+        WebPkiClientVerifier::builder_with_provider(roots(ca_certs)?, provider.clone());
     if anonymous {
         verifier = verifier.allow_unauthenticated();
     }
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_client_cert_verifier(verifier.build()?)
-        .with_single_cert(vec![creds.cert_der().clone()], creds.private_key_der())?;
+        .with_single_cert(creds.chain_der(), creds.private_key_der())?;
     config.alpn_protocols = vec![ALPN_H2.to_vec()];
     Ok(Arc::new(config))
 }
 
-/// Client side: trust only `ca_cert`, present `creds`.
+/// Client side: trust only `ca_certs`, present `creds`.
 pub fn client_config(
-    ca_cert: &CertificateDer<'static>,
+    ca_certs: &[CertificateDer<'static>],
     creds: &NodeCredentials,
 ) -> Result<Arc<ClientConfig>, PkiError> {
     let mut config = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots(ca_cert)?)
-        .with_client_auth_cert(vec![creds.cert_der().clone()], creds.private_key_der())?;
+        .with_root_certificates(roots(ca_certs)?)
+        .with_client_auth_cert(creds.chain_der(), creds.private_key_der())?;
     config.alpn_protocols = vec![ALPN_H2.to_vec()];
     Ok(Arc::new(config))
 }
@@ -106,14 +108,14 @@ pub fn bootstrap_client_config() -> Result<Arc<ClientConfig>, PkiError> {
     Ok(Arc::new(config))
 }
 
-/// Client side for a node that is joining, step 2: trust only `ca_cert` (already checked against the token),
+/// Client side for a node that is joining, step 2: trust only `ca_certs` (already checked against the token),
 /// no client certificate yet.
 pub fn join_client_config(
-    ca_cert: &CertificateDer<'static>,
+    ca_certs: &[CertificateDer<'static>],
 ) -> Result<Arc<ClientConfig>, PkiError> {
     let mut config = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots(ca_cert)?)
+        .with_root_certificates(roots(ca_certs)?)
         .with_no_client_auth();
     config.alpn_protocols = vec![ALPN_H2.to_vec()];
     Ok(Arc::new(config))
@@ -226,8 +228,12 @@ mod tests {
         let ca = RootCa::generate("cluster-t", SystemTime::now()).expect("ca");
         let manager = issue(&ca, "mgr1", NodeRole::Manager);
         let worker = issue(&ca, "wrk1", NodeRole::Worker);
-        let server = TlsAcceptor::from(server_config(ca.cert_der(), &manager).expect("server"));
-        let client = TlsConnector::from(client_config(ca.cert_der(), &worker).expect("client"));
+        let server = TlsAcceptor::from(
+            server_config(std::slice::from_ref(ca.cert_der()), &manager).expect("server"),
+        );
+        let client = TlsConnector::from(
+            client_config(std::slice::from_ref(ca.cert_der()), &worker).expect("client"),
+        );
         let (c_io, s_io) = tokio::io::duplex(64 * 1024);
         let name = ServerName::try_from("mgr1").expect("name");
         let (s, c) = tokio::join!(server.accept(s_io), client.connect(name, c_io));
@@ -259,14 +265,18 @@ mod tests {
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let acceptor = TlsAcceptor::from(server_config(ca.cert_der(), &manager).expect("server"));
+        let acceptor = TlsAcceptor::from(
+            server_config(std::slice::from_ref(ca.cert_der()), &manager).expect("server"),
+        );
         let server = tokio::spawn(async move {
             let (tcp, _) = listener.accept().await.expect("accept");
             let tls = acceptor.accept(tcp).await.expect("server handshake");
             peer_identity(&tls).expect("identity")
         });
         let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
-        let connector = TlsConnector::from(client_config(ca.cert_der(), &other).expect("client"));
+        let connector = TlsConnector::from(
+            client_config(std::slice::from_ref(ca.cert_der()), &other).expect("client"),
+        );
         let name = ServerName::try_from("127.0.0.1").expect("ip name");
         let _tls = connector
             .connect(name, tcp)
@@ -283,9 +293,13 @@ mod tests {
         let rogue = RootCa::generate("cluster-t", SystemTime::now()).expect("rogue");
         let manager = issue(&ca, "mgr1", NodeRole::Manager);
         let intruder = issue(&rogue, "evil", NodeRole::Manager);
-        let server = TlsAcceptor::from(server_config(ca.cert_der(), &manager).expect("server"));
+        let server = TlsAcceptor::from(
+            server_config(std::slice::from_ref(ca.cert_der()), &manager).expect("server"),
+        );
         // The intruder trusts our CA (it was given the cert), but its own cert is from another CA.
-        let client = TlsConnector::from(client_config(ca.cert_der(), &intruder).expect("client"));
+        let client = TlsConnector::from(
+            client_config(std::slice::from_ref(ca.cert_der()), &intruder).expect("client"),
+        );
         let (c_io, s_io) = tokio::io::duplex(64 * 1024);
         let name = ServerName::try_from("mgr1").expect("name");
         let (s, c) = tokio::join!(server.accept(s_io), async move {
@@ -307,8 +321,12 @@ mod tests {
         let rogue = RootCa::generate("cluster-t", SystemTime::now()).expect("rogue");
         let impostor = issue(&rogue, "mgr1", NodeRole::Manager);
         let worker = issue(&ca, "wrk1", NodeRole::Worker);
-        let server = TlsAcceptor::from(server_config(rogue.cert_der(), &impostor).expect("server"));
-        let client = TlsConnector::from(client_config(ca.cert_der(), &worker).expect("client"));
+        let server = TlsAcceptor::from(
+            server_config(std::slice::from_ref(rogue.cert_der()), &impostor).expect("server"),
+        );
+        let client = TlsConnector::from(
+            client_config(std::slice::from_ref(ca.cert_der()), &worker).expect("client"),
+        );
         let (c_io, s_io) = tokio::io::duplex(64 * 1024);
         let name = ServerName::try_from("mgr1").expect("name");
         let (_s, c) = tokio::join!(server.accept(s_io), client.connect(name, c_io));

@@ -4,7 +4,9 @@
 //! sealing and opening payloads. The store, the Raft log and snapshots only ever hold sealed bytes; plaintext
 //! exists only in memory on the leader while being sent to a node over mTLS, and in the task's tmpfs.
 //! Must not: log or print plaintext (`model::SecretData`'s Debug is redacted). Autolock (wrapping the data key
-//! with a passphrase-derived key) is a later step.
+//! and the CA key with a random unlock key) is in [`lock`].
+
+pub mod lock;
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -76,8 +78,8 @@ impl DataKey {
         }
     }
 
-    /// The key's bytes, for a new manager joining over mutual TLS (never logged, never written in plaintext
-    /// anywhere but this node's own 0600 key file).
+    /// The key's bytes, to write them (wrapped while autolock is on) or hand them to a new manager joining over
+    /// mutual TLS (never logged).
     pub fn expose_bytes(&self) -> [u8; 32] {
         self.raw
     }

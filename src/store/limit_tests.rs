@@ -18,6 +18,8 @@ fn cluster(limits: Limits) -> Cluster {
         },
         join_tokens: Default::default(),
         removed_nodes: Default::default(),
+        ca_rotation: None,
+        unlock_key: Default::default(),
     }
 }
 

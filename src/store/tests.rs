@@ -64,6 +64,8 @@ fn populated() -> ClusterState {
                 settings: ClusterSettings::default(),
                 join_tokens: Default::default(),
                 removed_nodes: Default::default(),
+                ca_rotation: None,
+                unlock_key: Default::default(),
             }),
             Op::CreateNode(node("n1")),
             Op::CreateService(service("s1", "app_web")),
@@ -311,6 +313,8 @@ fn creates_and_deletes_are_checked() {
                 settings: ClusterSettings::default(),
                 join_tokens: Default::default(),
                 removed_nodes: Default::default(),
+                ca_rotation: None,
+                unlock_key: Default::default(),
             }),
             Rejection::AlreadyExists {
                 kind: ObjectKind::Cluster,

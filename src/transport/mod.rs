@@ -26,6 +26,8 @@ pub struct PeerInfo {
     /// Who the client certificate says the peer is; `None` when it presented none (a node that is joining:
     /// only the CA service answers such a peer, with a join token).
     pub identity: Option<NodeIdentity>,
+    /// The peer's certificate (`None` with `identity`): its issuer tells which root CA signed it.
+    pub cert: Option<rustls_pki_types::CertificateDer<'static>>,
     /// The peer's socket address.
     pub addr: SocketAddr,
 }
@@ -142,12 +144,22 @@ pub fn tls_incoming_capped(
                     Err(pki::PkiError::NoPeerCertificate) => Ok(None),
                     Err(e) => Err(e),
                 };
+                let cert = tls
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|c| c.first())
+                    .cloned();
                 match identity {
                     Ok(identity) => {
                         let _ = tx
                             .send(Ok(TlsConn {
                                 inner: tls,
-                                peer: PeerInfo { identity, addr },
+                                peer: PeerInfo {
+                                    identity,
+                                    cert,
+                                    addr,
+                                },
                             }))
                             .await;
                     }

@@ -31,7 +31,8 @@ async fn an_idle_connection_flood_past_the_cap_does_not_lock_out_a_real_node() {
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let config = server_config(ca.cert_der(), &manager).expect("server config");
+    let config =
+        server_config(std::slice::from_ref(ca.cert_der()), &manager).expect("server config");
     let mut incoming = Box::pin(tls_incoming_capped(
         listener,
         std::sync::Arc::new(std::sync::RwLock::new(config)),
@@ -46,7 +47,7 @@ async fn an_idle_connection_flood_past_the_cap_does_not_lock_out_a_real_node() {
     let client = tokio::spawn(async move {
         let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
         let connector = tokio_rustls::TlsConnector::from(
-            client_config(ca.cert_der(), &worker).expect("client"),
+            client_config(std::slice::from_ref(ca.cert_der()), &worker).expect("client"),
         );
         let name = ServerName::try_from("127.0.0.1").expect("name");
         connector.connect(name, tcp).await.map(drop)

@@ -159,7 +159,15 @@ impl Swarmd {
     /// it Ready.
     pub fn start_worker(manager: &Swarmd, hostname: &str) -> Swarmd {
         let token = manager.ctl_ok(&["swarm", "join-token", "-q", "worker"]);
-        let mut w = Swarmd {
+        let mut w = Swarmd::worker(manager, hostname, token.trim());
+        w.spawn_unchecked();
+        manager.wait_node_ready(hostname);
+        w
+    }
+
+    /// A worker of `manager` that joins with `token` when started, reporting `hostname` (not started).
+    pub fn worker(manager: &Swarmd, hostname: &str, token: &str) -> Swarmd {
+        Swarmd {
             dir: tempfile::tempdir().expect("tempdir"),
             port: free_port(),
             args: vec![
@@ -168,14 +176,11 @@ impl Swarmd {
                 "--join-addr".into(),
                 manager.addr(),
                 "--join-token".into(),
-                token.trim().into(),
+                token.into(),
             ],
             netns: None,
             child: None,
-        };
-        w.spawn_unchecked();
-        manager.wait_node_ready(hostname);
-        w
+        }
     }
 
     /// Raft timing for the HA tests: a LAN's, so failovers take about a second.

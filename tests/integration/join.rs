@@ -39,7 +39,7 @@ async fn dispatcher(
 /// Opens a session with `joined`'s certificate; returns (session id, node id the manager answered).
 async fn open_session(addr: &str, joined: &Joined) -> (String, String) {
     let ca = pki::cert_der_from_pem(&joined.ca_pem, "ca").unwrap();
-    let config = pki::client_config(&ca, &joined.creds).unwrap();
+    let config = pki::client_config(std::slice::from_ref(&ca), &joined.creds).unwrap();
     let mut c = dispatcher(addr, config).await;
     let mut stream = c
         .session(SessionRequest {
@@ -105,7 +105,11 @@ fn a_node_joins_with_a_worker_token_and_bad_tokens_are_refused_precisely() {
     assert_ne!(other.creds.identity().node_id, id.node_id);
     let err = rt.block_on(async {
         let ca = pki::cert_der_from_pem(&other.ca_pem, "ca").unwrap();
-        let mut c = dispatcher(&addr, pki::client_config(&ca, &other.creds).unwrap()).await;
+        let mut c = dispatcher(
+            &addr,
+            pki::client_config(std::slice::from_ref(&ca), &other.creds).unwrap(),
+        )
+        .await;
         c.heartbeat(HeartbeatRequest {
             session_id: session.clone(),
         })
@@ -203,7 +207,7 @@ fn a_certificate_of_another_cluster_is_refused() {
     .unwrap();
     let addr_a = format!("127.0.0.1:{}", a.port);
     let err = rt.block_on(async {
-        let config = pki::client_config(&ca_a, &from_b.creds).unwrap();
+        let config = pki::client_config(std::slice::from_ref(&ca_a), &from_b.creds).unwrap();
         match swarm::transport::tls_channel(&addr_a, config).await {
             Err(e) => e,
             Ok(channel) => DispatcherClient::new(channel)
@@ -317,7 +321,7 @@ fn remote_swarmctl_needs_a_client_certificate() {
         let ca = pki::cert_der_from_pem(&joined.ca_pem, "ca").unwrap();
         let mut c = dispatcher(
             &format!("127.0.0.1:{}", m.port),
-            pki::client_config(&ca, &client).unwrap(),
+            pki::client_config(std::slice::from_ref(&ca), &client).unwrap(),
         )
         .await;
         c.session(SessionRequest::default()).await.unwrap_err()

@@ -1,6 +1,8 @@
 //! The one integration-test crate (one binary keeps link time down): modules run the real `swarmctl` (and,
 //! later, real `swarmd` processes on loopback) the way a user would.
 
+mod autolock;
+mod ca_rotate;
 mod cluster;
 mod ha;
 mod isolation;

@@ -38,12 +38,17 @@ pub fn open_tokens(key: &DataKey, cluster: &Cluster) -> Result<JoinTokens, ApiEr
         .map_err(|e| ApiError::Precondition(format!("malformed join tokens in the store: {e}")))
 }
 
-/// A cluster object as shown to users: without the sealed tokens.
-fn public(cluster: &Cluster) -> Cluster {
-    Cluster {
+/// A cluster object as shown to users: without the sealed tokens, CA key and unlock key.
+pub(super) fn public(cluster: &Cluster) -> Cluster {
+    let mut c = Cluster {
         join_tokens: SecretData::default(),
+        unlock_key: SecretData::default(),
         ..cluster.clone()
+    };
+    if let Some(r) = c.ca_rotation.as_mut() {
+        r.new_key = SecretData::default();
     }
+    c
 }
 
 /// `swarm ca --issue-client NAME`: a key and a client certificate (CN `client-NAME`, OU `swarm-client`) for
@@ -57,6 +62,7 @@ pub fn issue_client(
     let ca = api
         .ca
         .as_ref()
+        .map(crate::pki::Authority::current)
         .ok_or_else(|| ApiError::Precondition("this node holds no CA".into()))?;
     let lifetime = api.store.view(|s| s.cert_lifetime());
     let id = format!("client-{}", req.name);
@@ -73,7 +79,7 @@ pub fn issue_client(
     Ok(control::ClientCertResponse {
         cert_pem,
         key_pem: key.to_pem(),
-        ca_pem: ca.cert_pem().to_string(),
+        ca_pem: ca.bundle_pem().to_string(),
     })
 }
 
@@ -165,12 +171,22 @@ pub async fn update(
     s.limits
         .check_ceilings()
         .map_err(|e| ApiError::Invalid(e.to_string()))?;
+    if let Some(on) = req.autolock {
+        super::lock::set_autolock(&api.key, &mut updated, on);
+    }
     if updated != cluster {
+        let relock = updated.unlock_key != cluster.unlock_key;
+        let desired =
+            super::lock::open_unlock_key(&api.key, &updated).map_err(ApiError::Precondition)?;
         api.propose(vec![Op::UpdateCluster {
             cluster: updated,
             expected_version: cluster.meta.version,
         }])
         .await?;
+        if relock {
+            tracing::info!(on = desired.is_some(), "autolock changed");
+            super::lock::wait_on_disk(api, desired.as_ref()).await?;
+        }
     }
     let now = api.store.view(|s| s.cluster().cloned());
     Ok(control::JsonObject {

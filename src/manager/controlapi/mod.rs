@@ -8,8 +8,10 @@
 //!
 //! Must not: change the store without a proposal, or return secret data (secret reads never include it).
 
+mod ca;
 mod cluster;
 mod error;
+mod lock;
 mod logs;
 mod node;
 mod objects;
@@ -34,6 +36,7 @@ use crate::util::{IdSource, RandomIds};
 
 pub use cluster::{open_tokens, seal_tokens};
 pub use error::ApiError;
+pub use lock::open_unlock_key;
 pub use logs::{TaskLogLine, TaskLogStream, TaskLogs};
 pub use objects::{resolve_node, resolve_secret, resolve_service};
 
@@ -47,8 +50,10 @@ pub struct ControlApi {
     info: Arc<dyn Fn() -> serde_json::Value + Send + Sync>,
     /// The address joining nodes dial (shown by `swarm join-token`).
     join_addr: String,
-    /// The cluster's CA, for `swarm ca --issue-client`.
-    ca: Option<Arc<crate::pki::RootCa>>,
+    /// The cluster's CA, for `swarm ca` (`--issue-client`, `--rotate`).
+    ca: Option<crate::pki::SharedAuthority>,
+    /// The unlock key this manager's key files are wrapped with now (autolock).
+    lock: Option<crate::secrets::lock::SharedLock>,
 }
 
 impl ControlApi {
@@ -69,11 +74,18 @@ impl ControlApi {
             info,
             join_addr: String::new(),
             ca: None,
+            lock: None,
         }
     }
 
-    /// The CA `swarm ca --issue-client` signs with.
-    pub fn with_ca(mut self, ca: Arc<crate::pki::RootCa>) -> Self {
+    /// Where `swarm update --autolock` and `swarm unlock-key` see this manager's key files wrapped.
+    pub fn with_lock(mut self, lock: crate::secrets::lock::SharedLock) -> Self {
+        self.lock = Some(lock);
+        self
+    }
+
+    /// The CA `swarm ca --issue-client` signs with and `swarm ca --rotate` rotates away from.
+    pub fn with_ca(mut self, ca: crate::pki::SharedAuthority) -> Self {
         self.ca = Some(ca);
         self
     }
@@ -306,6 +318,20 @@ impl Control for ControlApi {
             ));
         }
         reply(cluster::issue_client(self, request.into_inner()))
+    }
+
+    async fn root_ca(
+        &self,
+        request: Request<control::RootCaRequest>,
+    ) -> Result<Response<control::RootCaResponse>, Status> {
+        reply(ca::root_ca(self, request.into_inner()).await)
+    }
+
+    async fn unlock_key(
+        &self,
+        request: Request<control::UnlockKeyRequest>,
+    ) -> Result<Response<control::UnlockKeyResponse>, Status> {
+        reply(lock::unlock_key(self, request.into_inner()).await)
     }
 }
 

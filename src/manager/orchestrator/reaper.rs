@@ -146,6 +146,8 @@ mod tests {
             },
             join_tokens: Default::default(),
             removed_nodes: Default::default(),
+            ca_rotation: None,
+            unlock_key: Default::default(),
         })]);
         let plan = reconcile(&w.state, w.time, &mut SeqIds::new("x"));
         assert_eq!(
