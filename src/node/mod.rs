@@ -13,7 +13,9 @@ pub mod join;
 pub mod keyfiles;
 pub mod limits;
 pub mod lock;
+mod logs;
 mod manager_join;
+pub mod managers;
 pub mod parts;
 mod raft_transport;
 pub mod renew;
@@ -30,8 +32,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
-
 use crate::agent::{StatusReport, Worker};
 use crate::api::dispatcher::node_ca_server::NodeCaServer;
 use crate::api::raft::raft_peer_server::RaftPeerServer;
@@ -40,9 +40,9 @@ use crate::api::{
     dispatcher::dispatcher_server::DispatcherServer,
 };
 use crate::exec::process::{ProcessExecutor, ShimCommand};
-use crate::exec::{Executor, LogOptions, LogStream};
+use crate::exec::Executor;
 use crate::manager::ca::CaService;
-use crate::manager::controlapi::{ControlApi, TaskLogLine, TaskLogStream, TaskLogs};
+use crate::manager::controlapi::ControlApi;
 use crate::manager::dispatcher::Dispatcher;
 use crate::manager::driver::Driver;
 use crate::manager::forward::Forward;
@@ -159,46 +159,6 @@ pub enum NodeError {
 /// The Raft state directory inside the node's state directory.
 fn raft_dir(config: &NodeConfig) -> PathBuf {
     config.state_dir.join("raft")
-}
-
-/// `service logs` on a manager: tasks of this node from its own executor, tasks of other nodes through the
-/// dispatcher's log broker.
-struct RoutedLogs {
-    local_node: String,
-    worker: Arc<Worker>,
-    broker: crate::manager::dispatcher::LogBroker,
-}
-
-impl TaskLogs for RoutedLogs {
-    fn logs(
-        &self,
-        node_id: String,
-        task_id: String,
-        tail: Option<usize>,
-        follow: bool,
-    ) -> futures::future::BoxFuture<'static, Result<TaskLogStream, String>> {
-        if node_id != self.local_node {
-            let broker = self.broker.clone();
-            return Box::pin(async move { broker.request(&node_id, &task_id, tail, follow).await });
-        }
-        let worker = self.worker.clone();
-        Box::pin(async move {
-            let lines = worker
-                .logs(&task_id, LogOptions { tail, follow })
-                .await
-                .map_err(|e| e.to_string())?;
-            let stream: TaskLogStream = Box::pin(lines.filter_map(|l| async move {
-                l.ok().map(|l| TaskLogLine {
-                    stream: match l.stream {
-                        LogStream::Stdout => "stdout".into(),
-                        LogStream::Stderr => "stderr".into(),
-                    },
-                    line: l.line,
-                })
-            }));
-            Ok(stream)
-        })
-    }
 }
 
 /// Runs a node until `shutdown` resolves. Tasks keep running after it returns (they outlive the daemon). Fails
@@ -412,7 +372,7 @@ async fn run_manager(
         store.clone(),
         proposer.clone(),
         key.clone(),
-        Arc::new(RoutedLogs {
+        Arc::new(logs::RoutedLogs {
             local_node: id.node_id.clone(),
             worker: worker.clone(),
             broker: dispatcher.log_broker(),
@@ -562,7 +522,7 @@ async fn run_manager(
         async move {
             tokio::select! {
                 () = shutdown => {}
-                () = demotion(store, raft, node_id) => flag.store(true, std::sync::atomic::Ordering::SeqCst),
+                () = transition::demotion(store, raft, node_id) => flag.store(true, std::sync::atomic::Ordering::SeqCst),
             }
         }
     };
@@ -583,42 +543,6 @@ async fn run_manager(
     drop(raft);
     transition::demote(&config, &id, &others)?;
     Ok(ManagerOutcome::Demoted)
-}
-
-/// Completes once this manager was demoted (its node is a worker in the store) and has left the Raft voters —
-/// or 10 s after it saw the demotion, if the leader could not take it out (it then leaves by stopping).
-async fn demotion(
-    store: crate::store::Store,
-    raft: Arc<crate::store::raft::RaftNode>,
-    node_id: String,
-) {
-    let mut changes = store.subscribe();
-    let mut seen: Option<tokio::time::Instant> = None;
-    // a manager that is replaying the log sees its node as a worker until the entry that promoted it: only a
-    // manager that has been a voter in this run reacts
-    let mut was_voter = false;
-    loop {
-        changes.mark_seen();
-        was_voter |= raft.metrics().voters.contains(&raft.id());
-        let worker = store.view(|s| {
-            s.node(&node_id)
-                .is_some_and(|n| n.spec.role == crate::model::NodeRole::Worker)
-        });
-        if worker && was_voter {
-            let since = *seen.get_or_insert_with(tokio::time::Instant::now);
-            let voter = raft.metrics().voters.contains(&raft.id());
-            if !voter || since.elapsed() > Duration::from_secs(10) {
-                tracing::info!("this manager was demoted: it goes on as a worker");
-                return;
-            }
-        } else {
-            seen = None;
-        }
-        tokio::select! {
-            _ = changes.changed() => {}
-            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-        }
-    }
 }
 
 /// The cluster port's listener; a port still held for a moment (this process changing role) is retried for a

@@ -90,7 +90,7 @@ const ROOTS_POLL: Duration = Duration::from_secs(3);
 /// `roots_pem` now) and the TLS configuration in step with the roots the manager trusts, and renews at once
 /// when the manager signs with a root that did not sign this node's certificate (a CA rotation).
 pub async fn renew_forever(
-    managers: super::session::ManagerList,
+    managers: super::managers::ManagerList,
     cluster_id: String,
     ca_file: PathBuf,
     mut roots_pem: String,

@@ -103,3 +103,39 @@ pub(crate) fn demote(
     );
     Ok(())
 }
+
+/// Completes once this manager was demoted (its node is a worker in the store) and has left the Raft voters —
+/// or 10 s after it saw the demotion, if the leader could not take it out (it then leaves by stopping).
+pub(crate) async fn demotion(
+    store: crate::store::Store,
+    raft: std::sync::Arc<crate::store::raft::RaftNode>,
+    node_id: String,
+) {
+    let mut changes = store.subscribe();
+    let mut seen: Option<tokio::time::Instant> = None;
+    // a manager that is replaying the log sees its node as a worker until the entry that promoted it: only a
+    // manager that has been a voter in this run reacts
+    let mut was_voter = false;
+    loop {
+        changes.mark_seen();
+        was_voter |= raft.metrics().voters.contains(&raft.id());
+        let worker = store.view(|s| {
+            s.node(&node_id)
+                .is_some_and(|n| n.spec.role == crate::model::NodeRole::Worker)
+        });
+        if worker && was_voter {
+            let since = *seen.get_or_insert_with(tokio::time::Instant::now);
+            let voter = raft.metrics().voters.contains(&raft.id());
+            if !voter || since.elapsed() > std::time::Duration::from_secs(10) {
+                tracing::info!("this manager was demoted: it goes on as a worker");
+                return;
+            }
+        } else {
+            seen = None;
+        }
+        tokio::select! {
+            _ = changes.changed() => {}
+            _ = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
+        }
+    }
+}

@@ -235,8 +235,12 @@ fn a_removed_worker_is_refused_and_its_work_moves() {
     assert_ne!(out.status.code(), Some(0));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("is not down and can't be removed"), "{err}");
-    let out = m.ctl(&["node", "rm", "m"]);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("is a manager"));
+    let out = m.ctl(&["node", "rm", "--force", "m"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("is a manager") && err.contains("only voting manager"),
+        "{err}"
+    );
 
     m.ctl_ok(&["node", "rm", "--force", "w1"]);
     wait_for(
@@ -255,8 +259,9 @@ fn a_removed_worker_is_refused_and_its_work_moves() {
         !ls.contains("w1"),
         "a removed node is not listed again: {ls}"
     );
-    let out = m.ctl(&["node", "promote", "m"]);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("needs several managers"));
+    let out = m.ctl(&["node", "demote", "m"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is the last manager"), "{err}");
     m.ctl_ok(&["stack", "rm", "s"]);
 }
 
