@@ -112,7 +112,11 @@ pub fn tls_incoming_capped(
                 break;
             };
             let (tcp, addr) = match listener.accept().await {
-                Ok(x) => x,
+                Ok(x) => {
+                    // small gRPC frames (Raft heartbeats and appends) must not wait for Nagle
+                    let _ = x.0.set_nodelay(true);
+                    x
+                }
                 Err(e) => {
                     tracing::warn!("accept failed: {e}");
                     tokio::time::sleep(Duration::from_millis(100)).await;

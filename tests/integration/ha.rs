@@ -64,6 +64,20 @@ services:
         constraints: [node.role == worker]
 "#;
 
+/// Deploys [`ON_WORKER`] as stack `s` through `m`; returns the worker's task pids once both tasks run.
+fn deploy_on_worker(m: &Swarmd, w: &Swarmd) -> Vec<u32> {
+    let out = deploy(m, "s", ON_WORKER);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for(60, "2 tasks on the worker", || {
+        (w.task_pids().len() == 2).then_some(())
+    });
+    w.task_pids()
+}
+
 /// Retries `args` through `m` until it succeeds (a write right after a failover); returns how long it took.
 fn write_until_ok(m: &Swarmd, args: &[&str], secs: u64) -> Duration {
     let start = Instant::now();
@@ -85,16 +99,7 @@ fn write_until_ok(m: &Swarmd, args: &[&str], secs: u64) -> Duration {
 #[test]
 fn the_leader_killed_five_times_in_a_row_leaves_a_writable_cluster_with_one_history() {
     let (mut managers, w) = cluster();
-    let out = deploy(&managers[1], "s", ON_WORKER);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    wait_for(60, "2 tasks on the worker", || {
-        (w.task_pids().len() == 2).then_some(())
-    });
-    let pids = w.task_pids();
+    let pids = deploy_on_worker(&managers[1], &w);
     let files = tempfile::tempdir().unwrap();
     for round in 0..5 {
         let l = leader(&mut managers);
@@ -244,16 +249,7 @@ fn a_deploy_cut_by_the_leaders_death_either_applied_or_says_so_and_a_retry_appli
 #[test]
 fn promote_and_demote_change_roles_in_place_and_keep_the_tasks_running() {
     let (mut managers, w) = cluster();
-    let out = deploy(&managers[0], "s", ON_WORKER);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    wait_for(60, "2 tasks on the worker", || {
-        (w.task_pids().len() == 2).then_some(())
-    });
-    let pids = w.task_pids();
+    let pids = deploy_on_worker(&managers[0], &w);
     // the worker becomes a manager: a fourth Raft member, its tasks untouched
     managers[0].ctl_ok(&["node", "promote", "w1"]);
     wait_for(60, "w1 a reachable manager", || {
@@ -305,16 +301,7 @@ fn promote_and_demote_change_roles_in_place_and_keep_the_tasks_running() {
 #[test]
 fn after_losing_two_of_three_managers_writes_are_refused_and_force_new_cluster_restores_them() {
     let (mut managers, w) = cluster();
-    let out = deploy(&managers[0], "s", ON_WORKER);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    wait_for(60, "2 tasks on the worker", || {
-        (w.task_pids().len() == 2).then_some(())
-    });
-    let pids = w.task_pids();
+    let pids = deploy_on_worker(&managers[0], &w);
     let l = leader(&mut managers);
     let survivor = (l + 1) % 3;
     for (i, m) in managers.iter_mut().enumerate() {

@@ -13,7 +13,6 @@ use crate::api::control;
 use crate::model::{Cluster, SecretData};
 use crate::secrets::lock::UnlockKey;
 use crate::secrets::DataKey;
-use crate::store::Op;
 
 /// The unlock key sealed in `cluster` (`None`: autolock is off).
 pub fn open_unlock_key(key: &DataKey, cluster: &Cluster) -> Result<Option<UnlockKey>, String> {
@@ -87,16 +86,8 @@ pub async fn unlock_key(
         let new = UnlockKey::generate();
         let mut updated = cluster.clone();
         updated.unlock_key = SecretData(api.key.seal(new.as_bytes()));
-        match api
-            .propose(vec![Op::UpdateCluster {
-                cluster: updated,
-                expected_version: cluster.meta.version,
-            }])
-            .await
-        {
-            Ok(()) => {}
-            Err(ApiError::Conflict(_)) => continue,
-            Err(e) => return Err(e),
+        if !super::cluster::try_update_cluster(api, &cluster, updated).await? {
+            continue;
         }
         tracing::info!("the unlock key was rotated");
         wait_on_disk(api, Some(&new)).await?;
