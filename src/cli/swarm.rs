@@ -160,7 +160,7 @@ pub fn run(host: Option<String>, cmd: SwarmCommand) -> i32 {
                         Ok(())
                     }
                     Err(s) if s.code() == tonic::Code::Unimplemented => Err(
-                        "this node is a manager: a manager cannot leave yet (several managers are needed first)"
+                        "this node is a manager: demote it first (`swarmctl node demote NODE` on any manager), then leave"
                             .into(),
                     ),
                     Err(s) => Err(rpc(s)),

@@ -377,7 +377,8 @@ fn a_worker_leaves_the_swarm() {
         String::from_utf8_lossy(&on_worker.stderr)
     );
     let refused = m.ctl(&["swarm", "leave"]);
-    assert!(String::from_utf8_lossy(&refused.stderr).contains("a manager cannot leave"));
+    assert!(String::from_utf8_lossy(&refused.stderr)
+        .contains("this node is a manager: demote it first"));
 
     let out = w1.ctl_ok(&["swarm", "leave"]);
     assert!(out.contains("Node left the swarm."), "{out}");
