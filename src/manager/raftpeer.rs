@@ -177,14 +177,16 @@ impl RaftPeer for RaftPeerService {
         if !self.raft.is_leader() {
             return Err(not_leader(&self.raft, "joining"));
         }
-        if self.raft.metrics().voters.contains(&req.raft_id) {
+        if self.raft.members().iter().any(|m| m.id == req.raft_id) {
             tracing::info!(%node, raft_id = req.raft_id, "manager rejoined the raft group");
         } else {
+            // a learner now (the new manager starts its raft endpoint after this answer); the membership loop makes
+            // it a voter once it has caught up
             tracing::info!(%node, raft_id = req.raft_id, addr = %req.addr, "adding a manager to the raft group");
-            let raft = self.raft.clone();
-            let (id, addr) = (req.raft_id, req.addr.clone());
-            // the new manager starts its raft endpoint after this answer; it becomes a voter once caught up
-            tokio::spawn(async move { promote(&raft, id, addr).await });
+            self.raft
+                .add_learner_nowait(req.raft_id, req.addr.clone())
+                .await
+                .map_err(|e| Status::unavailable(format!("adding the manager to raft: {e}")))?;
         }
         // the signing root (the new one during a rotation: the rotation's state comes with the log)
         let (cert, key) = Authority::current(&self.ca).signer().to_pem();
@@ -273,7 +275,7 @@ pub fn membership_actions(
 /// Runs until the process ends.
 pub async fn membership_loop(raft: Arc<RaftNode>, store: Store) {
     let busy: Arc<Mutex<HashSet<u64>>> = Arc::default();
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
     loop {
         tick.tick().await;
         if !raft.is_leader() {

@@ -303,6 +303,42 @@ fn remote_swarmctl_needs_a_client_certificate() {
         String::from_utf8_lossy(&refused.stderr)
     );
 
+    // nor take part in Raft between managers, nor ask for the cluster's keys
+    let roots = swarm::pki::certs_from_pem(&joined.ca_pem, "ca").unwrap();
+    let config = swarm::pki::client_config(&roots, &joined.creds).unwrap();
+    let cluster = joined.creds.identity().cluster_id.clone();
+    let addr = format!("127.0.0.1:{}", m.port);
+    rt.block_on(async {
+        use swarm::api::raft::{raft_peer_client::RaftPeerClient, JoinManagerRequest, RaftMessage};
+        let ch = swarm::transport::tls_channel_to_manager(&addr, config, &cluster)
+            .await
+            .unwrap();
+        let mut peer = RaftPeerClient::new(ch);
+        let e = peer
+            .call(RaftMessage {
+                rpc: 1,
+                payload: vec![],
+            })
+            .await
+            .expect_err("a worker's raft message");
+        assert_eq!(e.code(), tonic::Code::PermissionDenied);
+        assert!(
+            e.message()
+                .contains("a worker certificate cannot take part in raft"),
+            "{}",
+            e.message()
+        );
+        let e = peer
+            .join_manager(JoinManagerRequest {
+                raft_id: 7,
+                addr: "127.0.0.1:1".into(),
+            })
+            .await
+            .expect_err("a worker asking for the keys");
+        assert_eq!(e.code(), tonic::Code::PermissionDenied);
+    });
+    assert!(m.log().contains("raft call refused"));
+
     // without certificate files: a clear error before dialing
     let bare = Command::new(super::cluster::bin("swarmctl"))
         .env_remove("SWARM_HOST")

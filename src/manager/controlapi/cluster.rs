@@ -109,7 +109,7 @@ pub async fn join_token(
                 join_tokens: seal_tokens(&api.key, &tokens),
                 ..cluster.clone()
             };
-            if !try_update_cluster(api, &cluster, updated).await? {
+            if !super::try_update_cluster(api, &cluster, updated).await? {
                 continue;
             }
         }
@@ -184,24 +184,4 @@ pub async fn update(
     Ok(control::JsonObject {
         json: now.map(|c| to_json(&public(&c))).unwrap_or_default(),
     })
-}
-
-/// Proposes `updated` over `cluster`: `false` when the cluster object changed meanwhile (read it again and
-/// retry), an error for anything else.
-pub(super) async fn try_update_cluster(
-    api: &ControlApi,
-    cluster: &crate::model::Cluster,
-    updated: crate::model::Cluster,
-) -> Result<bool, ApiError> {
-    match api
-        .propose(vec![Op::UpdateCluster {
-            cluster: updated,
-            expected_version: cluster.meta.version,
-        }])
-        .await
-    {
-        Ok(()) => Ok(true),
-        Err(ApiError::Conflict(_)) => Ok(false),
-        Err(e) => Err(e),
-    }
 }

@@ -86,7 +86,7 @@ pub async fn unlock_key(
         let new = UnlockKey::generate();
         let mut updated = cluster.clone();
         updated.unlock_key = SecretData(api.key.seal(new.as_bytes()));
-        if !super::cluster::try_update_cluster(api, &cluster, updated).await? {
+        if !super::try_update_cluster(api, &cluster, updated).await? {
             continue;
         }
         tracing::info!("the unlock key was rotated");

@@ -353,3 +353,23 @@ pub fn admin_only(request: Request<()>) -> Result<Request<()>, Status> {
         )),
     }
 }
+
+/// Proposes `updated` over `cluster`: `false` when the cluster object changed meanwhile (read it again and
+/// retry), an error for anything else.
+pub(crate) async fn try_update_cluster(
+    api: &ControlApi,
+    cluster: &crate::model::Cluster,
+    updated: crate::model::Cluster,
+) -> Result<bool, ApiError> {
+    match api
+        .propose(vec![crate::store::Op::UpdateCluster {
+            cluster: updated,
+            expected_version: cluster.meta.version,
+        }])
+        .await
+    {
+        Ok(()) => Ok(true),
+        Err(ApiError::Conflict(_)) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
