@@ -163,14 +163,18 @@ impl Cluster {
             from: id,
             net: self.net.clone(),
         });
-        let node = RaftNode::open_with_transport(
-            dir.path(),
-            id,
-            addr(id),
-            Box::new(sm.clone()),
-            self.settings.clone(),
-            transport,
-        )
+        let path = dir.path().to_path_buf();
+        let settings = self.settings.clone();
+        let node = while_db_held(|| {
+            RaftNode::open_with_transport(
+                &path,
+                id,
+                addr(id),
+                Box::new(sm.clone()),
+                settings.clone(),
+                transport.clone(),
+            )
+        })
         .await
         .expect("open");
         let node = Arc::new(node);
@@ -388,6 +392,28 @@ fn padded(i: usize) -> Vec<u8> {
     c
 }
 
+/// Retries `f` while the database file is still held by a node that was just shut down: openraft's
+/// background tasks (log flush, snapshot build) drop their handles to the file a moment after
+/// `shutdown()` returns, and redb refuses a second open in the same process until they have.
+async fn while_db_held<T, F, Fut>(mut f: F) -> std::result::Result<T, Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = std::result::Result<T, Error>>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        match f().await {
+            Err(e)
+                if e.to_string().to_lowercase().contains("already open")
+                    && tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn force_new_cluster_keeps_every_write_and_a_new_member_catches_up_by_snapshot() {
     let chunk_timeout = Duration::from_millis(500);
@@ -413,7 +439,8 @@ async fn force_new_cluster_keeps_every_write_and_a_new_member_catches_up_by_snap
     }
 
     let dir = c.dirs[&survivor].path().to_path_buf();
-    let forced = RaftNode::force_new_cluster(&dir, survivor, &addr(survivor))
+    let survivor_addr = addr(survivor);
+    let forced = while_db_held(|| RaftNode::force_new_cluster(&dir, survivor, &survivor_addr))
         .await
         .expect("force");
     assert!(forced.changed);
