@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod constraint;
 pub mod limits;
 pub mod meta;
+pub mod netmap;
 pub mod node;
 pub mod objects;
 pub mod plan;
