@@ -133,6 +133,19 @@ impl Worker {
         self
     }
 
+    /// Starts at most `n` tasks at once (at least 1; the default is
+    /// [`super::shared::DEFAULT_START_PARALLELISM`]). Call before the first assignment.
+    pub fn with_start_parallelism(self, n: usize) -> Self {
+        use super::shared::DEFAULT_START_PARALLELISM as DEFAULT;
+        let n = n.max(1);
+        if n > DEFAULT {
+            self.shared.starts.add_permits(n - DEFAULT);
+        } else {
+            self.shared.starts.forget_permits(DEFAULT - n);
+        }
+        self
+    }
+
     /// Converges to `a`, the complete set of this node's tasks. Returns once every change is
     /// under way (tasks start and stop in the background). Safe to call repeatedly and
     /// concurrently (calls are serialized).

@@ -75,6 +75,8 @@ pub struct NodeConfig {
     pub executor: ExecutorKind,
     /// Heartbeat period of agents.
     pub heartbeat_period: Duration,
+    /// How many tasks this node's agent starts at once.
+    pub start_parallelism: usize,
     /// Raft settings.
     pub raft: RaftSettings,
     /// Join this cluster on the first start (a worker); `None` for a manager.
@@ -93,6 +95,7 @@ impl NodeConfig {
             listen_addr,
             executor: ExecutorKind::Process,
             heartbeat_period: Duration::from_secs(5),
+            start_parallelism: crate::agent::DEFAULT_START_PARALLELISM,
             raft: RaftSettings::default(),
             join: None,
             force_new_cluster: false,
@@ -332,8 +335,11 @@ async fn run_manager(
     // the agent and its executor; task runners get a runtime of their own (see `executor_runtime`)
     let exec_rt = executor_runtime()?;
     let (reports_tx, reports_rx) = tokio::sync::mpsc::unbounded_channel::<StatusReport>();
-    let worker =
-        Arc::new(Worker::new(executor, clock.clone(), reports_tx).on_runtime(exec_rt.handle()));
+    let worker = Arc::new(
+        Worker::new(executor, clock.clone(), reports_tx)
+            .on_runtime(exec_rt.handle())
+            .with_start_parallelism(config.start_parallelism),
+    );
 
     // servers
     let dispatcher = Dispatcher::new(

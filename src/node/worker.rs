@@ -233,7 +233,11 @@ pub(crate) async fn run(
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let exec_rt = executor_runtime()?;
     let (reports_tx, reports_rx) = tokio::sync::mpsc::unbounded_channel::<StatusReport>();
-    let worker = Arc::new(Worker::new(executor, clock, reports_tx).on_runtime(exec_rt.handle()));
+    let worker = Arc::new(
+        Worker::new(executor, clock, reports_tx)
+            .on_runtime(exec_rt.handle())
+            .with_start_parallelism(config.start_parallelism),
+    );
     let tls: renew::ClientTls = Arc::new(std::sync::RwLock::new(pki::client_config(&ca, &creds)?));
     // `swarm leave` on the local socket: stop the tasks, forget the identity, stop swarmd
     let (left_tx, left_rx) = tokio::sync::oneshot::channel::<()>();
