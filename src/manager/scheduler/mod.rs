@@ -212,9 +212,15 @@ pub fn reconcile(state: &ClusterState, now: Millis, _ids: &mut dyn IdSource) -> 
         .tasks()
         .filter(|t| unscheduled(t) && state.service(&t.service_id).is_some())
         .collect();
-    tasks.sort_by(|a, b| {
+    let order = |a: &&Task, b: &&Task| {
         (&a.service_id, a.slot, &a.node_id, &a.id).cmp(&(&b.service_id, b.slot, &b.node_id, &b.id))
-    });
+    };
+    // a round handles at most MAX_TASK_OPS_PER_ROUND tasks: pick the first ones in linear time, sort only those
+    if tasks.len() > MAX_TASK_OPS_PER_ROUND {
+        tasks.select_nth_unstable_by(MAX_TASK_OPS_PER_ROUND, order);
+        tasks.truncate(MAX_TASK_OPS_PER_ROUND);
+    }
+    tasks.sort_by(order);
     // the candidates of the current run of identical tasks (one service, one spec, no preferences)
     let mut run: Option<Candidates> = None;
     for task in tasks {
