@@ -77,6 +77,7 @@ pub(super) fn load_request(
         files,
         prune,
         dry_run,
+        source_json: String::new(),
     })
 }
 
