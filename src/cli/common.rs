@@ -288,7 +288,16 @@ mod tests {
 
     fn tasks(service: &str, n: u64, state: TaskState, desired: TaskState) -> Vec<Task> {
         (1..=n)
-            .map(|i| task(&format!("{service}{i}"), service, i, Some("n"), desired, state))
+            .map(|i| {
+                task(
+                    &format!("{service}{i}"),
+                    service,
+                    i,
+                    Some("n"),
+                    desired,
+                    state,
+                )
+            })
             .collect()
     }
 

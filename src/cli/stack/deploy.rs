@@ -90,12 +90,22 @@ pub fn deploy(host: Option<String>, args: DeployArgs) -> i32 {
     };
     let request = match load_request(&host, &args.files, &args.name, args.prune, args.dry_run) {
         Ok(r) => r,
-        Err(problems) => return finish(Err(Verdict::new(EXIT_INVALID, "invalid", problems.join("\n")))),
+        Err(problems) => {
+            return finish(Err(Verdict::new(
+                EXIT_INVALID,
+                "invalid",
+                problems.join("\n"),
+            )))
+        }
     };
     let timeout = match stack::units::parse_duration(&args.timeout) {
         Ok(t) => t,
         Err(e) => {
-            return finish(Err(Verdict::new(EXIT_INVALID, "invalid", format!("--timeout: {e}"))));
+            return finish(Err(Verdict::new(
+                EXIT_INVALID,
+                "invalid",
+                format!("--timeout: {e}"),
+            )));
         }
     };
     let rt = match tokio::runtime::Builder::new_current_thread()
@@ -103,7 +113,13 @@ pub fn deploy(host: Option<String>, args: DeployArgs) -> i32 {
         .build()
     {
         Ok(rt) => rt,
-        Err(e) => return finish(Err(Verdict::new(EXIT_FAILED, "failed", format!("cannot start: {e}")))),
+        Err(e) => {
+            return finish(Err(Verdict::new(
+                EXIT_FAILED,
+                "failed",
+                format!("cannot start: {e}"),
+            )))
+        }
     };
     let outcome = rt.block_on(async {
         let mut c = client(&host)
@@ -115,10 +131,17 @@ pub fn deploy(host: Option<String>, args: DeployArgs) -> i32 {
             .map_err(call_failed)?
             .into_inner();
         if !json {
-            return report_and_wait(&mut c, &args.name, reply, args.dry_run, args.detach, timeout)
-                .await
-                .map(|()| String::new())
-                .map_err(|m| Verdict::new(EXIT_FAILED, "failed", m));
+            return report_and_wait(
+                &mut c,
+                &args.name,
+                reply,
+                args.dry_run,
+                args.detach,
+                timeout,
+            )
+            .await
+            .map(|()| String::new())
+            .map_err(|m| Verdict::new(EXIT_FAILED, "failed", m));
         }
         let items = plan_items(&reply).map_err(|m| Verdict::new(EXIT_FAILED, "failed", m))?;
         for i in items.iter().filter(|i| i.action != PlanAction::Unchanged) {

@@ -11,7 +11,9 @@ mod history;
 mod list;
 mod plan;
 mod remove;
+mod status;
 mod wait;
+mod watch;
 
 use std::path::PathBuf;
 
@@ -27,8 +29,11 @@ pub enum StackCommand {
     /// Exit status: 0 converged (or nothing to change), 1 failed (a task or job failed, an update paused or
     /// rolled back, the timeout), 2 invalid input (the files do not load or validate, or the cluster refuses
     /// the stack), 3 cluster unreachable.
-    #[command(alias = "up", after_help = "Exit status: 0 converged, 1 failed / rolled back / timed out, \
-        2 invalid input, 3 cluster unreachable.")]
+    #[command(
+        alias = "up",
+        after_help = "Exit status: 0 converged, 1 failed / rolled back / timed out, \
+        2 invalid input, 3 cluster unreachable."
+    )]
     Deploy(DeployArgs),
     /// Show what a deploy of these files would change, changing nothing (exit 0: nothing to do, 2: changes).
     Diff(DiffArgs),
@@ -50,6 +55,10 @@ pub enum StackCommand {
     Config(ConfigArgs),
     /// Check stack files without deploying anything.
     Validate(ValidateArgs),
+    /// Keep the cluster equal to a directory (or git repository) of stack files (GitOps), in the foreground.
+    Watch(watch::WatchArgs),
+    /// Show a stack's source, sync state, health and services.
+    Status(StackNameArgs),
 }
 
 /// Output formats of `stack config`.
@@ -183,5 +192,7 @@ pub fn run(host: Option<String>, cmd: StackCommand) -> i32 {
         StackCommand::Rm(args) => remove::remove(host, args),
         StackCommand::Config(args) => config::config(args),
         StackCommand::Validate(args) => config::validate(args),
+        StackCommand::Watch(args) => watch::watch(host, args),
+        StackCommand::Status(args) => status::status(host, args),
     }
 }
