@@ -237,10 +237,7 @@ impl Watcher {
                 return Ok(());
             }
         };
-        let fresh = !self
-            .cache
-            .get(&name)
-            .is_some_and(|c| c.revision == revision);
+        let fresh = self.cache.get(&name).is_none_or(|c| c.revision != revision);
         if fresh {
             let loaded = scan::load(entry, limits).map_err(|p| p.join("\n"));
             self.cache.insert(
