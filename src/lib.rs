@@ -29,12 +29,15 @@
 //!   the driver that runs them, the proposer, the deploy planner, the control API and the dispatcher.
 //! - [`node`]: `swarmd`'s wiring: the state dir's identity and key files (autolock, CA rotation), the agent's
 //!   session with the dispatcher, and the lifecycle that starts every part and shuts them all down.
+//! - [`gitops`]: the GitOps watcher (`stack watch`): a directory or git repository of stack files kept applied
+//!   through the control API, drift reverted, sync state recorded on the stacks; its decisions are pure.
 //! - [`cli`]: `swarmctl`'s commands and their output.
 
 pub mod agent;
 pub mod api;
 pub mod cli;
 pub mod exec;
+pub mod gitops;
 pub mod manager;
 pub mod model;
 pub mod node;

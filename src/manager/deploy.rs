@@ -465,6 +465,7 @@ pub fn plan_deploy(
         config_ids,
         network_ids,
         history,
+        source: existing_stack.as_ref().and_then(|s| s.source.clone()),
     };
     match existing_stack {
         Some(old) => plan.ops.push(Op::UpdateStack {

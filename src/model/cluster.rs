@@ -68,6 +68,10 @@ pub struct Stack {
     /// the current.
     #[serde(default)]
     pub history: Vec<StackRevision>,
+    /// Where a GitOps watcher (`stack watch`) takes this stack from and its sync state; None for a stack
+    /// deployed by hand.
+    #[serde(default)]
+    pub source: Option<super::gitops::StackSource>,
 }
 
 /// One applied deploy of a stack: enough to show what changed and to re-apply it.

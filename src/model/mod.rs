@@ -5,6 +5,7 @@
 
 pub mod cluster;
 pub mod constraint;
+pub mod gitops;
 pub mod limits;
 pub mod meta;
 pub mod netmap;
@@ -16,6 +17,7 @@ pub mod task;
 
 pub use cluster::*;
 pub use constraint::{Constraint, ConstraintOp};
+pub use gitops::{StackSource, SyncState};
 pub use limits::Limits;
 pub use meta::Meta;
 pub use node::*;

@@ -4,6 +4,7 @@
 mod autolock;
 mod ca_rotate;
 mod cluster;
+mod gitops;
 mod ha;
 mod isolation;
 mod join;
