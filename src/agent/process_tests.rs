@@ -70,6 +70,7 @@ fn greeter() -> Task {
         spec_version: 1,
         desired_state: TaskState::Running,
         status: TaskStatus::new(TaskState::Assigned, 0),
+        attachments: Vec::new(),
     }
 }
 

@@ -35,6 +35,7 @@ fn task(id: &str, service: &str, slot: u64) -> Task {
         spec_version: 1,
         desired_state: TaskState::Running,
         status: TaskStatus::new(TaskState::Assigned, 0),
+        attachments: Vec::new(),
     }
 }
 

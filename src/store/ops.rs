@@ -18,7 +18,9 @@ use crate::model::{
 
 /// The format version byte that opens every encoded batch, response and snapshot. Version 2: `Stack.history`
 /// (postcard is not self-describing, so an added field is a new version; version 1 data is refused, not misread).
-pub const FORMAT_VERSION: u8 = 2;
+/// Version 3: the network fields of issue 11 (`Network.allocation`, `NetworkSpec.ingress`, `Task.attachments`,
+/// `Service.virtual_ips`, the cluster's default address pool).
+pub const FORMAT_VERSION: u8 = 3;
 
 /// One change to one object. Creates carry the whole object with its id chosen by the proposer; updates and
 /// deletes carry `expected_version`, the `meta.version` the change was computed from: if the stored object
