@@ -263,6 +263,25 @@ pub enum Rejection {
         /// The decoder's complaint.
         reason: String,
     },
+    /// An address on a network is already held by a live task or a VIP (IPAM's invariant).
+    #[error("address {addr} on network {network_id} is already held by {holder}")]
+    AddressInUse {
+        /// The network.
+        network_id: String,
+        /// The address.
+        addr: String,
+        /// Who has it (`task ID`, `the VIP of service ID`).
+        holder: String,
+    },
+    /// A network's allocation is invalid or collides with another network's (overlapping subnet, same VNI),
+    /// or an address does not parse.
+    #[error("network {name}: {reason}")]
+    NetworkConflict {
+        /// The network (or the object whose address is wrong).
+        name: String,
+        /// What collides.
+        reason: String,
+    },
 }
 
 /// A rejected batch: which op (if the entry decoded at all) and why. Nothing of the batch was applied.
