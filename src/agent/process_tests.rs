@@ -83,6 +83,7 @@ fn assignments(task: &Task) -> Assignments {
         node_id: "n1".into(),
         node_hostname: "box1".into(),
         service_ports: HashMap::new(),
+        network_map: Default::default(),
     }
 }
 

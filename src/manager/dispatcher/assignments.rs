@@ -1,6 +1,9 @@
 //! What a node is told to run: every task the scheduler gave it (level-triggered: the complete set each time), the
 //! names of their services, and the secrets and configs those tasks reference — decrypted here, for this node only.
 //!
+//! With them goes the node's network map (`manager::ipam::netmap`), so the message changes (and is sent) when
+//! the map does.
+//!
 //! Both ends of the wire live here: [`assignments_for`] builds the message (dispatcher side) and
 //! [`decode_assignments`] turns it into the worker's [`Assignments`] (agent side, `node::session`).
 //!
@@ -11,6 +14,7 @@ use std::collections::BTreeSet;
 use crate::agent::Assignments;
 use crate::api::dispatcher as pb;
 use crate::api::{from_json, to_json};
+use crate::model::netmap::NetworkMap;
 use crate::model::{PortConfig, Task, TaskState};
 use crate::secrets::DataKey;
 use crate::store::ClusterState;
@@ -82,6 +86,7 @@ pub fn assignments_for(
         service_names,
         node_hostname,
         service_ports_json,
+        network_map_json: to_json(&crate::manager::ipam::netmap::network_map(state, node_id)),
     }
 }
 
@@ -104,6 +109,12 @@ pub fn decode_assignments(
                 .map_err(|e| e.message().to_string())
         })
         .collect::<Result<_, _>>()?;
+    let network_map = if msg.network_map_json.is_empty() {
+        Default::default()
+    } else {
+        from_json::<NetworkMap>("network map", &msg.network_map_json)
+            .map_err(|e| e.message().to_string())?
+    };
     Ok(Assignments {
         tasks,
         secrets: msg.secrets.into_iter().map(|s| (s.id, s.data)).collect(),
@@ -112,6 +123,7 @@ pub fn decode_assignments(
         service_ports,
         node_id: node_id.to_string(),
         node_hostname: msg.node_hostname,
+        network_map,
     })
 }
 
@@ -166,5 +178,61 @@ mod tests {
         assert_eq!(a.service_ports["web"], ports);
         assert_eq!(a.service_names["db"], "db");
         assert_eq!(a.node_id, "n1");
+    }
+
+    #[test]
+    fn carries_the_nodes_network_map() {
+        let mut web = service("web", ServiceMode::Replicated { replicas: 1 });
+        web.spec.task.networks = vec![crate::model::NetworkAttachment {
+            target: "front".into(),
+            aliases: vec![],
+        }];
+        let mut t = task("t1", "web", 1, None, TaskState::Running, TaskState::New);
+        t.spec = web.spec.task.clone();
+        let mut world = World::with(vec![
+            crate::store::Op::CreateNode(node("n1")),
+            crate::store::Op::CreateNetwork(crate::model::Network {
+                id: "front".into(),
+                meta: Default::default(),
+                spec: crate::model::NetworkSpec {
+                    name: "front".into(),
+                    ..Default::default()
+                },
+                allocation: None,
+            }),
+            crate::store::Op::CreateService(web),
+            crate::store::Op::CreateTask(t),
+        ]);
+        let mut ids = crate::util::SeqIds::default();
+        for _ in 0..2 {
+            let plan = crate::manager::ipam::reconcile(&world.state, world.time, &mut ids);
+            world.apply_plan(&plan);
+        }
+        let plan = crate::manager::scheduler::reconcile(&world.state, world.time, &mut ids);
+        world.apply_plan(&plan);
+        let key = DataKey::from_bytes([7; 32]);
+        let a =
+            decode_assignments("n1", assignments_for(&world.state, "n1", &key)).expect("decodes");
+        assert_eq!(a.tasks.len(), 1, "scheduled once it had its address");
+        assert_eq!(a.network_map.networks.len(), 1);
+        assert_eq!(a.network_map.networks[0].subnet, "10.0.0.0/24");
+        assert_eq!(a.network_map.endpoints[0].address, "10.0.0.3");
+        assert_eq!(
+            a.network_map,
+            crate::manager::ipam::netmap::network_map(&world.state, "n1")
+        );
+        // a message of a manager without networking decodes as an empty map
+        let mut old = assignments_for(&world.state, "n1", &key);
+        old.network_map_json.clear();
+        assert!(decode_assignments("n1", old)
+            .expect("decodes")
+            .network_map
+            .networks
+            .is_empty());
+        let mut bad = assignments_for(&world.state, "n1", &key);
+        bad.network_map_json = "{".into();
+        assert!(decode_assignments("n1", bad)
+            .unwrap_err()
+            .contains("network map"));
     }
 }
