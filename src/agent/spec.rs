@@ -277,6 +277,7 @@ mod tests {
             spec_version: 1,
             desired_state: TaskState::Running,
             status: TaskStatus::new(TaskState::Assigned, 0),
+            attachments: Vec::new(),
         }
     }
 

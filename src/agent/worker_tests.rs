@@ -35,6 +35,7 @@ fn task(id: &str, service: &str, slot: u64) -> Task {
         spec_version: 1,
         desired_state: TaskState::Running,
         status: TaskStatus::new(TaskState::Assigned, 0),
+        attachments: Vec::new(),
     }
 }
 
@@ -383,4 +384,28 @@ async fn a_start_wave_runs_a_bounded_number_of_starts_at_once() {
         last.duration_since(first) >= Duration::from_secs(2),
         "{running:?}"
     );
+}
+
+#[tokio::test]
+async fn the_network_map_reaches_subscribers_once_per_change() {
+    let h = Harness::new(FakeExecutor::new());
+    let mut maps = h.worker.network_maps();
+    let mut a = assignments(&[]);
+    a.network_map
+        .networks
+        .push(crate::model::netmap::NetworkInfo {
+            id: "net1".into(),
+            subnet: "10.0.1.0/24".into(),
+            ..Default::default()
+        });
+    h.worker.assign(a.clone()).await.expect("assign");
+    assert!(maps.has_changed().expect("sender alive"));
+    assert_eq!(maps.borrow_and_update().networks[0].subnet, "10.0.1.0/24");
+    h.worker.assign(a).await.expect("assign");
+    assert!(
+        !maps.has_changed().expect("sender alive"),
+        "the same map again is no change"
+    );
+    h.worker.assign(assignments(&[])).await.expect("assign");
+    assert!(maps.borrow_and_update().networks.is_empty());
 }

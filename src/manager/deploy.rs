@@ -282,6 +282,7 @@ pub fn plan_deploy(
                     id: id.clone(),
                     meta: Meta::default(),
                     spec: net.clone(),
+                    allocation: None,
                 }));
                 network_ids.push(id);
             }
@@ -410,6 +411,7 @@ pub fn plan_deploy(
                     spec_version: 1,
                     previous_spec: None,
                     update_status: None,
+                    virtual_ips: Vec::new(),
                 }));
                 service_ids.push(id);
             }

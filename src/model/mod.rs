@@ -3,6 +3,7 @@
 //! Owns: the desired-state specs the stack converter produces and the store keeps. Must not: do I/O, read a
 //! clock or generate randomness (ids and times are passed in), or depend on any other module of the crate.
 
+pub mod cidr;
 pub mod cluster;
 pub mod constraint;
 pub mod gitops;
@@ -15,6 +16,7 @@ pub mod plan;
 pub mod service;
 pub mod task;
 
+pub use cidr::Cidr;
 pub use cluster::*;
 pub use constraint::{Constraint, ConstraintOp};
 pub use gitops::{StackSource, SyncState};

@@ -7,6 +7,9 @@
 //! (dispatcher side), [`AssignmentSet`] and [`decode_assignments`] turn them back into the worker's complete
 //! [`Assignments`] (agent side, `node::session`).
 //!
+//! With them goes the node's network map (`manager::ipam::netmap`): in the complete set, and in a change
+//! message only when the map changed.
+//!
 //! Must not: include a secret that no task of the node uses.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -14,6 +17,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use crate::agent::Assignments;
 use crate::api::dispatcher as pb;
 use crate::api::{from_json, to_json};
+use crate::model::netmap::NetworkMap;
 use crate::model::{PortConfig, Task, TaskState};
 use crate::secrets::DataKey;
 use crate::store::ClusterState;
@@ -30,6 +34,8 @@ struct Wanted {
     /// Service id → published ports as JSON (services that publish any).
     ports: HashMap<String, String>,
     hostname: String,
+    /// The node's network map as JSON.
+    network_map: String,
 }
 
 fn wanted(state: &ClusterState, node_id: &str) -> Wanted {
@@ -60,6 +66,7 @@ fn wanted(state: &ClusterState, node_id: &str) -> Wanted {
         .node(node_id)
         .map(|n| n.description.hostname.clone())
         .unwrap_or_default();
+    w.network_map = to_json(&crate::manager::ipam::netmap::network_map(state, node_id));
     w
 }
 
@@ -163,6 +170,12 @@ impl AssignmentDiff {
                 .collect(),
             removed_secret_ids: gone(&sent.secrets, &now.secrets),
             removed_config_ids: gone(&sent.configs, &now.configs),
+            // "" in a change message: the map did not change
+            network_map_json: if sent.network_map == now.network_map {
+                String::new()
+            } else {
+                now.network_map.clone()
+            },
         };
         self.sent = Some(now);
         Some(msg)
@@ -191,6 +204,7 @@ pub fn assignments_for(
         removed_task_ids: Vec::new(),
         removed_secret_ids: Vec::new(),
         removed_config_ids: Vec::new(),
+        network_map_json: w.network_map,
     }
 }
 
@@ -213,6 +227,7 @@ pub struct AssignmentSet {
     names: HashMap<String, String>,
     ports: HashMap<String, Vec<PortConfig>>,
     hostname: String,
+    network_map: NetworkMap,
 }
 
 impl AssignmentSet {
@@ -237,6 +252,15 @@ impl AssignmentSet {
                 from_json::<Vec<PortConfig>>("ports", j).map_err(|e| e.message().to_string())?;
             ports.push((id.clone(), p));
         }
+        // a complete set without a map is from a manager without networking: an empty map
+        let network_map = if msg.network_map_json.is_empty() {
+            (!msg.incremental).then(NetworkMap::default)
+        } else {
+            Some(
+                from_json::<NetworkMap>("network map", &msg.network_map_json)
+                    .map_err(|e| e.message().to_string())?,
+            )
+        };
         if !msg.incremental {
             *self = AssignmentSet {
                 based: true,
@@ -268,6 +292,9 @@ impl AssignmentSet {
             }
         }
         self.hostname = msg.node_hostname;
+        if let Some(map) = network_map {
+            self.network_map = map;
+        }
         // names and ports only of services this node still has tasks of
         let services: BTreeSet<&String> = self.tasks.values().map(|t| &t.service_id).collect();
         self.names.retain(|id, _| services.contains(id));
@@ -280,6 +307,7 @@ impl AssignmentSet {
             service_ports: self.ports.clone(),
             node_id: node_id.to_string(),
             node_hostname: self.hostname.clone(),
+            network_map: self.network_map.clone(),
         })
     }
 }
@@ -335,6 +363,62 @@ mod tests {
         assert_eq!(a.service_ports["web"], ports);
         assert_eq!(a.service_names["db"], "db");
         assert_eq!(a.node_id, "n1");
+    }
+
+    #[test]
+    fn carries_the_nodes_network_map() {
+        let mut web = service("web", ServiceMode::Replicated { replicas: 1 });
+        web.spec.task.networks = vec![crate::model::NetworkAttachment {
+            target: "front".into(),
+            aliases: vec![],
+        }];
+        let mut t = task("t1", "web", 1, None, TaskState::Running, TaskState::New);
+        t.spec = web.spec.task.clone();
+        let mut world = World::with(vec![
+            crate::store::Op::CreateNode(node("n1")),
+            crate::store::Op::CreateNetwork(crate::model::Network {
+                id: "front".into(),
+                meta: Default::default(),
+                spec: crate::model::NetworkSpec {
+                    name: "front".into(),
+                    ..Default::default()
+                },
+                allocation: None,
+            }),
+            crate::store::Op::CreateService(web),
+            crate::store::Op::CreateTask(t),
+        ]);
+        let mut ids = crate::util::SeqIds::default();
+        for _ in 0..2 {
+            let plan = crate::manager::ipam::reconcile(&world.state, world.time, &mut ids);
+            world.apply_plan(&plan);
+        }
+        let plan = crate::manager::scheduler::reconcile(&world.state, world.time, &mut ids);
+        world.apply_plan(&plan);
+        let key = DataKey::from_bytes([7; 32]);
+        let a =
+            decode_assignments("n1", assignments_for(&world.state, "n1", &key)).expect("decodes");
+        assert_eq!(a.tasks.len(), 1, "scheduled once it had its address");
+        assert_eq!(a.network_map.networks.len(), 1);
+        assert_eq!(a.network_map.networks[0].subnet, "10.0.0.0/24");
+        assert_eq!(a.network_map.endpoints[0].address, "10.0.0.3");
+        assert_eq!(
+            a.network_map,
+            crate::manager::ipam::netmap::network_map(&world.state, "n1")
+        );
+        // a message of a manager without networking decodes as an empty map
+        let mut old = assignments_for(&world.state, "n1", &key);
+        old.network_map_json.clear();
+        assert!(decode_assignments("n1", old)
+            .expect("decodes")
+            .network_map
+            .networks
+            .is_empty());
+        let mut bad = assignments_for(&world.state, "n1", &key);
+        bad.network_map_json = "{".into();
+        assert!(decode_assignments("n1", bad)
+            .unwrap_err()
+            .contains("network map"));
     }
 }
 

@@ -47,10 +47,12 @@ pub fn loads(state: &ClusterState) -> BTreeMap<String, NodeLoad> {
     loads
 }
 
-/// Whether the scheduler should place `task`.
-fn unscheduled(task: &Task) -> bool {
+/// Whether the scheduler should place `task`: it should run, has no node yet, and IPAM gave it an address on
+/// every network it attaches to (Swarm's allocator before its scheduler).
+fn unscheduled(state: &ClusterState, task: &Task) -> bool {
     task.desired_state == TaskState::Running
         && matches!(task.status.state, TaskState::New | TaskState::Pending)
+        && crate::manager::ipam::allocated(state, task)
 }
 
 /// The value a placement preference reads on `node` (`""` when the node lacks the label).
@@ -210,7 +212,7 @@ pub fn reconcile(state: &ClusterState, now: Millis, _ids: &mut dyn IdSource) -> 
     let empty = NodeLoad::default();
     let mut tasks: Vec<&Task> = state
         .tasks()
-        .filter(|t| unscheduled(t) && state.service(&t.service_id).is_some())
+        .filter(|t| unscheduled(state, t) && state.service(&t.service_id).is_some())
         .collect();
     let order = |a: &&Task, b: &&Task| {
         (&a.service_id, a.slot, &a.node_id, &a.id).cmp(&(&b.service_id, b.slot, &b.node_id, &b.id))
