@@ -41,6 +41,8 @@ pub struct Link {
     pub up: bool,
     /// Its IPv4 addresses with prefix lengths.
     pub addrs: Vec<(Ipv4Addr, u8)>,
+    /// Its MTU.
+    pub mtu: u32,
 }
 
 /// What the kernel holds.
@@ -75,13 +77,30 @@ pub enum Op {
         local: Ipv4Addr,
         /// Bridge to enslave it to.
         bridge: String,
+        /// The underlay's MTU less VXLAN's 50 bytes, when the underlay link is known.
+        mtu: Option<u32>,
     },
+    /// Set a link's MTU.
+    SetMtu(String, u32),
     /// Enslave a link to a bridge.
     SetMaster(String, String),
     /// Add a forwarding entry.
     AddFdb(String, Fdb),
     /// Remove a forwarding entry.
     DelFdb(String, Fdb),
+}
+
+/// VXLAN's encapsulation: outer Ethernet is not counted; IPv4 20, UDP 8, VXLAN 8, inner Ethernet 14.
+pub const VXLAN_OVERHEAD: u32 = 50;
+
+/// The MTU of an overlay on this node: the MTU of the link holding the underlay address `local`, less
+/// [`VXLAN_OVERHEAD`] (`None` when no link holds it).
+pub fn overlay_mtu(observed: &Observed, local: Ipv4Addr) -> Option<u32> {
+    observed
+        .links
+        .iter()
+        .find(|l| l.addrs.iter().any(|(a, _)| *a == local))
+        .map(|l| l.mtu.saturating_sub(VXLAN_OVERHEAD))
 }
 
 /// The operations that take `observed` to `desired`. With `prune`, links of ours that no network of
@@ -174,11 +193,13 @@ fn ensure_vxlan(
         }
         return;
     };
+    let mtu = overlay_mtu(observed, plan.local);
     let add = Op::AddVxlan {
         name: plan.name.clone(),
         vni: plan.vni,
         local: plan.local,
         bridge: net.bridge.clone(),
+        mtu,
     };
     let fresh = match have {
         None => {
@@ -202,6 +223,9 @@ fn ensure_vxlan(
                 .filter(|b| b.kind == LinkKind::Bridge);
             if bridge.is_none() || l.master != bridge.map(|b| b.index) {
                 ops.push(Op::SetMaster(plan.name.clone(), net.bridge.clone()));
+            }
+            if let Some(m) = mtu.filter(|m| *m != l.mtu) {
+                ops.push(Op::SetMtu(plan.name.clone(), m));
             }
             if !l.up {
                 ops.push(Op::Up(plan.name.clone()));
@@ -269,6 +293,7 @@ mod tests {
             master,
             up: true,
             addrs: vec![],
+            mtu: 1500,
         }
     }
 
@@ -279,17 +304,24 @@ mod tests {
         br.addrs = vec![(p.gateway, p.prefix)];
         Observed {
             links: vec![
-                link("eth0", 2, LinkKind::Other, None),
+                {
+                    let mut l = link("eth0", 2, LinkKind::Other, None);
+                    l.addrs = vec![(vx.local, 24)];
+                    l
+                },
                 br,
-                link(
-                    &vx.name,
-                    11,
-                    LinkKind::Vxlan {
-                        vni: vx.vni,
-                        local: Some(vx.local),
-                    },
-                    Some(10),
-                ),
+                Link {
+                    mtu: 1450,
+                    ..link(
+                        &vx.name,
+                        11,
+                        LinkKind::Vxlan {
+                            vni: vx.vni,
+                            local: Some(vx.local),
+                        },
+                        Some(10),
+                    )
+                },
                 link(&names::veth_name("t1", &p.id), 12, LinkKind::Veth, Some(10)),
             ],
             fdb: vx.fdb.iter().map(|f| (vx.name.clone(), *f)).collect(),
@@ -311,7 +343,8 @@ mod tests {
                     name: vx.clone(),
                     vni: 4097,
                     local: ip("192.168.77.2"),
-                    bridge: p.bridge.clone()
+                    bridge: p.bridge.clone(),
+                    mtu: None
                 },
                 Op::AddFdb(
                     vx.clone(),
@@ -408,7 +441,8 @@ mod tests {
                     name: vx.clone(),
                     vni: 4097,
                     local: ip("192.168.77.2"),
-                    bridge: p.bridge.clone()
+                    bridge: p.bridge.clone(),
+                    mtu: Some(1450)
                 },
                 Op::AddFdb(
                     vx,
@@ -418,6 +452,18 @@ mod tests {
                     }
                 ),
             ]
+        );
+    }
+
+    #[test]
+    fn the_overlay_follows_the_underlays_mtu() {
+        let p = plan("n1", &["192.168.77.3"]);
+        let mut observed = converged(&p);
+        observed.links[0].mtu = 1400;
+        assert_eq!(overlay_mtu(&observed, ip("192.168.77.2")), Some(1350));
+        assert_eq!(
+            diff(std::slice::from_ref(&p), &observed, true),
+            vec![Op::SetMtu(names::vxlan_name("n1"), 1350)]
         );
     }
 

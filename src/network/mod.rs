@@ -19,6 +19,7 @@ pub mod names;
 mod nat;
 mod netlink;
 mod task;
+pub mod tool;
 
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr};
@@ -32,7 +33,7 @@ use crate::model::netmap::NetworkMap;
 pub use desired::{
     attachments, desired, parse_cidr, resolv_conf, Attachment, Desired, Fdb, NetPlan,
 };
-pub use diff::{diff, Link, LinkKind, Observed, Op};
+pub use diff::{diff, overlay_mtu, Link, LinkKind, Observed, Op, VXLAN_OVERHEAD};
 pub use nat::ruleset as nat_ruleset;
 pub use netlink::Netlink;
 pub use task::{plumb, unplumb};

@@ -241,18 +241,29 @@ impl Netlink {
                 vni,
                 local,
                 bridge,
+                mtu,
             } => {
                 let master = self.need(bridge).await?;
-                let msg = LinkVxlan::new(name, *vni)
+                let mut b = LinkVxlan::new(name, *vni)
                     .local(*local)
                     .port(VXLAN_PORT)
                     .learning(false)
                     .controller(master)
-                    .up()
-                    .build();
+                    .up();
+                if let Some(m) = mtu {
+                    b = b.mtu(*m);
+                }
+                let msg = b.build();
                 tolerate(link.add(msg).execute().await, &[EEXIST]).map_err(fail(format!(
                     "creating VXLAN device {name} (VNI {vni}, local {local})"
                 )))
+            }
+            Op::SetMtu(name, mtu) => {
+                let index = self.need(name).await?;
+                link.set(LinkUnspec::new_with_index(index).mtu(*mtu).build())
+                    .execute()
+                    .await
+                    .map_err(fail(format!("setting the MTU of {name} to {mtu}")))
             }
             Op::SetMaster(name, bridge) => {
                 let (index, master) = (self.need(name).await?, self.need(bridge).await?);
@@ -343,27 +354,32 @@ impl Netlink {
     }
 
     /// Creates the veth pair `host` (enslaved to `bridge`, up) ↔ `peer` (named, with `mac`, created directly in
-    /// the namespace `ns`). An existing `host` link (a start retried) is replaced.
+    /// the namespace `ns`), both with `mtu` when given. An existing `host` link (a start retried) is replaced.
     pub async fn add_veth(
         &self,
         host: &str,
         bridge: &str,
         peer: &str,
         mac: [u8; 6],
+        mtu: Option<u32>,
         ns: BorrowedFd<'_>,
     ) -> Result<(), NetError> {
         let master = self.need(bridge).await?;
         self.del_link(host).await?;
-        let peer_msg = LinkMessageBuilder::<LinkUnspec>::new()
+        let mut peer_b = LinkMessageBuilder::<LinkUnspec>::new()
             .name(peer.to_string())
             .address(mac.to_vec())
-            .setns_by_fd(ns.as_raw_fd())
-            .build();
-        let msg = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
+            .setns_by_fd(ns.as_raw_fd());
+        let mut b = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
             .name(host.to_string())
             .controller(master)
-            .up()
-            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer_msg)))
+            .up();
+        if let Some(m) = mtu {
+            peer_b = peer_b.mtu(m);
+            b = b.mtu(m);
+        }
+        let msg = b
+            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer_b.build())))
             .build();
         self.handle
             .link()
@@ -419,6 +435,10 @@ fn parse_fdb(n: &NeighbourMessage) -> Option<Fdb> {
                 mac = Some(m);
             }
             NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => dst = Some(*ip),
+            // a bridge-family entry's destination comes undecoded
+            NeighbourAttribute::Destination(NeighbourAddress::Other(b)) if b.len() == 4 => {
+                dst = Some(Ipv4Addr::new(b[0], b[1], b[2], b[3]))
+            }
             _ => {}
         }
     }
@@ -432,10 +452,12 @@ fn parse_link(m: &LinkMessage) -> Option<Link> {
     let mut name = None;
     let mut master = None;
     let mut kind = LinkKind::Other;
+    let mut mtu = 0;
     for a in &m.attributes {
         match a {
             LinkAttribute::IfName(n) => name = Some(n.clone()),
             LinkAttribute::Controller(i) => master = Some(*i),
+            LinkAttribute::Mtu(m) => mtu = *m,
             LinkAttribute::LinkInfo(infos) => kind = parse_kind(infos),
             _ => {}
         }
@@ -447,6 +469,7 @@ fn parse_link(m: &LinkMessage) -> Option<Link> {
         master,
         up: m.header.flags.contains(LinkFlags::Up),
         addrs: Vec::new(),
+        mtu,
     })
 }
 

@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::os::fd::BorrowedFd;
 
 use super::desired::{Attachment, NetPlan};
-use super::diff::diff;
+use super::diff::{diff, overlay_mtu};
 use super::netlink::Netlink;
 use super::NetError;
 
@@ -26,7 +26,13 @@ pub async fn plumb(ns: BorrowedFd<'_>, attachments: &[Attachment]) -> Result<(),
     let inside = Netlink::in_namespace(ns)?;
     inside.up("lo").await?;
     for a in attachments {
-        host.add_veth(&a.host_veth, &a.network.bridge, &a.ifname, a.mac, ns)
+        // an overlay's tasks leave room for the VXLAN header
+        let mtu = a
+            .network
+            .vxlan
+            .as_ref()
+            .and_then(|v| overlay_mtu(&observed, v.local));
+        host.add_veth(&a.host_veth, &a.network.bridge, &a.ifname, a.mac, mtu, ns)
             .await?;
         inside.configure(&a.ifname, a.address, a.prefix).await?;
     }
