@@ -16,6 +16,7 @@ pub mod lock;
 mod logs;
 mod manager_join;
 pub mod managers;
+pub mod netplane;
 pub mod parts;
 mod raft_transport;
 pub mod renew;
@@ -205,22 +206,28 @@ pub async fn run(
                 }
             }
         }
-        let executor = open_executor(&config).await?;
-        match run_manager(config.clone(), executor, shutdown.clone()).await? {
+        let net = netplane::NodeNetwork::new(config.listen_addr);
+        let executor = open_executor(&config, &net).await?;
+        match run_manager(config.clone(), executor, Some(net), shutdown.clone()).await? {
             ManagerOutcome::Stopped => return Ok(()),
             ManagerOutcome::Demoted => continue,
         }
     }
 }
 
-pub(crate) async fn open_executor(config: &NodeConfig) -> Result<Arc<dyn Executor>, NodeError> {
+pub(crate) async fn open_executor(
+    config: &NodeConfig,
+    net: &netplane::NodeNetwork,
+) -> Result<Arc<dyn Executor>, NodeError> {
     let dir = &config.state_dir;
     Ok(match config.executor {
         ExecutorKind::Process => {
             let shim = ShimCommand::current_exe().map_err(|e| NodeError::Exec(e.to_string()))?;
             // Absolute: the task's mount namespace covers these paths.
             let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.clone());
-            let exec = ProcessExecutor::new(dir.join("tasks"), shim).hiding(dir);
+            let exec = ProcessExecutor::new(dir.join("tasks"), shim)
+                .hiding(dir)
+                .with_network(net.plane());
             // Said once: what a task is not isolated from on this host.
             for gap in exec.isolation_gaps() {
                 tracing::warn!("task isolation: {gap}");
@@ -262,7 +269,9 @@ pub async fn run_with_executor(
     executor: Arc<dyn Executor>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), NodeError> {
-    run_manager(config, executor, shutdown).await.map(|_| ())
+    run_manager(config, executor, None, shutdown)
+        .await
+        .map(|_| ())
 }
 
 /// How a manager's run ended.
@@ -275,6 +284,7 @@ enum ManagerOutcome {
 async fn run_manager(
     config: NodeConfig,
     executor: Arc<dyn Executor>,
+    net: Option<netplane::NodeNetwork>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<ManagerOutcome, NodeError> {
     crate::pki::install_crypto_provider();
@@ -318,6 +328,9 @@ async fn run_manager(
     }
     let (store, raft, proposer) = bootstrap::open_store(&config, &id, transport).await?;
     let mut parts = Parts::new();
+    if let Some(net) = &net {
+        net.spawn(&mut parts);
+    }
     {
         let raft = raft.clone();
         let shutdown = parts.shutdown();

@@ -229,7 +229,8 @@ pub(crate) async fn run(
         })?;
     tracing::info!(node = %file.node_id, cluster = %file.cluster_id, manager = %file.manager_addr, "worker identity ready");
     let ca = pki::certs_from_pem(&ca_pem, "certs/ca.crt")?;
-    let executor = open_executor(&config).await?;
+    let net = super::netplane::NodeNetwork::new(config.listen_addr);
+    let executor = open_executor(&config, &net).await?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let exec_rt = executor_runtime()?;
     let (reports_tx, reports_rx) = tokio::sync::mpsc::unbounded_channel::<StatusReport>();
@@ -259,6 +260,7 @@ pub(crate) async fn run(
         reports_rx,
     );
     let mut parts = Parts::new();
+    net.spawn(&mut parts);
     parts.spawn_until_shutdown("the local socket", async move {
         tonic::transport::Server::builder()
             .add_service(WorkerLocalServer::new(local))
