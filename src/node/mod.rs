@@ -7,6 +7,7 @@
 //! Must not: hold logic of its own beyond putting the pieces together.
 
 mod bootstrap;
+mod executor;
 pub mod identity;
 pub mod info;
 pub mod join;
@@ -40,7 +41,6 @@ use crate::api::{
     control::control_server::ControlServer, dispatcher as pb,
     dispatcher::dispatcher_server::DispatcherServer,
 };
-use crate::exec::process::{ProcessExecutor, ShimCommand};
 use crate::exec::Executor;
 use crate::manager::ca::CaService;
 use crate::manager::controlapi::ControlApi;
@@ -52,6 +52,7 @@ use crate::model::limits::MAX_MESSAGE_BYTES;
 use crate::pki::NodeRole;
 use crate::store::raft::RaftSettings;
 use crate::util::{Clock, RandomIds, SystemClock};
+use executor::open_executor;
 use parts::Parts;
 
 /// Which task runtime to use.
@@ -213,43 +214,6 @@ pub async fn run(
             ManagerOutcome::Demoted => continue,
         }
     }
-}
-
-pub(crate) async fn open_executor(
-    config: &NodeConfig,
-    net: &netplane::NodeNetwork,
-) -> Result<Arc<dyn Executor>, NodeError> {
-    let dir = &config.state_dir;
-    Ok(match config.executor {
-        ExecutorKind::Process => {
-            let shim = ShimCommand::current_exe().map_err(|e| NodeError::Exec(e.to_string()))?;
-            // Absolute: the task's mount namespace covers these paths.
-            let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.clone());
-            let exec = ProcessExecutor::new(dir.join("tasks"), shim)
-                .hiding(dir)
-                .with_network(net.plane());
-            // Said once: what a task is not isolated from on this host.
-            for gap in exec.isolation_gaps() {
-                tracing::warn!("task isolation: {gap}");
-            }
-            Arc::new(exec)
-        }
-        #[cfg(feature = "docker")]
-        ExecutorKind::Docker => Arc::new(
-            crate::exec::docker::DockerExecutor::connect(dir.join("docker"))
-                .await
-                .map_err(|e| match e {
-                    crate::exec::ExecError::Unavailable(m) => NodeError::Exec(m),
-                    e => NodeError::Exec(e.to_string()),
-                })?,
-        ),
-        #[cfg(not(feature = "docker"))]
-        ExecutorKind::Docker => {
-            return Err(NodeError::Exec(
-                "this swarmd was built without the docker feature: use --executor process".into(),
-            ))
-        }
-    })
 }
 
 /// The control socket's file name in the state directory.
