@@ -164,7 +164,7 @@ fn plan_network(
             }
             let mut fdb = BTreeSet::new();
             for (p, peer) in map.peers.iter().enumerate() {
-                if !peer.networks.iter().any(|id| *id == n.id) {
+                if !peer.networks.contains(&n.id) {
                     continue;
                 }
                 let dst = match ip(&peer.addr, "the underlay address") {
