@@ -11,6 +11,9 @@
 //! - [`pki`]: the cluster's own CA, `SWMTKN-1` join tokens, node certificates with the role in their OU,
 //!   renewal timing, root CA rotation (cross-signing, the `Authority` a manager signs and trusts with), 0600
 //!   atomic key files and the mutual-TLS rustls configurations.
+//! - [`network`]: the node's data plane in the kernel (root): per network a bridge and, across nodes, a VXLAN
+//!   device with its forwarding table kept from the managers' network map; outbound NAT (nftables); a task's
+//!   veth pairs plumbed into its network namespace; a converge loop that removes what the map no longer has.
 //! - [`exec`]: task runtimes behind `Executor`/`Controller`: the process executor (a supervising shim per task,
 //!   logs in files, secrets on tmpfs, re-adoption after a daemon crash, tasks isolated like containers when
 //!   root), the Docker executor (feature `docker`) and a scripted fake for simulations.
@@ -40,6 +43,7 @@ pub mod exec;
 pub mod gitops;
 pub mod manager;
 pub mod model;
+pub mod network;
 pub mod node;
 pub mod pki;
 pub mod secrets;

@@ -104,6 +104,16 @@ impl Worker {
         }
     }
 
+    /// Publishes the network maps of the assignments on `tx` (the node's network layer's channel) instead of a
+    /// channel of its own: a map is on `tx` before the tasks of the same assignments start or stop.
+    pub fn with_network_maps(
+        mut self,
+        tx: tokio::sync::watch::Sender<crate::model::netmap::NetworkMap>,
+    ) -> Self {
+        self.network_map = tx;
+        self
+    }
+
     /// The node's network map as the managers send it, newest first: what the node's network layer subscribes
     /// to (it sees a new value before the tasks of the same assignments are started or stopped).
     pub fn network_maps(&self) -> tokio::sync::watch::Receiver<crate::model::netmap::NetworkMap> {

@@ -63,6 +63,8 @@ struct Args {
 fn main() {
     // A task's supervising shim is this same binary started with a hidden argument; it never returns.
     swarm::exec::process::maybe_run_shim();
+    // `swarmd __netplane MAP.json …`: converge this namespace to a network map once (tests, diagnosis).
+    swarm::network::tool::maybe_run_tool();
     let args = Args::parse();
     use std::io::IsTerminal;
     tracing_subscriber::fmt()

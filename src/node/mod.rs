@@ -7,6 +7,7 @@
 //! Must not: hold logic of its own beyond putting the pieces together.
 
 mod bootstrap;
+mod executor;
 pub mod identity;
 pub mod info;
 pub mod join;
@@ -16,6 +17,7 @@ pub mod lock;
 mod logs;
 mod manager_join;
 pub mod managers;
+pub mod netplane;
 pub mod parts;
 mod raft_transport;
 pub mod renew;
@@ -39,7 +41,6 @@ use crate::api::{
     control::control_server::ControlServer, dispatcher as pb,
     dispatcher::dispatcher_server::DispatcherServer,
 };
-use crate::exec::process::{ProcessExecutor, ShimCommand};
 use crate::exec::Executor;
 use crate::manager::ca::CaService;
 use crate::manager::controlapi::ControlApi;
@@ -51,6 +52,7 @@ use crate::model::limits::MAX_MESSAGE_BYTES;
 use crate::pki::NodeRole;
 use crate::store::raft::RaftSettings;
 use crate::util::{Clock, RandomIds, SystemClock};
+use executor::open_executor;
 use parts::Parts;
 
 /// Which task runtime to use.
@@ -208,44 +210,13 @@ pub async fn run(
                 }
             }
         }
-        let executor = open_executor(&config).await?;
-        match run_manager(config.clone(), executor, shutdown.clone()).await? {
+        let net = netplane::NodeNetwork::new(config.listen_addr);
+        let executor = open_executor(&config, &net).await?;
+        match run_manager(config.clone(), executor, Some(net), shutdown.clone()).await? {
             ManagerOutcome::Stopped => return Ok(()),
             ManagerOutcome::Demoted => continue,
         }
     }
-}
-
-pub(crate) async fn open_executor(config: &NodeConfig) -> Result<Arc<dyn Executor>, NodeError> {
-    let dir = &config.state_dir;
-    Ok(match config.executor {
-        ExecutorKind::Process => {
-            let shim = ShimCommand::current_exe().map_err(|e| NodeError::Exec(e.to_string()))?;
-            // Absolute: the task's mount namespace covers these paths.
-            let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.clone());
-            let exec = ProcessExecutor::new(dir.join("tasks"), shim).hiding(dir);
-            // Said once: what a task is not isolated from on this host.
-            for gap in exec.isolation_gaps() {
-                tracing::warn!("task isolation: {gap}");
-            }
-            Arc::new(exec)
-        }
-        #[cfg(feature = "docker")]
-        ExecutorKind::Docker => Arc::new(
-            crate::exec::docker::DockerExecutor::connect(dir.join("docker"))
-                .await
-                .map_err(|e| match e {
-                    crate::exec::ExecError::Unavailable(m) => NodeError::Exec(m),
-                    e => NodeError::Exec(e.to_string()),
-                })?,
-        ),
-        #[cfg(not(feature = "docker"))]
-        ExecutorKind::Docker => {
-            return Err(NodeError::Exec(
-                "this swarmd was built without the docker feature: use --executor process".into(),
-            ))
-        }
-    })
 }
 
 /// The control socket's file name in the state directory.
@@ -265,7 +236,9 @@ pub async fn run_with_executor(
     executor: Arc<dyn Executor>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), NodeError> {
-    run_manager(config, executor, shutdown).await.map(|_| ())
+    run_manager(config, executor, None, shutdown)
+        .await
+        .map(|_| ())
 }
 
 /// How a manager's run ended.
@@ -278,6 +251,7 @@ enum ManagerOutcome {
 async fn run_manager(
     config: NodeConfig,
     executor: Arc<dyn Executor>,
+    net: Option<netplane::NodeNetwork>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<ManagerOutcome, NodeError> {
     crate::pki::install_crypto_provider();
@@ -321,6 +295,9 @@ async fn run_manager(
     }
     let (store, raft, proposer) = bootstrap::open_store(&config, &id, transport).await?;
     let mut parts = Parts::new();
+    if let Some(net) = &net {
+        net.spawn(&mut parts);
+    }
     {
         let raft = raft.clone();
         let shutdown = parts.shutdown();
@@ -335,11 +312,15 @@ async fn run_manager(
     // the agent and its executor; task runners get a runtime of their own (see `executor_runtime`)
     let exec_rt = executor_runtime()?;
     let (reports_tx, reports_rx) = tokio::sync::mpsc::unbounded_channel::<StatusReport>();
-    let worker = Arc::new(
-        Worker::new(executor, clock.clone(), reports_tx)
+    let worker = Arc::new({
+        let w = Worker::new(executor, clock.clone(), reports_tx)
             .on_runtime(exec_rt.handle())
-            .with_start_parallelism(config.start_parallelism),
-    );
+            .with_start_parallelism(config.start_parallelism);
+        match net.as_ref().and_then(|n| n.agent_sender()) {
+            Some(tx) => w.with_network_maps(tx),
+            None => w,
+        }
+    });
 
     // servers
     let dispatcher = Dispatcher::new(

@@ -12,6 +12,7 @@ mod join_tokens;
 mod layout;
 mod limits;
 mod multinode;
+mod netplane;
 mod partition;
 mod rolling;
 mod sim;

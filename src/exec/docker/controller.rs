@@ -38,6 +38,8 @@ pub struct DockerController {
     stop_signal: Signal,
     /// Adopted controllers have no secret data and cannot prepare again.
     adopted: bool,
+    /// The node's network layer (root).
+    network: Option<crate::network::Plane>,
 }
 
 impl DockerController {
@@ -46,6 +48,7 @@ impl DockerController {
         files: TaskFiles,
         spec: ProcessSpec,
         adopted: bool,
+        network: Option<crate::network::Plane>,
     ) -> Result<Self, ExecError> {
         let stop_signal = parse_signal(spec.stop_signal.as_deref()).map_err(|message| {
             ExecError::InvalidSpec {
@@ -60,6 +63,7 @@ impl DockerController {
             spec,
             stop_signal,
             adopted,
+            network,
         })
     }
 
@@ -121,8 +125,93 @@ impl DockerController {
         Ok(())
     }
 
-    fn create_body(&self, binds: Vec<String>) -> ContainerCreateBody {
-        container::create_body(&self.spec, self.stop_signal, binds)
+    fn create_body(&self, binds: Vec<String>, networked: bool) -> ContainerCreateBody {
+        let mut body = container::create_body(&self.spec, self.stop_signal, binds);
+        if networked {
+            // plumbed by us once started; published ports go through the mesh, not docker's proxy
+            if let Some(h) = body.host_config.as_mut() {
+                h.network_mode = Some("none".into());
+                h.port_bindings = None;
+            }
+            body.exposed_ports = None;
+        }
+        body
+    }
+
+    /// The task's interfaces in the node's map (none: docker's default networking).
+    fn attachments(&self) -> Result<Vec<crate::network::Attachment>, ExecError> {
+        let Some(net) = &self.network else {
+            return Ok(Vec::new());
+        };
+        net.attachments(&self.spec.task_id)
+            .map_err(|e| ExecError::StartFailed {
+                task: self.spec.task_name.clone(),
+                message: e.to_string(),
+            })
+    }
+
+    fn network_file(&self) -> std::path::PathBuf {
+        self.files.dir().join("network.json")
+    }
+
+    /// Writes the task's resolv.conf and the names of its veths; returns the bind of the resolv.conf.
+    fn write_network_files(
+        &self,
+        attachments: &[crate::network::Attachment],
+    ) -> Result<Option<String>, ExecError> {
+        let dir = self.files.dir();
+        let io = |p: &std::path::Path| {
+            let p = p.display().to_string();
+            move |e| ExecError::io(format!("writing {p}"), e)
+        };
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        let veths: Vec<&str> = attachments.iter().map(|a| a.host_veth.as_str()).collect();
+        let file = self.network_file();
+        std::fs::write(&file, serde_json::to_vec(&veths).unwrap_or_default()).map_err(io(&file))?;
+        let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        let Some(text) = crate::network::resolv_conf(attachments, &host) else {
+            return Ok(None);
+        };
+        let resolv = dir.join("resolv.conf");
+        std::fs::write(&resolv, text).map_err(io(&resolv))?;
+        Ok(Some(format!("{}:/etc/resolv.conf:ro", resolv.display())))
+    }
+
+    /// Plumbs the started container's namespace (by its pid); a failure kills the container.
+    async fn plumb(&self) -> Result<(), ExecError> {
+        let attachments = self.attachments()?;
+        let Some(net) = self.network.as_ref().filter(|_| !attachments.is_empty()) else {
+            return Ok(());
+        };
+        let info = self.inspect_now().await?;
+        let pid = info
+            .as_ref()
+            .and_then(|i| i.state.as_ref())
+            .and_then(|s| s.pid)
+            .filter(|p| *p > 0);
+        let result = match pid {
+            None => Err("the container is not running".to_string()),
+            Some(pid) => match std::fs::File::open(format!("/proc/{pid}/ns/net")) {
+                Ok(ns) => {
+                    use std::os::fd::AsFd;
+                    net.plumb(ns.as_fd(), &attachments)
+                        .await
+                        .map_err(|e| e.to_string())
+                }
+                Err(e) => Err(format!("opening the container's network namespace: {e}")),
+            },
+        };
+        let Err(message) = result else {
+            return Ok(());
+        };
+        let opts = KillContainerOptionsBuilder::default()
+            .signal("SIGKILL")
+            .build();
+        let _ = self.docker.kill_container(&self.name, Some(opts)).await;
+        Err(ExecError::StartFailed {
+            task: self.spec.task_name.clone(),
+            message: format!("setting up the task's network: {message}"),
+        })
     }
 
     async fn prepare_now(&self) -> Result<(), ExecError> {
@@ -137,13 +226,17 @@ impl DockerController {
             });
         }
         self.ensure_image().await?;
-        let binds = self.files.write(&self.spec.secrets, &self.spec.configs)?;
+        let mut binds = self.files.write(&self.spec.secrets, &self.spec.configs)?;
+        let attachments = self.attachments()?;
+        if !attachments.is_empty() {
+            binds.extend(self.write_network_files(&attachments)?);
+        }
         let opts = CreateContainerOptionsBuilder::default()
             .name(&self.name)
             .build();
         match self
             .docker
-            .create_container(Some(opts), self.create_body(binds))
+            .create_container(Some(opts), self.create_body(binds, !attachments.is_empty()))
             .await
         {
             Ok(_) => Ok(()),
@@ -179,7 +272,7 @@ impl DockerController {
             .start_container(&self.name, None::<StartContainerOptions>)
             .await
         {
-            Ok(()) => Ok(()),
+            Ok(()) => self.plumb().await,
             Err(e) if status_of(&e) == Some(304) => Ok(()),
             Err(e) if status_of(&e).is_some_and(|c| c == 400 || c == 500) => {
                 Err(ExecError::StartFailed {
@@ -275,6 +368,14 @@ impl DockerController {
                 Err(e) if status_of(&e) == Some(409) => {}
                 Err(e) => return Err(self.err("removing the container")(e)),
             }
+        }
+        // the pairs ended with the container's namespace; a start that failed half way may have left one
+        let veths: Vec<String> = std::fs::read(self.network_file())
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        if let Err(e) = crate::network::unplumb(&veths).await {
+            tracing::warn!(task = %self.spec.task_name, "removing the task's veths: {e}");
         }
         self.files.remove()
     }

@@ -41,6 +41,11 @@ impl TaskFiles {
         })
     }
 
+    /// The task's directory on the host.
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     fn configs(&self) -> PathBuf {
         self.dir.join("configs")
     }

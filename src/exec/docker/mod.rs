@@ -12,6 +12,12 @@
 //! by the daemon). Ingress (routing mesh) ports cannot be honoured and are published like
 //! host-mode ports, with a warning logged once.
 //!
+//! A task with network attachments in the node's map (swarmd root) gets network mode `none` and is plumbed
+//! by the container's pid once started, as CNI plugins do (`network::plumb`): the same bridges and veths as a
+//! process task, so both reach each other; its `/etc/resolv.conf` is a bind of one naming its network's
+//! gateway (the node's resolver). Docker offers no hook between creating the namespace and running the
+//! entrypoint, so the task's first instants may see no interface yet.
+//!
 //! Must not: write secret data to persistent disk, touch containers without the task label, or
 //! know the model or store types.
 
@@ -69,6 +75,7 @@ pub struct DockerExecutor {
     is_root: bool,
     /// Ended containers by container id, with the state they ended in.
     ended: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, RuntimeState>>>,
+    network: Option<crate::network::Plane>,
 }
 
 impl DockerExecutor {
@@ -91,11 +98,18 @@ impl DockerExecutor {
             root: root.into(),
             is_root: nix::unistd::geteuid().is_root(),
             ended: Default::default(),
+            network: None,
         })
     }
 
     fn ended(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, RuntimeState>> {
         self.ended.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Plumbs containers of tasks with network attachments in `plane`'s map into its networks (root only).
+    pub fn with_network(mut self, plane: crate::network::Plane) -> Self {
+        self.network = Some(plane);
+        self
     }
 
     /// The Docker client (tests inspect containers with it).
@@ -121,6 +135,7 @@ impl DockerExecutor {
             files::TaskFiles::new(&self.root, &spec.task_id, self.is_root)?,
             spec,
             adopted,
+            self.network.clone().filter(|n| self.is_root && n.enabled()),
         )
     }
 

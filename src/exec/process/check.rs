@@ -120,6 +120,11 @@ impl ProcessController {
         let plan: LaunchPlan = layout::read_json(&self.dir.launch())?
             .ok_or_else(|| ExecError::NotFound(self.dir.launch().display().to_string()))?;
         let (namespace, pid_ns) = self.task_namespace(&plan, &task).unzip();
+        // a task with a network namespace of its own is checked in it (`curl localhost` means the task's)
+        let net_ns = namespace
+            .as_ref()
+            .filter(|_| plan.network)
+            .and_then(|_| File::open(format!("/proc/{}/ns/net", task.pid)).ok());
         let argv0 = argv.first().map(String::as_str).unwrap_or("");
         let path_var = plan
             .env
@@ -177,6 +182,10 @@ impl ProcessController {
         unsafe {
             cmd.pre_exec(move || {
                 let errno = |e: nix::Error| std::io::Error::from_raw_os_error(e as i32);
+                if let Some(ns) = &net_ns {
+                    nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
+                        .map_err(errno)?;
+                }
                 if let Some(ns) = &namespace {
                     nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNS)
                         .map_err(errno)?;

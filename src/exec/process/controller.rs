@@ -96,6 +96,8 @@ pub struct ProcessController {
     pub(crate) stop_signal: Signal,
     /// Adopted controllers have no secret data and cannot prepare again.
     pub(crate) adopted: bool,
+    /// The node's network layer.
+    pub(crate) network: Option<crate::network::Plane>,
 }
 
 impl ProcessController {
@@ -257,6 +259,8 @@ impl ProcessController {
             limits: spec.limits,
             stop_signal: self.stop_signal as i32,
             stop_grace_ms: spec.stop_grace_period.as_millis().min(u64::MAX as u128) as u64,
+            network: false,
+            resolv_conf: false,
         })
     }
 
@@ -281,7 +285,8 @@ impl ProcessController {
             Observed::Running { .. } | Observed::Exited(_) | Observed::Lost => return Ok(()),
             Observed::Prepared => {}
         }
-        let plan = self.launch_plan()?;
+        let mut plan = self.launch_plan()?;
+        let attachments = self.network_attachments(&mut plan)?;
         layout::write_json_atomic(&self.dir.launch(), &plan)
             .map_err(|e| ExecError::io(format!("writing {}", self.dir.launch().display()), e))?;
         let shim_log = fs::OpenOptions::new()
@@ -313,6 +318,9 @@ impl ProcessController {
         tokio::spawn(async move {
             let _ = child.wait().await;
         });
+        if plan.network {
+            self.plumb_when_ready(&attachments).await?;
+        }
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             match observe(&self.dir)? {
@@ -410,13 +418,18 @@ impl ProcessController {
         self.wait_now().await.map(drop)
     }
 
-    fn remove_now(&self) -> Result<(), ExecError> {
+    async fn remove_now(&self) -> Result<(), ExecError> {
         if let Observed::Running { .. } = observe(&self.dir)? {
             return Err(ExecError::InvalidState {
                 task: self.spec.task_id.clone(),
                 op: "remove",
                 state: "running".into(),
             });
+        }
+        // the pairs ended with the task's namespace; a start that failed half way may have left one
+        let veths: Vec<String> = layout::read_json(&self.dir.network())?.unwrap_or_default();
+        if let Err(e) = crate::network::unplumb(&veths).await {
+            tracing::warn!(task = %self.spec.task_name, "removing the task's veths: {e}");
         }
         mounts::teardown_secrets(&self.dir)?;
         if self.is_root {
@@ -430,6 +443,84 @@ impl ProcessController {
                 e,
             )),
         }
+    }
+}
+
+impl ProcessController {
+    /// The task's interfaces (none: it shares the host's network). With some, `plan` asks for a network
+    /// namespace and the task's `resolv.conf`, written here with the veth names `remove` deletes.
+    fn network_attachments(
+        &self,
+        plan: &mut LaunchPlan,
+    ) -> Result<Vec<crate::network::Attachment>, ExecError> {
+        let Some(net) = self
+            .network
+            .as_ref()
+            .filter(|n| self.is_root && n.enabled())
+        else {
+            return Ok(Vec::new());
+        };
+        let attachments = net
+            .attachments(&self.spec.task_id)
+            .map_err(|e| self.start_failed(EXIT_START_FAILED, e.to_string()))?;
+        if attachments.is_empty() {
+            return Ok(attachments);
+        }
+        let io = |p: &Path| format!("writing {}", p.display());
+        let veths: Vec<&str> = attachments.iter().map(|a| a.host_veth.as_str()).collect();
+        layout::write_json_atomic(&self.dir.network(), &veths)
+            .map_err(|e| ExecError::io(io(&self.dir.network()), e))?;
+        let host = fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        if let Some(text) = crate::network::resolv_conf(&attachments, &host) {
+            layout::write_atomic(&self.dir.resolv_conf(), text.as_bytes())
+                .map_err(|e| ExecError::io(io(&self.dir.resolv_conf()), e))?;
+            plan.resolv_conf = true;
+        }
+        plan.network = true;
+        Ok(attachments)
+    }
+
+    /// Waits for the shim's init to create its network namespace (`netns.json`), plumbs it and answers in
+    /// `network.done`. Returns early when the shim ended the start (`exit.json`).
+    async fn plumb_when_ready(
+        &self,
+        attachments: &[crate::network::Attachment],
+    ) -> Result<(), ExecError> {
+        let Some(net) = &self.network else {
+            return Ok(());
+        };
+        let deadline = Instant::now() + START_TIMEOUT;
+        let init = loop {
+            if let Some(rec) = layout::read_json::<ProcRecord>(&self.dir.netns())? {
+                break rec;
+            }
+            if layout::read_exit(&self.dir)?.is_some() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(ExecError::Unavailable(format!(
+                    "shim for task {} did not create its network namespace in time",
+                    self.spec.task_name
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        let answer = match fs::File::open(format!("/proc/{}/ns/net", init.pid)) {
+            // the pid may have been reused between the record and the open
+            Ok(_) if !init.alive() => {
+                "the task's init ended before its network was plumbed".to_string()
+            }
+            Ok(ns) => {
+                use std::os::fd::AsFd;
+                match net.plumb(ns.as_fd(), attachments).await {
+                    Ok(()) => "ok".to_string(),
+                    Err(e) => e.to_string(),
+                }
+            }
+            Err(e) => format!("opening the task's network namespace: {e}"),
+        };
+        layout::write_atomic(&self.dir.network_done(), answer.as_bytes())
+            .map_err(|e| ExecError::io(format!("writing {}", self.dir.network_done().display()), e))
     }
 }
 
@@ -468,7 +559,7 @@ impl Controller for ProcessController {
     }
 
     fn remove(&self) -> BoxFuture<'_, Result<(), ExecError>> {
-        async move { self.remove_now() }.boxed()
+        self.remove_now().boxed()
     }
 
     fn inspect(&self) -> BoxFuture<'_, Result<RuntimeState, ExecError>> {

@@ -81,6 +81,22 @@ impl TaskDir {
     pub(crate) fn configs(&self) -> PathBuf {
         self.dir.join("configs")
     }
+    /// The task's init while its network namespace waits to be plumbed (written by the shim).
+    pub(crate) fn netns(&self) -> PathBuf {
+        self.dir.join("netns.json")
+    }
+    /// The daemon's answer once it plumbed the namespace: `ok`, or the error.
+    pub(crate) fn network_done(&self) -> PathBuf {
+        self.dir.join("network.done")
+    }
+    /// The node's ends of the task's veth pairs, for `remove`.
+    pub(crate) fn network(&self) -> PathBuf {
+        self.dir.join("network.json")
+    }
+    /// The task's `/etc/resolv.conf` (bound read-only in its mount namespace).
+    pub(crate) fn resolv_conf(&self) -> PathBuf {
+        self.dir.join("resolv.conf")
+    }
     /// Where the shim's child stashes the host's /run while building its own.
     pub(crate) fn run_stash(&self) -> PathBuf {
         self.dir.join(".run")

@@ -12,6 +12,9 @@
 //! file system is read-only (see `sandbox`), Docker's default capabilities with the spec's
 //! `cap_add` / `cap_drop` and `no_new_privs` (see `caps`), and a cgroup enforcing its limits and
 //! telling an OOM kill (see `cgroup`). [`ProcessExecutor::isolation_gaps`] says what is missing.
+//! A task with network attachments in the node's map also gets a network namespace of its own: the
+//! shim's init unshares it and waits while the daemon plumbs it by init's pid (`netns.json`, answered
+//! in `network.done`, see `controller`), and `/etc/resolv.conf` names its network's gateway.
 //!
 //! Must not: know the model or store types, keep per-task state only in memory (everything a
 //! restarted daemon needs is in the task directory), or write secret data to persistent disk.
@@ -58,6 +61,8 @@ pub struct ProcessExecutor {
     is_root: bool,
     /// Paths no task may see (always the root itself).
     hidden: Vec<PathBuf>,
+    /// The node's network layer: a task with attachments gets its own network namespace (root).
+    network: Option<crate::network::Plane>,
 }
 
 impl ProcessExecutor {
@@ -70,7 +75,15 @@ impl ProcessExecutor {
             root,
             shim,
             is_root: nix::unistd::geteuid().is_root(),
+            network: None,
         }
+    }
+
+    /// Gives tasks with network attachments in `plane`'s map a network namespace of their own, plumbed
+    /// before they start (root only; without root, or without attachments, a task shares the host's network).
+    pub fn with_network(mut self, plane: crate::network::Plane) -> Self {
+        self.network = Some(plane);
+        self
     }
 
     /// Also hides `path` from every task (when root): `swarmd` passes its state directory, which
@@ -124,6 +137,7 @@ impl ProcessExecutor {
             hidden: self.hidden.clone(),
             stop_signal,
             adopted,
+            network: self.network.clone(),
         })
     }
 

@@ -114,13 +114,25 @@ pub(crate) fn cstr(p: &Path) -> Result<CString, ExecError> {
 
 /// Plans the task's mount namespace (root only): `/run/secrets` read-only when there are secrets
 /// (a private tmpfs on `/run` re-exposing the host's entries when `/run/secrets` does not exist on
-/// the host), and configs with absolute targets bound read-only where the target file exists.
+/// the host), configs with absolute targets bound read-only where the target file exists, and with
+/// `resolv_conf` the task directory's `resolv.conf` over `/etc/resolv.conf`.
 pub(crate) fn plan_namespace(
     dir: &TaskDir,
     has_secrets: bool,
     configs: &[FileMount],
+    resolv_conf: bool,
 ) -> Result<Vec<MountStep>, ExecError> {
     let mut steps = vec![MountStep::MakePrivate];
+    // the task's resolver (its network's gateway) over the host's; a host without the file gets none
+    let etc_resolv = Path::new("/etc/resolv.conf");
+    if resolv_conf && etc_resolv.exists() {
+        steps.push(MountStep::Bind {
+            src: cstr(&dir.resolv_conf())?,
+            dst: cstr(etc_resolv)?,
+            read_only: true,
+            optional: false,
+        });
+    }
     if has_secrets {
         let run = Path::new("/run");
         let run_secrets = run.join("secrets");

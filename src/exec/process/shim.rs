@@ -71,6 +71,43 @@ pub(crate) struct LaunchPlan {
     /// Time between the stop signal and SIGKILL when the shim is told to stop.
     #[serde(default)]
     pub(crate) stop_grace_ms: u64,
+    /// A network namespace of its own (root, a task with network attachments): the task starts once the
+    /// daemon has plumbed it (see [`wait_for_plumbing`]).
+    #[serde(default)]
+    pub(crate) network: bool,
+    /// `resolv.conf` of the task directory bound onto `/etc/resolv.conf`.
+    #[serde(default)]
+    pub(crate) resolv_conf: bool,
+}
+
+/// How long the shim waits for the daemon to plumb the task's network namespace.
+const PLUMB_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// In the shim, once init's network namespace exists: records init in `netns.json` for the daemon, which
+/// plumbs `/proc/<init>/ns/net` and answers in `network.done` (`ok` or the error); a stop of the shim or no
+/// answer within [`PLUMB_TIMEOUT`] fails the start.
+fn wait_for_plumbing(dir: &TaskDir, init: i32) -> Result<(), String> {
+    let rec = ProcRecord::of(init).ok_or("the task's init ended before its network was plumbed")?;
+    layout::write_json_atomic(&dir.netns(), &rec)
+        .map_err(|e| format!("writing {}: {e}", dir.netns().display()))?;
+    let deadline = Instant::now() + PLUMB_TIMEOUT;
+    loop {
+        match fs::read_to_string(dir.network_done()) {
+            Ok(answer) if answer.trim() == "ok" => return Ok(()),
+            Ok(answer) if !answer.is_empty() => return Err(answer.trim().to_string()),
+            _ => {}
+        }
+        if STOP.load(Ordering::SeqCst) {
+            return Err("stopped before the network was plumbed".into());
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "swarmd did not plumb the task's network within {}s",
+                PLUMB_TIMEOUT.as_secs()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 /// The command the daemon runs to start a shim: `program args… <task-dir>`.
@@ -248,6 +285,10 @@ fn start_message(plan: &LaunchPlan, e: &StartError, sandbox: Option<&Sandbox>) -
                 e.error
             ),
         ),
+        (Stage::Network, _) => (
+            EXIT_START_FAILED,
+            format!("setting up the task's network: {}", e.error),
+        ),
         (Stage::Credentials, _) => (
             EXIT_START_FAILED,
             format!("setting the task's user and capabilities: {}", e.error),
@@ -289,7 +330,7 @@ fn supervise(
                 mode: 0,
             })
             .collect();
-        let mut steps = plan_namespace(dir, plan.has_secrets, &configs)?;
+        let mut steps = plan_namespace(dir, plan.has_secrets, &configs, plan.resolv_conf)?;
         steps.extend(plan_isolation(
             dir,
             &plan.hidden,
@@ -312,6 +353,7 @@ fn supervise(
             steps,
             hostname,
             cgroup_procs,
+            new_net: plan.network,
         })
     } else {
         None
@@ -327,7 +369,8 @@ fn supervise(
         open_log(&dir.stderr())?.into(),
     )
     .map_err(|e| ExecError::io("preparing the task's command", e))?;
-    let started = match spawn::spawn(&exec, sandbox.as_ref())
+    let mut plumb = |init: i32| wait_for_plumbing(dir, init);
+    let started = match spawn::spawn(&exec, sandbox.as_ref(), &mut plumb)
         .map_err(|e| ExecError::io("starting the task", e))?
     {
         Ok(s) => s,

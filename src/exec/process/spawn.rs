@@ -38,6 +38,8 @@ pub(crate) enum Stage {
     Chdir = 3,
     /// `execve` itself.
     Exec = 4,
+    /// Plumbing the task's network namespace (done by the daemon while init waits).
+    Network = 5,
 }
 
 impl Stage {
@@ -46,6 +48,7 @@ impl Stage {
             1 => Stage::Isolation,
             2 => Stage::Credentials,
             3 => Stage::Chdir,
+            5 => Stage::Network,
             _ => Stage::Exec,
         }
     }
@@ -122,6 +125,15 @@ pub(crate) struct Sandbox {
     pub(crate) hostname: Option<CString>,
     /// `cgroup.procs` files of the task's cgroup.
     pub(crate) cgroup_procs: Vec<OwnedFd>,
+    /// A network namespace of its own, plumbed from outside before the task is forked.
+    pub(crate) new_net: bool,
+}
+
+/// The two pipes of a network namespace handshake: init says its namespace exists, then waits for the word
+/// that it is plumbed.
+struct NetHandshake {
+    ready: (OwnedFd, OwnedFd),
+    go: (OwnedFd, OwnedFd),
 }
 
 /// A started task (or its init).
@@ -234,7 +246,7 @@ fn exec_task(x: &Exec, err: RawFd) -> ! {
 }
 
 /// In the forked init (pid 1 of the task's namespace). Never returns.
-fn run_init(x: &Exec, sb: &Sandbox, err: RawFd, status: RawFd) -> ! {
+fn run_init(x: &Exec, sb: &Sandbox, err: RawFd, status: RawFd, net: Option<(RawFd, RawFd)>) -> ! {
     // SAFETY: only system calls on data prepared before fork.
     unsafe {
         // What `ps` shows for it (its command line stays the shim's).
@@ -245,6 +257,26 @@ fn run_init(x: &Exec, sb: &Sandbox, err: RawFd, status: RawFd) -> ! {
             0,
             0,
         );
+        // `(ready write end, go read end)`: a network namespace of its own, plumbed by the daemon (which
+        // finds it as /proc/<init>/ns/net) before anything of the task runs
+        if let Some((ready, go)) = net {
+            if libc::unshare(libc::CLONE_NEWNET) < 0 {
+                fail(err, Stage::Isolation, errno());
+            }
+            libc::write(ready, c"1".as_ptr().cast(), 1);
+            libc::close(ready);
+            let mut word = [0u8; 1];
+            let n = loop {
+                let n = libc::read(go, word.as_mut_ptr().cast(), 1);
+                if !(n < 0 && errno() == libc::EINTR) {
+                    break n;
+                }
+            };
+            if n != 1 {
+                fail(err, Stage::Network, libc::ECANCELED);
+            }
+            libc::close(go);
+        }
         if let Err((step, e)) = apply_namespace(&sb.steps) {
             let e = e.raw_os_error().unwrap_or(libc::EIO);
             fail_step(err, Stage::Isolation, e, step as i32);
@@ -319,13 +351,26 @@ fn read_full(fd: &OwnedFd, buf: &mut [u8]) -> usize {
 }
 
 /// Starts the task (through an init in new namespaces when `sandbox` is given). Returns once it
-/// has exec'd, or with where and why it could not.
+/// has exec'd, or with where and why it could not. With a sandbox asking for a network namespace,
+/// `plumb` is called with init's pid once the namespace exists, and the task starts only after it
+/// returns `Ok`; an `Err` kills init and is the start's error.
 pub(crate) fn spawn(
     x: &Exec,
     sandbox: Option<&Sandbox>,
+    plumb: &mut dyn FnMut(i32) -> Result<(), String>,
 ) -> io::Result<Result<Started, StartError>> {
     let (err_r, err_w) = pipe()?;
     let (status_r, status_w) = pipe()?;
+    let handshake = match sandbox {
+        Some(sb) if sb.new_net => Some(NetHandshake {
+            ready: pipe()?,
+            go: pipe()?,
+        }),
+        _ => None,
+    };
+    let net_fds = handshake
+        .as_ref()
+        .map(|h| (h.ready.1.as_raw_fd(), h.go.0.as_raw_fd()));
     if sandbox.is_some() {
         nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWPID).map_err(io::Error::from)?;
     }
@@ -340,12 +385,37 @@ pub(crate) fn spawn(
         // SAFETY: setpgid on ourselves.
         unsafe { libc::setpgid(0, 0) };
         match sandbox {
-            Some(sb) => run_init(x, sb, err_w.as_raw_fd(), status_w.as_raw_fd()),
+            Some(sb) => run_init(x, sb, err_w.as_raw_fd(), status_w.as_raw_fd(), net_fds),
             None => exec_task(x, err_w.as_raw_fd()),
         }
     }
     drop(err_w);
     drop(status_w);
+    if let Some(NetHandshake {
+        ready: (ready_r, ready_w),
+        go: (go_r, go_w),
+    }) = handshake
+    {
+        drop(ready_w);
+        drop(go_r);
+        let mut word = [0u8; 1];
+        // nothing read: init failed before (its error is on the error pipe)
+        if read_full(&ready_r, &mut word) == 1 {
+            if let Err(message) = plumb(pid) {
+                // SAFETY: kill(2) of our own child.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+                let _ = wait_raw(pid);
+                return Ok(Err(StartError {
+                    stage: Stage::Network,
+                    error: io::Error::other(message),
+                    step: None,
+                }));
+            }
+            // SAFETY: writes one byte from a constant; init may be gone (EPIPE, SIGPIPE is ignored).
+            unsafe { libc::write(go_w.as_raw_fd(), c"1".as_ptr().cast(), 1) };
+        }
+        drop(go_w);
+    }
     let mut buf = [0u8; 12];
     let n = read_full(&err_r, &mut buf);
     if n == buf.len() {

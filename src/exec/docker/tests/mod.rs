@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 
 mod exec_limits_ports;
+mod network;
 
 use super::*;
 use crate::exec::{
