@@ -97,7 +97,7 @@ pub fn ruleset(targets: &[VipTarget]) -> String {
         return s;
     }
     s.push_str(&format!("table ip {TABLE} {{\n"));
-    s.push_str("\tchain vip {\n\t\ttype nat hook output priority dstnat; policy accept;\n");
+    s.push_str("\tchain vip {\n\t\ttype nat hook output priority -100; policy accept;\n");
     let mut refused = Vec::new();
     for t in targets {
         let c = comment(&t.service);
@@ -127,7 +127,7 @@ pub fn ruleset(targets: &[VipTarget]) -> String {
         let set: Vec<String> = refused.iter().map(Ipv4Addr::to_string).collect();
         let set = set.join(", ");
         s.push_str(
-            "\tchain no_backend {\n\t\ttype filter hook output priority filter; policy accept;\n",
+            "\tchain no_backend {\n\t\ttype filter hook output priority 0; policy accept;\n",
         );
         s.push_str(&format!(
             "\t\tip daddr {{ {set} }} meta l4proto tcp reject with tcp reset\n"
@@ -347,11 +347,11 @@ mod tests {
             delete table ip swarm_vip\n\
             table ip swarm_vip {\n\
             \tchain vip {\n\
-            \t\ttype nat hook output priority dstnat; policy accept;\n\
+            \t\ttype nat hook output priority -100; policy accept;\n\
             \t\tip daddr 10.0.1.2 dnat to numgen inc mod 2 map { 0 : 10.0.1.11, 1 : 10.0.1.12 } comment \"s_web\"\n\
             \t}\n\
             \tchain no_backend {\n\
-            \t\ttype filter hook output priority filter; policy accept;\n\
+            \t\ttype filter hook output priority 0; policy accept;\n\
             \t\tip daddr { 10.0.1.3 } meta l4proto tcp reject with tcp reset\n\
             \t\tip daddr { 10.0.1.3 } reject\n\
             \t}\n\

@@ -11,6 +11,7 @@ mod join_tokens;
 mod layout;
 mod limits;
 mod multinode;
+mod netsvc;
 mod partition;
 mod rolling;
 mod sim;
