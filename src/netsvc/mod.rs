@@ -204,3 +204,100 @@ impl Services {
         let _ = self.proxy.reconcile(&BTreeMap::new()).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::netmap::{Endpoint, NetworkInfo, ServiceEndpoint};
+
+    fn map(ready: bool) -> NetworkMap {
+        let ep = |task: &str, svc: &str, addr: &str, node: &str, ready: bool| Endpoint {
+            task_id: task.into(),
+            task_name: format!("{svc}.1.{task}"),
+            service_id: svc.into(),
+            node_id: node.into(),
+            network_id: "front".into(),
+            address: addr.into(),
+            ready,
+        };
+        NetworkMap {
+            networks: vec![
+                NetworkInfo {
+                    id: "front".into(),
+                    name: "s_default".into(),
+                    gateway: "10.0.1.1".into(),
+                    ..Default::default()
+                },
+                NetworkInfo {
+                    id: "bad".into(),
+                    name: "s_bad".into(),
+                    gateway: "nope".into(),
+                    ..Default::default()
+                },
+            ],
+            endpoints: vec![
+                ep("c1", "s_client", "10.0.1.31", "n1", true),
+                ep("w1", "s_web", "10.0.1.11", "n2", ready),
+            ],
+            services: vec![ServiceEndpoint {
+                service_id: "s_web".into(),
+                name: "s_web".into(),
+                vips: vec![("front".into(), "10.0.1.2".into())],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    fn config() -> ServicesConfig {
+        ServicesConfig {
+            dns_listen: None,
+            dns_port: 5353,
+            upstreams: Vec::new(),
+            publish_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        }
+    }
+
+    #[test]
+    fn the_resolver_listens_on_each_networks_gateway() {
+        let services = Services::new(config());
+        let (addrs, problems) = services.dns_addresses(&map(true));
+        assert_eq!(addrs, vec!["10.0.1.1:5353".parse().unwrap()]);
+        assert_eq!(
+            problems,
+            vec!["network s_bad: gateway \"nope\" is not an IP address".to_string()]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_vip_ruleset_is_pending_until_applied_and_again_when_the_backends_change() {
+        let mut services = Services::new(ServicesConfig {
+            dns_listen: Some(Vec::new()),
+            ..config()
+        });
+        services.update(&map(true), "n1").await;
+        let pending = services.pending_vips();
+        assert_eq!(
+            pending.keys().collect::<Vec<_>>(),
+            vec!["c1"],
+            "only this node's tasks"
+        );
+        assert!(
+            pending["c1"].contains("ip daddr 10.0.1.2 dnat to 10.0.1.11"),
+            "{}",
+            pending["c1"]
+        );
+        services.vip_applied("c1", &pending["c1"]);
+        assert!(services.pending_vips().is_empty());
+        // the same map again: nothing to apply; w1 not ready: c1's rules change
+        services.update(&map(true), "n1").await;
+        assert!(services.pending_vips().is_empty());
+        services.update(&map(false), "n1").await;
+        assert!(services.pending_vips()["c1"].contains("reject with tcp reset"));
+        // a task gone from the map is forgotten
+        services.update(&NetworkMap::default(), "n1").await;
+        assert!(services.pending_vips().is_empty());
+        services.vip_applied("c1", "x");
+        assert!(services.pending_vips().is_empty());
+    }
+}

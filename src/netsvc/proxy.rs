@@ -75,19 +75,22 @@ pub fn published(
     let mut out: BTreeMap<PortKey, Vec<SocketAddr>> = BTreeMap::new();
     let mut owner: HashMap<PortKey, &str> = HashMap::new();
     let mut problems = Vec::new();
-    for svc in &map.services {
-        // the service's tasks, each with all its endpoints, in map order
-        let mut tasks: Vec<(&str, Vec<&Endpoint>)> = Vec::new();
-        for e in map
-            .endpoints
-            .iter()
-            .filter(|e| e.service_id == svc.service_id && e.ready)
-        {
-            match tasks.iter_mut().find(|(t, _)| *t == e.task_id) {
-                Some((_, list)) => list.push(e),
-                None => tasks.push((e.task_id.as_str(), vec![e])),
+    // each service's ready tasks, each with all its endpoints, in map order (one pass)
+    let mut by_service: HashMap<&str, Vec<(&str, Vec<&Endpoint>)>> = HashMap::new();
+    let mut slot: HashMap<&str, usize> = HashMap::new();
+    for e in map.endpoints.iter().filter(|e| e.ready) {
+        let tasks = by_service.entry(e.service_id.as_str()).or_default();
+        match slot.get(e.task_id.as_str()) {
+            Some(&i) if tasks.get(i).is_some_and(|(t, _)| *t == e.task_id) => tasks[i].1.push(e),
+            _ => {
+                slot.insert(e.task_id.as_str(), tasks.len());
+                tasks.push((e.task_id.as_str(), vec![e]));
             }
         }
+    }
+    let none = Vec::new();
+    for svc in map.services.iter().filter(|s| !s.ports.is_empty()) {
+        let tasks = by_service.get(svc.service_id.as_str()).unwrap_or(&none);
         for port in &svc.ports {
             let Some(published) = port.published_port else {
                 problems.push(format!(
@@ -122,7 +125,7 @@ pub fn published(
             }
             owner.insert(key, svc.name.as_str());
             let backends = out.entry(key).or_default();
-            for (_, eps) in &tasks {
+            for (_, eps) in tasks {
                 let Some(e) = task_address(map, eps) else {
                     continue;
                 };

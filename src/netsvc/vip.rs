@@ -8,7 +8,7 @@
 //! [`ruleset`] is pure (map + task → `nft -f` text, one atomic transaction that replaces the task's table);
 //! [`apply`] runs `nft -f -` inside a namespace given by pid or path.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::net::Ipv4Addr;
 use std::os::fd::AsFd;
@@ -35,49 +35,90 @@ pub struct VipTarget {
     pub backends: Vec<Ipv4Addr>,
 }
 
-/// The VIPs task `task_id` reaches: every VIP-mode service's VIP on each network the task is attached to.
-/// Unparsable addresses are skipped and described in the second list.
-pub fn targets(map: &NetworkMap, task_id: &str) -> (Vec<VipTarget>, Vec<String>) {
-    let mut problems = Vec::new();
-    let nets: Vec<&str> = map
-        .endpoints
-        .iter()
-        .filter(|e| e.task_id == task_id)
-        .map(|e| e.network_id.as_str())
-        .collect();
-    let mut out: BTreeMap<Ipv4Addr, VipTarget> = BTreeMap::new();
-    for svc in map.services.iter().filter(|s| s.mode == EndpointMode::Vip) {
-        for (net, vip) in svc.vips.iter().filter(|(n, _)| nets.contains(&n.as_str())) {
-            let Ok(vip) = vip.parse::<Ipv4Addr>() else {
-                problems.push(format!(
-                    "service {}: VIP {vip:?} on network {net} is not an IPv4 address",
-                    svc.name
-                ));
-                continue;
-            };
-            let mut backends = Vec::new();
-            for e in map
-                .endpoints
-                .iter()
-                .filter(|e| e.ready && e.service_id == svc.service_id && &e.network_id == net)
-            {
-                match e.address.parse::<Ipv4Addr>() {
-                    Ok(a) if !backends.contains(&a) => backends.push(a),
-                    Ok(_) => {}
-                    Err(_) => problems.push(format!(
-                        "task {} on network {net}: address {:?} is not an IPv4 address",
-                        e.task_id, e.address
-                    )),
+/// Every VIP-mode service's VIP with its ready backends, per network: built once per map.
+#[derive(Debug, Default)]
+pub struct VipTable {
+    by_network: HashMap<String, Vec<VipTarget>>,
+    /// Unparsable addresses, described.
+    pub problems: Vec<String>,
+}
+
+impl VipTable {
+    /// The table of `map` (one pass over endpoints and services).
+    pub fn build(map: &NetworkMap) -> VipTable {
+        let mut table = VipTable::default();
+        let mut ready: HashMap<(&str, &str), Vec<Ipv4Addr>> = HashMap::new();
+        for e in map.endpoints.iter().filter(|e| e.ready) {
+            match e.address.parse::<Ipv4Addr>() {
+                Ok(a) => {
+                    let list = ready
+                        .entry((e.service_id.as_str(), e.network_id.as_str()))
+                        .or_default();
+                    if !list.contains(&a) {
+                        list.push(a);
+                    }
                 }
+                Err(_) => table.problems.push(format!(
+                    "task {} on network {}: address {:?} is not an IPv4 address",
+                    e.task_id, e.network_id, e.address
+                )),
             }
-            out.entry(vip).or_insert(VipTarget {
-                service: svc.name.clone(),
-                vip,
-                backends,
-            });
+        }
+        for svc in map.services.iter().filter(|s| s.mode == EndpointMode::Vip) {
+            for (net, vip) in &svc.vips {
+                let Ok(vip) = vip.parse::<Ipv4Addr>() else {
+                    table.problems.push(format!(
+                        "service {}: VIP {vip:?} on network {net} is not an IPv4 address",
+                        svc.name
+                    ));
+                    continue;
+                };
+                let backends = ready
+                    .get(&(svc.service_id.as_str(), net.as_str()))
+                    .cloned()
+                    .unwrap_or_default();
+                table
+                    .by_network
+                    .entry(net.clone())
+                    .or_default()
+                    .push(VipTarget {
+                        service: svc.name.clone(),
+                        vip,
+                        backends,
+                    });
+            }
+        }
+        table
+    }
+
+    /// The VIPs reachable from a task on `networks`, by address (the first network's wins a duplicate).
+    pub fn targets<'a>(&self, networks: impl IntoIterator<Item = &'a str>) -> Vec<VipTarget> {
+        let mut out: BTreeMap<Ipv4Addr, VipTarget> = BTreeMap::new();
+        for net in networks {
+            for t in self.by_network.get(net).into_iter().flatten() {
+                out.entry(t.vip).or_insert_with(|| t.clone());
+            }
+        }
+        out.into_values().collect()
+    }
+}
+
+/// The networks of task `task_id`, in map order.
+fn networks_of<'a>(map: &'a NetworkMap, task_id: &str) -> Vec<&'a str> {
+    let mut nets = Vec::new();
+    for e in map.endpoints.iter().filter(|e| e.task_id == task_id) {
+        if !nets.contains(&e.network_id.as_str()) {
+            nets.push(e.network_id.as_str());
         }
     }
-    (out.into_values().collect(), problems)
+    nets
+}
+
+/// The VIPs task `task_id` reaches: every VIP-mode service's VIP on each network the task is attached to,
+/// with the ready backends on that network. Unparsable addresses are skipped and described in the second list.
+pub fn targets(map: &NetworkMap, task_id: &str) -> (Vec<VipTarget>, Vec<String>) {
+    let table = VipTable::build(map);
+    (table.targets(networks_of(map, task_id)), table.problems)
 }
 
 /// Quote a name for an nft comment (service names are `[a-zA-Z0-9_.-]`; anything else is dropped).
@@ -139,21 +180,30 @@ pub fn ruleset(targets: &[VipTarget]) -> String {
     s
 }
 
-/// The ruleset of every task of `node_id` on the map's networks, by task id.
+/// The ruleset of every task of `node_id` on the map's networks, by task id (computed once per distinct set of
+/// networks: tasks on the same networks share one text).
 pub fn rulesets_for_node(
     map: &NetworkMap,
     node_id: &str,
 ) -> (BTreeMap<String, String>, Vec<String>) {
-    let mut problems = Vec::new();
-    let mut out = BTreeMap::new();
+    let table = VipTable::build(map);
+    let mut nets: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     for e in map.endpoints.iter().filter(|e| e.node_id == node_id) {
-        if out.contains_key(&e.task_id) {
-            continue;
+        let list = nets.entry(e.task_id.as_str()).or_default();
+        if !list.contains(&e.network_id.as_str()) {
+            list.push(e.network_id.as_str());
         }
-        let (t, p) = targets(map, &e.task_id);
-        problems.extend(p);
-        out.insert(e.task_id.clone(), ruleset(&t));
     }
+    let mut by_nets: HashMap<Vec<&str>, String> = HashMap::new();
+    let mut out = BTreeMap::new();
+    for (task, list) in nets {
+        let text = by_nets
+            .entry(list.clone())
+            .or_insert_with(|| ruleset(&table.targets(list.iter().copied())))
+            .clone();
+        out.insert(task.to_string(), text);
+    }
+    let mut problems = table.problems;
     problems.sort();
     problems.dedup();
     (out, problems)
