@@ -296,7 +296,7 @@ async fn run_manager(
     let (store, raft, proposer) = bootstrap::open_store(&config, &id, transport).await?;
     let mut parts = Parts::new();
     if let Some(net) = &net {
-        net.spawn(&mut parts);
+        net.spawn(&mut parts, &id.node_id);
     }
     {
         let raft = raft.clone();

@@ -268,7 +268,7 @@ pub(crate) async fn run(
         reports_rx,
     );
     let mut parts = Parts::new();
-    net.spawn(&mut parts);
+    net.spawn(&mut parts, &file.node_id);
     parts.spawn_until_shutdown("the local socket", async move {
         tonic::transport::Server::builder()
             .add_service(WorkerLocalServer::new(local))

@@ -13,6 +13,7 @@ mod layout;
 mod limits;
 mod multinode;
 mod netplane;
+mod netsvc;
 mod partition;
 mod rolling;
 mod sim;
