@@ -7,7 +7,13 @@
 //! thinly maintained or need libnftnl's C library; `nft -f` is the kernel project's own front end, atomic per
 //! file, and one short-lived process per changed map is no cost.
 //!
-//! Must not: touch any table but `swarm_nat`.
+//! An accept in our own table cannot undo a drop in another one (every base chain of a hook must accept), and
+//! Docker sets the iptables `FORWARD` policy to DROP with `br_netfilter` on, which drops even the traffic
+//! between two tasks on one of our bridges: [`open_forwarding`] adds accept rules for our bridges to
+//! `DOCKER-USER` (Docker's documented chain for exactly this) or, without Docker, to the top of a `FORWARD` chain
+//! whose policy is DROP, idempotently.
+//!
+//! Must not: touch any table but `swarm_nat`, except those accept rules.
 
 use std::io::Write;
 use std::path::Path;
@@ -87,6 +93,57 @@ pub fn apply(script: &str) -> Result<(), NetError> {
         out.status,
         String::from_utf8_lossy(&out.stderr).trim()
     )))
+}
+
+/// Where the iptables binary is looked for.
+const IPTABLES: [&str; 3] = ["/usr/sbin/iptables", "/sbin/iptables", "/usr/bin/iptables"];
+
+/// Lets our bridges' traffic through an iptables filter `FORWARD` chain that would drop it (see the module
+/// docs). Nothing happens without iptables, or when FORWARD accepts by default and Docker's chain is absent.
+pub fn open_forwarding() -> Result<(), NetError> {
+    let Some(iptables) = IPTABLES.into_iter().find(|p| Path::new(p).exists()) else {
+        return Ok(());
+    };
+    let run = |args: &[&str]| {
+        Command::new(iptables)
+            .args(["-w", "5"])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    let chain = if run(&["-t", "filter", "-S", "DOCKER-USER"]) {
+        "DOCKER-USER"
+    } else {
+        let policy = Command::new(iptables)
+            .args(["-w", "5", "-t", "filter", "-S", "FORWARD", "1"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        if !policy.contains("-P FORWARD DROP") {
+            return Ok(());
+        }
+        "FORWARD"
+    };
+    let bridges = format!("{}+", super::names::BRIDGE_PREFIX);
+    for dir in ["-i", "-o"] {
+        let rule = [chain, dir, bridges.as_str(), "-j", "ACCEPT"];
+        let mut check = vec!["-t", "filter", "-C"];
+        check.extend(rule);
+        if run(&check) {
+            continue;
+        }
+        let mut insert = vec!["-t", "filter", "-I"];
+        insert.extend(rule);
+        if !run(&insert) {
+            return Err(NetError::Kernel(format!(
+                "{iptables}: cannot add `{}` so that traffic of the task networks is forwarded",
+                rule.join(" ")
+            )));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
