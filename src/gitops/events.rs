@@ -28,8 +28,11 @@ pub fn watch(
     let mut debouncer = new_debouncer(debounce, None, move |result: DebounceEventResult| {
         let names = match result {
             Ok(events) => {
+                // reading a file is an event too (inotify's open/close): the watcher's own reads must not
+                // trigger rounds, only changes do
                 let names: BTreeSet<String> = events
                     .iter()
+                    .filter(|e| !matches!(e.kind, notify::EventKind::Access(_)))
                     .flat_map(|e| e.paths.iter())
                     .filter_map(|p| stack_of(&base, p))
                     .collect();
