@@ -15,6 +15,11 @@ cleanup() {
   [ -n "$WPID" ] && kill "$WPID" 2>/dev/null || true
   kill "$DPID" 2>/dev/null || true
   wait 2>/dev/null || true
+  # tasks outlive swarmd by design: stop this run's shims (and so their tasks), by pid
+  for p in $(ps -eo pid,args | awk -v w="$WORK/state/" '$3 == "__shim" && index($4, w) == 1 {print $1}'); do
+    kill -TERM "$p" 2>/dev/null || true
+  done
+  sleep 2
   rm -rf "$WORK"
 }
 trap cleanup EXIT
