@@ -59,8 +59,9 @@ pub struct Observed {
 pub enum Op {
     /// Delete a link of ours.
     DelLink(String),
-    /// Create a bridge.
-    AddBridge(String),
+    /// A bridge with a fixed MAC (derived from its gateway): a Linux bridge otherwise takes the lowest MAC of
+    /// its ports, which changes when a task leaves, and every other task's ARP entry for the gateway goes stale.
+    AddBridge(String, [u8; 6]),
     /// Add an address to a link.
     AddAddr(String, Ipv4Addr, u8),
     /// Remove an address from a link.
@@ -162,7 +163,10 @@ fn ensure_bridge(net: &NetPlan, have: Option<&Link>, ops: &mut Vec<Op>) {
             if other.is_some() {
                 ops.push(Op::DelLink(name.clone()));
             }
-            ops.push(Op::AddBridge(name.clone()));
+            ops.push(Op::AddBridge(
+                name.clone(),
+                super::names::mac_of(net.gateway),
+            ));
             ops.push(Op::AddAddr(name.clone(), want.0, want.1));
             ops.push(Op::Up(name.clone()));
             return;
@@ -336,7 +340,7 @@ mod tests {
         assert_eq!(
             ops,
             vec![
-                Op::AddBridge(p.bridge.clone()),
+                Op::AddBridge(p.bridge.clone(), crate::network::names::mac_of(p.gateway)),
                 Op::AddAddr(p.bridge.clone(), ip("10.0.1.1"), 24),
                 Op::Up(p.bridge.clone()),
                 Op::AddVxlan {

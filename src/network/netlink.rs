@@ -202,8 +202,10 @@ impl Netlink {
         let link = self.handle.link();
         match op {
             Op::DelLink(name) => self.del_link(name).await,
-            Op::AddBridge(name) => tolerate(
-                link.add(LinkBridge::new(name).build()).execute().await,
+            Op::AddBridge(name, mac) => tolerate(
+                link.add(LinkBridge::new(name).address(mac.to_vec()).build())
+                    .execute()
+                    .await,
                 &[EEXIST],
             )
             .map_err(fail(format!("creating bridge {name}"))),

@@ -16,6 +16,7 @@ mod netplane;
 mod netsvc;
 mod partition;
 mod rolling;
+mod service_net;
 mod sim;
 mod sim_update;
 mod stack_cli;

@@ -1,0 +1,201 @@
+//! Service networking end to end on one node (issue 11), as root: a real `swarmd` in a network namespace the
+//! test creates (its own loopback carries the cluster port; its bridges, NAT and task namespaces live inside,
+//! and go with the namespace), a stack of three replicas of an HTTP server on the same port behind a published
+//! port and a client task: the client finds `tasks.web` (three addresses) and reaches `web` through its VIP, the
+//! published port answers from every replica, and after a scale down to one, DNS and the published port follow.
+//! Skipped (with a line saying so) without root, `ip`, `nsenter`, nftables' `nft` or a busybox binary.
+
+use std::collections::BTreeSet;
+use std::process::Command;
+
+use super::cluster::{wait_for, Swarmd};
+
+/// A network namespace of this test, deleted on drop (with everything swarmd made in it).
+struct Ns(String);
+
+impl Drop for Ns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+fn have(path: &str) -> bool {
+    std::path::Path::new(path).exists()
+}
+
+fn busybox() -> Option<&'static str> {
+    ["/bin/busybox", "/usr/bin/busybox"]
+        .into_iter()
+        .find(|p| have(p))
+}
+
+/// `args` run inside the network namespace of process `pid` (and its mount namespace too with `mount`: its
+/// `/etc/resolv.conf`): stdout, or `None` on failure.
+fn in_task_ns(pid: u32, mount: bool, args: &[&str]) -> Option<String> {
+    let mut cmd = Command::new("nsenter");
+    cmd.args(["-t", &pid.to_string(), "-n"]);
+    if mount {
+        cmd.arg("-m");
+    }
+    let out = cmd.arg("--").args(args).output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// [`in_task_ns`] with the task's mount namespace: names resolve through the task's resolver.
+fn in_task(pid: u32, args: &[&str]) -> Option<String> {
+    in_task_ns(pid, true, args)
+}
+
+/// The answers of an nslookup (the server's own line carries a port and is left out).
+fn addresses(nslookup: &str) -> BTreeSet<String> {
+    nslookup
+        .lines()
+        .filter_map(|l| l.strip_prefix("Address:"))
+        .map(str::trim)
+        .filter(|a| !a.contains(':'))
+        .map(str::to_string)
+        .collect()
+}
+
+/// The pid of the process whose command line contains `marker`.
+fn pid_of(marker: &str) -> Option<u32> {
+    let out = Command::new("pgrep")
+        .args(["-f", &format!("^{marker}$")])
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .find(|p: &u32| *p != std::process::id())
+}
+
+/// The bodies the published port answers with over `n` requests, from inside namespace `ns`.
+fn published(ns: &str, busybox: &str, port: u16, n: usize) -> BTreeSet<String> {
+    (0..n)
+        .filter_map(|_| {
+            let out = Command::new("ip")
+                .args([
+                    "netns", "exec", ns, "timeout", "5", busybox, "wget", "-q", "-O", "-",
+                ])
+                .arg(format!("http://127.0.0.1:{port}/"))
+                .output()
+                .ok()?;
+            out.status
+                .success()
+                .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn replicas_are_found_by_name_reached_by_vip_and_published_on_the_node() {
+    let Some(busybox) = busybox() else {
+        eprintln!(
+            "skipped: service networking needs a busybox binary (apt-get install busybox-static)"
+        );
+        return;
+    };
+    if !nix::unistd::geteuid().is_root() || !have("/usr/sbin/nft") || !have("/usr/bin/nsenter") {
+        eprintln!("skipped: service networking needs root, nftables' nft and nsenter");
+        return;
+    }
+    let ns = Ns(format!("swnet{}", std::process::id() % 100_000));
+    let made = Command::new("ip")
+        .args(["netns", "add", &ns.0])
+        .status()
+        .is_ok_and(|s| s.success())
+        && Command::new("ip")
+            .args(["-n", &ns.0, "link", "set", "lo", "up"])
+            .status()
+            .is_ok_and(|s| s.success());
+    if !made {
+        eprintln!("skipped: cannot create a network namespace");
+        return;
+    }
+    let d = Swarmd::start_founder_in(ns.0.clone(), "127.0.0.1".into(), 4242);
+    let marker = format!("sleep {}", 7_000_000 + std::process::id());
+    let files = tempfile::tempdir().unwrap();
+    let stack = files.path().join("web.yml");
+    std::fs::write(
+        &stack,
+        format!(
+            r#"services:
+  web:
+    image: x
+    command: [sh, -c, "d=$$(mktemp -d) && echo web $$SLOT > $$d/index.html && exec {busybox} httpd -f -p 8080 -h $$d"]
+    environment:
+      SLOT: "{{{{.Task.Slot}}}}"
+    deploy:
+      replicas: 3
+    ports:
+      - "18080:8080"
+    stop_grace_period: 1s
+  client:
+    image: x
+    command: [sh, -c, "exec {marker}"]
+    stop_grace_period: 1s
+"#
+        ),
+    )
+    .unwrap();
+    d.ctl_ok(&["stack", "deploy", "-c", stack.to_str().unwrap(), "demo"]);
+    let client = wait_for(30, "the client task", || pid_of(&marker));
+
+    // every replica by tasks.NAME, the VIP by the service's names
+    let tasks = wait_for(30, "tasks.web to answer three addresses", || {
+        let out = in_task(client, &[busybox, "nslookup", "tasks.web"])?;
+        let a = addresses(&out);
+        (a.len() == 3).then_some(a)
+    });
+    let vip = wait_for(30, "web to answer its VIP", || {
+        let a = addresses(&in_task(client, &[busybox, "nslookup", "web"])?);
+        (a.len() == 1).then_some(a)
+    });
+    assert!(
+        vip.is_disjoint(&tasks),
+        "web answers a VIP, not a task: {vip:?} {tasks:?}"
+    );
+    let full = addresses(&in_task(client, &[busybox, "nslookup", "demo_web"]).unwrap_or_default());
+    assert_eq!(full, vip, "STACK_SERVICE answers the same VIP");
+    // the VIP spreads the client's connections over the replicas (busybox's wget crashes with -T: `timeout`)
+    let url = format!("http://{}:8080/", vip.iter().next().unwrap());
+    let through_vip = wait_for(30, "every replica through the VIP", || {
+        let seen: BTreeSet<String> = (0..12)
+            .filter_map(|_| {
+                in_task(
+                    client,
+                    &["timeout", "5", busybox, "wget", "-q", "-O", "-", &url],
+                )
+            })
+            .map(|b| b.trim().to_string())
+            .collect();
+        if seen.len() != 3 {
+            eprintln!("through the VIP so far: {seen:?}");
+        }
+        (seen.len() == 3).then_some(seen)
+    });
+    assert_eq!(
+        through_vip,
+        BTreeSet::from(["web 1".to_string(), "web 2".into(), "web 3".into()])
+    );
+    // the published port answers on the node from every replica
+    wait_for(
+        30,
+        "the published port to answer from every replica",
+        || (published(&ns.0, busybox, 18080, 12).len() == 3).then_some(()),
+    );
+
+    // scale down: DNS and the published port follow
+    d.ctl_ok(&["service", "scale", "demo_web=1"]);
+    wait_for(30, "tasks.web to follow the scale down", || {
+        let out = in_task(client, &[busybox, "nslookup", "tasks.web"])?;
+        (addresses(&out).len() == 1).then_some(())
+    });
+    wait_for(30, "the published port to follow the scale down", || {
+        (published(&ns.0, busybox, 18080, 6).len() == 1).then_some(())
+    });
+    d.ctl_ok(&["stack", "rm", "demo"]);
+    drop(d);
+}
