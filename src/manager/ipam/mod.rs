@@ -17,6 +17,7 @@
 
 pub mod netmap;
 pub mod pick;
+pub mod usage;
 
 #[cfg(test)]
 mod tests;
