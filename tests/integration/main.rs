@@ -11,6 +11,7 @@ mod join_tokens;
 mod layout;
 mod limits;
 mod multinode;
+mod network_cli;
 mod partition;
 mod rolling;
 mod sim;

@@ -43,6 +43,7 @@ pub fn users(state: &ClusterState, network: &Network) -> Vec<String> {
         .filter(|s| service_uses(s, network))
         .map(|s| format!("service {}", s.spec.name))
         .collect();
+    out.sort();
     out.extend(
         state
             .tasks()
