@@ -426,6 +426,9 @@ mod tests {
             w.apply_plan(&plan);
         }
         let plan = reconcile(&w.state, w.time, &mut ids);
-        assert_eq!(summary(&plan), vec!["update t1 desired=Running status=Assigned@n1"]);
+        assert_eq!(
+            summary(&plan),
+            vec!["update t1 desired=Running status=Assigned@n1"]
+        );
     }
 }
