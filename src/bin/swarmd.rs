@@ -46,6 +46,13 @@ struct Args {
     /// state directories).
     #[arg(long)]
     force_new_cluster: bool,
+    /// The address pools network subnets are allocated from (CIDR, comma-separated or repeated), when this
+    /// node creates the cluster.
+    #[arg(long, value_delimiter = ',', default_value = "10.0.0.0/8")]
+    default_addr_pool: Vec<String>,
+    /// The prefix length of each network's subnet cut from the pools, when this node creates the cluster.
+    #[arg(long, default_value_t = 24)]
+    default_addr_pool_mask_length: u8,
     /// Join the cluster whose manager listens at HOST:PORT (first start; needs --join-token: a worker token
     /// makes this node a worker, a manager token a manager).
     #[arg(long, requires = "join_token")]
@@ -135,6 +142,14 @@ fn main() {
         std::process::exit(2);
     }
     config.force_new_cluster = args.force_new_cluster;
+    if let Err(e) =
+        swarm::model::cidr::check_pool(&args.default_addr_pool, args.default_addr_pool_mask_length)
+    {
+        eprintln!("swarmd: invalid --default-addr-pool / --default-addr-pool-mask-length: {e}");
+        std::process::exit(2);
+    }
+    config.default_addr_pool = args.default_addr_pool;
+    config.default_addr_pool_mask_len = args.default_addr_pool_mask_length;
     if let (Some(addr), Some(token)) = (args.join_addr, args.join_token) {
         config.join = Some(swarm::node::worker::JoinConfig { addr, token });
     }

@@ -277,6 +277,7 @@ pub fn ps_json(row: &[String], t: &Task) -> serde_json::Value {
         "CurrentState": row[5],
         "Error": row[6],
         "Ports": "",
+        "Addresses": t.attachments.iter().map(|a| a.addr.as_str()).collect::<Vec<_>>(),
     })
 }
 

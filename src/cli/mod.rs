@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod common;
+pub mod network;
 pub mod node;
 pub mod output;
 pub mod secret;
@@ -12,6 +13,7 @@ pub mod stack;
 pub mod swarm;
 pub mod swarm_ca;
 pub mod swarm_lock;
+pub mod task;
 
 use clap::{Parser, Subcommand};
 
@@ -51,6 +53,12 @@ pub enum Command {
     /// Manage secrets.
     #[command(subcommand)]
     Secret(secret::SecretCommand),
+    /// Manage networks.
+    #[command(subcommand)]
+    Network(network::NetworkCommand),
+    /// Inspect tasks.
+    #[command(subcommand)]
+    Task(task::TaskCommand),
     /// Cluster-wide information.
     #[command(subcommand)]
     Swarm(swarm::SwarmCommand),
@@ -79,6 +87,8 @@ where
         Command::Service(cmd) => service::run(cli.host, cmd),
         Command::Node(cmd) => node::run(cli.host, cmd),
         Command::Secret(cmd) => secret::run(cli.host, cmd),
+        Command::Network(cmd) => network::run(cli.host, cmd),
+        Command::Task(cmd) => task::run(cli.host, cmd),
         Command::Swarm(cmd) => swarm::run(cli.host, cmd),
     }
 }

@@ -171,7 +171,13 @@ pub fn run(host: Option<String>, cmd: ServiceCommand) -> i32 {
                         })
                         .await
                         .map_err(rpc)?;
-                    out.push(decode::<serde_json::Value>(&reply.into_inner().json)?);
+                    let json = reply.into_inner().json;
+                    let mut value = decode::<serde_json::Value>(&json)?;
+                    let svc: Service = decode(&json)?;
+                    if let Some(obj) = value.as_object_mut() {
+                        obj.insert("Endpoint".into(), endpoint_json(&svc));
+                    }
+                    out.push(value);
                 }
                 println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
                 Ok(())
@@ -349,6 +355,20 @@ pub async fn list(c: &mut Client, stack: &str, format: &FormatArgs) -> CmdResult
         print!("{}", table.render());
     }
     Ok(())
+}
+
+/// docker's `Endpoint` of a service: its spec (mode, ports) and the VIPs IPAM gave it.
+pub fn endpoint_json(svc: &Service) -> serde_json::Value {
+    let vips: Vec<serde_json::Value> = svc
+        .virtual_ips
+        .iter()
+        .map(|v| serde_json::json!({"NetworkID": v.network_id, "Addr": v.addr}))
+        .collect();
+    serde_json::json!({
+        "Spec": svc.spec.endpoint,
+        "Ports": svc.spec.endpoint.ports,
+        "VirtualIPs": vips,
+    })
 }
 
 /// Prints tasks like `service ps`.

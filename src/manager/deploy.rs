@@ -49,6 +49,14 @@ pub enum DeployError {
         /// The stack being deployed.
         stack: String,
     },
+    /// A network of the stack cannot be made as written (a subnet that does not parse or overlaps another).
+    #[error("network {name}: {reason}")]
+    Network {
+        /// The network.
+        name: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// The stack or one of its services is over a limit of the cluster.
     #[error("{what}: {error}")]
     OverLimit {
@@ -276,6 +284,7 @@ pub fn plan_deploy(
                 network_ids.push(existing.id.clone());
             }
             None => {
+                check_subnets(state, spec, net)?;
                 let id = ids.next_id();
                 plan.item(PlanKind::Network, &net.name, PlanAction::Create, vec![]);
                 plan.ops.push(Op::CreateNetwork(Network {
@@ -380,6 +389,17 @@ pub fn plan_deploy(
                         })
                     }
                 }
+            }
+        }
+        for n in &svc_spec.task.networks {
+            let known = spec.networks.iter().any(|x| x.name == n.target)
+                || state.network_by_name(&n.target).is_some();
+            if !known {
+                return Err(DeployError::ReferenceMissing {
+                    service: svc.name.clone(),
+                    kind: PlanKind::Network,
+                    name: n.target.clone(),
+                });
             }
         }
         wanted.insert(svc.name.clone());
@@ -513,6 +533,40 @@ pub fn update_service(
     ))
 }
 
+/// The subnet a new network of the stack asks for: it parses, and overlaps no other network's (allocated, or
+/// asked for by another network of this deploy).
+fn check_subnets(
+    state: &ClusterState,
+    spec: &StackSpec,
+    net: &model::NetworkSpec,
+) -> Result<(), DeployError> {
+    let refuse = |reason: String| DeployError::Network {
+        name: net.name.clone(),
+        reason,
+    };
+    let Some(first) = net.subnets.first() else {
+        return Ok(());
+    };
+    let mine = model::Cidr::parse(first).map_err(|e| refuse(format!("subnet {e}")))?;
+    let allocated = state.networks().filter_map(|n| {
+        let a = n.allocation.as_ref()?;
+        Some((n.spec.name.as_str(), a.subnet.as_str()))
+    });
+    let asked = spec
+        .networks
+        .iter()
+        .filter(|n| n.name != net.name && state.network_by_name(&n.name).is_none())
+        .filter_map(|n| Some((n.name.as_str(), n.subnets.first()?.as_str())));
+    for (name, subnet) in allocated.chain(asked) {
+        if model::Cidr::parse(subnet).is_ok_and(|c| c.overlaps(&mine)) {
+            return Err(refuse(format!(
+                "subnet {mine} overlaps {subnet} of network {name}"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// A manually requested rollback (`service rollback`): the updater's swap with Docker's message.
 /// None when there is no previous spec.
 pub fn manual_rollback(existing: &Service, now: Millis) -> Option<Op> {
@@ -549,17 +603,27 @@ pub fn plan_remove_stack(state: &ClusterState, stack_name: &str) -> Option<Deplo
         };
         (PlanKind::Config, &c.spec.name, &c.spec.labels, op)
     });
+    // a network a task still holds an address on (or another stack's service uses) goes once they are gone
+    // (`ipam::usage`); it is listed as removed all the same
     let networks = state.networks().map(|n| {
-        let op = Op::DeleteNetwork {
+        let in_use = state.tasks().any(|t| {
+            !t.status.state.is_terminal() && t.attachments.iter().any(|a| a.network_id == n.id)
+        }) || state.services().any(|s| {
+            !in_stack(&s.spec.labels, stack_name) && crate::manager::ipam::usage::service_uses(s, n)
+        });
+        let op = (!in_use).then(|| Op::DeleteNetwork {
             id: n.id.clone(),
             expected_version: n.meta.version,
-        };
+        });
         (PlanKind::Network, &n.spec.name, &n.spec.labels, op)
     });
+    let services = services.map(|(k, n, l, op)| (k, n, l, Some(op)));
+    let secrets = secrets.map(|(k, n, l, op)| (k, n, l, Some(op)));
+    let configs = configs.map(|(k, n, l, op)| (k, n, l, Some(op)));
     for (kind, name, labels, op) in services.chain(secrets).chain(configs).chain(networks) {
         if in_stack(labels, stack_name) {
             plan.item(kind, name, PlanAction::Remove, vec![]);
-            plan.ops.push(op);
+            plan.ops.extend(op);
         }
     }
     plan.ops.push(Op::DeleteStack {

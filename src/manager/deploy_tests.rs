@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::manager::testutil::World;
-use crate::model::{FileReference, SecretData, ServiceMode, UpdateState};
+use crate::model::{FileReference, SecretData, ServiceMode, TaskState, UpdateState};
 use crate::util::SeqIds;
 
 fn label(stack: &str) -> std::collections::BTreeMap<String, String> {
@@ -302,4 +302,148 @@ fn manual_rollback_swaps_specs() {
     let st = service.update_status.unwrap();
     assert_eq!(st.state, UpdateState::RollbackStarted);
     assert_eq!(st.message, "manually requested rollback");
+}
+
+fn with_networks(nets: &[(&str, &[&str])], service_nets: &[&str]) -> StackSpec {
+    let mut web = svc("web", "web:1", 1, &[]);
+    web.task.networks = service_nets
+        .iter()
+        .map(|n| crate::model::NetworkAttachment {
+            target: n.to_string(),
+            aliases: vec!["web".into()],
+        })
+        .collect();
+    let mut spec = stack(vec![web], vec![]);
+    spec.networks = nets
+        .iter()
+        .map(|(name, subnets)| crate::model::NetworkSpec {
+            name: name.to_string(),
+            labels: label("app"),
+            driver: "overlay".into(),
+            subnets: subnets.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        })
+        .collect();
+    spec
+}
+
+fn plan_err(w: &World, spec: &StackSpec) -> String {
+    plan_deploy(
+        &w.state,
+        spec,
+        &[],
+        &[],
+        vec![],
+        false,
+        w.time,
+        &mut SeqIds::new("id"),
+    )
+    .map(|_| ())
+    .unwrap_err()
+    .to_string()
+}
+
+#[test]
+fn networks_with_subnets_that_overlap_or_are_missing_are_refused() {
+    let mut w = World::new();
+    let mut taken = Network {
+        id: "n0".into(),
+        meta: Meta::default(),
+        spec: model::NetworkSpec {
+            name: "other".into(),
+            ..Default::default()
+        },
+        allocation: None,
+    };
+    taken.allocation = Some(model::NetworkAllocation {
+        subnet: "10.20.0.0/16".into(),
+        vni: 4096,
+        ..Default::default()
+    });
+    w.apply_ops(vec![Op::CreateNetwork(taken)]);
+    let cases: Vec<(StackSpec, &str)> = vec![
+        (
+            with_networks(&[("app_a", &["10.20.1.0/24"])], &["app_a"]),
+            "network app_a: subnet 10.20.1.0/24 overlaps 10.20.0.0/16 of network other",
+        ),
+        (
+            with_networks(
+                &[("app_a", &["10.30.0.0/16"]), ("app_b", &["10.30.5.0/24"])],
+                &["app_a"],
+            ),
+            "network app_a: subnet 10.30.0.0/16 overlaps 10.30.5.0/24 of network app_b",
+        ),
+        (
+            with_networks(&[("app_a", &["10.30.0.1/16"])], &["app_a"]),
+            "network app_a: subnet \"10.30.0.1/16\" has host bits set (the subnet is 10.30.0.0/16)",
+        ),
+        (
+            with_networks(&[("app_a", &[])], &["app_a", "app_nope"]),
+            "service app_web: network app_nope not found",
+        ),
+    ];
+    for (spec, want) in cases {
+        assert_eq!(plan_err(&w, &spec), want);
+    }
+    let ok = with_networks(
+        &[("app_a", &["10.30.0.0/16"]), ("app_b", &[])],
+        &["app_a", "other"],
+    );
+    assert!(plan_deploy(
+        &w.state,
+        &ok,
+        &[],
+        &[],
+        vec![],
+        false,
+        w.time,
+        &mut SeqIds::new("id")
+    )
+    .is_ok());
+}
+
+#[test]
+fn stack_rm_leaves_a_network_a_task_still_holds_to_the_collector() {
+    let mut w = World::new();
+    let mut ids = SeqIds::new("id");
+    let spec = with_networks(&[("app_a", &[]), ("app_b", &[])], &["app_a"]);
+    deploy(&mut w, &spec, false, &mut ids);
+    let a = w.state.network_by_name("app_a").unwrap().id.clone();
+    let web = w.state.service_by_name("app_web").unwrap().id.clone();
+    let mut t = crate::manager::testutil::task(
+        "t1",
+        &web,
+        1,
+        Some("n1"),
+        TaskState::Running,
+        TaskState::Running,
+    );
+    t.attachments = vec![model::NetworkAddress {
+        network_id: a.clone(),
+        addr: "10.0.0.3/24".into(),
+    }];
+    w.apply_ops(vec![Op::CreateTask(t)]);
+    let p = plan_remove_stack(&w.state, "app").expect("a stack");
+    assert!(
+        summary(&p).contains(&"remove network app_a".to_string()),
+        "{:?}",
+        summary(&p)
+    );
+    let deletes: Vec<&Op> = p
+        .ops
+        .iter()
+        .filter(|o| matches!(o, Op::DeleteNetwork { .. }))
+        .collect();
+    assert_eq!(
+        deletes.len(),
+        1,
+        "app_b now, app_a once its task ended: {deletes:?}"
+    );
+    w.apply_ops(p.ops);
+    assert!(w.state.network(&a).is_some());
+    assert!(
+        crate::manager::ipam::usage::reconcile(&w.state, 0, &mut ids)
+            .ops
+            .is_empty()
+    );
 }

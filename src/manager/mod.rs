@@ -57,6 +57,7 @@ pub const CONTROLLERS: &[(&str, Controller)] = &[
     ("scheduler", scheduler::reconcile),
     ("reaper", orchestrator::reaper::reconcile),
     ("gc", gc::reconcile),
+    ("networks", ipam::usage::reconcile),
 ];
 
 /// The object an op touches, so merged plans never change one object twice in a batch.

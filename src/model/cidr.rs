@@ -144,6 +144,27 @@ pub fn host_of(stored: &str) -> Option<Ipv4Addr> {
     parse_addr_prefix(stored).ok().map(|(a, _)| a)
 }
 
+/// The default address pool: CIDRs, and a subnet size that fits in each and leaves hosts (at most /29).
+pub fn check_pool(pool: &[String], mask_len: u8) -> Result<(), String> {
+    if pool.is_empty() {
+        return Err("no subnet given".into());
+    }
+    if mask_len > 29 {
+        return Err(format!(
+            "mask length {mask_len} leaves too few addresses (at most 29)"
+        ));
+    }
+    for p in pool {
+        let cidr = Cidr::parse(p)?;
+        if cidr.prefix() > mask_len {
+            return Err(format!(
+                "pool {p} is smaller than the subnets cut from it (/{mask_len})"
+            ));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -107,6 +107,8 @@ pub(super) async fn bootstrap(
                 settings: crate::model::ClusterSettings {
                     snapshot_interval: config.raft.snapshot_interval_entries,
                     heartbeat_period_ms: config.heartbeat_period.as_millis() as u64,
+                    default_addr_pool: config.default_addr_pool.clone(),
+                    default_addr_pool_mask_len: config.default_addr_pool_mask_len,
                     ..Default::default()
                 },
                 join_tokens: tokens(),
@@ -114,7 +116,15 @@ pub(super) async fn bootstrap(
                 ca_rotation: None,
                 unlock_key: Default::default(),
             };
-            if let Err(e) = proposer.propose(vec![Op::CreateCluster(cluster)]).await {
+            // the routing mesh's network exists from the start, like Swarm's `ingress`
+            let ingress = crate::model::Network {
+                id: crate::util::IdSource::next_id(&mut crate::util::RandomIds),
+                meta: Default::default(),
+                spec: crate::manager::ipam::ingress_spec(),
+                allocation: None,
+            };
+            let ops = vec![Op::CreateCluster(cluster), Op::CreateNetwork(ingress)];
+            if let Err(e) = proposer.propose(ops).await {
                 tracing::warn!("cannot create the cluster object: {e}");
             }
         }

@@ -86,6 +86,10 @@ pub struct NodeConfig {
     /// Restart this manager as the only member of its Raft group, keeping its state (recovery after the loss
     /// of quorum).
     pub force_new_cluster: bool,
+    /// The pools network subnets are allocated from, for a new cluster (`--default-addr-pool`).
+    pub default_addr_pool: Vec<String>,
+    /// The size of each allocated subnet, for a new cluster (`--default-addr-pool-mask-length`).
+    pub default_addr_pool_mask_len: u8,
 }
 
 impl NodeConfig {
@@ -101,6 +105,8 @@ impl NodeConfig {
             raft: RaftSettings::default(),
             join: None,
             force_new_cluster: false,
+            default_addr_pool: crate::model::default_addr_pool(),
+            default_addr_pool_mask_len: crate::model::default_addr_pool_mask_len(),
         }
     }
 }

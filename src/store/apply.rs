@@ -9,7 +9,7 @@
 
 use super::ops::{Batch, BatchRejected, Event, Op, Rejection};
 use super::state::{AddressHolder, ClusterState, ObjectKind, StoredObject};
-use crate::model::cidr::{parse_addr_prefix, Cidr};
+use crate::model::cidr::{check_pool, parse_addr_prefix, Cidr};
 use crate::model::limits::{self, OverLimit, CEILING_TASK_HISTORY, MAX_SECRET_SIZE};
 use crate::model::{
     object_version, Cluster, Config, FileObjectSpec, Meta, Network, NetworkAddress, Node,
@@ -166,27 +166,6 @@ impl Validate for Cluster {
             _ => Ok(()),
         }
     }
-}
-
-/// The default address pool: CIDRs, and a subnet size that fits in each and leaves hosts (at most /29).
-pub(crate) fn check_pool(pool: &[String], mask_len: u8) -> Result<(), String> {
-    if pool.is_empty() {
-        return Err("no subnet given".into());
-    }
-    if mask_len > 29 {
-        return Err(format!(
-            "mask length {mask_len} leaves too few addresses (at most 29)"
-        ));
-    }
-    for p in pool {
-        let cidr = Cidr::parse(p)?;
-        if cidr.prefix() > mask_len {
-            return Err(format!(
-                "pool {p} is smaller than the subnets cut from it (/{mask_len})"
-            ));
-        }
-    }
-    Ok(())
 }
 
 /// Refuses `name` when another object (not `id`) of the table already has it. A scan: these tables are small.

@@ -14,6 +14,7 @@ mod limits;
 mod multinode;
 mod netplane;
 mod netsvc;
+mod network_cli;
 mod partition;
 mod rolling;
 mod service_net;

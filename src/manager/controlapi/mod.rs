@@ -1,7 +1,7 @@
 //! The control API server (what `swarmctl` calls): reads come from the local store, writes are planned here and
 //! proposed through Raft as one batch each. Invariant 2: writes are only accepted on the leader.
 //!
-//! One child per kind of object (`stack`, `service`, `node`, `secret`, `task`, `logs`, `cluster`) holds its handlers; the
+//! One child per kind of object (`stack`, `service`, `node`, `secret`, `network`, `task`, `logs`, `cluster`) holds its handlers; the
 //! rules they enforce live in the manager's pure modules (`rules`, `usage`, `deploy`). Handlers return
 //! [`ApiError`]; this file only dispatches and turns errors into `tonic::Status` (with `?`, through
 //! `From<ApiError>`).
@@ -13,6 +13,7 @@ mod cluster;
 mod error;
 mod lock;
 mod logs;
+mod network;
 mod node;
 mod objects;
 mod secret;
@@ -38,7 +39,7 @@ pub use cluster::{open_tokens, seal_tokens};
 pub use error::ApiError;
 pub use lock::open_unlock_key;
 pub use logs::{TaskLogLine, TaskLogStream, TaskLogs};
-pub use objects::{resolve_node, resolve_secret, resolve_service};
+pub use objects::{resolve_network, resolve_node, resolve_secret, resolve_service};
 
 /// The control API service.
 pub struct ControlApi {
@@ -279,6 +280,34 @@ impl Control for ControlApi {
         request: Request<control::ObjectRef>,
     ) -> Result<Response<control::Empty>, Status> {
         reply(secret::remove(self, &request.into_inner().id_or_name).await)
+    }
+
+    async fn create_network(
+        &self,
+        request: Request<control::CreateNetworkRequest>,
+    ) -> Result<Response<control::JsonObject>, Status> {
+        reply(network::create(self, request.into_inner()).await)
+    }
+
+    async fn list_networks(
+        &self,
+        _: Request<control::Empty>,
+    ) -> Result<Response<control::JsonObjects>, Status> {
+        Ok(Response::new(network::list(self)))
+    }
+
+    async fn get_network(
+        &self,
+        request: Request<control::ObjectRef>,
+    ) -> Result<Response<control::JsonObject>, Status> {
+        reply(network::get(self, &request.into_inner().id_or_name))
+    }
+
+    async fn remove_network(
+        &self,
+        request: Request<control::ObjectRef>,
+    ) -> Result<Response<control::Empty>, Status> {
+        reply(network::remove(self, &request.into_inner().id_or_name).await)
     }
 
     async fn info(

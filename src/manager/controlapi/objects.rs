@@ -3,7 +3,7 @@
 //! Must not: change anything.
 
 use super::error::ApiError;
-use crate::model::{Node, Secret, Service};
+use crate::model::{Network, Node, Secret, Service};
 use crate::store::ClusterState;
 
 fn resolve<'a, T>(
@@ -64,4 +64,15 @@ pub fn resolve_secret<'a>(state: &'a ClusterState, key: &str) -> Result<&'a Secr
     // by name: the newest version
     secrets.sort_by_key(|s| std::cmp::Reverse(crate::model::object_version(&s.spec.labels)));
     resolve("secret", key, secrets, |s| &s.id, |s| &s.spec.name)
+}
+
+/// A network by id, name or id prefix.
+pub fn resolve_network<'a>(state: &'a ClusterState, key: &str) -> Result<&'a Network, ApiError> {
+    resolve(
+        "network",
+        key,
+        state.networks().collect(),
+        |n| &n.id,
+        |n| &n.spec.name,
+    )
 }

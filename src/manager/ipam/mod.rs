@@ -7,6 +7,9 @@
 //! - every task that waits for a node (New or Pending) an address on each network it attaches to. The
 //!   scheduler places only tasks [`allocated`] says are complete.
 //!
+//! A round changes at most `MAX_TASK_OPS_PER_ROUND` services and as many tasks (a bounded Raft entry) and
+//! asks to run again at once when more wait.
+//!
 //! A task attaches to the networks its spec names (by name) and to the ingress network when its service
 //! publishes a port in ingress mode. Which addresses are taken is read from the store: live tasks' and VIPs'
 //! (a terminal or deleted task's address is free again). The search on a network starts after the last
@@ -17,6 +20,7 @@
 
 pub mod netmap;
 pub mod pick;
+pub mod usage;
 
 #[cfg(test)]
 mod tests;
@@ -319,7 +323,12 @@ pub fn reconcile(state: &ClusterState, now: Millis, _ids: &mut dyn IdSource) -> 
     let mut round = Round::new(state);
     round.networks();
     let mut service_ops = Vec::new();
+    let mut more = false;
     for s in state.services() {
+        if service_ops.len() >= MAX_TASK_OPS_PER_ROUND {
+            more = true;
+            break;
+        }
         if let Some(vips) = round.vips(s) {
             let mut new = s.clone();
             new.virtual_ips = vips;
@@ -330,7 +339,6 @@ pub fn reconcile(state: &ClusterState, now: Millis, _ids: &mut dyn IdSource) -> 
         }
     }
     let mut task_ops = Vec::new();
-    let mut more = false;
     for t in state.tasks().filter(|t| waiting(t)) {
         if task_ops.len() >= MAX_TASK_OPS_PER_ROUND {
             more = true;

@@ -8,9 +8,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::{ingress, publishes_ingress};
-use crate::manager::orchestrator::update::is_up;
 use crate::model::netmap::{Endpoint, NetworkInfo, NetworkMap, PeerNode, ServiceEndpoint};
-use crate::model::{cidr, Service, Task, TaskState, STACK_NAMESPACE_LABEL};
+use crate::model::{cidr, Service, Task, TaskHealth, TaskState, STACK_NAMESPACE_LABEL};
 use crate::store::ClusterState;
 
 /// A task that a node has (or had) and that still holds its addresses.
@@ -22,7 +21,9 @@ fn placed(task: &Task) -> Option<&str> {
 /// Whether `task` may receive traffic: running, healthy when it has a health check, and still wanted. A task
 /// whose desired state went to shutdown is not, so it leaves the backends before its agent stops it.
 pub fn ready(task: &Task) -> bool {
-    is_up(task) && task.desired_state == TaskState::Running
+    task.status.state == TaskState::Running
+        && task.status.health.is_none_or(|h| h == TaskHealth::Healthy)
+        && task.desired_state == TaskState::Running
 }
 
 /// The host part of an advertise address (`10.0.0.5:4242` → `10.0.0.5`, `[::1]:4242` → `::1`).

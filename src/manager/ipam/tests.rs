@@ -163,22 +163,6 @@ fn tasks_and_vips_get_distinct_addresses_before_the_scheduler_places_them() {
     for t in ["t1", "t2", "t3"] {
         assert!(allocated(&w.state, w.state.task(t).unwrap()), "{t}");
     }
-    // now the scheduler places them
-    let plan = crate::manager::scheduler::reconcile(&w.state, w.time, &mut SeqIds::default());
-    assert_eq!(plan.ops.len(), 3);
-}
-
-#[test]
-fn the_scheduler_waits_for_addresses() {
-    let web = on_networks("web", &["front"]);
-    let w = World::with(vec![
-        Op::CreateNode(node("n1")),
-        Op::CreateNetwork(network("front", "front", &[])),
-        Op::CreateService(web.clone()),
-        Op::CreateTask(new_task("t1", &web, 1)),
-    ]);
-    let plan = crate::manager::scheduler::reconcile(&w.state, w.time, &mut SeqIds::default());
-    assert!(plan.ops.is_empty(), "no address yet: {plan:?}");
 }
 
 #[test]

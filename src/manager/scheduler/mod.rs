@@ -503,4 +503,43 @@ mod tests {
             "no suitable node (1 node not available for new tasks; 1 node has unmatched placement constraints)"
         );
     }
+
+    #[test]
+    fn tasks_wait_for_their_addresses() {
+        let mut web = service("web", ServiceMode::Replicated { replicas: 1 });
+        web.spec.task.networks = vec![crate::model::NetworkAttachment {
+            target: "front".into(),
+            aliases: vec![],
+        }];
+        let mut t = task("t1", "web", 1, None, TaskState::Running, TaskState::New);
+        t.spec = web.spec.task.clone();
+        let mut w = World::with(vec![
+            Op::CreateNode(node("n1")),
+            Op::CreateNetwork(crate::model::Network {
+                id: "front".into(),
+                meta: Default::default(),
+                spec: crate::model::NetworkSpec {
+                    name: "front".into(),
+                    ..Default::default()
+                },
+                allocation: None,
+            }),
+            Op::CreateService(web),
+            Op::CreateTask(t),
+        ]);
+        let mut ids = SeqIds::default();
+        assert!(
+            reconcile(&w.state, w.time, &mut ids).ops.is_empty(),
+            "no address yet"
+        );
+        for _ in 0..2 {
+            let plan = crate::manager::ipam::reconcile(&w.state, w.time, &mut ids);
+            w.apply_plan(&plan);
+        }
+        let plan = reconcile(&w.state, w.time, &mut ids);
+        assert_eq!(
+            summary(&plan),
+            vec!["update t1 desired=Running status=Assigned@n1"]
+        );
+    }
 }
