@@ -196,13 +196,25 @@ impl BackendSet {
 
 struct Listener {
     backends: Arc<BackendSet>,
-    task: JoinHandle<()>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Listener {
+    /// Stop accepting and wait until the socket is closed (the port is free again when this returns);
+    /// connections already accepted run on their own tasks to their end.
+    async fn close(mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+            let _ = task.await;
+        }
+    }
 }
 
 impl Drop for Listener {
     fn drop(&mut self) {
-        // stops accepting; connections already accepted run on their own tasks to their end
-        self.task.abort();
+        if let Some(task) = &self.task {
+            task.abort();
+        }
     }
 }
 
@@ -244,7 +256,17 @@ impl Proxy {
     /// others. A port that cannot be bound is reported (and tried again on the next call).
     pub async fn reconcile(&mut self, desired: &BTreeMap<PortKey, Vec<SocketAddr>>) -> Vec<String> {
         let mut problems = Vec::new();
-        self.listeners.retain(|k, _| desired.contains_key(k));
+        let gone: Vec<PortKey> = self
+            .listeners
+            .keys()
+            .filter(|k| !desired.contains_key(k))
+            .copied()
+            .collect();
+        for key in gone {
+            if let Some(l) = self.listeners.remove(&key) {
+                l.close().await;
+            }
+        }
         for (key, backends) in desired {
             if let Some(l) = self.listeners.get(key) {
                 l.backends.set(backends.clone());
@@ -273,7 +295,7 @@ impl Proxy {
                 *key,
                 Listener {
                     backends: set,
-                    task,
+                    task: Some(task),
                 },
             );
         }
