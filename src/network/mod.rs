@@ -144,6 +144,13 @@ pub async fn converge(
             .map_err(|e| NetError::Kernel(format!("applying the NAT ruleset: {e}")))??;
         *last_nat = Some(rules);
     }
+    let want = !d.networks.is_empty();
+    let docker = tokio::task::spawn_blocking(move || nat::docker_user(want))
+        .await
+        .map_err(|e| NetError::Kernel(format!("checking Docker's forward chain: {e}")))??;
+    if let Some(done) = docker {
+        tracing::info!("network plane: {done}");
+    }
     if d.networks.iter().any(|n| !n.internal) {
         std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
             .map_err(|e| NetError::Kernel(format!("turning on IPv4 forwarding: {e}")))?;

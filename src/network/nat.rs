@@ -7,7 +7,12 @@
 //! thinly maintained or need libnftnl's C library; `nft -f` is the kernel project's own front end, atomic per
 //! file, and one short-lived process per changed map is no cost.
 //!
-//! Must not: touch any table but `swarm_nat`.
+//! On a host where Docker runs, its `FORWARD` policy is drop and `br_netfilter` sends bridged frames through
+//! it, so even two tasks on one of our bridges could not talk; Docker's documented place for exceptions is its
+//! `DOCKER-USER` chain, where [`docker_user`] keeps two rules of ours (marked with a comment) that accept our
+//! bridges' traffic while any network exists.
+//!
+//! Must not: touch any table but `swarm_nat`, except our two marked rules in Docker's `DOCKER-USER` chain.
 
 use std::io::Write;
 use std::path::Path;
@@ -50,6 +55,56 @@ pub fn ruleset(networks: &[NetPlan]) -> String {
     }
     s.push_str("\t}\n}\n");
     s
+}
+
+/// The comment marking our rules in Docker's chain.
+const MARK: &str = "swarm-netplane";
+
+fn run_nft(args: &[&str]) -> Option<String> {
+    let out = Command::new(nft()?)
+        .args(args)
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// With `want`, makes sure Docker's `ip filter DOCKER-USER` chain (when there is one) accepts traffic from and
+/// to our bridges; without, removes those rules. Returns what it changed, for the log.
+pub fn docker_user(want: bool) -> Result<Option<&'static str>, NetError> {
+    let Some(listing) = run_nft(&["-a", "list", "chain", "ip", "filter", "DOCKER-USER"]) else {
+        return Ok(None); // no Docker (or no nftables view of it) here
+    };
+    let handles: Vec<&str> = listing
+        .lines()
+        .filter(|l| l.contains(&format!("comment \"{MARK}\"")))
+        .filter_map(|l| l.rsplit_once("# handle ").map(|(_, h)| h.trim()))
+        .collect();
+    let fail =
+        |what: &str| NetError::Kernel(format!("{what} in Docker's DOCKER-USER chain failed"));
+    match (want, handles.is_empty()) {
+        (true, true) => {
+            for dir in ["oifname", "iifname"] {
+                let rule = format!(
+                    "insert rule ip filter DOCKER-USER {dir} \"swbr-*\" accept comment \"{MARK}\""
+                );
+                apply(&rule).map_err(|_| fail("accepting our bridges' traffic"))?;
+            }
+            Ok(Some(
+                "accepting the bridges' traffic in Docker's DOCKER-USER chain",
+            ))
+        }
+        (false, false) => {
+            for h in handles {
+                run_nft(&["delete", "rule", "ip", "filter", "DOCKER-USER", "handle", h])
+                    .ok_or_else(|| fail("removing our rules"))?;
+            }
+            Ok(Some("removed our rules from Docker's DOCKER-USER chain"))
+        }
+        _ => Ok(None),
+    }
 }
 
 fn nft() -> Option<&'static str> {

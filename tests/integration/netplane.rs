@@ -209,6 +209,22 @@ fn a_task_on_node_a_reaches_one_on_node_b_over_vxlan_and_a_removed_network_takes
         assert!(ip(&["-n", ns, "link", "set", link, "up"]));
     }
 
+    // both nodes filter like a Docker host: forwarding dropped but for Docker's DOCKER-USER chain (bridged
+    // frames go through it too, br_netfilter)
+    for ns in [&node_a, &node_b] {
+        let mut nft = Command::new("ip")
+            .args(["netns", "exec", ns, "nft", "-f", "-"])
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("nft");
+        nft.stdin
+            .take()
+            .expect("stdin")
+            .write_all(DOCKER_LIKE.as_bytes())
+            .expect("write");
+        assert!(nft.wait().expect("nft").success());
+    }
+
     let net = overlay("npnet1", "10.77.1.0/24", "10.77.1.1", 4242);
     let endpoints = vec![
         endpoint("ta", "A", "npnet1", "10.77.1.2"),
@@ -295,6 +311,21 @@ fn a_task_on_node_a_reaches_one_on_node_b_over_vxlan_and_a_removed_network_takes
         )),
         "{nft}"
     );
+    let docker_user = ip_out(&[
+        "netns",
+        "exec",
+        &node_a,
+        "nft",
+        "list",
+        "chain",
+        "ip",
+        "filter",
+        "DOCKER-USER",
+    ]);
+    assert!(
+        docker_user.contains("iifname \"swbr-*\" accept comment \"swarm-netplane\""),
+        "{docker_user}"
+    );
     // converging again changes nothing
     let again = netplane(&node_a, &map_a, &["--underlay", "192.168.77.2"]);
     assert!(again.starts_with("converged: 0 changes"), "{again}");
@@ -329,7 +360,30 @@ fn a_task_on_node_a_reaches_one_on_node_b_over_vxlan_and_a_removed_network_takes
         "ip",
         "swarm_nat"
     ]));
+    let docker_user = ip_out(&[
+        "netns",
+        "exec",
+        &node_a,
+        "nft",
+        "list",
+        "chain",
+        "ip",
+        "filter",
+        "DOCKER-USER",
+    ]);
+    assert!(!docker_user.contains("swarm-netplane"), "{docker_user}");
 }
+
+/// Docker's filtering, as a Docker host has it in nftables.
+const DOCKER_LIKE: &str = "table ip filter {
+\tchain DOCKER-USER {
+\t}
+\tchain FORWARD {
+\t\ttype filter hook forward priority filter; policy drop;
+\t\tjump DOCKER-USER
+\t}
+}
+";
 
 /// A `swarmd` in namespace `ns` on its loopback, fed network maps from a file; killed with everything it
 /// started on drop.
