@@ -75,6 +75,7 @@ fn service(i: usize, replicas: u64) -> Service {
         spec_version: 1,
         previous_spec: None,
         update_status: None,
+        virtual_ips: Vec::new(),
     }
 }
 

@@ -17,6 +17,9 @@
 //! - [`exec`]: task runtimes behind `Executor`/`Controller`: the process executor (a supervising shim per task,
 //!   logs in files, secrets on tmpfs, re-adoption after a daemon crash, tasks isolated like containers when
 //!   root), the Docker executor (feature `docker`) and a scripted fake for simulations.
+//! - [`netsvc`]: service networking on a node from the `model::netmap` it receives: the resolver (feature
+//!   `dns`, hickory-server), VIP load balancing as nftables DNAT in each task's namespace, published ports by a
+//!   userspace TCP/UDP proxy.
 //! - [`api`]: the gRPC messages and services generated from `proto/` (control API, dispatcher).
 //! - [`stack`]: Compose-format stack files: load (YAML, anchors, merge keys, several files), interpolate,
 //!   validate (our JSON Schema plus semantic checks), normalize, convert to model specs.
@@ -32,14 +35,18 @@
 //!   the driver that runs them, the proposer, the deploy planner, the control API and the dispatcher.
 //! - [`node`]: `swarmd`'s wiring: the state dir's identity and key files (autolock, CA rotation), the agent's
 //!   session with the dispatcher, and the lifecycle that starts every part and shuts them all down.
+//! - [`gitops`]: the GitOps watcher (`stack watch`): a directory or git repository of stack files kept applied
+//!   through the control API, drift reverted, sync state recorded on the stacks; its decisions are pure.
 //! - [`cli`]: `swarmctl`'s commands and their output.
 
 pub mod agent;
 pub mod api;
 pub mod cli;
 pub mod exec;
+pub mod gitops;
 pub mod manager;
 pub mod model;
+pub mod netsvc;
 pub mod network;
 pub mod node;
 pub mod pki;

@@ -45,6 +45,7 @@ fn task(id: &str, image: &str, check: Option<HealthConfig>) -> Task {
         spec_version: 1,
         desired_state: TaskState::Running,
         status: TaskStatus::new(TaskState::Assigned, 0),
+        attachments: Vec::new(),
     }
 }
 

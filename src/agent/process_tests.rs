@@ -70,6 +70,7 @@ fn greeter() -> Task {
         spec_version: 1,
         desired_state: TaskState::Running,
         status: TaskStatus::new(TaskState::Assigned, 0),
+        attachments: Vec::new(),
     }
 }
 
@@ -82,6 +83,7 @@ fn assignments(task: &Task) -> Assignments {
         node_id: "n1".into(),
         node_hostname: "box1".into(),
         service_ports: HashMap::new(),
+        network_map: Default::default(),
     }
 }
 

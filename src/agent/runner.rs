@@ -96,6 +96,10 @@ impl Runner<'_> {
                 Err(spec) => spec,
             },
         };
+        // at most so many tasks are being started at once; the permit is held until this one runs (or failed)
+        let Ok(permit) = self.shared.starts.clone().acquire_owned().await else {
+            return End::Done(None);
+        };
         if *desired.borrow() != Desired::Run {
             self.report(TaskState::Shutdown, Detail::message("shutdown"));
             return End::Done(None);
@@ -148,6 +152,7 @@ impl Runner<'_> {
                 return End::Done(Some(ctl));
             }
         }
+        drop(permit);
         self.supervise(ctl, desired).await
     }
 

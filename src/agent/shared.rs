@@ -49,7 +49,14 @@ pub(crate) struct Shared {
     pub(crate) reporter: Reporter,
     runners: Mutex<HashMap<String, RunnerHandle>>,
     next_gen: AtomicU64,
+    /// Bounds how many tasks are being created, prepared and started at once (a start wave of a thousand
+    /// tasks runs that many at a time, and each reports as it goes).
+    pub(crate) starts: Arc<tokio::sync::Semaphore>,
 }
+
+/// How many task starts run at once by default: enough to keep a container engine busy (Docker and
+/// containerd start containers in parallel fine), few enough that each finishes and reports promptly.
+pub const DEFAULT_START_PARALLELISM: usize = 32;
 
 impl Shared {
     /// No runners yet.
@@ -59,6 +66,7 @@ impl Shared {
             reporter,
             runners: Mutex::new(HashMap::new()),
             next_gen: AtomicU64::new(1),
+            starts: Arc::new(tokio::sync::Semaphore::new(DEFAULT_START_PARALLELISM)),
         }
     }
 

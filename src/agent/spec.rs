@@ -141,7 +141,31 @@ pub fn process_spec(
         cap_add: c.cap_add.clone(),
         cap_drop: c.cap_drop.clone(),
         ports: ctx.ports.iter().map(published_port).collect(),
+        labels: runtime_labels(task, ctx),
     })
+}
+
+/// The labels a runtime object of `task` carries, Swarm's names: the container labels of the spec, the
+/// stack namespace, and the task, service and node it belongs to.
+fn runtime_labels(task: &Task, ctx: &TaskContext) -> std::collections::BTreeMap<String, String> {
+    let mut labels: std::collections::BTreeMap<String, String> = task
+        .spec
+        .container
+        .labels
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let name = task.name(&ctx.service_name);
+    for (k, v) in [
+        ("com.docker.swarm.task.id", task.id.as_str()),
+        ("com.docker.swarm.task.name", name.as_str()),
+        ("com.docker.swarm.service.id", task.service_id.as_str()),
+        ("com.docker.swarm.service.name", ctx.service_name.as_str()),
+        ("com.docker.swarm.node.id", ctx.node_id.as_str()),
+    ] {
+        labels.insert(k.to_string(), v.to_string());
+    }
+    labels
 }
 
 fn limits(l: &model::ResourceValues) -> Limits {
@@ -253,6 +277,7 @@ mod tests {
             spec_version: 1,
             desired_state: TaskState::Running,
             status: TaskStatus::new(TaskState::Assigned, 0),
+            attachments: Vec::new(),
         }
     }
 
@@ -271,6 +296,22 @@ mod tests {
             "cfg1" => Some(b"k=v".to_vec()),
             _ => None,
         }
+    }
+
+    #[test]
+    fn runtime_objects_carry_swarms_labels() {
+        let mut t = task();
+        t.spec
+            .container
+            .labels
+            .insert("com.docker.stack.namespace".into(), "demo".into());
+        let s = process_spec(&t, &ctx(), &data, &data).expect("spec");
+        assert_eq!(s.labels["com.docker.stack.namespace"], "demo");
+        assert_eq!(s.labels["com.docker.swarm.service.name"], "web");
+        assert_eq!(s.labels["com.docker.swarm.node.id"], "n1");
+        assert_eq!(s.labels["com.docker.swarm.task.id"], t.id);
+        assert_eq!(s.labels["com.docker.swarm.task.name"], t.name("web"));
+        assert_eq!(s.labels["com.docker.swarm.service.id"], t.service_id);
     }
 
     #[test]

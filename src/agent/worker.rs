@@ -42,6 +42,8 @@ pub struct Assignments {
     pub node_id: String,
     /// This node's hostname.
     pub node_hostname: String,
+    /// The node's view of the cluster's networks (what the node's network layer plumbs).
+    pub network_map: crate::model::netmap::NetworkMap,
 }
 
 impl fmt::Debug for Assignments {
@@ -58,6 +60,7 @@ impl fmt::Debug for Assignments {
             .field("service_ports", &self.service_ports)
             .field("node_id", &self.node_id)
             .field("node_hostname", &self.node_hostname)
+            .field("network_map", &self.network_map)
             .finish()
     }
 }
@@ -81,6 +84,8 @@ pub struct Worker {
     runtime: Option<tokio::runtime::Handle>,
     /// The node is leaving the swarm: every later assignment set is taken as empty.
     leaving: std::sync::atomic::AtomicBool,
+    /// The latest network map, for the node's network layer ([`Worker::network_maps`]).
+    network_map: tokio::sync::watch::Sender<crate::model::netmap::NetworkMap>,
 }
 
 impl Worker {
@@ -95,7 +100,24 @@ impl Worker {
             assigning: tokio::sync::Mutex::new(None),
             runtime: None,
             leaving: std::sync::atomic::AtomicBool::new(false),
+            network_map: tokio::sync::watch::Sender::new(Default::default()),
         }
+    }
+
+    /// Publishes the network maps of the assignments on `tx` (the node's network layer's channel) instead of a
+    /// channel of its own: a map is on `tx` before the tasks of the same assignments start or stop.
+    pub fn with_network_maps(
+        mut self,
+        tx: tokio::sync::watch::Sender<crate::model::netmap::NetworkMap>,
+    ) -> Self {
+        self.network_map = tx;
+        self
+    }
+
+    /// The node's network map as the managers send it, newest first: what the node's network layer subscribes
+    /// to (it sees a new value before the tasks of the same assignments are started or stopped).
+    pub fn network_maps(&self) -> tokio::sync::watch::Receiver<crate::model::netmap::NetworkMap> {
+        self.network_map.subscribe()
     }
 
     /// Stops every task for good (the node leaves the swarm: later assignment sets are taken as empty) and
@@ -133,6 +155,19 @@ impl Worker {
         self
     }
 
+    /// Starts at most `n` tasks at once (at least 1; the default is
+    /// [`super::shared::DEFAULT_START_PARALLELISM`]). Call before the first assignment.
+    pub fn with_start_parallelism(self, n: usize) -> Self {
+        use super::shared::DEFAULT_START_PARALLELISM as DEFAULT;
+        let n = n.max(1);
+        if n > DEFAULT {
+            self.shared.starts.add_permits(n - DEFAULT);
+        } else {
+            self.shared.starts.forget_permits(DEFAULT - n);
+        }
+        self
+    }
+
     /// Converges to `a`, the complete set of this node's tasks. Returns once every change is
     /// under way (tasks start and stop in the background). Safe to call repeatedly and
     /// concurrently (calls are serialized).
@@ -143,6 +178,9 @@ impl Worker {
         } else {
             a
         };
+        let map = a.network_map.clone();
+        self.network_map
+            .send_if_modified(|m| std::mem::replace(m, map.clone()) != map);
         let a = Arc::new(a);
         *last = Some(a.clone());
         self.converge(&a).await

@@ -35,6 +35,7 @@ fn task(id: &str, service: &str, slot: u64) -> Task {
         spec_version: 1,
         desired_state: TaskState::Running,
         status: TaskStatus::new(TaskState::Assigned, 0),
+        attachments: Vec::new(),
     }
 }
 
@@ -338,4 +339,73 @@ fn assignments_debug_hides_secret_data() {
     a.secrets.insert("sec1".into(), b"hunter2".to_vec());
     let shown = format!("{a:?}");
     assert!(shown.contains("sec1") && !shown.contains("hunter2") && !shown.contains("104"));
+}
+
+/// A start wave runs at most the configured number of starts at once, and every task reports as it comes up
+/// (no report waits for the whole wave).
+#[tokio::test(start_paused = true)]
+async fn a_start_wave_runs_a_bounded_number_of_starts_at_once() {
+    let exec = FakeExecutor::new();
+    exec.script(Match::Any, Outcome::SlowStart(Duration::from_secs(1)));
+    let mut h = Harness::new(exec);
+    h.worker = Worker::new(Arc::new(h.exec.clone()), Arc::new(h.clock.clone()), {
+        let (tx, rx) = unbounded_channel();
+        h.rx = rx;
+        tx
+    })
+    .with_start_parallelism(2);
+    let tasks: Vec<Task> = (1..=6).map(|i| task(&format!("t{i}"), "s1", i)).collect();
+    h.assign(&tasks).await;
+    let mut in_flight = std::collections::BTreeSet::new();
+    let mut most = 0;
+    let mut running = Vec::new();
+    while running.len() < tasks.len() {
+        let r = tokio::time::timeout(Duration::from_secs(30), h.rx.recv())
+            .await
+            .expect("reports keep coming")
+            .expect("a report");
+        match r.status.state {
+            TaskState::Accepted => {
+                in_flight.insert(r.task_id.clone());
+            }
+            TaskState::Running => {
+                in_flight.remove(&r.task_id);
+                running.push((r.task_id.clone(), tokio::time::Instant::now()));
+            }
+            _ => {}
+        }
+        most = most.max(in_flight.len());
+    }
+    assert_eq!(most, 2, "at most two starts at once");
+    // the first tasks were running a whole start time before the last ones
+    let first = running.first().unwrap().1;
+    let last = running.last().unwrap().1;
+    assert!(
+        last.duration_since(first) >= Duration::from_secs(2),
+        "{running:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_network_map_reaches_subscribers_once_per_change() {
+    let h = Harness::new(FakeExecutor::new());
+    let mut maps = h.worker.network_maps();
+    let mut a = assignments(&[]);
+    a.network_map
+        .networks
+        .push(crate::model::netmap::NetworkInfo {
+            id: "net1".into(),
+            subnet: "10.0.1.0/24".into(),
+            ..Default::default()
+        });
+    h.worker.assign(a.clone()).await.expect("assign");
+    assert!(maps.has_changed().expect("sender alive"));
+    assert_eq!(maps.borrow_and_update().networks[0].subnet, "10.0.1.0/24");
+    h.worker.assign(a).await.expect("assign");
+    assert!(
+        !maps.has_changed().expect("sender alive"),
+        "the same map again is no change"
+    );
+    h.worker.assign(assignments(&[])).await.expect("assign");
+    assert!(maps.borrow_and_update().networks.is_empty());
 }

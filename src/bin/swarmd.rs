@@ -24,6 +24,9 @@ struct Args {
     /// How often agents heartbeat (e.g. 5s).
     #[arg(long, default_value = "5s")]
     heartbeat_period: String,
+    /// How many tasks the node's agent creates and starts at once (each reports as soon as it runs).
+    #[arg(long, default_value_t = swarm::agent::DEFAULT_START_PARALLELISM)]
+    exec_parallelism: usize,
     /// Raft log entries between snapshots.
     #[arg(long, default_value_t = 10_000)]
     snapshot_interval: u64,
@@ -99,6 +102,7 @@ fn main() {
         swarm::node::ExecutorKind::Process
     };
     config.heartbeat_period = heartbeat;
+    config.start_parallelism = args.exec_parallelism.max(1);
     config.raft.snapshot_interval_entries = args.snapshot_interval.max(1);
     // entries kept behind a snapshot for lagging managers: up to one interval
     config.raft.logs_kept_after_snapshot = config

@@ -77,19 +77,29 @@ pub fn is_running(t: &Task) -> bool {
     t.status.state == TaskState::Running && t.desired_state <= TaskState::Running
 }
 
-/// Docker's REPLICAS column: `2/3`, or for jobs `1/4 (3/4 completed)`.
+/// Docker's REPLICAS column: `2/3`, `6/6 (max 2 per node)`, or for jobs `1/4 (3/4 completed)` (jobs never show
+/// the per-node limit, like docker). The update state is not part of it (`service inspect` and `stack status`
+/// show it): scripts parse this column as docker prints it.
 pub fn replicas(svc: &Service, tasks: &[Task], nodes: &[Node]) -> String {
     let mine: Vec<&Task> = tasks.iter().filter(|t| t.service_id == svc.id).collect();
     let running = mine.iter().filter(|t| is_running(t)).count();
+    let max = svc.spec.task.placement.max_replicas_per_node;
+    let per_node = |s: String| {
+        if max > 0 {
+            format!("{s} (max {max} per node)")
+        } else {
+            s
+        }
+    };
     match &svc.spec.mode {
-        ServiceMode::Replicated { replicas } => format!("{running}/{replicas}"),
+        ServiceMode::Replicated { replicas } => per_node(format!("{running}/{replicas}")),
         ServiceMode::Global => {
             let desired = mine
                 .iter()
                 .filter(|t| t.desired_state <= TaskState::Running)
                 .count();
             let _ = nodes;
-            format!("{running}/{desired}")
+            per_node(format!("{running}/{desired}"))
         }
         ServiceMode::ReplicatedJob {
             max_concurrent,
@@ -268,4 +278,55 @@ pub fn ps_json(row: &[String], t: &Task) -> serde_json::Value {
         "Error": row[6],
         "Ports": "",
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manager::testutil::{service, task};
+    use crate::model::{UpdateState, UpdateStatus};
+
+    fn tasks(service: &str, n: u64, state: TaskState, desired: TaskState) -> Vec<Task> {
+        (1..=n)
+            .map(|i| {
+                task(
+                    &format!("{service}{i}"),
+                    service,
+                    i,
+                    Some("n"),
+                    desired,
+                    state,
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn replicas_are_printed_as_docker_prints_them_without_the_update_state() {
+        let mut web = service("web", ServiceMode::Replicated { replicas: 6 });
+        let running = tasks("web", 6, TaskState::Running, TaskState::Running);
+        assert_eq!(replicas(&web, &running, &[]), "6/6");
+        // the update state stays out of the column (service inspect / stack status show it)
+        web.update_status = Some(UpdateStatus {
+            state: UpdateState::RollbackCompleted,
+            started_at: 1,
+            completed_at: Some(2),
+            message: "rolled back".into(),
+        });
+        assert_eq!(replicas(&web, &running, &[]), "6/6");
+        web.spec.task.placement.max_replicas_per_node = 2;
+        assert_eq!(replicas(&web, &running, &[]), "6/6 (max 2 per node)");
+
+        let mut job = service(
+            "job",
+            ServiceMode::ReplicatedJob {
+                max_concurrent: 1,
+                total_completions: 1,
+            },
+        );
+        // jobs never show the per-node limit
+        job.spec.task.placement.max_replicas_per_node = 2;
+        let done = tasks("job", 1, TaskState::Complete, TaskState::Complete);
+        assert_eq!(replicas(&job, &done, &[]), "0/1 (1/1 completed)");
+    }
 }

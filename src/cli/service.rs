@@ -332,7 +332,7 @@ pub async fn list(c: &mut Client, stack: &str, format: &FormatArgs) -> CmdResult
             short_id(&s.id).to_string(),
             s.spec.name.clone(),
             mode(s).to_string(),
-            with_update_state(replicas(s, &tasks, &nodes), s),
+            replicas(s, &tasks, &nodes),
             s.spec.task.container.image.clone(),
             ports(s),
         ];
@@ -349,17 +349,6 @@ pub async fn list(c: &mut Client, stack: &str, format: &FormatArgs) -> CmdResult
         print!("{}", table.render());
     }
     Ok(())
-}
-
-/// The REPLICAS column with the update state appended while an update is not simply completed:
-/// `3/6 (updating)`, `6/6 (paused: ...)`.
-fn with_update_state(replicas: String, s: &Service) -> String {
-    match &s.update_status {
-        Some(u) if u.state != crate::model::UpdateState::Completed => {
-            format!("{replicas} ({})", u.state.name())
-        }
-        _ => replicas,
-    }
 }
 
 /// Prints tasks like `service ps`.

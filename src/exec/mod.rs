@@ -69,6 +69,10 @@ pub struct ProcessSpec {
     /// Ports published on this node (docker executor only).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<PublishedPort>,
+    /// Labels for the runtime's object (the docker executor labels the container with them, like Swarm's
+    /// `com.docker.swarm.*` and `com.docker.stack.namespace`).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 /// Upper bounds of a task's resources; 0 means no limit.

@@ -282,6 +282,7 @@ pub fn plan_deploy(
                     id: id.clone(),
                     meta: Meta::default(),
                     spec: net.clone(),
+                    allocation: None,
                 }));
                 network_ids.push(id);
             }
@@ -410,6 +411,7 @@ pub fn plan_deploy(
                     spec_version: 1,
                     previous_spec: None,
                     update_status: None,
+                    virtual_ips: Vec::new(),
                 }));
                 service_ids.push(id);
             }
@@ -465,6 +467,7 @@ pub fn plan_deploy(
         config_ids,
         network_ids,
         history,
+        source: existing_stack.as_ref().and_then(|s| s.source.clone()),
     };
     match existing_stack {
         Some(old) => plan.ops.push(Op::UpdateStack {

@@ -165,7 +165,7 @@ impl Propose for Leader<'_> {
 
     fn plan(&mut self, controller: Controller, now: Millis) -> Plan {
         let ids: &mut dyn IdSource = self.ids;
-        self.store.view(|s| controller(s, now, ids))
+        crate::util::cpu_bound(|| self.store.view(|s| controller(s, now, ids)))
     }
 
     fn propose(

@@ -20,6 +20,7 @@ pub mod dispatcher;
 pub mod driver;
 pub mod forward;
 pub mod gc;
+pub mod ipam;
 pub mod orchestrator;
 pub mod proposer;
 pub mod raftpeer;
@@ -45,13 +46,14 @@ pub struct Plan {
 pub type Controller = fn(&ClusterState, Millis, &mut dyn IdSource) -> Plan;
 
 /// Every controller, by name, in the order the driver should run them (orchestrators, then the rolling
-/// updater, then the scheduler, then the reaper).
+/// updater, then IPAM (addresses before a node), then the scheduler, then the reaper).
 pub const CONTROLLERS: &[(&str, Controller)] = &[
     ("replicated", orchestrator::replicated::reconcile),
     ("global", orchestrator::global::reconcile),
     ("jobs", orchestrator::jobs::reconcile),
     ("orphans", orchestrator::reconcile_orphans),
     ("update", orchestrator::update::reconcile),
+    ("ipam", ipam::reconcile),
     ("scheduler", scheduler::reconcile),
     ("reaper", orchestrator::reaper::reconcile),
     ("gc", gc::reconcile),
@@ -73,6 +75,9 @@ fn target(op: &Op) -> Option<(ObjectKind, String)> {
         Op::CreateRestartHistory(h) => (K::RestartHistory, h.key.id()),
         Op::UpdateRestartHistory { history, .. } => (K::RestartHistory, history.key.id()),
         Op::DeleteRestartHistory { key, .. } => (K::RestartHistory, key.id()),
+        Op::CreateNetwork(n) => (K::Network, n.id.clone()),
+        Op::UpdateNetwork { network, .. } => (K::Network, network.id.clone()),
+        Op::DeleteNetwork { id, .. } => (K::Network, id.clone()),
         _ => return None,
     })
 }

@@ -70,6 +70,7 @@ pub fn service(id: &str, mode: ServiceMode) -> Service {
         spec_version: 1,
         previous_spec: None,
         update_status: None,
+        virtual_ips: Vec::new(),
     }
 }
 
@@ -92,6 +93,7 @@ pub fn task(
         spec_version: 1,
         desired_state: desired,
         status: TaskStatus::new(status, 0),
+        attachments: Vec::new(),
     }
 }
 

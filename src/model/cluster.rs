@@ -43,6 +43,27 @@ pub struct Network {
     pub meta: Meta,
     /// What was asked for.
     pub spec: NetworkSpec,
+    /// What the managers' IPAM gave it (subnet, gateway, VNI); `None` until allocated.
+    #[serde(default)]
+    pub allocation: Option<NetworkAllocation>,
+}
+
+/// A network's allocation, chosen by the managers' IPAM (`manager::ipam`) and held unique by the store (no two
+/// networks overlap or share a VNI).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkAllocation {
+    /// The subnet, CIDR (`10.0.1.0/24`).
+    pub subnet: String,
+    /// The gateway address on it (`10.0.1.1`): the node's bridge address.
+    pub gateway: String,
+    /// The VXLAN network identifier (from 4096, like Swarm's).
+    pub vni: u32,
+    /// `swarm` (spans the cluster) or `local`.
+    pub scope: String,
+    /// The host offset after the last address handed out: the next search starts there, so a just-freed
+    /// address is not handed out again while the subnet has others.
+    #[serde(default)]
+    pub next_host: u64,
 }
 
 /// A deployed stack: the files it was deployed from and the objects it owns. Keyed by name.
@@ -68,6 +89,10 @@ pub struct Stack {
     /// the current.
     #[serde(default)]
     pub history: Vec<StackRevision>,
+    /// Where a GitOps watcher (`stack watch`) takes this stack from and its sync state; None for a stack
+    /// deployed by hand.
+    #[serde(default)]
+    pub source: Option<super::gitops::StackSource>,
 }
 
 /// One applied deploy of a stack: enough to show what changed and to re-apply it.
@@ -149,6 +174,23 @@ pub struct ClusterSettings {
     /// random point in the second half of that.
     #[serde(default = "default_cert_expiry_secs")]
     pub cert_expiry_secs: u64,
+    /// The pools network subnets are allocated from (`swarmd --default-addr-pool`, CIDR; Swarm's default
+    /// `10.0.0.0/8`), set when the cluster is created.
+    #[serde(default = "default_addr_pool")]
+    pub default_addr_pool: Vec<String>,
+    /// The prefix length of each allocated subnet (`--default-addr-pool-mask-length`, default 24).
+    #[serde(default = "default_addr_pool_mask_len")]
+    pub default_addr_pool_mask_len: u8,
+}
+
+/// Swarm's default address pool: `10.0.0.0/8`.
+pub fn default_addr_pool() -> Vec<String> {
+    vec!["10.0.0.0/8".to_string()]
+}
+
+/// Swarm's default subnet size within the pool: /24.
+pub fn default_addr_pool_mask_len() -> u8 {
+    24
 }
 
 /// Swarm's default node certificate lifetime: 90 days.
@@ -164,6 +206,8 @@ impl Default for ClusterSettings {
             task_history_retention_limit: 5,
             limits: Default::default(),
             cert_expiry_secs: default_cert_expiry_secs(),
+            default_addr_pool: default_addr_pool(),
+            default_addr_pool_mask_len: default_addr_pool_mask_len(),
         }
     }
 }

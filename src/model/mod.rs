@@ -3,8 +3,10 @@
 //! Owns: the desired-state specs the stack converter produces and the store keeps. Must not: do I/O, read a
 //! clock or generate randomness (ids and times are passed in), or depend on any other module of the crate.
 
+pub mod cidr;
 pub mod cluster;
 pub mod constraint;
+pub mod gitops;
 pub mod limits;
 pub mod meta;
 pub mod netmap;
@@ -14,8 +16,10 @@ pub mod plan;
 pub mod service;
 pub mod task;
 
+pub use cidr::Cidr;
 pub use cluster::*;
 pub use constraint::{Constraint, ConstraintOp};
+pub use gitops::{StackSource, SyncState};
 pub use limits::Limits;
 pub use meta::Meta;
 pub use node::*;

@@ -48,6 +48,10 @@ pub struct NetworkSpec {
     pub internal: bool,
     /// IPAM subnets.
     pub subnets: Vec<String>,
+    /// The routing mesh's network (`ingress`, made with the cluster): services publishing a port in ingress
+    /// mode attach to it.
+    #[serde(default)]
+    pub ingress: bool,
 }
 
 /// Everything a stack deploy asks for, produced by `stack::convert` from the files.

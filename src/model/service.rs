@@ -439,6 +439,19 @@ pub struct Service {
     pub previous_spec: Option<ServiceSpec>,
     /// Progress of the current or last rolling update.
     pub update_status: Option<UpdateStatus>,
+    /// The service's virtual IP on each network it attaches to (`endpoint_mode: vip`; none for dnsrr),
+    /// allocated by the managers' IPAM: docker's `Endpoint.VirtualIPs`.
+    #[serde(default)]
+    pub virtual_ips: Vec<NetworkAddress>,
+}
+
+/// An address on a network, as IPAM allocated it: a service's VIP or a task's address.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct NetworkAddress {
+    /// Network id.
+    pub network_id: String,
+    /// The address with the subnet's prefix length (`10.0.1.5/24`).
+    pub addr: String,
 }
 
 /// Progress of a rolling update or rollback.

@@ -170,6 +170,10 @@ pub struct Task {
     pub desired_state: TaskState,
     /// What the agent last observed (only moves forward).
     pub status: TaskStatus,
+    /// The task's address on each network it attaches to, allocated by the managers' IPAM before the task is
+    /// scheduled (docker's `NetworksAttachments`); the address is free again once the task is terminal.
+    #[serde(default)]
+    pub attachments: Vec<super::service::NetworkAddress>,
 }
 
 impl Task {
@@ -242,6 +246,7 @@ mod tests {
             spec_version: 1,
             desired_state: TaskState::Running,
             status: TaskStatus::new(TaskState::New, 0),
+            attachments: Vec::new(),
         };
         assert_eq!(t.name("web"), "web.2.abc");
         t.slot = 0;

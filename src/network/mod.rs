@@ -21,10 +21,12 @@ mod netlink;
 mod task;
 pub mod tool;
 
+use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr};
-use std::os::fd::BorrowedFd;
-use std::sync::Arc;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -65,6 +67,9 @@ pub struct Plane {
     /// Held by a converge and by a task's plumbing: a converge of an older map never removes a bridge a task
     /// start has just ensured for a newer one (the converge reads the map once it holds the lock).
     busy: Arc<tokio::sync::Mutex<()>>,
+    /// The namespace of each plumbed task interface, by the node's veth name: a handle kept open so the
+    /// service layer can enter a task's namespace (its VIP rules) by `/proc/self/fd/N`.
+    namespaces: Arc<Mutex<HashMap<String, OwnedFd>>>,
 }
 
 impl Plane {
@@ -76,6 +81,7 @@ impl Plane {
             underlay: underlay_v4(underlay),
             enabled: nix::unistd::geteuid().is_root(),
             busy: Arc::default(),
+            namespaces: Arc::default(),
         }
     }
 
@@ -104,8 +110,53 @@ impl Plane {
         ns: BorrowedFd<'_>,
         attachments: &[Attachment],
     ) -> Result<(), NetError> {
-        let _busy = self.busy.lock().await;
-        plumb(ns, attachments).await
+        let busy = self.busy.lock().await;
+        plumb(ns, attachments).await?;
+        drop(busy);
+        let mut known = self.namespaces();
+        for a in attachments {
+            match ns.try_clone_to_owned() {
+                Ok(fd) => {
+                    known.insert(a.host_veth.clone(), fd);
+                }
+                Err(e) => tracing::warn!("keeping a handle of a task's network namespace: {e}"),
+            }
+        }
+        Ok(())
+    }
+
+    fn namespaces(&self) -> std::sync::MutexGuard<'_, HashMap<String, OwnedFd>> {
+        self.namespaces.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A path that enters task `task_id`'s network namespace (while this process runs), once it was plumbed.
+    pub fn task_netns(&self, task_id: &str) -> Option<PathBuf> {
+        let networks: Vec<String> = self
+            .map
+            .borrow()
+            .endpoints
+            .iter()
+            .filter(|e| e.task_id == task_id)
+            .map(|e| e.network_id.clone())
+            .collect();
+        let known = self.namespaces();
+        networks.iter().find_map(|n| {
+            known
+                .get(&names::veth_name(task_id, n))
+                .map(|fd| PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd())))
+        })
+    }
+
+    /// Lets go of the namespace handles of interfaces the current map no longer has.
+    pub fn forget_gone(&self) {
+        let live: BTreeSet<String> = self
+            .map
+            .borrow()
+            .endpoints
+            .iter()
+            .map(|e| names::veth_name(&e.task_id, &e.network_id))
+            .collect();
+        self.namespaces().retain(|veth, _| live.contains(veth));
     }
 
     /// The converge loop over this plane's map (see [`run`]).

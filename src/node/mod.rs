@@ -77,6 +77,8 @@ pub struct NodeConfig {
     pub executor: ExecutorKind,
     /// Heartbeat period of agents.
     pub heartbeat_period: Duration,
+    /// How many tasks this node's agent starts at once.
+    pub start_parallelism: usize,
     /// Raft settings.
     pub raft: RaftSettings,
     /// Join this cluster on the first start (a worker); `None` for a manager.
@@ -95,6 +97,7 @@ impl NodeConfig {
             listen_addr,
             executor: ExecutorKind::Process,
             heartbeat_period: Duration::from_secs(5),
+            start_parallelism: crate::agent::DEFAULT_START_PARALLELISM,
             raft: RaftSettings::default(),
             join: None,
             force_new_cluster: false,
@@ -293,7 +296,7 @@ async fn run_manager(
     let (store, raft, proposer) = bootstrap::open_store(&config, &id, transport).await?;
     let mut parts = Parts::new();
     if let Some(net) = &net {
-        net.spawn(&mut parts);
+        net.spawn(&mut parts, &id.node_id);
     }
     {
         let raft = raft.clone();
@@ -309,8 +312,15 @@ async fn run_manager(
     // the agent and its executor; task runners get a runtime of their own (see `executor_runtime`)
     let exec_rt = executor_runtime()?;
     let (reports_tx, reports_rx) = tokio::sync::mpsc::unbounded_channel::<StatusReport>();
-    let worker =
-        Arc::new(Worker::new(executor, clock.clone(), reports_tx).on_runtime(exec_rt.handle()));
+    let worker = Arc::new({
+        let w = Worker::new(executor, clock.clone(), reports_tx)
+            .on_runtime(exec_rt.handle())
+            .with_start_parallelism(config.start_parallelism);
+        match net.as_ref().and_then(|n| n.agent_sender()) {
+            Some(tx) => w.with_network_maps(tx),
+            None => w,
+        }
+    });
 
     // servers
     let dispatcher = Dispatcher::new(

@@ -47,14 +47,23 @@ impl NodeNetwork {
         self.tx.clone()
     }
 
+    /// The sender the agent publishes the dispatcher's maps on: none when [`MAP_FILE_ENV`] feeds the channel
+    /// instead (tests that drive the plane without managers).
+    pub fn agent_sender(&self) -> Option<watch::Sender<NetworkMap>> {
+        std::env::var_os(MAP_FILE_ENV)
+            .is_none()
+            .then(|| self.tx.clone())
+    }
+
     /// What the executor reads attachments from.
     pub fn plane(&self) -> Plane {
         self.plane.clone()
     }
 
-    /// Adds the converge loop (and the map-file feeder, when [`MAP_FILE_ENV`] is set) to `parts`; without
-    /// root, says once that tasks keep the host's network.
-    pub fn spawn(&self, parts: &mut Parts) {
+    /// Adds the converge loop, the service layer (resolver, published ports, VIP rules; see
+    /// [`services_loop`]) and the map-file feeder (when [`MAP_FILE_ENV`] is set) to `parts`, for node
+    /// `node_id`; without root, says once that tasks keep the host's network.
+    pub fn spawn(&self, parts: &mut Parts, node_id: &str) {
         if !self.plane.enabled() {
             tracing::warn!(
                 "service networking: swarmd is not running as root: tasks share the host's network (no address \
@@ -75,6 +84,12 @@ impl NodeNetwork {
             // the sender lives as long as the loop, so the loop ends only with the shutdown
             let _keep = keep;
             plane.run(shutdown.wait()).await
+        });
+        let (plane, rx, node) = (self.plane.clone(), self.tx.subscribe(), node_id.to_string());
+        let shutdown = parts.shutdown();
+        parts.spawn("the service network", async move {
+            services_loop(plane, rx, node, shutdown.wait()).await;
+            Ok(())
         });
         if let Some(file) = std::env::var_os(MAP_FILE_ENV).map(PathBuf::from) {
             let tx = self.tx.clone();
@@ -110,3 +125,52 @@ async fn feed_from_file(file: PathBuf, tx: watch::Sender<NetworkMap>) -> Result<
         tokio::time::sleep(MAP_FILE_POLL).await;
     }
 }
+
+/// Keeps the node's service layer (`netsvc`: the resolver on each gateway, the published-port proxy, the VIP
+/// rules inside each local task's namespace) equal to the map: on every change, and again within a second
+/// while something is not in place yet (a gateway the plane has not created, a task not plumbed yet).
+async fn services_loop(
+    plane: Plane,
+    mut map: watch::Receiver<NetworkMap>,
+    node_id: String,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    use crate::netsvc::{vip::Netns, Services, ServicesConfig};
+    tokio::pin!(shutdown);
+    let (config, problems) = ServicesConfig::host();
+    for p in problems {
+        tracing::warn!("service networking: {p}");
+    }
+    let mut services = Services::new(config);
+    let mut last_problems: Vec<String> = Vec::new();
+    let mut retry = false;
+    loop {
+        let wait = if retry { RETRY_SOON } else { RESYNC };
+        tokio::select! {
+            changed = map.changed() => if changed.is_err() { break },
+            _ = tokio::time::sleep(wait) => {}
+            () = &mut shutdown => break,
+        }
+        let current = map.borrow_and_update().clone();
+        let mut problems = services.update(&current, &node_id).await.problems;
+        problems.extend(
+            services
+                .apply_pending_vips(|task| plane.task_netns(task).map(Netns::Path))
+                .await,
+        );
+        plane.forget_gone();
+        retry = !problems.is_empty() || !services.pending_vips().is_empty();
+        if problems != last_problems {
+            for p in &problems {
+                tracing::warn!("service networking: {p} (retrying)");
+            }
+            last_problems = problems;
+        }
+    }
+    services.shutdown().await;
+}
+
+/// How soon the service layer tries again while something is not in place.
+const RETRY_SOON: Duration = Duration::from_secs(1);
+/// How often it re-applies the map when nothing changed.
+const RESYNC: Duration = Duration::from_secs(30);

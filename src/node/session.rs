@@ -15,7 +15,7 @@ pub use super::managers::ManagerList;
 use crate::agent::{Assignments, StatusReport, Worker};
 use crate::api::dispatcher::{self as pb, dispatcher_client::DispatcherClient};
 use crate::api::to_json;
-use crate::manager::dispatcher::decode_assignments;
+use crate::manager::dispatcher::AssignmentSet;
 
 /// The leader a "not the leader" refusal names.
 fn leader_hint(status: &tonic::Status) -> Option<String> {
@@ -301,13 +301,14 @@ async fn apply_assignments(
 ) -> Result<(), String> {
     let (latest_tx, mut latest) = mpsc::unbounded_channel::<Assignments>();
     let receive = async move {
+        let mut set = AssignmentSet::default();
         loop {
             let msg = assignments
                 .message()
                 .await
                 .map_err(|e| e.message().to_string())?
                 .ok_or("assignments stream closed")?;
-            let a = decode_assignments(&node_id, msg)?;
+            let a = set.apply(&node_id, msg)?;
             let _ = latest_tx.send(a);
         }
     };

@@ -234,7 +234,15 @@ pub(crate) async fn run(
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let exec_rt = executor_runtime()?;
     let (reports_tx, reports_rx) = tokio::sync::mpsc::unbounded_channel::<StatusReport>();
-    let worker = Arc::new(Worker::new(executor, clock, reports_tx).on_runtime(exec_rt.handle()));
+    let worker = Arc::new({
+        let w = Worker::new(executor, clock, reports_tx)
+            .on_runtime(exec_rt.handle())
+            .with_start_parallelism(config.start_parallelism);
+        match net.agent_sender() {
+            Some(tx) => w.with_network_maps(tx),
+            None => w,
+        }
+    });
     let tls: renew::ClientTls = Arc::new(std::sync::RwLock::new(pki::client_config(&ca, &creds)?));
     // `swarm leave` on the local socket: stop the tasks, forget the identity, stop swarmd
     let (left_tx, left_rx) = tokio::sync::oneshot::channel::<()>();
@@ -260,7 +268,7 @@ pub(crate) async fn run(
         reports_rx,
     );
     let mut parts = Parts::new();
-    net.spawn(&mut parts);
+    net.spawn(&mut parts, &file.node_id);
     parts.spawn_until_shutdown("the local socket", async move {
         tonic::transport::Server::builder()
             .add_service(WorkerLocalServer::new(local))

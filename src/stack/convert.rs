@@ -165,6 +165,7 @@ pub fn convert_within(
                 .iter()
                 .flat_map(|i| i.config.iter().filter_map(|c| c.subnet.clone()))
                 .collect(),
+            ingress: false,
         });
     }
     let uses_default = file

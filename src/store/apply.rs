@@ -8,11 +8,12 @@
 //! entry to the same state must end up with identical states (DESIGN invariant 1).
 
 use super::ops::{Batch, BatchRejected, Event, Op, Rejection};
-use super::state::{ClusterState, ObjectKind, StoredObject};
+use super::state::{AddressHolder, ClusterState, ObjectKind, StoredObject};
+use crate::model::cidr::{parse_addr_prefix, Cidr};
 use crate::model::limits::{self, OverLimit, CEILING_TASK_HISTORY, MAX_SECRET_SIZE};
 use crate::model::{
-    object_version, Cluster, Config, FileObjectSpec, Meta, Network, Node, RestartHistory, Secret,
-    Service, Stack, Task,
+    object_version, Cluster, Config, FileObjectSpec, Meta, Network, NetworkAddress, Node,
+    RestartHistory, Secret, Service, Stack, Task,
 };
 
 /// The rejection for `error` of the object `name` of kind `T`.
@@ -56,6 +57,7 @@ trait Validate: StoredObject {
 
 impl Validate for Service {
     fn validate(state: &ClusterState, old: Option<&Self>, new: &Self) -> Result<(), Rejection> {
+        check_addresses(state, &new.virtual_ips, &AddressHolder::Vip(new.id.clone()))?;
         state
             .limits()
             .check_service(&new.spec, old.map(|o| &o.spec))
@@ -71,8 +73,40 @@ impl Validate for Service {
     }
 }
 
+/// IPAM's invariant: each of `holder`'s addresses parses and is held by nobody else on its network.
+fn check_addresses(
+    state: &ClusterState,
+    addresses: &[NetworkAddress],
+    holder: &AddressHolder,
+) -> Result<(), Rejection> {
+    for a in addresses {
+        let ip = parse_addr_prefix(&a.addr).map_err(|reason| Rejection::NetworkConflict {
+            name: a.network_id.clone(),
+            reason: format!("{holder}: {reason}"),
+        })?;
+        match state.address_holder(&a.network_id, ip.0) {
+            Some(other) if other != holder => {
+                return Err(Rejection::AddressInUse {
+                    network_id: a.network_id.clone(),
+                    addr: ip.0.to_string(),
+                    holder: other.to_string(),
+                })
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 impl Validate for Task {
-    fn validate(_state: &ClusterState, old: Option<&Self>, new: &Self) -> Result<(), Rejection> {
+    fn validate(state: &ClusterState, old: Option<&Self>, new: &Self) -> Result<(), Rejection> {
+        if !new.status.state.is_terminal() {
+            check_addresses(
+                state,
+                &new.attachments,
+                &AddressHolder::Task(new.id.clone()),
+            )?;
+        }
         let Some(old) = old else { return Ok(()) };
         let immutable = |field: &str| Rejection::Immutable {
             kind: ObjectKind::Task,
@@ -116,6 +150,14 @@ impl Validate for Cluster {
                 )
             })
             .map_err(over::<Self>(&new.id))?;
+        check_pool(
+            &settings.default_addr_pool,
+            settings.default_addr_pool_mask_len,
+        )
+        .map_err(|reason| Rejection::NetworkConflict {
+            name: "default address pool".into(),
+            reason,
+        })?;
         match (old, state.cluster()) {
             (None, Some(existing)) => Err(Rejection::AlreadyExists {
                 kind: ObjectKind::Cluster,
@@ -124,6 +166,27 @@ impl Validate for Cluster {
             _ => Ok(()),
         }
     }
+}
+
+/// The default address pool: CIDRs, and a subnet size that fits in each and leaves hosts (at most /29).
+pub(crate) fn check_pool(pool: &[String], mask_len: u8) -> Result<(), String> {
+    if pool.is_empty() {
+        return Err("no subnet given".into());
+    }
+    if mask_len > 29 {
+        return Err(format!(
+            "mask length {mask_len} leaves too few addresses (at most 29)"
+        ));
+    }
+    for p in pool {
+        let cidr = Cidr::parse(p)?;
+        if cidr.prefix() > mask_len {
+            return Err(format!(
+                "pool {p} is smaller than the subnets cut from it (/{mask_len})"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Refuses `name` when another object (not `id`) of the table already has it. A scan: these tables are small.
@@ -188,7 +251,33 @@ impl Validate for Network {
         let names = state
             .networks()
             .map(|o| (o.id.as_str(), o.spec.name.as_str()));
-        unique_name::<Self>(names, &new.id, &new.spec.name)
+        unique_name::<Self>(names, &new.id, &new.spec.name)?;
+        let Some(alloc) = &new.allocation else {
+            return Ok(());
+        };
+        let conflict = |reason: String| Rejection::NetworkConflict {
+            name: new.spec.name.clone(),
+            reason,
+        };
+        let subnet = Cidr::parse(&alloc.subnet).map_err(|e| conflict(format!("subnet {e}")))?;
+        for other in state.networks().filter(|o| o.id != new.id) {
+            let Some(theirs) = &other.allocation else {
+                continue;
+            };
+            if Cidr::parse(&theirs.subnet).is_ok_and(|s| s.overlaps(&subnet)) {
+                return Err(conflict(format!(
+                    "subnet {subnet} overlaps {} of network {}",
+                    theirs.subnet, other.spec.name
+                )));
+            }
+            if theirs.vni == alloc.vni {
+                return Err(conflict(format!(
+                    "VNI {} is already used by network {}",
+                    alloc.vni, other.spec.name
+                )));
+            }
+        }
+        Ok(())
     }
 }
 

@@ -21,6 +21,8 @@ mod watch;
 #[cfg(test)]
 mod limit_tests;
 #[cfg(test)]
+mod network_tests;
+#[cfg(test)]
 mod prop_tests;
 #[cfg(test)]
 mod tests;
@@ -32,5 +34,5 @@ pub use ops::{
     decode_response, encode_response, Applied, ApplyResponse, Batch, BatchRejected, CodecError,
     Commit, Event, Op, Rejection, FORMAT_VERSION,
 };
-pub use state::{ClusterState, ObjectKind};
+pub use state::{AddressHolder, ClusterState, ObjectKind};
 pub use watch::{Change, Changes, Store, WATCH_CAPACITY};

@@ -18,7 +18,10 @@ use crate::model::{
 
 /// The format version byte that opens every encoded batch, response and snapshot. Version 2: `Stack.history`
 /// (postcard is not self-describing, so an added field is a new version; version 1 data is refused, not misread).
-pub const FORMAT_VERSION: u8 = 2;
+/// Version 3: the fields added in this round: `Stack.source` (a GitOps watcher's source and sync state), and the
+/// network fields (`Network.allocation`, `NetworkSpec.ingress`, `Task.attachments`, `Service.virtual_ips`, the
+/// cluster's default address pool).
+pub const FORMAT_VERSION: u8 = 3;
 
 /// One change to one object. Creates carry the whole object with its id chosen by the proposer; updates and
 /// deletes carry `expected_version`, the `meta.version` the change was computed from: if the stored object
@@ -259,6 +262,25 @@ pub enum Rejection {
     #[error("malformed entry: {reason}")]
     Malformed {
         /// The decoder's complaint.
+        reason: String,
+    },
+    /// An address on a network is already held by a live task or a VIP (IPAM's invariant).
+    #[error("address {addr} on network {network_id} is already held by {holder}")]
+    AddressInUse {
+        /// The network.
+        network_id: String,
+        /// The address.
+        addr: String,
+        /// Who has it (`task ID`, `the VIP of service ID`).
+        holder: String,
+    },
+    /// A network's allocation is invalid or collides with another network's (overlapping subnet, same VNI),
+    /// or an address does not parse.
+    #[error("network {name}: {reason}")]
+    NetworkConflict {
+        /// The network (or the object whose address is wrong).
+        name: String,
+        /// What collides.
         reason: String,
     },
 }

@@ -59,6 +59,51 @@ pub(crate) struct Indexes {
     tasks_by_service: BTreeMap<String, BTreeSet<String>>,
     tasks_by_node: BTreeMap<String, BTreeSet<String>>,
     service_by_name: BTreeMap<String, String>,
+    /// (network id, IPv4 address as u32) → who holds it: every live task's attachment and every VIP.
+    addresses: BTreeMap<(String, u32), AddressHolder>,
+}
+
+/// Who holds an address on a network.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum AddressHolder {
+    /// A task that is not terminal (its attachment).
+    Task(String),
+    /// A service (its VIP).
+    Vip(String),
+}
+
+impl fmt::Display for AddressHolder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AddressHolder::Task(id) => write!(f, "task {id}"),
+            AddressHolder::Vip(id) => write!(f, "the VIP of service {id}"),
+        }
+    }
+}
+
+/// The index keys of `addresses` (unparsable addresses are left out: apply refuses them).
+fn address_keys(
+    addresses: &[crate::model::NetworkAddress],
+) -> impl Iterator<Item = (String, u32)> + '_ {
+    addresses.iter().filter_map(|a| {
+        crate::model::cidr::host_of(&a.addr).map(|ip| (a.network_id.clone(), u32::from(ip)))
+    })
+}
+
+/// Adds or removes `holder`'s addresses (a removal only takes out entries `holder` holds).
+fn index_addresses(
+    map: &mut BTreeMap<(String, u32), AddressHolder>,
+    addresses: &[crate::model::NetworkAddress],
+    holder: AddressHolder,
+    add: bool,
+) {
+    for key in address_keys(addresses) {
+        if add {
+            map.insert(key, holder.clone());
+        } else if map.get(&key) == Some(&holder) {
+            map.remove(&key);
+        }
+    }
 }
 
 fn add_to(map: &mut BTreeMap<String, BTreeSet<String>>, key: &str, id: &str) {
@@ -133,6 +178,8 @@ macro_rules! stored {
             } else if idx.service_by_name.get(&self.spec.name) == Some(&self.id) {
                 idx.service_by_name.remove(&self.spec.name);
             }
+            let holder = AddressHolder::Vip(self.id.clone());
+            index_addresses(&mut idx.addresses, &self.virtual_ips, holder, add);
         }
     };
     (@reindex Task) => {
@@ -148,6 +195,11 @@ macro_rules! stored {
                 if let Some(node) = by_node {
                     remove_from(&mut idx.tasks_by_node, node, &self.id);
                 }
+            }
+            // a terminal task's addresses are free again
+            if !self.status.state.is_terminal() {
+                let holder = AddressHolder::Task(self.id.clone());
+                index_addresses(&mut idx.addresses, &self.attachments, holder, add);
             }
         }
     };
@@ -283,6 +335,34 @@ impl ClusterState {
     /// A network by id.
     pub fn network(&self, id: &str) -> Option<&Network> {
         self.networks.get(id)
+    }
+
+    /// A network by its (unique) name.
+    pub fn network_by_name(&self, name: &str) -> Option<&Network> {
+        self.networks.values().find(|n| n.spec.name == name)
+    }
+
+    /// Who holds `addr` on network `network_id`: a live task or a service's VIP.
+    pub fn address_holder(
+        &self,
+        network_id: &str,
+        addr: std::net::Ipv4Addr,
+    ) -> Option<&AddressHolder> {
+        self.idx
+            .addresses
+            .get(&(network_id.to_owned(), u32::from(addr)))
+    }
+
+    /// Every address held on network `network_id` (live tasks' and VIPs), in address order.
+    pub fn addresses_on<'a>(
+        &'a self,
+        network_id: &str,
+    ) -> impl Iterator<Item = (std::net::Ipv4Addr, &'a AddressHolder)> + 'a {
+        let range = (network_id.to_owned(), 0)..=(network_id.to_owned(), u32::MAX);
+        self.idx
+            .addresses
+            .range(range)
+            .map(|((_, ip), holder)| (std::net::Ipv4Addr::from(*ip), holder))
     }
 
     /// All networks, by id.

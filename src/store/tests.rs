@@ -20,6 +20,7 @@ pub(super) fn service(id: &str, name: &str) -> Service {
         spec_version: 1,
         previous_spec: None,
         update_status: None,
+        virtual_ips: Vec::new(),
     }
 }
 
@@ -34,6 +35,7 @@ pub(super) fn task(id: &str, service_id: &str, slot: u64, node: Option<&str>) ->
         spec_version: 1,
         desired_state: TaskState::Running,
         status: TaskStatus::new(TaskState::New, 0),
+        attachments: Vec::new(),
     }
 }
 
@@ -87,6 +89,7 @@ fn populated() -> ClusterState {
                 id: "net1".into(),
                 meta: Meta::default(),
                 spec: NetworkSpec::default(),
+                allocation: None,
             }),
             Op::CreateStack(Stack {
                 name: "app".into(),

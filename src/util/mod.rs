@@ -96,6 +96,18 @@ impl IdSource for SeqIds {
     }
 }
 
+/// Runs `f`, a CPU-bound step (a controller over the whole state, a large encoding), so that it does not hold
+/// up the other tasks of the runtime: on a multi-threaded runtime the worker hands its queued tasks (heartbeats,
+/// Raft, the control API) to another thread for the duration; elsewhere it just runs `f`.
+pub fn cpu_bound<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

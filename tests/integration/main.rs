@@ -4,6 +4,7 @@
 mod autolock;
 mod ca_rotate;
 mod cluster;
+mod gitops;
 mod ha;
 mod isolation;
 mod join;
@@ -12,6 +13,7 @@ mod layout;
 mod limits;
 mod multinode;
 mod netplane;
+mod netsvc;
 mod partition;
 mod rolling;
 mod sim;

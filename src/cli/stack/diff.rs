@@ -9,8 +9,12 @@ use crate::model::PlanItem;
 
 /// `stack diff`: prints the plan; exit 0 when there is nothing to do, 2 when there are changes, 1 on error.
 pub fn diff(host: Option<String>, args: DiffArgs) -> i32 {
-    let Ok(request) = load_request(&host, &args.files, &args.name, args.prune, true) else {
-        return 1;
+    let request = match load_request(&host, &args.files, &args.name, args.prune, true) {
+        Ok(r) => r,
+        Err(problems) => {
+            problems.iter().for_each(|p| eprintln!("error: {p}"));
+            return 1;
+        }
     };
     let mut changed = false;
     let code = block_on(async {

@@ -2,11 +2,13 @@
 //!
 //! Must not: change anything.
 
+use super::status::{cell, gitops_fields, stack_objects};
 use super::StackNameArgs;
 use crate::api::control;
 use crate::cli::common::*;
 use crate::cli::output::Table;
 use crate::cli::service::{fetch, list as list_services, print_ps, ListArgs};
+use crate::gitops::decide::short;
 use crate::model::{Stack, Task};
 
 /// `stack ls`.
@@ -25,22 +27,37 @@ pub fn list(host: Option<String>, args: ListArgs) -> i32 {
             stacks.iter().for_each(|s| println!("{}", s.name));
             return Ok(());
         }
-        let (services, _, _) = fetch(&mut c, "").await?;
-        let mut table = Table::new(&["NAME", "SERVICES"]);
+        let (services, tasks, _) = fetch(&mut c, "").await?;
+        let mut table = Table::new(&[
+            "NAME", "SERVICES", "SOURCE", "REVISION", "SYNC", "HEALTH", "ERROR",
+        ]);
         for s in &stacks {
-            let n = services
-                .iter()
-                .filter(|svc| {
-                    svc.spec.labels.get(crate::model::STACK_NAMESPACE_LABEL) == Some(&s.name)
-                })
-                .count();
+            let (mine, my_tasks) = stack_objects(&s.name, &services, &tasks);
+            let n = mine.len();
+            let (source, revision, sync, health, error) = gitops_fields(s, &mine, &my_tasks);
             if args.format.format == "json" {
                 println!(
                     "{}",
-                    serde_json::json!({"Name": s.name, "Services": n.to_string(), "Revision": s.revision})
+                    serde_json::json!({
+                        "Name": s.name, "Services": n.to_string(), "Revision": s.revision, "Source": source,
+                        "SourceRevision": revision, "Sync": sync, "Health": health.name(), "Error": error,
+                    })
                 );
             } else {
-                table.row(vec![s.name.clone(), n.to_string()]);
+                let rev = if revision.is_empty() {
+                    s.revision.to_string()
+                } else {
+                    short(&revision)
+                };
+                table.row(vec![
+                    s.name.clone(),
+                    n.to_string(),
+                    source,
+                    rev,
+                    sync,
+                    health.name().to_string(),
+                    cell(&error),
+                ]);
             }
         }
         if args.format.format != "json" {

@@ -11,7 +11,9 @@ mod history;
 mod list;
 mod plan;
 mod remove;
+mod status;
 mod wait;
+mod watch;
 
 use std::path::PathBuf;
 
@@ -23,7 +25,15 @@ use crate::cli::service::{FormatArgs, ListArgs};
 #[derive(Subcommand, Debug)]
 pub enum StackCommand {
     /// Deploy a new stack or update an existing one, then wait until it converged (unless --detach).
-    #[command(alias = "up")]
+    ///
+    /// Exit status: 0 converged (or nothing to change), 1 failed (a task or job failed, an update paused or
+    /// rolled back, the timeout), 2 invalid input (the files do not load or validate, or the cluster refuses
+    /// the stack), 3 cluster unreachable.
+    #[command(
+        alias = "up",
+        after_help = "Exit status: 0 converged, 1 failed / rolled back / timed out, \
+        2 invalid input, 3 cluster unreachable."
+    )]
     Deploy(DeployArgs),
     /// Show what a deploy of these files would change, changing nothing (exit 0: nothing to do, 2: changes).
     Diff(DiffArgs),
@@ -45,6 +55,10 @@ pub enum StackCommand {
     Config(ConfigArgs),
     /// Check stack files without deploying anything.
     Validate(ValidateArgs),
+    /// Keep the cluster equal to a directory (or git repository) of stack files (GitOps), in the foreground.
+    Watch(watch::WatchArgs),
+    /// Show a stack's source, sync state, health and services.
+    Status(StackNameArgs),
 }
 
 /// Output formats of `stack config`.
@@ -99,8 +113,20 @@ pub struct DeployArgs {
     /// Print the plan and change nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// `text`, or `json`: one JSON event a line (the plan, progress per service, the result).
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: OutputFormat,
     /// Stack name.
     pub name: String,
+}
+
+/// Output of `stack deploy`.
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum OutputFormat {
+    /// Lines for people.
+    Text,
+    /// One JSON object a line.
+    Json,
 }
 
 /// Arguments of `stack diff`.
@@ -166,5 +192,7 @@ pub fn run(host: Option<String>, cmd: StackCommand) -> i32 {
         StackCommand::Rm(args) => remove::remove(host, args),
         StackCommand::Config(args) => config::config(args),
         StackCommand::Validate(args) => config::validate(args),
+        StackCommand::Watch(args) => watch::watch(host, args),
+        StackCommand::Status(args) => status::status(host, args),
     }
 }

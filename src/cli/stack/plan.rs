@@ -29,15 +29,15 @@ fn cluster_limits(host: &Option<String>) -> Limits {
     rt.block_on(ask).unwrap_or_default()
 }
 
-/// Loads and converts the files into a deploy request (errors already printed), checked against the limits of
-/// the cluster at `host`.
+/// Loads and converts the files into a deploy request, checked against the limits of the cluster at `host`;
+/// else the problems (`file:line: key: message`), one a line. Warnings go to stderr.
 pub(super) fn load_request(
     host: &Option<String>,
     files: &[std::path::PathBuf],
     name: &str,
     prune: bool,
     dry_run: bool,
-) -> Result<control::DeployStackRequest, ()> {
+) -> Result<control::DeployStackRequest, Vec<String>> {
     let limits = cluster_limits(host);
     let options = LoadOptions {
         limits: limits.clone(),
@@ -45,24 +45,14 @@ pub(super) fn load_request(
     };
     let loaded = match stack::load(files, &options) {
         Ok(l) => l,
-        Err(e) => {
-            for p in &e.problems {
-                eprintln!("error: {p}");
-            }
-            return Err(());
-        }
+        Err(e) => return Err(e.problems.iter().map(|p| p.to_string()).collect()),
     };
     for w in &loaded.warnings {
         eprintln!("{w}");
     }
     let spec = match stack::convert::convert_within(name, &loaded.stack, &limits) {
         Ok(s) => s,
-        Err(e) => {
-            for p in &e.problems {
-                eprintln!("error: {p}");
-            }
-            return Err(());
-        }
+        Err(e) => return Err(e.problems.iter().map(|p| p.to_string()).collect()),
     };
     let files = loaded
         .sources
@@ -77,6 +67,7 @@ pub(super) fn load_request(
         files,
         prune,
         dry_run,
+        source_json: String::new(),
     })
 }
 

@@ -154,18 +154,107 @@ fn progress(svc: &Service, tasks: &[&Task], started_ms: u64) -> Progress {
     Progress::Converging(text)
 }
 
+/// A service's figures for a progress event: running tasks, the desired count (replicas, nodes, or a job's
+/// completions) and, for jobs, the completed tasks.
+fn figures(svc: &Service, tasks: &[&Task]) -> (u64, u64, Option<u64>) {
+    let current = tasks.iter().filter(|t| t.spec_version >= svc.spec_version);
+    let running = tasks.iter().filter(|t| is_running(t)).count() as u64;
+    let complete = current
+        .clone()
+        .filter(|t| t.status.state == TaskState::Complete)
+        .count() as u64;
+    match &svc.spec.mode {
+        ServiceMode::Replicated { replicas } => (running, *replicas, None),
+        ServiceMode::Global => {
+            let desired = current
+                .filter(|t| t.desired_state <= TaskState::Running)
+                .count() as u64;
+            (running, desired, None)
+        }
+        ServiceMode::ReplicatedJob {
+            total_completions, ..
+        } => (running, *total_completions, Some(complete)),
+        ServiceMode::GlobalJob => {
+            let desired = current
+                .filter(|t| t.desired_state <= TaskState::Complete)
+                .count() as u64;
+            (running, desired, Some(complete))
+        }
+    }
+}
+
+/// One progress event of `stack deploy --format json`: a JSON object on one line.
+fn progress_event(stack: &str, svc: &Service, tasks: &[&Task], p: &Progress) -> serde_json::Value {
+    let (running, desired, completed) = figures(svc, tasks);
+    let (state, message) = match p {
+        Progress::Converging(t) => ("converging", t),
+        Progress::Done(t) => ("converged", t),
+        Progress::Failed(t) => ("failed", t),
+    };
+    let mut event = serde_json::json!({
+        "Type": "progress",
+        "Time": now_ms(),
+        "Stack": stack,
+        "Service": svc.spec.name,
+        "Running": running,
+        "Desired": desired,
+        "UpdateState": svc.update_status.as_ref().map(|u| u.state.name()).unwrap_or(""),
+        "State": state,
+        "Message": message,
+    });
+    if let Some(done) = completed {
+        event["Completed"] = done.into();
+    }
+    event
+}
+
+/// Why waiting ended without convergence: a service failed (or its update rolled back), or the timeout.
+#[derive(Debug)]
+pub(super) enum WaitError {
+    /// A service failed, its update paused or rolled back (the lines say which and why).
+    Failed(String),
+    /// Not converged within the timeout.
+    TimedOut(String),
+    /// The cluster could not be asked.
+    Unreachable(String),
+}
+
+impl std::fmt::Display for WaitError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WaitError::Failed(m) | WaitError::TimedOut(m) | WaitError::Unreachable(m) => {
+                f.write_str(m)
+            }
+        }
+    }
+}
+
 pub(super) async fn wait_converged(
     c: &mut Client,
     stack: &str,
     names: &[String],
     timeout: Duration,
 ) -> CmdResult {
+    wait_events(c, stack, names, timeout, false)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// Waits for `names` of `stack` to converge, printing progress as text lines or (with `json`) as one JSON event
+/// per line.
+pub(super) async fn wait_events(
+    c: &mut Client,
+    stack: &str,
+    names: &[String],
+    timeout: Duration,
+    json: bool,
+) -> Result<(), WaitError> {
     let started = Instant::now();
     let started_ms = now_ms().saturating_sub(2_000);
     let tty = std::io::stdout().is_terminal();
     let mut shown: HashMap<String, Progress> = HashMap::new();
     loop {
-        let (services, tasks, _) = fetch(c, stack).await?;
+        let (services, tasks, _) = fetch(c, stack).await.map_err(WaitError::Unreachable)?;
         let mut all_done = true;
         let mut failures = Vec::new();
         for name in names {
@@ -175,6 +264,10 @@ pub(super) async fn wait_converged(
             };
             let mine: Vec<&Task> = tasks.iter().filter(|t| t.service_id == svc.id).collect();
             let p = progress(svc, &mine, started_ms);
+            if shown.get(name) != Some(&p) && json {
+                println!("{}", progress_event(stack, svc, &mine, &p));
+                shown.insert(name.clone(), p.clone());
+            }
             if shown.get(name) != Some(&p) {
                 let line = match &p {
                     Progress::Converging(t) => format!("{name}: {t}"),
@@ -197,17 +290,19 @@ pub(super) async fn wait_converged(
             }
         }
         if !failures.is_empty() {
-            return Err(failures.join("\n"));
+            return Err(WaitError::Failed(failures.join("\n")));
         }
         if all_done {
-            println!("Stack {stack} converged");
+            if !json {
+                println!("Stack {stack} converged");
+            }
             return Ok(());
         }
         if started.elapsed() > timeout {
-            return Err(format!(
+            return Err(WaitError::TimedOut(format!(
                 "stack {stack} did not converge within {}",
                 crate::stack::units::format_duration(timeout)
-            ));
+            )));
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }

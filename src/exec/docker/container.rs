@@ -16,7 +16,7 @@ use crate::exec::{
     ExecError, ExitStatus, Limits, PortProtocol, ProcessSpec, PublishedPort, RuntimeState,
 };
 
-use super::{LABEL_TASK_ID, LABEL_TASK_NAME};
+use super::{LABEL_ROOT, LABEL_TASK_ID, LABEL_TASK_NAME};
 
 /// Reported when the task's container vanished (removed behind our back).
 pub const GONE_MESSAGE: &str = "task container disappeared";
@@ -67,10 +67,16 @@ pub(crate) fn create_body(
         stop_signal: Some(stop_signal.as_str().to_string()),
         stop_timeout: Some(stop_timeout),
         exposed_ports,
-        labels: Some(HashMap::from([
-            (LABEL_TASK_ID.to_string(), spec.task_id.clone()),
-            (LABEL_TASK_NAME.to_string(), spec.task_name.clone()),
-        ])),
+        labels: Some(
+            spec.labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .chain([
+                    (LABEL_TASK_ID.to_string(), spec.task_id.clone()),
+                    (LABEL_TASK_NAME.to_string(), spec.task_name.clone()),
+                ])
+                .collect::<HashMap<_, _>>(),
+        ),
         host_config: Some(HostConfig {
             binds: (!binds.is_empty()).then_some(binds),
             readonly_rootfs: Some(spec.read_only),
@@ -235,5 +241,14 @@ pub(crate) fn spec_of(
         cap_add: Vec::new(),
         cap_drop: Vec::new(),
         ports: ports_of(info),
+        labels: labels
+            .iter()
+            .filter(|(k, _)| {
+                k.as_str() != LABEL_TASK_ID
+                    && k.as_str() != LABEL_TASK_NAME
+                    && k.as_str() != LABEL_ROOT
+            })
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
     })
 }

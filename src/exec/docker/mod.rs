@@ -39,12 +39,17 @@ use futures::FutureExt;
 
 pub use controller::DockerController;
 
-use crate::exec::{Controller, ExecError, Executor, LogLines, LogOptions, ProcessSpec, TaskInfo};
+use crate::exec::{
+    Controller, ExecError, Executor, LogLines, LogOptions, ProcessSpec, RuntimeState, TaskInfo,
+};
 
 /// Label carrying the task id on every container this executor creates.
 pub const LABEL_TASK_ID: &str = "com.swarm.task.id";
 /// Label carrying the task's human name.
 pub const LABEL_TASK_NAME: &str = "com.swarm.task.name";
+/// Label carrying the executor's root (the node's state directory): `list` asks the Engine only for this
+/// node's containers, however many nodes share the daemon.
+pub const LABEL_ROOT: &str = "com.swarm.executor.root";
 
 /// Timeout of one Docker API request (stops with a long grace period wait that long, plus this).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
@@ -68,6 +73,8 @@ pub struct DockerExecutor {
     docker: Docker,
     root: PathBuf,
     is_root: bool,
+    /// Ended containers by container id, with the state they ended in.
+    ended: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, RuntimeState>>>,
     network: Option<crate::network::Plane>,
 }
 
@@ -90,8 +97,13 @@ impl DockerExecutor {
             docker,
             root: root.into(),
             is_root: nix::unistd::geteuid().is_root(),
+            ended: Default::default(),
             network: None,
         })
+    }
+
+    fn ended(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, RuntimeState>> {
+        self.ended.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Plumbs containers of tasks with network attachments in `plane`'s map into its networks (root only).
@@ -115,6 +127,9 @@ impl DockerExecutor {
         spec: ProcessSpec,
         adopted: bool,
     ) -> Result<DockerController, ExecError> {
+        let mut spec = spec;
+        spec.labels
+            .insert(LABEL_ROOT.to_string(), self.root_label());
         DockerController::new(
             self.docker.clone(),
             files::TaskFiles::new(&self.root, &spec.task_id, self.is_root)?,
@@ -124,10 +139,21 @@ impl DockerExecutor {
         )
     }
 
+    /// The value of [`LABEL_ROOT`] on this executor's containers.
+    fn root_label(&self) -> String {
+        self.root.to_string_lossy().into_owned()
+    }
+
+    /// This node's containers (by the root label) and what state each is in: a running one as the list says;
+    /// an ended one inspected once for its exit status and remembered (an ended container does not change), so
+    /// a list costs one Engine call however many exited containers are kept.
     async fn list_now(&self) -> Result<Vec<TaskInfo>, ExecError> {
         let filters = std::collections::HashMap::from([(
             "label".to_string(),
-            vec![LABEL_TASK_ID.to_string()],
+            vec![
+                LABEL_TASK_ID.to_string(),
+                format!("{LABEL_ROOT}={}", self.root_label()),
+            ],
         )]);
         let opts = ListContainersOptionsBuilder::default()
             .all(true)
@@ -138,28 +164,45 @@ impl DockerExecutor {
             .list_containers(Some(opts))
             .await
             .map_err(|e| map_err(e, "", "listing containers"))?;
+        use bollard::models::ContainerSummaryStateEnum as S;
         let mut out = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         for c in containers {
             let labels = c.labels.unwrap_or_default();
             let Some(task_id) = labels.get(LABEL_TASK_ID).cloned() else {
                 continue;
             };
             let Some(id) = c.id else { continue };
-            let info = match self
-                .docker
-                .inspect_container(&id, None::<InspectContainerOptions>)
-                .await
-            {
-                Ok(info) => info,
-                Err(e) if is_not_found(&e) => continue,
-                Err(e) => return Err(map_err(e, &task_id, "inspecting the container")),
+            seen.insert(id.clone());
+            let ended = matches!(c.state, Some(S::EXITED | S::DEAD));
+            let known = ended.then(|| self.ended().get(&id).cloned()).flatten();
+            let state = match (c.state, known) {
+                (Some(S::RUNNING | S::PAUSED | S::RESTARTING), _) => RuntimeState::Running,
+                (_, Some(state)) => state,
+                _ => {
+                    let info = match self
+                        .docker
+                        .inspect_container(&id, None::<InspectContainerOptions>)
+                        .await
+                    {
+                        Ok(info) => info,
+                        Err(e) if is_not_found(&e) => continue,
+                        Err(e) => return Err(map_err(e, &task_id, "inspecting the container")),
+                    };
+                    let state = container::runtime_state(&info);
+                    if ended && matches!(state, RuntimeState::Exited(_)) {
+                        self.ended().insert(id.clone(), state.clone());
+                    }
+                    state
+                }
             };
             out.push(TaskInfo {
                 task_name: labels.get(LABEL_TASK_NAME).cloned().unwrap_or_default(),
                 task_id,
-                state: container::runtime_state(&info),
+                state,
             });
         }
+        self.ended().retain(|id, _| seen.contains(id));
         out.sort_by(|a, b| a.task_id.cmp(&b.task_id));
         Ok(out)
     }

@@ -11,6 +11,38 @@ pub struct FakeController {
 }
 
 impl FakeController {
+    /// Starts the task at once (after a scripted slow start's wait).
+    fn start_now(&self) -> Result<(), ExecError> {
+        self.exec.with_task(&self.task_id, |t, now| match &t.phase {
+            Phase::New => Err(invalid_state(&t.spec.task_id, "start", &t.phase)),
+            Phase::Prepared => match &t.outcome {
+                Outcome::FailStart(message) => {
+                    t.phase =
+                        Phase::Exited(ExitStatus::failed(Some(EXIT_NOT_FOUND), message.clone()));
+                    Err(ExecError::StartFailed {
+                        task: t.spec.task_name.clone(),
+                        message: message.clone(),
+                    })
+                }
+                _ => {
+                    t.phase = Phase::Running {
+                        since: now,
+                        kill_at: None,
+                    };
+                    Ok(())
+                }
+            },
+            Phase::Exited(ExitStatus {
+                error: Some(message),
+                ..
+            }) => Err(ExecError::StartFailed {
+                task: t.spec.task_name.clone(),
+                message: message.clone(),
+            }),
+            Phase::Running { .. } | Phase::Exited(_) => Ok(()),
+        })
+    }
+
     async fn stop(&self, kill: bool) -> Result<(), ExecError> {
         let id = self.task_id.as_str();
         self.exec.with_task(id, |t, now| {
@@ -63,35 +95,21 @@ impl Controller for FakeController {
     }
 
     fn start(&self) -> BoxFuture<'_, Result<(), ExecError>> {
-        let r = self.exec.with_task(&self.task_id, |t, now| match &t.phase {
-            Phase::New => Err(invalid_state(&t.spec.task_id, "start", &t.phase)),
-            Phase::Prepared => match &t.outcome {
-                Outcome::FailStart(message) => {
-                    t.phase =
-                        Phase::Exited(ExitStatus::failed(Some(EXIT_NOT_FOUND), message.clone()));
-                    Err(ExecError::StartFailed {
-                        task: t.spec.task_name.clone(),
-                        message: message.clone(),
-                    })
-                }
-                _ => {
-                    t.phase = Phase::Running {
-                        since: now,
-                        kill_at: None,
-                    };
-                    Ok(())
-                }
-            },
-            Phase::Exited(ExitStatus {
-                error: Some(message),
-                ..
-            }) => Err(ExecError::StartFailed {
-                task: t.spec.task_name.clone(),
-                message: message.clone(),
-            }),
-            Phase::Running { .. } | Phase::Exited(_) => Ok(()),
-        });
-        futures::future::ready(r).boxed()
+        let slow = self
+            .exec
+            .with_task(&self.task_id, |t, _| match t.outcome {
+                Outcome::SlowStart(d) if t.phase == Phase::Prepared => Ok(Some(d)),
+                _ => Ok(None),
+            })
+            .ok()
+            .flatten();
+        async move {
+            if let Some(d) = slow {
+                tokio::time::sleep(d).await;
+            }
+            self.start_now()
+        }
+        .boxed()
     }
 
     fn wait(&self) -> BoxFuture<'_, Result<ExitStatus, ExecError>> {

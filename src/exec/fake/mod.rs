@@ -47,6 +47,9 @@ pub enum Outcome {
         /// Whether a retry may succeed.
         temporary: bool,
     },
+    /// `start` takes this long (tokio time: a paused test clock moves past it on its own), then the task runs
+    /// forever: a slow image pull or container create.
+    SlowStart(Duration),
     /// Runs forever and ignores its stop signal: shutdown takes the whole grace period (fake
     /// time) and ends with SIGKILL.
     IgnoreStop,

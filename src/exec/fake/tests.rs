@@ -21,6 +21,7 @@ fn spec(id: &str, image: &str) -> ProcessSpec {
         cap_add: Vec::new(),
         cap_drop: Vec::new(),
         ports: Vec::new(),
+        labels: Default::default(),
     }
 }
 

@@ -60,6 +60,7 @@ pub(super) fn spec(id: &str, argv: &[&str]) -> ProcessSpec {
         cap_add: Vec::new(),
         cap_drop: Vec::new(),
         ports: Vec::new(),
+        labels: Default::default(),
     }
 }
 

@@ -149,6 +149,13 @@ impl Control for ControlApi {
         reply(stack::rollback(self, request.into_inner()).await)
     }
 
+    async fn record_stack_source(
+        &self,
+        request: Request<control::RecordStackSourceRequest>,
+    ) -> Result<Response<control::JsonObject>, Status> {
+        reply(stack::record_source(self, request.into_inner()).await)
+    }
+
     async fn list_stacks(
         &self,
         _: Request<control::Empty>,

@@ -9,6 +9,7 @@ use crate::api::control;
 use crate::api::to_json;
 use crate::manager::deploy::{plan_deploy, plan_remove_stack, DeployPlan, PreparedObject};
 use crate::model::{self, FileObjectSpec, SecretData, StackSpec};
+use crate::store::Op;
 
 /// Tells whether an existing object holds the same data as the one being deployed.
 type SameCheck = Box<dyn Fn(&FileObjectSpec) -> bool>;
@@ -98,16 +99,46 @@ impl ControlApi {
             .map_err(ApiError::from)
     }
 
-    /// Plans a deploy of `spec`; applies it unless `dry_run`.
+    /// Plans a deploy of `spec`; applies it unless `dry_run`. With a watcher's `source`, the record is written
+    /// on the stack in the same entry (applied now, at the revision it names), or alone when nothing else changes.
     async fn deploy(
         &self,
         spec: StackSpec,
         files: Vec<(String, String)>,
         prune: bool,
         dry_run: bool,
+        source: Option<model::StackSource>,
     ) -> Result<control::DeployStackResponse, ApiError> {
         crate::stack::convert::check_stack_name(&spec.name).map_err(ApiError::Invalid)?;
-        let plan = self.plan_deploy(&spec, files, prune)?;
+        let mut plan = self.plan_deploy(&spec, files, prune)?;
+        if let Some(mut source) = source.filter(|_| !dry_run) {
+            let now = self.now();
+            source.updated_at = now;
+            if plan.ops.is_empty() {
+                // nothing to deploy: the record alone (the revision seen, the sync state)
+                let existing = self.store.view(|s| s.stack(&spec.name).cloned());
+                if let Some(old) = existing {
+                    let mut stack = old.clone();
+                    let kept = old.source.as_ref();
+                    source.applied_at = kept.map_or(0, |k| k.applied_at);
+                    source.applied_revision =
+                        kept.map(|k| k.applied_revision.clone()).unwrap_or_default();
+                    stack.source = Some(source);
+                    plan.ops.push(Op::UpdateStack {
+                        stack,
+                        expected_version: old.meta.version,
+                    });
+                }
+            } else {
+                source.applied_at = now;
+                source.applied_revision = source.revision.clone();
+                for op in plan.ops.iter_mut() {
+                    if let Op::CreateStack(stack) | Op::UpdateStack { stack, .. } = op {
+                        stack.source = Some(source.clone());
+                    }
+                }
+            }
+        }
         let changes = plan.changes();
         let changed_services = plan
             .items
@@ -150,7 +181,36 @@ pub async fn deploy(
 ) -> Result<control::DeployStackResponse, ApiError> {
     let spec: StackSpec = decode("stack spec", &req.spec_json)?;
     let files: Vec<(String, String)> = req.files.into_iter().map(|f| (f.name, f.text)).collect();
-    api.deploy(spec, files, req.prune, req.dry_run).await
+    let source = if req.source_json.is_empty() {
+        None
+    } else {
+        Some(decode("stack source", &req.source_json)?)
+    };
+    api.deploy(spec, files, req.prune, req.dry_run, source)
+        .await
+}
+
+/// `RecordStackSource`: a watcher's record (sync state, revision seen, last error) written on an existing stack.
+pub async fn record_source(
+    api: &ControlApi,
+    req: control::RecordStackSourceRequest,
+) -> Result<control::JsonObject, ApiError> {
+    let mut source: model::StackSource = decode("stack source", &req.source_json)?;
+    let old = api
+        .store
+        .view(|s| s.stack(&req.name).cloned())
+        .ok_or_else(|| no_stack(&req.name))?;
+    source.updated_at = api.now();
+    let mut stack = old.clone();
+    stack.source = Some(source);
+    api.propose(vec![Op::UpdateStack {
+        stack: stack.clone(),
+        expected_version: old.meta.version,
+    }])
+    .await?;
+    Ok(control::JsonObject {
+        json: to_json(&public_stack(&stack)),
+    })
 }
 
 /// `stack history`: the kept revisions, without their specs.
@@ -214,7 +274,8 @@ pub async fn rollback(
         })?;
         s.data = SecretData(plain);
     }
-    api.deploy(spec, rev.files, rev.prune, req.dry_run).await
+    api.deploy(spec, rev.files, rev.prune, req.dry_run, None)
+        .await
 }
 
 /// `stack ls`.

@@ -7,6 +7,7 @@
 //! no task using it.
 
 mod assignments;
+mod batch;
 mod logs;
 mod status;
 
@@ -27,7 +28,7 @@ use crate::store::{Op, Store};
 use crate::transport::PeerInfo;
 use crate::util::{IdSource, RandomIds};
 
-pub use assignments::{assignments_for, decode_assignments};
+pub use assignments::{assignments_for, decode_assignments, AssignmentDiff, AssignmentSet};
 pub use logs::LogBroker;
 pub use status::status_ops;
 
@@ -48,6 +49,8 @@ pub struct Dispatcher {
     period: Duration,
     sessions: Arc<Mutex<HashMap<String, Session>>>,
     logs: LogBroker,
+    /// Started with the first report (the dispatcher may be built outside a runtime).
+    batcher: Arc<std::sync::OnceLock<batch::StatusBatcher>>,
 }
 
 impl Dispatcher {
@@ -60,6 +63,7 @@ impl Dispatcher {
             period,
             sessions: Arc::new(Mutex::new(HashMap::new())),
             logs: LogBroker::default(),
+            batcher: Arc::default(),
         }
     }
 
@@ -108,9 +112,27 @@ impl Dispatcher {
     /// after a failover) is marked down too.
     pub async fn watch_heartbeats(self) {
         let mut tick = tokio::time::interval(self.period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut leading_since: Option<tokio::time::Instant> = None;
+        let mut last_tick = tokio::time::Instant::now();
         loop {
             tick.tick().await;
+            // A monitor that itself ran late (the manager's process was stalled: swapped out, a stopped VM, a
+            // starved runtime) could not take heartbeats either: the time it lost is not the nodes' fault.
+            let woke = tokio::time::Instant::now();
+            let late = woke.duration_since(last_tick).saturating_sub(self.period);
+            last_tick = woke;
+            if late > self.period / 2 {
+                tracing::debug!(
+                    "heartbeat monitor ran {late:?} late: extending every deadline by that"
+                );
+                for s in self.sessions().values_mut() {
+                    s.last_heartbeat = (s.last_heartbeat + late).min(woke);
+                }
+                if let Some(since) = leading_since.as_mut() {
+                    *since = (*since + late).min(woke);
+                }
+            }
             if !self.proposer.is_leader() {
                 leading_since = None;
                 self.sessions().clear();
@@ -448,17 +470,16 @@ impl DispatcherApi for Dispatcher {
         let sessions = self.sessions.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         tokio::spawn(async move {
-            let mut last: Option<pb::AssignmentsMessage> = None;
+            let mut diff = AssignmentDiff::default();
             let mut changes = store.subscribe();
             loop {
                 // a change from here on wakes the wait below
                 changes.mark_seen();
-                let msg = store.view(|s| assignments_for(s, &node_id, &key));
-                if last.as_ref() != Some(&msg) {
-                    if tx.send(Ok(msg.clone())).await.is_err() {
+                let msg = crate::util::cpu_bound(|| store.view(|s| diff.next(s, &node_id, &key)));
+                if let Some(msg) = msg {
+                    if tx.send(Ok(msg)).await.is_err() {
                         return;
                     }
-                    last = Some(msg);
                 }
                 // wait for the next change (or a resync tick), then coalesce a burst of changes
                 let alive = || {
@@ -510,20 +531,14 @@ impl DispatcherApi for Dispatcher {
             let status: TaskStatus = from_json("task status", &u.status_json)?;
             updates.push((u.task_id.clone(), status));
         }
-        for _ in 0..5 {
-            let ops = self.store.view(|s| status_ops(s, &node_id, &updates));
-            if ops.is_empty() {
-                break;
-            }
-            match self.proposer.propose(ops).await {
-                Ok(_) => break,
-                Err(ProposeError::Rejected(r)) => {
-                    tracing::debug!("status update raced another change, retrying: {r}");
-                    continue;
-                }
-                Err(e) => return Err(Status::unavailable(e.to_string())),
-            }
-        }
+        let batcher = self
+            .batcher
+            .get_or_init(|| batch::StatusBatcher::start(self.store.clone(), self.proposer.clone()))
+            .clone();
+        batcher
+            .report(node_id, updates)
+            .await
+            .map_err(Status::unavailable)?;
         Ok(Response::new(pb::UpdateTaskStatusResponse {}))
     }
 }

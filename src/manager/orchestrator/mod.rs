@@ -41,6 +41,7 @@ pub fn new_task(
         spec_version: service.spec_version,
         desired_state: TaskState::Running,
         status: TaskStatus::new(TaskState::New, now),
+        attachments: Vec::new(),
     }
 }
 

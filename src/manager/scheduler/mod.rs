@@ -11,7 +11,11 @@
 
 pub mod filter;
 
-use std::collections::BTreeMap;
+#[cfg(test)]
+mod equiv_tests;
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
 
 use self::filter::{check, explain, NodeLoad, Unfit};
 use super::Plan;
@@ -43,10 +47,12 @@ pub fn loads(state: &ClusterState) -> BTreeMap<String, NodeLoad> {
     loads
 }
 
-/// Whether the scheduler should place `task`.
-fn unscheduled(task: &Task) -> bool {
+/// Whether the scheduler should place `task`: it should run, has no node yet, and IPAM gave it an address on
+/// every network it attaches to (Swarm's allocator before its scheduler).
+fn unscheduled(state: &ClusterState, task: &Task) -> bool {
     task.desired_state == TaskState::Running
         && matches!(task.status.state, TaskState::New | TaskState::Pending)
+        && crate::manager::ipam::allocated(state, task)
 }
 
 /// The value a placement preference reads on `node` (`""` when the node lacks the label).
@@ -66,37 +72,111 @@ fn preference_value<'a>(node: &'a Node, preference: &str) -> &'a str {
 /// Preference group counts, service tasks, all tasks, node id: lowest wins.
 type SpreadKey = (Vec<u64>, u64, u64, String);
 
-/// Orders candidate nodes: fewest tasks of the service per preference group, then on the node, then
-/// fewest tasks overall, then node id.
+/// For each placement preference of `spec`, the tasks of `service_id` per value of the preference over
+/// `nodes` (computed once per task, so ordering the candidates is linear in the nodes).
+fn group_sums<'a>(
+    nodes: &[&'a Node],
+    loads: &BTreeMap<String, NodeLoad>,
+    service_id: &str,
+    spec: &TaskSpec,
+) -> Vec<HashMap<&'a str, u64>> {
+    spec.placement
+        .preferences
+        .iter()
+        .map(|pref| {
+            let mut sums: HashMap<&str, u64> = HashMap::new();
+            for n in nodes {
+                let here = loads.get(&n.id).map_or(0, |l| l.of_service(service_id));
+                *sums.entry(preference_value(n, pref)).or_default() += here;
+            }
+            sums
+        })
+        .collect()
+}
+
+/// Orders candidate nodes: fewest tasks of the service per preference group (`groups` from
+/// [`group_sums`]), then on the node, then fewest tasks overall, then node id.
 fn spread_key(
-    nodes: &[&Node],
+    groups: &[HashMap<&str, u64>],
     loads: &BTreeMap<String, NodeLoad>,
     node: &Node,
     service_id: &str,
     spec: &TaskSpec,
 ) -> SpreadKey {
     let empty = NodeLoad::default();
-    let load_of = |id: &str| loads.get(id).unwrap_or(&empty);
     let groups = spec
         .placement
         .preferences
         .iter()
-        .map(|pref| {
-            let value = preference_value(node, pref);
-            nodes
-                .iter()
-                .filter(|n| preference_value(n, pref) == value)
-                .map(|n| load_of(&n.id).of_service(service_id))
-                .sum()
-        })
+        .zip(groups)
+        .map(|(pref, sums)| sums.get(preference_value(node, pref)).copied().unwrap_or(0))
         .collect();
-    let load = load_of(&node.id);
+    let load = loads.get(&node.id).unwrap_or(&empty);
     (
         groups,
         load.of_service(service_id),
         load.tasks,
         node.id.clone(),
     )
+}
+
+/// The candidate nodes for a run of identical tasks of one service without placement preferences, best
+/// first: the key of a node (tasks of the service, all tasks, id) changes only when it is given a task, so
+/// each placement is a pop and a push (O(log nodes)) instead of a pass over every node.
+struct Candidates<'a> {
+    service_id: &'a str,
+    spec: &'a TaskSpec,
+    heap: BinaryHeap<Reverse<(u64, u64, &'a str)>>,
+    /// Nodes that cannot take a task of the run, by reason (loads only grow within a run: they never can).
+    refused: BTreeMap<Unfit, usize>,
+}
+
+impl<'a> Candidates<'a> {
+    fn new(
+        nodes: &[&'a Node],
+        loads: &BTreeMap<String, NodeLoad>,
+        service_id: &'a str,
+        spec: &'a TaskSpec,
+    ) -> Self {
+        let empty = NodeLoad::default();
+        let mut c = Candidates {
+            service_id,
+            spec,
+            heap: BinaryHeap::with_capacity(nodes.len()),
+            refused: BTreeMap::new(),
+        };
+        for node in nodes {
+            let load = loads.get(&node.id).unwrap_or(&empty);
+            match check(node, load, service_id, spec, true) {
+                Err(unfit) => *c.refused.entry(unfit).or_default() += 1,
+                Ok(()) => c
+                    .heap
+                    .push(Reverse((load.of_service(service_id), load.tasks, &node.id))),
+            }
+        }
+        c
+    }
+
+    /// The best node that still fits, counted as carrying one more task; or why none does.
+    fn place(
+        &mut self,
+        state: &ClusterState,
+        loads: &mut BTreeMap<String, NodeLoad>,
+    ) -> Result<String, String> {
+        while let Some(Reverse((_, _, id))) = self.heap.pop() {
+            let Some(node) = state.node(id) else { continue };
+            let load = loads.entry(id.to_owned()).or_default();
+            if let Err(unfit) = check(node, load, self.service_id, self.spec, true) {
+                *self.refused.entry(unfit).or_default() += 1;
+                continue;
+            }
+            load.add(self.service_id, self.spec);
+            self.heap
+                .push(Reverse((load.of_service(self.service_id), load.tasks, id)));
+            return Ok(id.to_owned());
+        }
+        Err(explain(&self.refused))
+    }
 }
 
 fn assign(task: &Task, node_id: &str, now: Millis) -> Op {
@@ -132,11 +212,19 @@ pub fn reconcile(state: &ClusterState, now: Millis, _ids: &mut dyn IdSource) -> 
     let empty = NodeLoad::default();
     let mut tasks: Vec<&Task> = state
         .tasks()
-        .filter(|t| unscheduled(t) && state.service(&t.service_id).is_some())
+        .filter(|t| unscheduled(state, t) && state.service(&t.service_id).is_some())
         .collect();
-    tasks.sort_by(|a, b| {
+    let order = |a: &&Task, b: &&Task| {
         (&a.service_id, a.slot, &a.node_id, &a.id).cmp(&(&b.service_id, b.slot, &b.node_id, &b.id))
-    });
+    };
+    // a round handles at most MAX_TASK_OPS_PER_ROUND tasks: pick the first ones in linear time, sort only those
+    if tasks.len() > MAX_TASK_OPS_PER_ROUND {
+        tasks.select_nth_unstable_by(MAX_TASK_OPS_PER_ROUND, order);
+        tasks.truncate(MAX_TASK_OPS_PER_ROUND);
+    }
+    tasks.sort_by(order);
+    // the candidates of the current run of identical tasks (one service, one spec, no preferences)
+    let mut run: Option<Candidates> = None;
     for task in tasks {
         // bounded rounds: the rest is placed in the next round, after this batch has been applied
         if plan.ops.len() >= MAX_TASK_OPS_PER_ROUND {
@@ -152,16 +240,39 @@ pub fn reconcile(state: &ClusterState, now: Millis, _ids: &mut dyn IdSource) -> 
                 }
                 None => Err(explain(&BTreeMap::from([(Unfit::NotAvailable, 1)]))),
             },
+            None if task.spec.placement.preferences.is_empty() => {
+                let same_run = run
+                    .as_ref()
+                    .is_some_and(|r| r.service_id == task.service_id && *r.spec == task.spec);
+                if !same_run {
+                    run = Some(Candidates::new(
+                        &nodes,
+                        &loads,
+                        &task.service_id,
+                        &task.spec,
+                    ));
+                }
+                let placed = run
+                    .as_mut()
+                    .map(|r| r.place(state, &mut loads))
+                    .unwrap_or_else(|| Err(explain(&BTreeMap::new())));
+                match placed {
+                    Ok(node_id) => plan.ops.push(assign(task, &node_id, now)),
+                    Err(message) => plan.ops.extend(pend(task, message, now)),
+                }
+                continue;
+            }
             None => {
                 let mut refused: BTreeMap<Unfit, usize> = BTreeMap::new();
                 let mut best: Option<(SpreadKey, &Node)> = None;
+                let groups = group_sums(&nodes, &loads, &task.service_id, &task.spec);
                 for node in &nodes {
                     let load = loads.get(&node.id).unwrap_or(&empty);
                     match check(node, load, &task.service_id, &task.spec, true) {
                         Err(unfit) => *refused.entry(unfit).or_default() += 1,
                         Ok(()) => {
                             let key =
-                                spread_key(&nodes, &loads, node, &task.service_id, &task.spec);
+                                spread_key(&groups, &loads, node, &task.service_id, &task.spec);
                             if best.as_ref().is_none_or(|(k, _)| key < *k) {
                                 best = Some((key, node));
                             }
@@ -172,6 +283,8 @@ pub fn reconcile(state: &ClusterState, now: Millis, _ids: &mut dyn IdSource) -> 
                     .ok_or_else(|| explain(&refused))
             }
         };
+        // a placement outside the run changes loads the run's keys were made from
+        run = None;
         match chosen {
             Ok(node_id) => {
                 loads

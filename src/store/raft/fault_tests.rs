@@ -23,9 +23,26 @@ fn flip_in(bytes: &mut [u8], marker: &[u8]) -> bool {
     }
 }
 
+/// Opens the database of a node that was just shut down: its background tasks drop their handles to the
+/// file a moment after `shutdown()` returns, and redb refuses a second open in the same process until then.
+fn open_when_released(dir: &Path) -> db::Disk {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        match db::open(dir) {
+            Err(e)
+                if e.to_string().to_lowercase().contains("already open")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other.expect("open"),
+        }
+    }
+}
+
 /// Flips a bit of the first log entry holding `marker`; returns its index.
 fn flip_log_entry(dir: &Path, marker: &[u8]) -> u64 {
-    let disk = db::open(dir).expect("open");
+    let disk = open_when_released(dir);
     let tx = disk.db().begin_write().expect("tx");
     let index = {
         let mut t = tx.open_table(db::LOG).expect("table");
@@ -48,7 +65,7 @@ fn flip_log_entry(dir: &Path, marker: &[u8]) -> u64 {
 
 /// Flips a bit of the stored snapshot inside `marker`.
 fn flip_snapshot(dir: &Path, marker: &[u8]) {
-    let disk = db::open(dir).expect("open");
+    let disk = open_when_released(dir);
     let tx = disk.db().begin_write().expect("tx");
     {
         let mut t = tx.open_table(db::SNAPSHOT).expect("table");

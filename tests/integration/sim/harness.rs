@@ -116,6 +116,7 @@ pub fn service(name: &str, mode: ServiceMode) -> Service {
         spec_version: 1,
         previous_spec: None,
         update_status: None,
+        virtual_ips: Vec::new(),
     }
 }
 

@@ -100,6 +100,7 @@ fn spec(id: &str, argv: &[&str]) -> ProcessSpec {
         cap_add: Vec::new(),
         cap_drop: Vec::new(),
         ports: Vec::new(),
+        labels: Default::default(),
     }
 }
 
@@ -406,4 +407,42 @@ async fn running_task_is_readopted_by_a_new_executor() {
         again.adopt(&id).await.err(),
         Some(ExecError::NotFound(_))
     ));
+}
+
+/// Two nodes sharing one daemon each list only their own containers, an exited one with its exit status, and
+/// the container carries the labels of its spec.
+#[tokio::test]
+async fn list_sees_only_this_nodes_containers_with_their_state() {
+    let Some((_d, exec)) = executor().await else {
+        return;
+    };
+    let Some((_d2, other)) = executor().await else {
+        return;
+    };
+    let id = unique("mine");
+    let mut s = sh(&id, "exit 4");
+    s.labels
+        .insert("com.docker.stack.namespace".into(), "demo".into());
+    let (ctl, status) = run(&exec, s).await;
+    assert_eq!(status, ExitStatus::exited(4));
+    for _ in 0..2 {
+        // the second list answers from what the first learned
+        let mine = exec.list().await.expect("list");
+        let found: Vec<_> = mine.iter().filter(|t| t.task_id == id).collect();
+        assert_eq!(found.len(), 1, "{mine:?}");
+        assert_eq!(found[0].state, RuntimeState::Exited(ExitStatus::exited(4)));
+    }
+    let theirs = other.list().await.expect("list");
+    assert!(theirs.iter().all(|t| t.task_id != id), "{theirs:?}");
+    let info = exec
+        .client()
+        .inspect_container(&container_name(&id), None::<InspectContainerOptions>)
+        .await
+        .expect("inspect");
+    let labels = info.config.and_then(|c| c.labels).unwrap_or_default();
+    assert_eq!(
+        labels.get("com.docker.stack.namespace").map(String::as_str),
+        Some("demo")
+    );
+    remove(&exec, ctl.as_ref()).await;
 }

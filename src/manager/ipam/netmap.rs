@@ -1,0 +1,175 @@
+//! The [`NetworkMap`] of one node, built from the store: every network a task of the node attaches to (and
+//! ingress when any service publishes a port through the mesh), the other nodes with tasks on those networks
+//! (their advertise addresses), every task on them with its address and whether it may receive traffic, and the
+//! services on them with their VIPs, aliases and ports. The dispatcher sends it with the node's assignments.
+//!
+//! Pure: `network_map(&ClusterState, node_id)`; the same state always gives the same map (sorted).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::{ingress, publishes_ingress};
+use crate::manager::orchestrator::update::is_up;
+use crate::model::netmap::{Endpoint, NetworkInfo, NetworkMap, PeerNode, ServiceEndpoint};
+use crate::model::{cidr, Service, Task, TaskState, STACK_NAMESPACE_LABEL};
+use crate::store::ClusterState;
+
+/// A task that a node has (or had) and that still holds its addresses.
+fn placed(task: &Task) -> Option<&str> {
+    let node = task.node_id.as_deref()?;
+    (task.status.state >= TaskState::Assigned && !task.status.state.is_terminal()).then_some(node)
+}
+
+/// Whether `task` may receive traffic: running, healthy when it has a health check, and still wanted. A task
+/// whose desired state went to shutdown is not, so it leaves the backends before its agent stops it.
+pub fn ready(task: &Task) -> bool {
+    is_up(task) && task.desired_state == TaskState::Running
+}
+
+/// The host part of an advertise address (`10.0.0.5:4242` → `10.0.0.5`, `[::1]:4242` → `::1`).
+fn host_of(addr: &str) -> String {
+    if let Ok(sa) = addr.parse::<std::net::SocketAddr>() {
+        return sa.ip().to_string();
+    }
+    if addr.parse::<std::net::IpAddr>().is_ok() {
+        return addr.to_string();
+    }
+    addr.rsplit_once(':').map_or(addr, |(h, _)| h).to_string()
+}
+
+/// A service's name within its stack (`web` of `app_web`).
+fn short_name(service: &Service) -> Option<String> {
+    let stack = service.spec.labels.get(STACK_NAMESPACE_LABEL)?;
+    service
+        .spec
+        .name
+        .strip_prefix(&format!("{stack}_"))
+        .map(str::to_owned)
+}
+
+/// The network map of node `node_id`.
+pub fn network_map(state: &ClusterState, node_id: &str) -> NetworkMap {
+    // the networks: those of this node's tasks, and ingress when the mesh is in use
+    let mut nets: BTreeSet<String> = state
+        .tasks_on_node(node_id)
+        .filter(|t| placed(t).is_some())
+        .flat_map(|t| t.attachments.iter().map(|a| a.network_id.clone()))
+        .collect();
+    if let Some(ingress) = ingress(state) {
+        if state.services().any(publishes_ingress) {
+            nets.insert(ingress.id.clone());
+        }
+    }
+    let networks: Vec<NetworkInfo> = nets
+        .iter()
+        .filter_map(|id| {
+            let n = state.network(id)?;
+            let a = n.allocation.as_ref()?;
+            Some(NetworkInfo {
+                id: n.id.clone(),
+                name: n.spec.name.clone(),
+                driver: n.spec.driver.clone(),
+                subnet: a.subnet.clone(),
+                gateway: a.gateway.clone(),
+                vni: a.vni,
+                internal: n.spec.internal,
+                ingress: n.spec.ingress,
+            })
+        })
+        .collect();
+    let nets: BTreeSet<&str> = networks.iter().map(|n| n.id.as_str()).collect();
+
+    // every placed task on those networks, and the nodes they run on
+    let mut endpoints = Vec::new();
+    let mut peers: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    let mut services: BTreeSet<&str> = BTreeSet::new();
+    for t in state.tasks() {
+        let Some(node) = placed(t) else { continue };
+        let Some(service) = state.service(&t.service_id) else {
+            continue;
+        };
+        for a in t
+            .attachments
+            .iter()
+            .filter(|a| nets.contains(a.network_id.as_str()))
+        {
+            let Some(address) = cidr::host_of(&a.addr) else {
+                continue;
+            };
+            if node != node_id {
+                peers.entry(node).or_default().insert(&a.network_id);
+            }
+            services.insert(&service.id);
+            endpoints.push(Endpoint {
+                task_id: t.id.clone(),
+                task_name: t.name(&service.spec.name),
+                service_id: t.service_id.clone(),
+                node_id: node.to_owned(),
+                network_id: a.network_id.clone(),
+                address: address.to_string(),
+                ready: ready(t),
+            });
+        }
+    }
+    let peers = peers
+        .into_iter()
+        .filter_map(|(id, networks)| {
+            let n = state.node(id)?;
+            Some(PeerNode {
+                node_id: id.to_owned(),
+                addr: host_of(&n.status.addr),
+                networks: networks.into_iter().map(str::to_owned).collect(),
+            })
+        })
+        .collect();
+
+    // services with a VIP on those networks too (no task yet, or none placed)
+    for s in state.services() {
+        if s.virtual_ips
+            .iter()
+            .any(|v| nets.contains(v.network_id.as_str()))
+        {
+            services.insert(&s.id);
+        }
+    }
+    let services = services
+        .into_iter()
+        .filter_map(|id| state.service(id))
+        .map(|s| ServiceEndpoint {
+            service_id: s.id.clone(),
+            name: s.spec.name.clone(),
+            short_name: short_name(s),
+            mode: s.spec.endpoint.mode,
+            vips: s
+                .virtual_ips
+                .iter()
+                .filter(|v| nets.contains(v.network_id.as_str()))
+                .filter_map(|v| {
+                    cidr::host_of(&v.addr).map(|a| (v.network_id.clone(), a.to_string()))
+                })
+                .collect(),
+            aliases: s
+                .spec
+                .task
+                .networks
+                .iter()
+                .filter_map(|att| {
+                    let n = state.network_by_name(&att.target)?;
+                    nets.contains(n.id.as_str())
+                        .then_some((n.id.clone(), &att.aliases))
+                })
+                .flat_map(|(id, aliases)| aliases.iter().map(move |al| (id.clone(), al.clone())))
+                .collect(),
+            ports: s.spec.endpoint.ports.clone(),
+        })
+        .collect();
+    NetworkMap {
+        networks,
+        peers,
+        endpoints,
+        services,
+    }
+}
+
+#[cfg(test)]
+#[path = "netmap_tests.rs"]
+mod tests;

@@ -1,0 +1,211 @@
+//! The network map of a node, built from states made in memory.
+
+use super::*;
+use crate::manager::testutil::{node, service, task, World};
+use crate::model::{
+    EndpointMode, HealthConfig, Meta, Network, NetworkAttachment, NetworkSpec, PortConfig,
+    PortProtocol, PublishMode, ServiceMode, TaskHealth,
+};
+use crate::store::Op;
+use crate::util::SeqIds;
+
+fn network(id: &str, ingress: bool) -> Network {
+    Network {
+        id: id.into(),
+        meta: Meta::default(),
+        spec: NetworkSpec {
+            name: id.into(),
+            driver: "overlay".into(),
+            ingress,
+            ..NetworkSpec::default()
+        },
+        allocation: None,
+    }
+}
+
+fn svc(id: &str, nets: &[&str], publish: bool) -> Service {
+    let mut s = service(id, ServiceMode::Replicated { replicas: 1 });
+    s.spec.name = format!("app_{id}");
+    s.spec.labels = [(STACK_NAMESPACE_LABEL.to_string(), "app".to_string())].into();
+    s.spec.task.networks = nets
+        .iter()
+        .map(|n| NetworkAttachment {
+            target: n.to_string(),
+            aliases: vec![id.to_string()],
+        })
+        .collect();
+    if publish {
+        s.spec.endpoint.ports = vec![PortConfig {
+            protocol: PortProtocol::Tcp,
+            target_port: 80,
+            published_port: Some(8080),
+            publish_mode: PublishMode::Ingress,
+        }];
+    }
+    s
+}
+
+fn with_addr(id: &str, a: &str) -> crate::model::Node {
+    let mut n = node(id);
+    n.status.addr = a.into();
+    n
+}
+
+/// Nodes n1..n3; `web` (front, publishing through the mesh) with t1 on n1 running, t2 on n2 running but
+/// being shut down, t3 on n2 running with a health check still starting; `db` (back only) with t4 on n3; `t5`
+/// of web still unassigned. Addresses from IPAM.
+fn world() -> World {
+    let web = svc("web", &["front"], true);
+    let db = svc("db", &["back"], false);
+    let mut w = World::with(vec![
+        Op::CreateNode(with_addr("n1", "192.0.2.1:4242")),
+        Op::CreateNode(with_addr("n2", "192.0.2.2:4242")),
+        Op::CreateNode(with_addr("n3", "192.0.2.3")),
+        Op::CreateNetwork(network("ingress", true)),
+        Op::CreateNetwork(network("front", false)),
+        Op::CreateNetwork(network("back", false)),
+        Op::CreateService(web.clone()),
+        Op::CreateService(db.clone()),
+    ]);
+    let mut tasks = Vec::new();
+    for (id, s, slot) in [
+        ("t1", &web, 1),
+        ("t2", &web, 2),
+        ("t3", &web, 3),
+        ("t4", &db, 1),
+        ("t5", &web, 4),
+    ] {
+        let mut t = task(id, &s.id, slot, None, TaskState::Running, TaskState::New);
+        t.spec = s.spec.task.clone();
+        tasks.push(Op::CreateTask(t));
+    }
+    w.apply_ops(tasks);
+    loop {
+        let plan = crate::manager::ipam::reconcile(&w.state, w.time, &mut SeqIds::default());
+        if plan.ops.is_empty() {
+            break;
+        }
+        w.apply_plan(&plan);
+    }
+    let mut ops = Vec::new();
+    for (id, node, desired, health) in [
+        ("t1", "n1", TaskState::Running, None),
+        ("t2", "n2", TaskState::Shutdown, None),
+        ("t3", "n2", TaskState::Running, Some(TaskHealth::Starting)),
+        ("t4", "n3", TaskState::Running, None),
+    ] {
+        let mut t = w.state.task(id).unwrap().clone();
+        let v = t.meta.version;
+        t.node_id = Some(node.into());
+        t.desired_state = desired;
+        t.status.state = TaskState::Running;
+        t.status.health = health;
+        if health.is_some() {
+            t.spec.container.healthcheck = Some(HealthConfig::default());
+        }
+        ops.push(Op::UpdateTask {
+            task: t,
+            expected_version: v,
+        });
+    }
+    w.apply_ops(ops);
+    w
+}
+
+#[test]
+fn a_node_sees_its_networks_peers_endpoints_and_services() {
+    let w = world();
+    let map = network_map(&w.state, "n1");
+    let nets: Vec<(&str, &str, u32, bool)> = map
+        .networks
+        .iter()
+        .map(|n| (n.name.as_str(), n.subnet.as_str(), n.vni, n.ingress))
+        .collect();
+    assert_eq!(
+        nets,
+        vec![
+            ("front", "10.0.2.0/24", 4098, false),
+            ("ingress", "10.0.0.0/24", 4096, true)
+        ]
+    );
+    assert_eq!(map.networks[0].gateway, "10.0.2.1");
+    // n2 runs web tasks on front and ingress; n3 only runs db on back, which n1 is not on
+    assert_eq!(
+        map.peers,
+        vec![PeerNode {
+            node_id: "n2".into(),
+            addr: "192.0.2.2".into(),
+            networks: vec!["front".into(), "ingress".into()]
+        }]
+    );
+    let eps: Vec<(&str, &str, bool)> = map
+        .endpoints
+        .iter()
+        .filter(|e| e.network_id == "front")
+        .map(|e| (e.task_id.as_str(), e.node_id.as_str(), e.ready))
+        .collect();
+    // t2 is being shut down and t3 is not healthy yet: neither receives traffic; t5 has no node yet
+    assert_eq!(
+        eps,
+        vec![("t1", "n1", true), ("t2", "n2", false), ("t3", "n2", false)]
+    );
+    let t1 = map
+        .endpoints
+        .iter()
+        .find(|e| e.task_id == "t1" && e.network_id == "front")
+        .unwrap();
+    assert_eq!(
+        (t1.task_name.as_str(), t1.address.as_str()),
+        (
+            "app_web.1.t1",
+            w.state.task("t1").unwrap().attachments[0]
+                .addr
+                .trim_end_matches("/24")
+        )
+    );
+    assert_eq!(map.services.len(), 1, "db is not on n1's networks");
+    let web = &map.services[0];
+    assert_eq!(
+        (web.name.as_str(), web.short_name.as_deref(), web.mode),
+        ("app_web", Some("web"), EndpointMode::Vip)
+    );
+    let vip_nets: Vec<&str> = web.vips.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(vip_nets, vec!["front", "ingress"]);
+    assert!(
+        web.vips.iter().all(|(_, a)| !a.contains('/')),
+        "no prefix: {:?}",
+        web.vips
+    );
+    assert_eq!(web.aliases, vec![("front".to_string(), "web".to_string())]);
+    assert_eq!(web.ports.len(), 1);
+}
+
+#[test]
+fn every_node_has_ingress_while_a_service_publishes_through_the_mesh() {
+    let w = world();
+    let map = network_map(&w.state, "n3");
+    let nets: Vec<&str> = map.networks.iter().map(|n| n.name.as_str()).collect();
+    assert_eq!(nets, vec!["back", "ingress"]);
+    let peers: Vec<&str> = map.peers.iter().map(|p| p.node_id.as_str()).collect();
+    assert_eq!(peers, vec!["n1", "n2"]);
+    assert_eq!(map.peers[1].addr, "192.0.2.2");
+    // a node with no task at all still gets ingress, with every web task behind it
+    let mut w = w;
+    w.apply_ops(vec![Op::CreateNode(with_addr("n4", "192.0.2.4"))]);
+    let map = network_map(&w.state, "n4");
+    assert_eq!(
+        map.networks
+            .iter()
+            .map(|n| n.name.as_str())
+            .collect::<Vec<_>>(),
+        vec!["ingress"]
+    );
+    assert_eq!(map.endpoints.iter().filter(|e| e.ready).count(), 1);
+    assert_eq!(map, network_map(&w.state, "n4"), "deterministic");
+}
+
+#[test]
+fn an_empty_cluster_gives_an_empty_map() {
+    let w = World::new();
+    assert_eq!(network_map(&w.state, "n1"), NetworkMap::default());
+}
