@@ -70,7 +70,23 @@ pub struct Plane {
     /// The namespace of each plumbed task interface, by the node's veth name: a handle kept open so the
     /// service layer can enter a task's namespace (its VIP rules) by `/proc/self/fd/N`.
     namespaces: Arc<Mutex<HashMap<String, OwnedFd>>>,
+    /// Called once a task's interfaces are plumbed, before the task starts: the service layer puts the task's
+    /// VIP rules in place (so its first connection to a service already goes through them).
+    on_plumbed: HookSlot,
 }
+
+/// Where [`Plane::on_plumbed`] keeps its hook (shared by the plane's clones).
+#[derive(Clone, Default)]
+struct HookSlot(Arc<Mutex<Option<TaskHook>>>);
+
+impl std::fmt::Debug for HookSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HookSlot")
+    }
+}
+
+/// See [`Plane::on_plumbed`]: (task id, a path entering its network namespace) → done, or why not.
+pub type TaskHook = Arc<dyn Fn(&str, &std::path::Path) -> Result<(), String> + Send + Sync>;
 
 impl Plane {
     /// A plane reading `map`; `underlay` is this node's advertise address (an unspecified or IPv6 one means no
@@ -82,6 +98,7 @@ impl Plane {
             enabled: nix::unistd::geteuid().is_root(),
             busy: Arc::default(),
             namespaces: Arc::default(),
+            on_plumbed: HookSlot::default(),
         }
     }
 
@@ -113,16 +130,48 @@ impl Plane {
         let busy = self.busy.lock().await;
         plumb(ns, attachments).await?;
         drop(busy);
-        let mut known = self.namespaces();
-        for a in attachments {
-            match ns.try_clone_to_owned() {
-                Ok(fd) => {
-                    known.insert(a.host_veth.clone(), fd);
+        {
+            let mut known = self.namespaces();
+            for a in attachments {
+                match ns.try_clone_to_owned() {
+                    Ok(fd) => {
+                        known.insert(a.host_veth.clone(), fd);
+                    }
+                    Err(e) => tracing::warn!("keeping a handle of a task's network namespace: {e}"),
                 }
-                Err(e) => tracing::warn!("keeping a handle of a task's network namespace: {e}"),
+            }
+        }
+        let hook = self
+            .on_plumbed
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let task = attachments.first().and_then(|a| {
+            self.map
+                .borrow()
+                .endpoints
+                .iter()
+                .find(|e| names::veth_name(&e.task_id, &e.network_id) == a.host_veth)
+                .map(|e| e.task_id.clone())
+        });
+        if let (Some(hook), Some(task)) = (hook, task) {
+            if let Some(path) = self.task_netns(&task) {
+                let t = task.clone();
+                match tokio::task::spawn_blocking(move || hook(&t, &path)).await {
+                    Ok(Err(e)) => tracing::warn!(task = %task, "before the task starts: {e}"),
+                    Err(e) => tracing::warn!(task = %task, "before the task starts: {e}"),
+                    Ok(Ok(())) => {}
+                }
             }
         }
         Ok(())
+    }
+
+    /// Sets what runs once a task's interfaces are plumbed and before it starts (a failure is logged: the
+    /// service layer tries again on its own).
+    pub fn on_plumbed(&self, hook: TaskHook) {
+        *self.on_plumbed.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(hook);
     }
 
     fn namespaces(&self) -> std::sync::MutexGuard<'_, HashMap<String, OwnedFd>> {
@@ -201,12 +250,10 @@ pub async fn converge(
             .map_err(|e| NetError::Kernel(format!("applying the NAT ruleset: {e}")))??;
         *last_nat = Some(rules);
     }
-    let want = !d.networks.is_empty();
-    let docker = tokio::task::spawn_blocking(move || nat::docker_user(want))
-        .await
-        .map_err(|e| NetError::Kernel(format!("checking Docker's forward chain: {e}")))??;
-    if let Some(done) = docker {
-        tracing::info!("network plane: {done}");
+    if !d.networks.is_empty() {
+        tokio::task::spawn_blocking(nat::open_forwarding)
+            .await
+            .map_err(|e| NetError::Kernel(format!("opening forwarding: {e}")))??;
     }
     if d.networks.iter().any(|n| !n.internal) {
         std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")

@@ -7,12 +7,13 @@
 //! thinly maintained or need libnftnl's C library; `nft -f` is the kernel project's own front end, atomic per
 //! file, and one short-lived process per changed map is no cost.
 //!
-//! On a host where Docker runs, its `FORWARD` policy is drop and `br_netfilter` sends bridged frames through
-//! it, so even two tasks on one of our bridges could not talk; Docker's documented place for exceptions is its
-//! `DOCKER-USER` chain, where [`docker_user`] keeps two rules of ours (marked with a comment) that accept our
-//! bridges' traffic while any network exists.
+//! An accept in our own table cannot undo a drop in another one (every base chain of a hook must accept), and
+//! Docker sets the iptables `FORWARD` policy to DROP with `br_netfilter` on, which drops even the traffic
+//! between two tasks on one of our bridges: [`open_forwarding`] adds accept rules for our bridges to
+//! `DOCKER-USER` (Docker's documented chain for exactly this) or, without Docker, to the top of a `FORWARD` chain
+//! whose policy is DROP, idempotently.
 //!
-//! Must not: touch any table but `swarm_nat`, except our two marked rules in Docker's `DOCKER-USER` chain.
+//! Must not: touch any table but `swarm_nat`, except those accept rules.
 
 use std::io::Write;
 use std::path::Path;
@@ -57,56 +58,6 @@ pub fn ruleset(networks: &[NetPlan]) -> String {
     s
 }
 
-/// The comment marking our rules in Docker's chain.
-const MARK: &str = "swarm-netplane";
-
-fn run_nft(args: &[&str]) -> Option<String> {
-    let out = Command::new(nft()?)
-        .args(args)
-        .stderr(Stdio::null())
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// With `want`, makes sure Docker's `ip filter DOCKER-USER` chain (when there is one) accepts traffic from and
-/// to our bridges; without, removes those rules. Returns what it changed, for the log.
-pub fn docker_user(want: bool) -> Result<Option<&'static str>, NetError> {
-    let Some(listing) = run_nft(&["-a", "list", "chain", "ip", "filter", "DOCKER-USER"]) else {
-        return Ok(None); // no Docker (or no nftables view of it) here
-    };
-    let handles: Vec<&str> = listing
-        .lines()
-        .filter(|l| l.contains(&format!("comment \"{MARK}\"")))
-        .filter_map(|l| l.rsplit_once("# handle ").map(|(_, h)| h.trim()))
-        .collect();
-    let fail =
-        |what: &str| NetError::Kernel(format!("{what} in Docker's DOCKER-USER chain failed"));
-    match (want, handles.is_empty()) {
-        (true, true) => {
-            for dir in ["oifname", "iifname"] {
-                let rule = format!(
-                    "insert rule ip filter DOCKER-USER {dir} \"swbr-*\" accept comment \"{MARK}\""
-                );
-                apply(&rule).map_err(|_| fail("accepting our bridges' traffic"))?;
-            }
-            Ok(Some(
-                "accepting the bridges' traffic in Docker's DOCKER-USER chain",
-            ))
-        }
-        (false, false) => {
-            for h in handles {
-                run_nft(&["delete", "rule", "ip", "filter", "DOCKER-USER", "handle", h])
-                    .ok_or_else(|| fail("removing our rules"))?;
-            }
-            Ok(Some("removed our rules from Docker's DOCKER-USER chain"))
-        }
-        _ => Ok(None),
-    }
-}
-
 fn nft() -> Option<&'static str> {
     NFT.into_iter().find(|p| Path::new(p).exists())
 }
@@ -142,6 +93,57 @@ pub fn apply(script: &str) -> Result<(), NetError> {
         out.status,
         String::from_utf8_lossy(&out.stderr).trim()
     )))
+}
+
+/// Where the iptables binary is looked for.
+const IPTABLES: [&str; 3] = ["/usr/sbin/iptables", "/sbin/iptables", "/usr/bin/iptables"];
+
+/// Lets our bridges' traffic through an iptables filter `FORWARD` chain that would drop it (see the module
+/// docs). Nothing happens without iptables, or when FORWARD accepts by default and Docker's chain is absent.
+pub fn open_forwarding() -> Result<(), NetError> {
+    let Some(iptables) = IPTABLES.into_iter().find(|p| Path::new(p).exists()) else {
+        return Ok(());
+    };
+    let run = |args: &[&str]| {
+        Command::new(iptables)
+            .args(["-w", "5"])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    let chain = if run(&["-t", "filter", "-S", "DOCKER-USER"]) {
+        "DOCKER-USER"
+    } else {
+        let policy = Command::new(iptables)
+            .args(["-w", "5", "-t", "filter", "-S", "FORWARD", "1"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        if !policy.contains("-P FORWARD DROP") {
+            return Ok(());
+        }
+        "FORWARD"
+    };
+    let bridges = format!("{}+", super::names::BRIDGE_PREFIX);
+    for dir in ["-i", "-o"] {
+        let rule = [chain, dir, bridges.as_str(), "-j", "ACCEPT"];
+        let mut check = vec!["-t", "filter", "-C"];
+        check.extend(rule);
+        if run(&check) {
+            continue;
+        }
+        let mut insert = vec!["-t", "filter", "-I"];
+        insert.extend(rule);
+        if !run(&insert) {
+            return Err(NetError::Kernel(format!(
+                "{iptables}: cannot add `{}` so that traffic of the task networks is forwarded",
+                rule.join(" ")
+            )));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -85,6 +85,21 @@ impl NodeNetwork {
             let _keep = keep;
             plane.run(shutdown.wait()).await
         });
+        {
+            // a task's VIP rules are in place before it starts
+            let (rx, node) = (self.tx.subscribe(), node_id.to_string());
+            self.plane.on_plumbed(std::sync::Arc::new(move |task, ns| {
+                let (sets, _) = crate::netsvc::vip::rulesets_for_node(&rx.borrow(), &node);
+                match sets.get(task) {
+                    Some(rules) => crate::netsvc::vip::apply(
+                        &crate::netsvc::vip::Netns::Path(ns.to_path_buf()),
+                        rules,
+                    )
+                    .map_err(|e| format!("VIP rules: {e}")),
+                    None => Ok(()),
+                }
+            }));
+        }
         let (plane, rx, node) = (self.plane.clone(), self.tx.subscribe(), node_id.to_string());
         let shutdown = parts.shutdown();
         parts.spawn("the service network", async move {

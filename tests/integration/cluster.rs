@@ -628,7 +628,7 @@ fn invalid_stack_changes_nothing_and_blocking_deploy_reports_convergence() {
     )
     .unwrap();
     let out = d.ctl(&["stack", "deploy", "-c", bad.to_str().unwrap(), "s"]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2), "invalid input");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("bad.yml:5:24: services.a.deploy.replicas: expected an integer, got \"lots\""),

@@ -509,3 +509,31 @@ fn stack_deploy_exit_codes_and_json_events() {
         (1, Some("timeout"))
     );
 }
+
+#[test]
+fn the_watcher_reconnects_after_its_manager_restarts() {
+    let mut d = Swarmd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let stacks = dir.path().join("stacks");
+    std::fs::create_dir(&stacks).unwrap();
+    let file = stacks.join("shop.yml");
+    std::fs::write(&file, web(1, "exec sleep 300")).unwrap();
+    let w = Watch::start(
+        &d,
+        &["--interval", "1s", stacks.to_str().unwrap()],
+        dir.path(),
+    );
+    wait_for(30, "shop Synced", || {
+        stack_row(&d, "shop").filter(|r| r["Sync"] == "Synced")
+    });
+
+    d.stop();
+    w.wait_line(20, "cannot reach the cluster");
+    // changed while the cluster is away: applied once it is back
+    std::fs::write(&file, web(2, "exec sleep 300")).unwrap();
+    d.spawn();
+    w.wait_line(30, "cluster reachable again");
+    wait_for(30, "shop_web scaled to 2", || {
+        (replicas(&d, "shop_web") == Some(2)).then_some(())
+    });
+}

@@ -73,7 +73,7 @@ fn huge_scales_are_refused_with_the_limit_named_everywhere() {
     let big = files.path().join("big.yml");
     std::fs::write(&big, STACK.replace("replicas: 1", "replicas: 4")).unwrap();
     let out = d.ctl(&["stack", "deploy", "-c", big.to_str().unwrap(), "s"]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2), "invalid input");
     assert!(
         stderr(&out).contains(
             "big.yml:6:24: services.web.deploy.replicas: replicas 4 is over the limit of 3"

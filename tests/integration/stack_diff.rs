@@ -164,8 +164,9 @@ fn secret_rotation_service_update_rollback_and_stack_rollback() {
         svc["update_status"]["message"],
         "manually requested rollback"
     );
+    // the update state is in `service inspect`, not in REPLICAS (docker's format, which scripts parse)
     let ls = d.ctl_ok(&["service", "ls"]);
-    assert!(ls.contains("rollback_started"), "{ls}");
+    assert!(!ls.contains("rollback_started"), "{ls}");
     let out = d.ctl(&["service", "rollback", "r_other"]);
     assert_eq!(out.status.code(), Some(1), "no previous spec");
 

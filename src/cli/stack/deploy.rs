@@ -7,7 +7,7 @@
 //!
 //! Must not: interpret stack files (that is `stack::load` / `stack::convert`) or decide convergence on the server.
 
-use super::plan::{load_request, plan_items, report_and_wait};
+use super::plan::{load_request, plan_items, report};
 use super::wait::{wait_events, WaitError};
 use super::{DeployArgs, OutputFormat};
 use crate::cli::common::*;
@@ -130,18 +130,20 @@ pub fn deploy(host: Option<String>, args: DeployArgs) -> i32 {
             .await
             .map_err(call_failed)?
             .into_inner();
+        let waits = |e: WaitError| match e {
+            WaitError::Failed(m) => Verdict::new(EXIT_FAILED, "failed", m),
+            WaitError::TimedOut(m) => Verdict::new(EXIT_FAILED, "timeout", m),
+            WaitError::Unreachable(m) => Verdict::new(EXIT_UNREACHABLE, "unreachable", m),
+        };
         if !json {
-            return report_and_wait(
-                &mut c,
-                &args.name,
-                reply,
-                args.dry_run,
-                args.detach,
-                timeout,
-            )
-            .await
-            .map(|()| String::new())
-            .map_err(|m| Verdict::new(EXIT_FAILED, "failed", m));
+            let changed = report(&args.name, &reply, args.dry_run)
+                .map_err(|m| Verdict::new(EXIT_FAILED, "failed", m))?;
+            if changed && !args.detach && !reply.changed_services.is_empty() {
+                wait_events(&mut c, &args.name, &reply.changed_services, timeout, false)
+                    .await
+                    .map_err(waits)?;
+            }
+            return Ok(String::new());
         }
         let items = plan_items(&reply).map_err(|m| Verdict::new(EXIT_FAILED, "failed", m))?;
         for i in items.iter().filter(|i| i.action != PlanAction::Unchanged) {
@@ -159,11 +161,7 @@ pub fn deploy(host: Option<String>, args: DeployArgs) -> i32 {
         wait_events(&mut c, &args.name, &reply.changed_services, timeout, true)
             .await
             .map(|()| format!("revision {} converged", reply.revision))
-            .map_err(|e| match e {
-                WaitError::Failed(m) => Verdict::new(EXIT_FAILED, "failed", m),
-                WaitError::TimedOut(m) => Verdict::new(EXIT_FAILED, "timeout", m),
-                WaitError::Unreachable(m) => Verdict::new(EXIT_UNREACHABLE, "unreachable", m),
-            })
+            .map_err(waits)
     });
     finish(outcome)
 }

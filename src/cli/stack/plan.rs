@@ -107,17 +107,29 @@ pub(super) async fn report_and_wait(
     detach: bool,
     timeout: Duration,
 ) -> CmdResult {
-    let items = plan_items(&reply)?;
+    if report(stack, &reply, dry_run)? && !detach && !reply.changed_services.is_empty() {
+        return wait_converged(c, stack, &reply.changed_services, timeout).await;
+    }
+    Ok(())
+}
+
+/// Prints what an applied (or planned) deploy does; whether it changed something (so there is a wait).
+pub(super) fn report(
+    stack: &str,
+    reply: &control::DeployStackResponse,
+    dry_run: bool,
+) -> Result<bool, String> {
+    let items = plan_items(reply)?;
     let changed = items.iter().any(PlanItem::is_change);
     if !changed {
         println!("Stack {stack} is up to date: nothing to change");
         print_plan(&items, false);
-        return Ok(());
+        return Ok(false);
     }
     if dry_run {
         println!("Stack {stack}: plan (dry run, nothing changed)");
         print_plan(&items, true);
-        return Ok(());
+        return Ok(false);
     }
     for i in &items {
         let verb = match i.action {
@@ -139,8 +151,5 @@ pub(super) async fn report_and_wait(
     if reply.revision > 0 {
         println!("Stack {stack} is at revision {}", reply.revision);
     }
-    if detach || reply.changed_services.is_empty() {
-        return Ok(());
-    }
-    wait_converged(c, stack, &reply.changed_services, timeout).await
+    Ok(true)
 }
