@@ -64,6 +64,9 @@ pub struct Plane {
     map: watch::Receiver<NetworkMap>,
     underlay: Option<Ipv4Addr>,
     enabled: bool,
+    /// Held by a converge and by a task's plumbing: a converge of an older map never removes a bridge a task
+    /// start has just ensured for a newer one (the converge reads the map once it holds the lock).
+    busy: Arc<tokio::sync::Mutex<()>>,
     /// The namespace of each plumbed task interface, by the node's veth name: a handle kept open so the
     /// service layer can enter a task's namespace (its VIP rules) by `/proc/self/fd/N`.
     namespaces: Arc<Mutex<HashMap<String, OwnedFd>>>,
@@ -93,6 +96,7 @@ impl Plane {
             map,
             underlay: underlay_v4(underlay),
             enabled: nix::unistd::geteuid().is_root(),
+            busy: Arc::default(),
             namespaces: Arc::default(),
             on_plumbed: HookSlot::default(),
         }
@@ -123,7 +127,9 @@ impl Plane {
         ns: BorrowedFd<'_>,
         attachments: &[Attachment],
     ) -> Result<(), NetError> {
+        let busy = self.busy.lock().await;
         plumb(ns, attachments).await?;
+        drop(busy);
         {
             let mut known = self.namespaces();
             for a in attachments {
@@ -204,7 +210,7 @@ impl Plane {
 
     /// The converge loop over this plane's map (see [`run`]).
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), String> {
-        run(self.map, self.underlay, shutdown).await
+        run(self.map, self.underlay, self.busy, shutdown).await
     }
 }
 
@@ -259,13 +265,15 @@ pub async fn converge(
     })
 }
 
-/// Converges this process's namespace each time `map` changes (and every 30 s, to repair), from the first map
+/// Converges this process's namespace each time `map` changes (and every 30 s, to repair), holding `busy`
+/// while it does (task plumbing holds it too), from the first map
 /// sent on: until then nothing is touched, so a restarted swarmd never removes the networks its surviving
 /// tasks use before the managers have spoken. A failed converge is logged and retried. Ends with `shutdown`
 /// (leaving everything in place) or when the map's sender is gone.
 pub async fn run(
     mut map: watch::Receiver<NetworkMap>,
     underlay: Option<Ipv4Addr>,
+    busy: Arc<tokio::sync::Mutex<()>>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), String> {
     tokio::pin!(shutdown);
@@ -277,8 +285,11 @@ pub async fn run(
     let mut last_nat = None;
     let mut last_problems = Vec::new();
     loop {
+        let guard = busy.lock().await;
         let current = map.borrow_and_update().clone();
-        let wait = match converge(&nl, &current, underlay, &mut last_nat).await {
+        let result = converge(&nl, &current, underlay, &mut last_nat).await;
+        drop(guard);
+        let wait = match result {
             Ok(done) => {
                 if done.problems != last_problems {
                     for p in &done.problems {

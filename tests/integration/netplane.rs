@@ -209,6 +209,22 @@ fn a_task_on_node_a_reaches_one_on_node_b_over_vxlan_and_a_removed_network_takes
         assert!(ip(&["-n", ns, "link", "set", link, "up"]));
     }
 
+    // both nodes filter like a Docker host: forwarding dropped but for Docker's DOCKER-USER chain (bridged
+    // frames go through it too, br_netfilter)
+    for ns in [&node_a, &node_b] {
+        let mut nft = Command::new("ip")
+            .args(["netns", "exec", ns, "nft", "-f", "-"])
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("nft");
+        nft.stdin
+            .take()
+            .expect("stdin")
+            .write_all(DOCKER_LIKE.as_bytes())
+            .expect("write");
+        assert!(nft.wait().expect("nft").success());
+    }
+
     let net = overlay("npnet1", "10.77.1.0/24", "10.77.1.1", 4242);
     let endpoints = vec![
         endpoint("ta", "A", "npnet1", "10.77.1.2"),
@@ -330,6 +346,17 @@ fn a_task_on_node_a_reaches_one_on_node_b_over_vxlan_and_a_removed_network_takes
         "swarm_nat"
     ]));
 }
+
+/// Docker's filtering, as a Docker host has it in nftables.
+const DOCKER_LIKE: &str = "table ip filter {
+\tchain DOCKER-USER {
+\t}
+\tchain FORWARD {
+\t\ttype filter hook forward priority filter; policy drop;
+\t\tjump DOCKER-USER
+\t}
+}
+";
 
 /// A `swarmd` in namespace `ns` on its loopback, fed network maps from a file; killed with everything it
 /// started on drop.

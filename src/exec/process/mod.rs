@@ -35,6 +35,8 @@ pub mod user;
 #[cfg(test)]
 mod isolation_tests;
 #[cfg(test)]
+mod network_tests;
+#[cfg(test)]
 mod tests;
 
 use std::path::{Path, PathBuf};
