@@ -27,6 +27,10 @@ struct Args {
     /// How many tasks the node's agent creates and starts at once (each reports as soon as it runs).
     #[arg(long, default_value_t = swarm::agent::DEFAULT_START_PARALLELISM)]
     exec_parallelism: usize,
+    /// Keep every task on the host's network: no namespace, address, service names or routing mesh of its own
+    /// (what a non-root swarmd does anyway).
+    #[arg(long)]
+    no_task_networks: bool,
     /// Raft log entries between snapshots.
     #[arg(long, default_value_t = 10_000)]
     snapshot_interval: u64,
@@ -110,6 +114,7 @@ fn main() {
     };
     config.heartbeat_period = heartbeat;
     config.start_parallelism = args.exec_parallelism.max(1);
+    config.task_networks = !args.no_task_networks;
     config.raft.snapshot_interval_entries = args.snapshot_interval.max(1);
     // entries kept behind a snapshot for lagging managers: up to one interval
     config.raft.logs_kept_after_snapshot = config

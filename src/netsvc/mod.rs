@@ -188,11 +188,23 @@ impl Services {
         &mut self,
         ns_of: impl Fn(&str) -> Option<Netns>,
     ) -> Vec<String> {
+        self.apply_some_pending_vips(ns_of, usize::MAX).await
+    }
+
+    /// [`apply_pending_vips`](Self::apply_pending_vips) for at most `limit` tasks: a caller that runs often
+    /// bounds the `nft` work of one round (every task's table lists every VIP of its networks, so on a network
+    /// with thousands of services each backend change touches every table).
+    pub async fn apply_some_pending_vips(
+        &mut self,
+        ns_of: impl Fn(&str) -> Option<Netns>,
+        limit: usize,
+    ) -> Vec<String> {
         use futures::StreamExt;
         let jobs: Vec<(String, String, Netns)> = self
             .pending_vips()
             .into_iter()
             .filter_map(|(task, ruleset)| ns_of(&task).map(|ns| (task, ruleset, ns)))
+            .take(limit)
             .collect();
         let results: Vec<(String, String, Result<(), String>)> = futures::stream::iter(jobs)
             .map(|(task, ruleset, ns)| async move {

@@ -102,6 +102,12 @@ impl Plane {
         }
     }
 
+    /// The same plane with task networking off (`swarmd --no-task-networks`): tasks keep the host's network.
+    pub fn turned_off(mut self) -> Self {
+        self.enabled = false;
+        self
+    }
+
     /// Whether tasks get namespaces of their own (swarmd is root).
     pub fn enabled(&self) -> bool {
         self.enabled

@@ -79,6 +79,9 @@ pub struct NodeConfig {
     pub heartbeat_period: Duration,
     /// How many tasks this node's agent starts at once.
     pub start_parallelism: usize,
+    /// Tasks get network namespaces, addresses, service names and the mesh (when root); false keeps every
+    /// task on the host's network.
+    pub task_networks: bool,
     /// Raft settings.
     pub raft: RaftSettings,
     /// Join this cluster on the first start (a worker); `None` for a manager.
@@ -102,6 +105,7 @@ impl NodeConfig {
             executor: ExecutorKind::Process,
             heartbeat_period: Duration::from_secs(5),
             start_parallelism: crate::agent::DEFAULT_START_PARALLELISM,
+            task_networks: true,
             raft: RaftSettings::default(),
             join: None,
             force_new_cluster: false,
@@ -216,7 +220,7 @@ pub async fn run(
                 }
             }
         }
-        let net = netplane::NodeNetwork::new(config.listen_addr);
+        let net = netplane::NodeNetwork::new(config.listen_addr, config.task_networks);
         let executor = open_executor(&config, &net).await?;
         match run_manager(config.clone(), executor, Some(net), shutdown.clone()).await? {
             ManagerOutcome::Stopped => return Ok(()),

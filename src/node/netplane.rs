@@ -30,15 +30,20 @@ const MAP_FILE_POLL: Duration = Duration::from_millis(100);
 pub struct NodeNetwork {
     tx: watch::Sender<NetworkMap>,
     plane: Plane,
+    /// Task networking was not turned off with `--no-task-networks`.
+    requested: bool,
 }
 
 impl NodeNetwork {
-    /// For a node advertising `listen_addr` (its IP is the VXLAN underlay address).
-    pub fn new(listen_addr: SocketAddr) -> Self {
+    /// For a node advertising `listen_addr` (its IP is the VXLAN underlay address); `enabled` false
+    /// (`swarmd --no-task-networks`) keeps every task on the host's network.
+    pub fn new(listen_addr: SocketAddr, enabled: bool) -> Self {
         let (tx, rx) = watch::channel(NetworkMap::default());
+        let plane = Plane::new(rx, Some(listen_addr.ip()));
         NodeNetwork {
             tx,
-            plane: Plane::new(rx, Some(listen_addr.ip())),
+            plane: if enabled { plane } else { plane.turned_off() },
+            requested: enabled,
         }
     }
 
@@ -64,6 +69,13 @@ impl NodeNetwork {
     /// [`services_loop`]) and the map-file feeder (when [`MAP_FILE_ENV`] is set) to `parts`, for node
     /// `node_id`; without root, says once that tasks keep the host's network.
     pub fn spawn(&self, parts: &mut Parts, node_id: &str) {
+        if !self.requested {
+            tracing::warn!(
+                "service networking is off (--no-task-networks): tasks share the host's network (no address of \
+                 their own, no overlay network, no service names, no routing mesh)"
+            );
+            return;
+        }
         if !self.plane.enabled() {
             tracing::warn!(
                 "service networking: swarmd is not running as root: tasks share the host's network (no address \
@@ -166,11 +178,16 @@ async fn services_loop(
             _ = tokio::time::sleep(wait) => {}
             () = &mut shutdown => break,
         }
+        // a burst of maps (a start wave) is taken as one: the newest after a short pause
+        tokio::time::sleep(COALESCE).await;
         let current = map.borrow_and_update().clone();
         let mut problems = services.update(&current, &node_id).await.problems;
         problems.extend(
             services
-                .apply_pending_vips(|task| plane.task_netns(task).map(Netns::Path))
+                .apply_some_pending_vips(
+                    |task| plane.task_netns(task).map(Netns::Path),
+                    VIPS_PER_ROUND,
+                )
                 .await,
         );
         plane.forget_gone();
@@ -184,6 +201,13 @@ async fn services_loop(
     }
     services.shutdown().await;
 }
+
+/// At most this many task namespaces get their VIP rules re-applied per round (a new task gets its rules when
+/// it is plumbed, before it starts, whatever this says).
+const VIPS_PER_ROUND: usize = 16;
+
+/// How long a new map waits for newer ones before the service layer applies it.
+const COALESCE: Duration = Duration::from_millis(200);
 
 /// How soon the service layer tries again while something is not in place.
 const RETRY_SOON: Duration = Duration::from_secs(1);

@@ -229,7 +229,7 @@ pub(crate) async fn run(
         })?;
     tracing::info!(node = %file.node_id, cluster = %file.cluster_id, manager = %file.manager_addr, "worker identity ready");
     let ca = pki::certs_from_pem(&ca_pem, "certs/ca.crt")?;
-    let net = super::netplane::NodeNetwork::new(config.listen_addr);
+    let net = super::netplane::NodeNetwork::new(config.listen_addr, config.task_networks);
     let executor = open_executor(&config, &net).await?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let exec_rt = executor_runtime()?;
