@@ -68,8 +68,14 @@ impl Swarmd {
             .arg(self.addr())
             .arg("--heartbeat-period")
             .arg("1s")
-            .args(&self.args)
-            .env("SWARMD_LOG", "info,openraft=warn")
+            .args(&self.args);
+        // Outside a namespace of its own a root swarmd would make bridges and NAT rules in the machine's
+        // namespace, and several swarmd there would prune each other's: task networking only in a test's own
+        // namespace (service_net, netplane).
+        if self.netns.is_none() && !self.args.iter().any(|a| a == "--no-task-networks") {
+            cmd.arg("--no-task-networks");
+        }
+        cmd.env("SWARMD_LOG", "info,openraft=warn")
             .stdout(Stdio::null());
         cmd
     }
