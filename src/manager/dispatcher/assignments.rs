@@ -124,7 +124,7 @@ impl AssignmentDiff {
     ) -> Option<pb::AssignmentsMessage> {
         let now = wanted(state, node_id);
         let Some(sent) = &self.sent else {
-            let msg = assignments_for(state, node_id, key);
+            let msg = complete(state, key, &now);
             self.sent = Some(now);
             return Some(msg);
         };
@@ -188,7 +188,11 @@ pub fn assignments_for(
     node_id: &str,
     key: &DataKey,
 ) -> pb::AssignmentsMessage {
-    let w = wanted(state, node_id);
+    complete(state, key, &wanted(state, node_id))
+}
+
+/// The complete message for what `w` says the node has.
+fn complete(state: &ClusterState, key: &DataKey, w: &Wanted) -> pb::AssignmentsMessage {
     pb::AssignmentsMessage {
         tasks_json: w
             .tasks
@@ -197,14 +201,14 @@ pub fn assignments_for(
             .collect(),
         secrets: secret_payloads(state, key, w.secrets.iter()),
         configs: config_payloads(state, w.configs.iter()),
-        service_names: w.names,
-        node_hostname: w.hostname,
-        service_ports_json: w.ports,
+        service_names: w.names.clone(),
+        node_hostname: w.hostname.clone(),
+        service_ports_json: w.ports.clone(),
         incremental: false,
         removed_task_ids: Vec::new(),
         removed_secret_ids: Vec::new(),
         removed_config_ids: Vec::new(),
-        network_map_json: w.network_map,
+        network_map_json: w.network_map.clone(),
     }
 }
 
