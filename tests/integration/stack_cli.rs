@@ -262,3 +262,27 @@ fn missing_file_is_a_clear_error() {
         "{err}"
     );
 }
+
+#[test]
+fn output_into_a_closed_pipe_ends_quietly_without_a_panic() {
+    // `swarmctl stack config -c web.yml | head -c0`: the reader is gone before swarmctl writes
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_swarmctl"))
+        .args(["stack", "config", "-c"])
+        .arg(root().join("examples/stacks/web.yml"))
+        .env_remove("SWARM_HOST")
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .expect("swarmctl runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "swarmctl panicked: {stderr}");
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        out.status.signal(),
+        Some(13),
+        "ended by SIGPIPE like other tools: {:?} {stderr}",
+        out.status
+    );
+}
