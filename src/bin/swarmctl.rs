@@ -1,15 +1,19 @@
 //! `swarmctl`: parses arguments and calls `swarm::cli::run`, nothing else.
 
 fn main() {
-    // Like other command-line tools, end quietly when the reader of our output goes away
-    // (`swarmctl service ls | head -1`): Rust ignores SIGPIPE by default, which turns every later
-    // `println!` into a panic. Sockets are unaffected (std and tokio write to them with MSG_NOSIGNAL).
-    // SAFETY: called first in main, before any thread exists; SIG_DFL is a valid disposition.
-    unsafe {
-        let _ = nix::sys::signal::signal(
-            nix::sys::signal::Signal::SIGPIPE,
-            nix::sys::signal::SigHandler::SigDfl,
-        );
-    }
+    // End quietly, as SIGPIPE would, when the reader of our output goes away; see `die_of_sigpipe`.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if swarm::cli::output::is_closed_stdout_panic(message) {
+            swarm::cli::output::die_of_sigpipe();
+        }
+        default_hook(info);
+    }));
     std::process::exit(swarm::cli::run(std::env::args_os()));
 }

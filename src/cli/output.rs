@@ -86,3 +86,23 @@ mod tests {
         assert_eq!(human_duration(5_000), "5 seconds");
     }
 }
+
+/// Ends the process the way an unhandled SIGPIPE does (killed by signal 13, no message): what a command-line
+/// tool does when the reader of its output went away (`swarmctl service ls | head -1`). SIGPIPE itself stays
+/// ignored while swarmctl runs, so that a write to the control socket after the manager closed it is an error
+/// we report rather than a silent death; only a print to a closed standard output comes here.
+pub fn die_of_sigpipe() -> ! {
+    use nix::sys::signal::{raise, signal, SigHandler, Signal};
+    // SAFETY: SIG_DFL is a valid disposition, and nothing of ours runs after the signal is delivered.
+    unsafe {
+        let _ = signal(Signal::SIGPIPE, SigHandler::SigDfl);
+    }
+    let _ = raise(Signal::SIGPIPE);
+    std::process::exit(128 + Signal::SIGPIPE as i32)
+}
+
+/// Whether `message` is the panic of a `println!` into a closed standard output.
+pub fn is_closed_stdout_panic(message: &str) -> bool {
+    message.starts_with("failed printing to stdout")
+        && message.contains(&format!("(os error {})", nix::errno::Errno::EPIPE as i32))
+}

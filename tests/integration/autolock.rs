@@ -150,7 +150,7 @@ fn an_autolocked_manager_restarts_locked_until_unlocked_with_the_current_key() {
 
     // the right key: everything back, the task adopted, secrets readable by new tasks
     let ok = unlock(&m, &key);
-    assert!(ok.status.success(), "{}", stderr(&ok));
+    assert!(ok.status.success(), "{:?}: {}", ok.status, stderr(&ok));
     wait_unlocked(&m);
     assert!(m.ctl_ok(&["service", "ls"]).contains("s_vault"));
     wait_for(30, "the task adopted", || {
@@ -175,7 +175,7 @@ fn an_autolocked_manager_restarts_locked_until_unlocked_with_the_current_key() {
         stderr(&old)
     );
     let ok = unlock(&m, &new_key);
-    assert!(ok.status.success(), "{}", stderr(&ok));
+    assert!(ok.status.success(), "{:?}: {}", ok.status, stderr(&ok));
     wait_unlocked(&m);
 
     // off: a restart needs no key

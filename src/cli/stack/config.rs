@@ -41,14 +41,16 @@ pub(super) fn config(args: ConfigArgs) -> i32 {
     match text {
         Ok(t) => {
             let mut out = std::io::stdout().lock();
-            if out
-                .write_all(t.as_bytes())
-                .and_then(|_| out.flush())
-                .is_err()
-            {
-                return 1;
+            match out.write_all(t.as_bytes()).and_then(|_| out.flush()) {
+                Ok(()) => 0,
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                    crate::cli::output::die_of_sigpipe()
+                }
+                Err(e) => {
+                    eprintln!("error: cannot print the stack: {e}");
+                    1
+                }
             }
-            0
         }
         Err(e) => {
             eprintln!("error: cannot print the stack: {e}");
