@@ -115,6 +115,14 @@ impl Services {
         self.index.clone()
     }
 
+    /// Where the resolver listens now (empty without the `dns` feature).
+    pub fn dns_listening(&self) -> Vec<SocketAddr> {
+        #[cfg(feature = "dns")]
+        return self.dns.listening();
+        #[cfg(not(feature = "dns"))]
+        Vec::new()
+    }
+
     /// The published-port proxy.
     pub fn proxy(&self) -> &Proxy {
         &self.proxy
