@@ -18,9 +18,11 @@ struct Args {
     /// Address of the cluster API (dispatcher, Raft), mutual TLS.
     #[arg(long, default_value = "127.0.0.1:4242")]
     listen_addr: SocketAddr,
-    /// Task runtime: the embedded process executor or Docker.
-    #[arg(long, default_value = "process", value_parser = ["process", "docker"])]
-    executor: String,
+    /// Task runtimes, comma-separated: the embedded process executor, Docker, or both (`process,docker`). The
+    /// first runs every task; a service picks another with the label `com.swarm.executor: docker` (in its
+    /// `deploy.labels` or its `labels`).
+    #[arg(long, default_value = "process", value_delimiter = ',', value_parser = ["process", "docker"])]
+    executor: Vec<String>,
     /// How often agents heartbeat (e.g. 5s).
     #[arg(long, default_value = "5s")]
     heartbeat_period: String,
@@ -71,6 +73,21 @@ struct Args {
     join_token: Option<String>,
 }
 
+/// `SWARMD_LOG` (default `info,openraft=off`); hickory's server logs every DNS request at info, which floods the
+/// log of a node whose tasks look names up: it is kept to warnings unless `SWARMD_LOG` names hickory itself
+/// (the resolver's own line per query is at debug).
+fn log_filter() -> tracing_subscriber::EnvFilter {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SWARMD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=off"));
+    if std::env::var("SWARMD_LOG").is_ok_and(|v| v.contains("hickory")) {
+        return filter;
+    }
+    match "hickory_server=warn".parse() {
+        Ok(d) => filter.add_directive(d),
+        Err(_) => filter,
+    }
+}
+
 fn main() {
     // A task's supervising shim is this same binary started with a hidden argument; it never returns.
     swarm::exec::process::maybe_run_shim();
@@ -81,10 +98,7 @@ fn main() {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SWARMD_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=off")),
-        )
+        .with_env_filter(log_filter())
         .init();
     let heartbeat = match swarm::stack::units::parse_duration(&args.heartbeat_period) {
         Ok(d) if !d.is_zero() => d,
@@ -107,11 +121,11 @@ fn main() {
     if let Some(h) = args.hostname {
         config.hostname = h;
     }
-    config.executor = if args.executor == "docker" {
-        swarm::node::ExecutorKind::Docker
-    } else {
-        swarm::node::ExecutorKind::Process
-    };
+    config.executors = args
+        .executor
+        .iter()
+        .filter_map(|e| swarm::node::ExecutorKind::parse(e))
+        .collect();
     config.heartbeat_period = heartbeat;
     config.start_parallelism = args.exec_parallelism.max(1);
     config.task_networks = !args.no_task_networks;

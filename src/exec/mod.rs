@@ -6,7 +6,8 @@
 //! exit statuses, check results, log lines and the [`ExecError`] enum.
 //! Implementations: [`process`] (embedded default, real Linux processes under a shim), `docker`
 //! (containers through the Docker Engine API; cargo feature `docker`, on by default) and [`fake`]
-//! (scripted outcomes for simulation tests).
+//! (scripted outcomes for simulation tests); [`select`] runs several on one node, each task on the one its
+//! spec's `com.swarm.executor` label names.
 //!
 //! Must not: know the model, store or Raft types (the agent converts its task model into a
 //! [`ProcessSpec`]), decide desired state, or log secret data.
@@ -16,6 +17,7 @@ pub mod docker;
 pub mod fake;
 pub(crate) mod files;
 pub mod process;
+pub mod select;
 
 use std::fmt;
 use std::time::Duration;

@@ -14,7 +14,8 @@ use super::service::{EndpointMode, PortConfig};
 pub struct NetworkMap {
     /// The networks this node takes part in.
     pub networks: Vec<NetworkInfo>,
-    /// The other nodes with tasks on those networks (their VXLAN underlay addresses).
+    /// The other nodes with tasks on those networks (their VXLAN underlay addresses); on the ingress network,
+    /// every other node.
     pub peers: Vec<PeerNode>,
     /// Every task on those networks, on this node or another, with its address on each network.
     pub endpoints: Vec<Endpoint>,

@@ -201,7 +201,14 @@ impl RequestHandler for Handler {
             return reply_code(request, ResponseCode::FormErr, response_handle).await;
         };
         let name = query.name().to_string();
-        match resolver.index.current().lookup(request.src().ip(), &name) {
+        let found = resolver.index.current().lookup(request.src().ip(), &name);
+        // per query: debug only (a busy task asks many times a second)
+        tracing::debug!(
+            "resolver: {} asks {name} {}: {found:?}",
+            request.src(),
+            query.query_type()
+        );
+        match found {
             Lookup::NoSuchName => {
                 reply_code(request, ResponseCode::NXDomain, response_handle).await
             }

@@ -1,13 +1,16 @@
 //! Service discovery and load balancing on a node, driven by the [`NetworkMap`] the node receives:
 //! - [`index`] + [`dns`] (feature `dns`): the resolver every task uses (its network's gateway, port 53);
 //! - [`vip`]: VIP load balancing as nftables DNAT inside each task's network namespace (source kept);
-//! - [`proxy`]: published ports (ingress on every node, host mode on this node), a userspace TCP/UDP proxy.
+//! - [`proxy`]: published ports (ingress on every node, host mode on this node), a userspace TCP/UDP proxy;
+//!   [`backends`] decides where each port's connections go (local tasks directly, remote ones through the
+//!   proxy of their node).
 //!
 //! [`Services::update`] applies one map to all three. It owns no namespace: the network plane (which creates
 //! the bridges, gateways and task namespaces) calls `update` after it plumbed the same map — so the gateway
 //! addresses the resolver binds exist — and then [`Services::apply_pending_vips`] with its task → namespace
 //! lookup (or takes [`Services::pending_vips`] and applies them itself with [`vip::apply`]).
 
+pub mod backends;
 #[cfg(feature = "dns")]
 pub mod dns;
 pub mod index;
@@ -112,6 +115,14 @@ impl Services {
         self.index.clone()
     }
 
+    /// Where the resolver listens now (empty without the `dns` feature).
+    pub fn dns_listening(&self) -> Vec<SocketAddr> {
+        #[cfg(feature = "dns")]
+        return self.dns.listening();
+        #[cfg(not(feature = "dns"))]
+        Vec::new()
+    }
+
     /// The published-port proxy.
     pub fn proxy(&self) -> &Proxy {
         &self.proxy
@@ -152,7 +163,7 @@ impl Services {
         problems.extend(self.dns.set_listeners(&addrs).await);
         #[cfg(not(feature = "dns"))]
         let _ = addrs;
-        let (ports, p) = proxy::published(map, node_id);
+        let (ports, p) = backends::published(map, node_id);
         problems.extend(p);
         problems.extend(self.proxy.reconcile(&ports).await);
         let (sets, p) = vip::rulesets_for_node(map, node_id);

@@ -1,7 +1,8 @@
 //! Published ports: a userspace TCP/UDP proxy in swarmd. In ingress mode every node listens on each published
 //! port (`0.0.0.0:PORT`, so `curl 127.0.0.1:PORT` works on the host too) and sends each new connection to the
-//! next ready task of the service, on any node (through the overlay); in host mode only this node's ready tasks
-//! are backends. The backend set of a port is swapped whole when the map changes: a task that leaves the ready
+//! next ready task of the service: a task of this node directly, a task of another node through that node's
+//! own proxy (its underlay address, the same port), which serves a connection from a peer with its own tasks
+//! only (`backends`); in host mode only this node's ready tasks are backends. The backend set of a port is swapped whole when the map changes: a task that leaves the ready
 //! set gets no new connection from then on, while connections already made to it run to their end, so a rolling
 //! update (the managers make a task not ready before its stop signal) drops no request.
 //!
@@ -19,139 +20,10 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::task::JoinHandle;
 
-use crate::model::netmap::{Endpoint, NetworkMap};
-use crate::model::service::{PortProtocol, PublishMode};
-
-/// The protocols the proxy serves.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Transport {
-    /// TCP.
-    Tcp,
-    /// UDP.
-    Udp,
-}
-
-/// A listening port.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct PortKey {
-    /// TCP or UDP.
-    pub protocol: Transport,
-    /// The published port.
-    pub port: u16,
-}
-
-impl std::fmt::Display for PortKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let p = match self.protocol {
-            Transport::Tcp => "tcp",
-            Transport::Udp => "udp",
-        };
-        write!(f, "{}/{p}", self.port)
-    }
-}
-
-/// The address the proxy reaches a task at: its endpoint on the ingress network if it has one, else its first
-/// endpoint on a network of the map.
-fn task_address<'a>(map: &NetworkMap, eps: &[&'a Endpoint]) -> Option<&'a Endpoint> {
-    let ingress: Vec<&str> = map
-        .networks
-        .iter()
-        .filter(|n| n.ingress)
-        .map(|n| n.id.as_str())
-        .collect();
-    eps.iter()
-        .find(|e| ingress.contains(&e.network_id.as_str()))
-        .or_else(|| eps.first())
-        .copied()
-}
-
-/// The ports this node publishes and their ready backends (task address, target port): every ready task for
-/// ingress ports, this node's ready tasks for host ports. Ports without a published number, SCTP, unparsable
-/// addresses and two services on one port (the first keeps it) are described in the second list.
-pub fn published(
-    map: &NetworkMap,
-    node_id: &str,
-) -> (BTreeMap<PortKey, Vec<SocketAddr>>, Vec<String>) {
-    let mut out: BTreeMap<PortKey, Vec<SocketAddr>> = BTreeMap::new();
-    let mut owner: HashMap<PortKey, &str> = HashMap::new();
-    let mut problems = Vec::new();
-    // each service's ready tasks, each with all its endpoints, in map order (one pass)
-    let mut by_service: HashMap<&str, Vec<(&str, Vec<&Endpoint>)>> = HashMap::new();
-    let mut slot: HashMap<&str, usize> = HashMap::new();
-    for e in map.endpoints.iter().filter(|e| e.ready) {
-        let tasks = by_service.entry(e.service_id.as_str()).or_default();
-        match slot.get(e.task_id.as_str()) {
-            Some(&i) if tasks.get(i).is_some_and(|(t, _)| *t == e.task_id) => tasks[i].1.push(e),
-            _ => {
-                slot.insert(e.task_id.as_str(), tasks.len());
-                tasks.push((e.task_id.as_str(), vec![e]));
-            }
-        }
-    }
-    let none = Vec::new();
-    for svc in map.services.iter().filter(|s| !s.ports.is_empty()) {
-        let tasks = by_service.get(svc.service_id.as_str()).unwrap_or(&none);
-        for port in &svc.ports {
-            let Some(published) = port.published_port else {
-                problems.push(format!(
-                    "service {}: target port {} has no published port assigned",
-                    svc.name, port.target_port
-                ));
-                continue;
-            };
-            let protocol = match port.protocol {
-                PortProtocol::Tcp => Transport::Tcp,
-                PortProtocol::Udp => Transport::Udp,
-                PortProtocol::Sctp => {
-                    problems.push(format!(
-                        "service {}: port {published}/sctp is not supported (TCP and UDP only)",
-                        svc.name
-                    ));
-                    continue;
-                }
-            };
-            let key = PortKey {
-                protocol,
-                port: published,
-            };
-            if let Some(first) = owner.get(&key) {
-                if *first != svc.name {
-                    problems.push(format!(
-                        "service {}: port {key} is already published by service {first}",
-                        svc.name
-                    ));
-                    continue;
-                }
-            }
-            owner.insert(key, svc.name.as_str());
-            let backends = out.entry(key).or_default();
-            for (_, eps) in tasks {
-                let Some(e) = task_address(map, eps) else {
-                    continue;
-                };
-                if port.publish_mode == PublishMode::Host && e.node_id != node_id {
-                    continue;
-                }
-                match e.address.parse::<IpAddr>() {
-                    Ok(ip) => {
-                        let b = SocketAddr::new(ip, port.target_port);
-                        if !backends.contains(&b) {
-                            backends.push(b);
-                        }
-                    }
-                    Err(_) => problems.push(format!(
-                        "task {} on network {}: address {:?} is not an IP address",
-                        e.task_id, e.network_id, e.address
-                    )),
-                }
-            }
-        }
-    }
-    (out, problems)
-}
+pub use super::backends::{Backend, PortBackends, PortKey, Transport};
 
 /// Round robin: the backend for the `counter`-th connection, `None` when there is none.
-pub fn pick(backends: &[SocketAddr], counter: usize) -> Option<SocketAddr> {
+pub fn pick<T: Copy>(backends: &[T], counter: usize) -> Option<T> {
     if backends.is_empty() {
         None
     } else {
@@ -162,13 +34,13 @@ pub fn pick(backends: &[SocketAddr], counter: usize) -> Option<SocketAddr> {
 /// A port's backends, swapped whole; the round-robin counter survives a swap.
 #[derive(Debug, Default)]
 pub struct BackendSet {
-    list: RwLock<Arc<Vec<SocketAddr>>>,
+    list: RwLock<Arc<PortBackends>>,
     next: AtomicUsize,
 }
 
 impl BackendSet {
     /// The current backends.
-    pub fn current(&self) -> Arc<Vec<SocketAddr>> {
+    pub fn current(&self) -> Arc<PortBackends> {
         match self.list.read() {
             Ok(g) => g.clone(),
             Err(p) => p.into_inner().clone(),
@@ -176,7 +48,7 @@ impl BackendSet {
     }
 
     /// Replace the backends: new connections use only `list` from now on.
-    pub fn set(&self, list: Vec<SocketAddr>) {
+    pub fn set(&self, list: PortBackends) {
         let list = Arc::new(list);
         match self.list.write() {
             Ok(mut g) => *g = list,
@@ -184,12 +56,14 @@ impl BackendSet {
         }
     }
 
-    /// The backends to try for one new connection: the next in turn first, then the others (at most 3).
-    pub fn candidates(&self) -> Vec<SocketAddr> {
-        let list = self.current();
+    /// The backends to try for one new connection from `source`: the next in turn first, then the others (at
+    /// most 3).
+    pub fn candidates(&self, source: IpAddr) -> Vec<Backend> {
+        let current = self.current();
+        let list = current.for_source(source);
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         (0..list.len().min(3))
-            .filter_map(|i| pick(&list, start.wrapping_add(i)))
+            .filter_map(|i| pick(list, start.wrapping_add(i)))
             .collect()
     }
 }
@@ -248,13 +122,13 @@ impl Proxy {
     }
 
     /// The current backends of a port.
-    pub fn backends(&self, key: PortKey) -> Option<Arc<Vec<SocketAddr>>> {
+    pub fn backends(&self, key: PortKey) -> Option<Arc<PortBackends>> {
         self.listeners.get(&key).map(|l| l.backends.current())
     }
 
     /// Make the listeners `desired`: open new ports, close ports no longer published, swap the backends of the
     /// others. A port that cannot be bound is reported (and tried again on the next call).
-    pub async fn reconcile(&mut self, desired: &BTreeMap<PortKey, Vec<SocketAddr>>) -> Vec<String> {
+    pub async fn reconcile(&mut self, desired: &BTreeMap<PortKey, PortBackends>) -> Vec<String> {
         let mut problems = Vec::new();
         let gone: Vec<PortKey> = self
             .listeners
@@ -317,11 +191,11 @@ async fn serve_tcp(listener: TcpListener, backends: Arc<BackendSet>) {
                 continue;
             }
         };
-        let candidates = backends.candidates();
+        let candidates = backends.candidates(peer.ip());
         tokio::spawn(async move {
             let _ = client.set_nodelay(true);
             let mut upstream = None;
-            for b in &candidates {
+            for b in candidates.iter().map(|b| b.addr()) {
                 match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(b)).await {
                     Ok(Ok(s)) => {
                         upstream = Some(s);
@@ -360,7 +234,8 @@ async fn serve_udp(socket: Arc<UdpSocket>, backends: Arc<BackendSet>) {
                     .lock()
                     .map(|f| f.len() >= UDP_MAX_FLOWS)
                     .unwrap_or(true);
-                let Some(backend) = backends.candidates().first().copied() else {
+                let Some(backend) = backends.candidates(client.ip()).first().map(|b| b.addr())
+                else {
                     continue;
                 };
                 if full {
@@ -412,129 +287,28 @@ async fn udp_replies(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::netmap::{NetworkInfo, ServiceEndpoint};
-    use crate::model::service::PortConfig;
-
-    fn ep(task: &str, net: &str, addr: &str, ready: bool, node: &str) -> Endpoint {
-        Endpoint {
-            task_id: task.into(),
-            task_name: format!("web.{task}"),
-            service_id: "web".into(),
-            node_id: node.into(),
-            network_id: net.into(),
-            address: addr.into(),
-            ready,
-        }
-    }
-
-    fn port(published: u16, target: u16, mode: PublishMode) -> PortConfig {
-        PortConfig {
-            protocol: PortProtocol::Tcp,
-            target_port: target,
-            published_port: Some(published),
-            publish_mode: mode,
-        }
-    }
-
-    fn map() -> NetworkMap {
-        NetworkMap {
-            networks: vec![
-                NetworkInfo {
-                    id: "front".into(),
-                    ..Default::default()
-                },
-                NetworkInfo {
-                    id: "ing".into(),
-                    ingress: true,
-                    ..Default::default()
-                },
-            ],
-            endpoints: vec![
-                ep("t1", "front", "10.0.1.11", true, "n1"),
-                ep("t1", "ing", "10.255.0.11", true, "n1"),
-                ep("t2", "front", "10.0.1.12", true, "n2"),
-                ep("t3", "front", "10.0.1.13", false, "n1"),
-            ],
-            services: vec![ServiceEndpoint {
-                service_id: "web".into(),
-                name: "s_web".into(),
-                ports: vec![
-                    port(8080, 80, PublishMode::Ingress),
-                    port(9090, 90, PublishMode::Host),
-                ],
-                ..Default::default()
-            }],
-            ..Default::default()
-        }
-    }
 
     fn sa(s: &str) -> SocketAddr {
         s.parse().unwrap()
     }
 
-    #[test]
-    fn ingress_ports_go_to_every_ready_task_and_host_ports_to_local_ones() {
-        let (ports, problems) = published(&map(), "n1");
-        assert!(problems.is_empty(), "{problems:?}");
-        let ingress = PortKey {
-            protocol: Transport::Tcp,
-            port: 8080,
-        };
-        let host = PortKey {
-            protocol: Transport::Tcp,
-            port: 9090,
-        };
-        // t1 through its ingress address, t2 (other node) on its only network, t3 not ready
-        assert_eq!(
-            ports[&ingress],
-            vec![sa("10.255.0.11:80"), sa("10.0.1.12:80")]
-        );
-        assert_eq!(ports[&host], vec![sa("10.255.0.11:90")]);
-        let (on_n2, _) = published(&map(), "n2");
-        assert_eq!(on_n2[&host], vec![sa("10.0.1.12:90")]);
-        assert_eq!(on_n2[&ingress].len(), 2);
-    }
-
-    #[test]
-    fn conflicting_unassigned_and_sctp_ports_are_reported() {
-        let mut m = map();
-        let mut other = m.services[0].clone();
-        other.service_id = "api".into();
-        other.name = "s_api".into();
-        other.ports = vec![
-            port(8080, 81, PublishMode::Ingress),
-            PortConfig {
-                published_port: None,
-                ..port(1, 82, PublishMode::Ingress)
-            },
-            PortConfig {
-                protocol: PortProtocol::Sctp,
-                ..port(7000, 83, PublishMode::Ingress)
-            },
-        ];
-        m.services.push(other);
-        let (ports, problems) = published(&m, "n1");
-        assert_eq!(
-            problems,
-            vec![
-                "service s_api: port 8080/tcp is already published by service s_web".to_string(),
-                "service s_api: target port 82 has no published port assigned".to_string(),
-                "service s_api: port 7000/sctp is not supported (TCP and UDP only)".to_string(),
-            ]
-        );
-        assert_eq!(ports.len(), 2);
+    fn tasks(list: &[SocketAddr]) -> PortBackends {
+        PortBackends {
+            all: list.iter().copied().map(Backend::Task).collect(),
+            local: list.iter().copied().map(Backend::Task).collect(),
+            peers: Default::default(),
+        }
     }
 
     #[test]
     fn round_robin_over_the_current_set_never_a_removed_backend() {
-        let a = sa("127.0.0.1:1");
-        let b = sa("127.0.0.1:2");
-        let c = sa("127.0.0.1:3");
-        assert_eq!(pick(&[], 5), None);
+        let (a, b, c) = (sa("127.0.0.1:1"), sa("127.0.0.1:2"), sa("127.0.0.1:3"));
+        let client: IpAddr = "127.0.0.9".parse().unwrap();
+        assert_eq!(pick::<SocketAddr>(&[], 5), None);
         let set = BackendSet::default();
-        assert!(set.candidates().is_empty());
-        set.set(vec![a, b, c]);
-        let firsts: Vec<_> = (0..6).map(|_| set.candidates()[0]).collect();
+        assert!(set.candidates(client).is_empty());
+        set.set(tasks(&[a, b, c]));
+        let firsts: Vec<_> = (0..6).map(|_| set.candidates(client)[0].addr()).collect();
         let mut turn: Vec<_> = firsts[..3].to_vec();
         turn.sort();
         assert_eq!(
@@ -544,12 +318,31 @@ mod tests {
         );
         assert_eq!(firsts[3..], firsts[..3]);
         // the next one in turn first, then the others as fallbacks
-        let next = set.candidates();
-        assert_eq!(next[0], firsts[0]);
+        let next = set.candidates(client);
+        assert_eq!(next[0].addr(), firsts[0]);
         assert_eq!(next.len(), 3);
-        set.set(vec![a, c]);
+        set.set(tasks(&[a, c]));
         for _ in 0..10 {
-            assert!(!set.candidates().contains(&b));
+            assert!(!set.candidates(client).contains(&Backend::Task(b)));
         }
+    }
+
+    #[test]
+    fn a_peers_connection_gets_the_local_list() {
+        let peer: IpAddr = "192.0.2.2".parse().unwrap();
+        let set = BackendSet::default();
+        set.set(PortBackends {
+            all: vec![
+                Backend::Peer(sa("192.0.2.3:80")),
+                Backend::Task(sa("10.0.0.5:80")),
+            ],
+            local: vec![Backend::Task(sa("10.0.0.5:80"))],
+            peers: [peer].into(),
+        });
+        for _ in 0..4 {
+            assert_eq!(set.candidates(peer), vec![Backend::Task(sa("10.0.0.5:80"))]);
+        }
+        let from_client = set.candidates("203.0.113.1".parse().unwrap());
+        assert_eq!(from_client.len(), 2);
     }
 }

@@ -1,19 +1,39 @@
-//! The task runtime a node starts with (`--executor`), given the node's network plane.
+//! The task runtimes a node starts with (`--executor process,docker`), given the node's network plane.
 
 use std::sync::Arc;
 
 use crate::exec::process::{ProcessExecutor, ShimCommand};
+use crate::exec::select::SelectExecutor;
 use crate::exec::Executor;
 
 use super::{netplane, ExecutorKind, NodeConfig, NodeError};
 
-/// The executor `config` names, its tasks plumbed through `net`.
+/// The executors `config` names, behind one [`SelectExecutor`] (each task on the runtime its
+/// `com.swarm.executor` label names, the first by default), their tasks plumbed through `net`.
 pub(crate) async fn open_executor(
     config: &NodeConfig,
     net: &netplane::NodeNetwork,
 ) -> Result<Arc<dyn Executor>, NodeError> {
+    let mut runtimes = Vec::new();
+    for kind in &config.executors {
+        if runtimes.iter().any(|(n, _)| n == kind.name()) {
+            continue;
+        }
+        runtimes.push((kind.name().to_string(), open_one(*kind, config, net).await?));
+    }
+    if runtimes.is_empty() {
+        return Err(NodeError::Exec("no executor given".into()));
+    }
+    Ok(Arc::new(SelectExecutor::new(runtimes)))
+}
+
+async fn open_one(
+    kind: ExecutorKind,
+    config: &NodeConfig,
+    net: &netplane::NodeNetwork,
+) -> Result<Arc<dyn Executor>, NodeError> {
     let dir = &config.state_dir;
-    Ok(match config.executor {
+    Ok(match kind {
         ExecutorKind::Process => {
             let shim = ShimCommand::current_exe().map_err(|e| NodeError::Exec(e.to_string()))?;
             // Absolute: the task's mount namespace covers these paths.

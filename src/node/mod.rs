@@ -64,6 +64,25 @@ pub enum ExecutorKind {
     Docker,
 }
 
+impl ExecutorKind {
+    /// The name a task's `com.swarm.executor` label and `swarmd --executor` use.
+    pub fn name(self) -> &'static str {
+        match self {
+            ExecutorKind::Process => "process",
+            ExecutorKind::Docker => "docker",
+        }
+    }
+
+    /// `process` or `docker`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.trim() {
+            "process" => Some(ExecutorKind::Process),
+            "docker" => Some(ExecutorKind::Docker),
+            _ => None,
+        }
+    }
+}
+
 /// How to run a node.
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
@@ -73,8 +92,8 @@ pub struct NodeConfig {
     pub hostname: String,
     /// Address of the cluster (dispatcher/Raft) API.
     pub listen_addr: SocketAddr,
-    /// Task runtime.
-    pub executor: ExecutorKind,
+    /// Task runtimes, the default first (each task runs on the one its `com.swarm.executor` label names).
+    pub executors: Vec<ExecutorKind>,
     /// Heartbeat period of agents.
     pub heartbeat_period: Duration,
     /// How many tasks this node's agent starts at once.
@@ -102,7 +121,7 @@ impl NodeConfig {
             state_dir,
             hostname: hostname(),
             listen_addr,
-            executor: ExecutorKind::Process,
+            executors: vec![ExecutorKind::Process],
             heartbeat_period: Duration::from_secs(5),
             start_parallelism: crate::agent::DEFAULT_START_PARALLELISM,
             task_networks: true,

@@ -97,25 +97,30 @@ impl NodeNetwork {
             let _keep = keep;
             plane.run(shutdown.wait()).await
         });
+        // where the resolver listens, as the service layer last set it
+        let (listening_tx, listening) = watch::channel(Vec::new());
         {
-            // a task's VIP rules are in place before it starts
+            // a task's VIP rules are in place before it starts, and its resolver listens
             let (rx, node) = (self.tx.subscribe(), node_id.to_string());
             self.plane.on_plumbed(std::sync::Arc::new(move |task, ns| {
                 let (sets, _) = crate::netsvc::vip::rulesets_for_node(&rx.borrow(), &node);
-                match sets.get(task) {
+                let vips = match sets.get(task) {
                     Some(rules) => crate::netsvc::vip::apply(
                         &crate::netsvc::vip::Netns::Path(ns.to_path_buf()),
                         rules,
                     )
                     .map_err(|e| format!("VIP rules: {e}")),
                     None => Ok(()),
-                }
+                };
+                let resolver = task_resolver(&rx.borrow(), task);
+                let dns = wait_for_resolver(resolver, &listening, RESOLVER_WAIT);
+                vips.and(dns)
             }));
         }
         let (plane, rx, node) = (self.plane.clone(), self.tx.subscribe(), node_id.to_string());
         let shutdown = parts.shutdown();
         parts.spawn("the service network", async move {
-            services_loop(plane, rx, node, shutdown.wait()).await;
+            services_loop(plane, rx, node, listening_tx, shutdown.wait()).await;
             Ok(())
         });
         if let Some(file) = std::env::var_os(MAP_FILE_ENV).map(PathBuf::from) {
@@ -160,6 +165,7 @@ async fn services_loop(
     plane: Plane,
     mut map: watch::Receiver<NetworkMap>,
     node_id: String,
+    listening: watch::Sender<Vec<SocketAddr>>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     use crate::netsvc::{vip::Netns, Services, ServicesConfig};
@@ -182,6 +188,7 @@ async fn services_loop(
         tokio::time::sleep(COALESCE).await;
         let current = map.borrow_and_update().clone();
         let mut problems = services.update(&current, &node_id).await.problems;
+        listening.send_replace(services.dns_listening());
         problems.extend(
             services
                 .apply_some_pending_vips(
@@ -202,6 +209,45 @@ async fn services_loop(
     services.shutdown().await;
 }
 
+/// The resolver task `task_id` is told to use: its first network's gateway (the first network of the map it
+/// is attached to, as its `resolv.conf` names it).
+fn task_resolver(map: &NetworkMap, task_id: &str) -> Option<std::net::IpAddr> {
+    map.networks
+        .iter()
+        .find(|n| {
+            map.endpoints
+                .iter()
+                .any(|e| e.task_id == task_id && e.network_id == n.id)
+        })
+        .and_then(|n| n.gateway.parse().ok())
+}
+
+/// Blocks (on the plumbing's blocking thread) until the resolver listens on `resolver`, for at most `limit`:
+/// a task started before it would fail its first lookups. `None`: nothing to wait for.
+fn wait_for_resolver(
+    resolver: Option<std::net::IpAddr>,
+    listening: &watch::Receiver<Vec<SocketAddr>>,
+    limit: Duration,
+) -> Result<(), String> {
+    let Some(ip) = resolver else { return Ok(()) };
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if listening.borrow().iter().any(|a| a.ip() == ip) {
+            return Ok(());
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(format!(
+                "the resolver is not listening on {ip} after {limit:?}: the task starts anyway, its first \
+                 lookups may fail"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// How long a task start waits for its resolver.
+const RESOLVER_WAIT: Duration = Duration::from_secs(2);
+
 /// At most this many task namespaces get their VIP rules re-applied per round (a new task gets its rules when
 /// it is plumbed, before it starts, whatever this says).
 const VIPS_PER_ROUND: usize = 16;
@@ -213,3 +259,45 @@ const COALESCE: Duration = Duration::from_millis(200);
 const RETRY_SOON: Duration = Duration::from_secs(1);
 /// How often it re-applies the map when nothing changed.
 const RESYNC: Duration = Duration::from_secs(30);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::netmap::{Endpoint, NetworkInfo};
+
+    #[test]
+    fn a_task_start_waits_for_its_first_networks_resolver_and_no_longer_than_the_limit() {
+        let net = |id: &str, gw: &str| NetworkInfo {
+            id: id.into(),
+            gateway: gw.into(),
+            ..Default::default()
+        };
+        let map = NetworkMap {
+            networks: vec![net("a", "10.0.1.1"), net("b", "10.0.2.1")],
+            endpoints: vec![Endpoint {
+                task_id: "t1".into(),
+                network_id: "b".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let gw: std::net::IpAddr = "10.0.2.1".parse().unwrap();
+        assert_eq!(task_resolver(&map, "t1"), Some(gw));
+        assert_eq!(task_resolver(&map, "t2"), None);
+        let (tx, rx) = watch::channel(Vec::new());
+        assert_eq!(wait_for_resolver(None, &rx, Duration::ZERO), Ok(()));
+        let err = wait_for_resolver(Some(gw), &rx, Duration::from_millis(40)).unwrap_err();
+        assert!(err.contains("not listening on 10.0.2.1"), "{err}");
+        // listening from another thread while the start waits
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(30));
+            tx.send_replace(vec![SocketAddr::new(gw, 53)]);
+            tx
+        });
+        assert_eq!(
+            wait_for_resolver(Some(gw), &rx, Duration::from_secs(10)),
+            Ok(())
+        );
+        drop(t.join());
+    }
+}

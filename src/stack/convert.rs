@@ -246,6 +246,14 @@ fn service(
     labels.insert(STACK_NAMESPACE_LABEL.into(), stack.into());
     let mut container_labels = svc.labels.clone();
     container_labels.insert(STACK_NAMESPACE_LABEL.into(), stack.into());
+    // the runtime a service's tasks run on is part of the task template (a change replaces the tasks), where
+    // the agent reads it: a deploy label is copied there (the service's own `labels` win)
+    use crate::exec::select::EXECUTOR_LABEL;
+    if let Some(runtime) = labels.get(EXECUTOR_LABEL) {
+        container_labels
+            .entry(EXECUTOR_LABEL.into())
+            .or_insert_with(|| runtime.clone());
+    }
 
     let env = svc
         .environment
@@ -483,6 +491,7 @@ services:
     networks: [front]
     deploy:
       replicas: 3
+      labels: {com.swarm.executor: docker}
       resources:
         limits: {cpus: '0.5', memory: 512M}
       restart_policy: {condition: on-failure, max_attempts: 3}
@@ -516,6 +525,8 @@ secrets:
         assert_eq!(c.args, vec!["nginx", "-g", "daemon off;"]);
         assert_eq!(c.env, vec!["A=1", "B=2"]);
         assert_eq!(c.hosts, vec!["10.0.0.5 db.local"]);
+        // the runtime chosen with a deploy label goes to the task template, where the agent reads it
+        assert_eq!(c.labels[crate::exec::select::EXECUTOR_LABEL], "docker");
         assert_eq!(c.secrets[0].name, "app_pw");
         assert_eq!(c.secrets[0].target, "pw");
         assert_eq!(c.secrets[0].mode, 0o444);

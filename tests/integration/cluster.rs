@@ -171,6 +171,22 @@ impl Swarmd {
         w
     }
 
+    /// [`Swarmd::start_worker`] in network namespace `netns` at `addr` (cluster port 4242 there).
+    pub fn start_worker_in(
+        manager: &Swarmd,
+        hostname: &str,
+        netns: String,
+        addr: String,
+    ) -> Swarmd {
+        let token = manager.ctl_ok(&["swarm", "join-token", "-q", "worker"]);
+        let mut w = Swarmd::worker(manager, hostname, token.trim());
+        w.netns = Some((netns, addr));
+        w.port = 4242;
+        w.spawn_unchecked();
+        manager.wait_node_ready(hostname);
+        w
+    }
+
     /// A worker of `manager` that joins with `token` when started, reporting `hostname` (not started).
     pub fn worker(manager: &Swarmd, hostname: &str, token: &str) -> Swarmd {
         Swarmd {
@@ -199,10 +215,19 @@ impl Swarmd {
 
     /// A founding manager with [`Swarmd::FAST_RAFT`] timing in network namespace `netns` at `addr:port`.
     pub fn start_founder_in(netns: String, addr: String, port: u16) -> Swarmd {
+        Self::start_founder_in_with(netns, addr, port, &[])
+    }
+
+    /// [`Swarmd::start_founder_in`] with extra arguments `args`.
+    pub fn start_founder_in_with(netns: String, addr: String, port: u16, args: &[&str]) -> Swarmd {
         let mut d = Swarmd {
             dir: tempfile::tempdir().expect("tempdir"),
             port,
-            args: Self::FAST_RAFT.iter().map(|a| a.to_string()).collect(),
+            args: Self::FAST_RAFT
+                .iter()
+                .chain(args)
+                .map(|a| a.to_string())
+                .collect(),
             netns: Some((netns, addr)),
             child: None,
         };

@@ -4,110 +4,8 @@
 //! writes with the quorum error, and once healed there is one leader and one history without the refused write.
 //! Needs root and `ip`; skipped (with a line saying so) otherwise.
 
-use std::process::Command;
-
 use super::cluster::{wait_for, Swarmd};
-
-/// The namespaces and links of one test, removed on drop.
-struct Net {
-    prefix: String,
-    subnet: u8,
-}
-
-fn ip(args: &[&str]) -> bool {
-    Command::new("ip")
-        .args(args)
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-impl Net {
-    fn hub(&self) -> String {
-        format!("{}-hub", self.prefix)
-    }
-
-    fn ns(&self, i: usize) -> String {
-        format!("{}-m{i}", self.prefix)
-    }
-
-    /// The hub side of manager `i`'s link (interface names stay under 16 bytes).
-    fn hub_link(&self, i: usize) -> String {
-        format!("{}m{i}b", self.prefix)
-    }
-
-    fn addr(&self, i: usize) -> String {
-        format!("10.231.{}.{i}", self.subnet)
-    }
-
-    /// Three namespaces on one bridge, or `None` when this machine cannot make them.
-    fn create() -> Option<Net> {
-        if !nix::unistd::geteuid().is_root() || !ip(&["netns", "list"]) {
-            return None;
-        }
-        let pid = std::process::id();
-        let net = Net {
-            prefix: format!("sw{}", pid % 100_000),
-            subnet: (pid % 200) as u8 + 20,
-        };
-        let hub = net.hub();
-        let ok = ip(&["netns", "add", &hub])
-            && ip(&["-n", &hub, "link", "set", "lo", "up"])
-            && ip(&["-n", &hub, "link", "add", "br0", "type", "bridge"])
-            && ip(&["-n", &hub, "link", "set", "br0", "up"]);
-        if !ok {
-            return None;
-        }
-        for i in 1..=3 {
-            let (ns, a, b) = (net.ns(i), format!("{}m{i}a", net.prefix), net.hub_link(i));
-            let cidr = format!("{}/24", net.addr(i));
-            let ok = ip(&["netns", "add", &ns])
-                && ip(&["-n", &ns, "link", "set", "lo", "up"])
-                && ip(&["link", "add", &a, "type", "veth", "peer", "name", &b])
-                && ip(&["link", "set", &a, "netns", &ns])
-                && ip(&["link", "set", &b, "netns", &hub])
-                && ip(&["-n", &ns, "addr", "add", &cidr, "dev", &a])
-                && ip(&["-n", &ns, "link", "set", &a, "up"])
-                && ip(&["-n", &hub, "link", "set", &b, "master", "br0"])
-                && ip(&["-n", &hub, "link", "set", &b, "up"]);
-            if !ok {
-                return None;
-            }
-        }
-        Some(net)
-    }
-
-    fn cut(&self, i: usize) {
-        assert!(ip(&[
-            "-n",
-            &self.hub(),
-            "link",
-            "set",
-            &self.hub_link(i),
-            "down"
-        ]));
-    }
-
-    fn heal(&self, i: usize) {
-        assert!(ip(&[
-            "-n",
-            &self.hub(),
-            "link",
-            "set",
-            &self.hub_link(i),
-            "up"
-        ]));
-    }
-}
-
-impl Drop for Net {
-    fn drop(&mut self) {
-        // deleting a namespace deletes the links in it
-        for i in 1..=3 {
-            ip(&["netns", "del", &self.ns(i)]);
-        }
-        ip(&["netns", "del", &self.hub()]);
-    }
-}
+use super::netlab::Lab;
 
 /// The leader's node id as `m`'s own Raft sees it (`swarm info`, answered locally), if it knows one.
 fn leader_seen_by(m: &Swarmd) -> Option<String> {
@@ -129,7 +27,7 @@ fn applied(m: &Swarmd) -> Option<u64> {
 
 #[test]
 fn a_partitioned_leader_steps_down_the_majority_elects_a_new_one_and_healing_leaves_one_history() {
-    let Some(net) = Net::create() else {
+    let Some(net) = Lab::create("sp", 3, 231) else {
         eprintln!("skipped: network namespaces need root and `ip`");
         return;
     };

@@ -6,114 +6,27 @@
 //! Skipped (with a line saying so) without root, `ip`, `nsenter`, nftables' `nft` or a busybox binary.
 
 use std::collections::BTreeSet;
-use std::process::Command;
 
 use super::cluster::{wait_for, Swarmd};
-
-/// A network namespace of this test, deleted on drop (with everything swarmd made in it).
-struct Ns(String);
-
-impl Drop for Ns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
-
-fn have(path: &str) -> bool {
-    std::path::Path::new(path).exists()
-}
-
-fn busybox() -> Option<&'static str> {
-    ["/bin/busybox", "/usr/bin/busybox"]
-        .into_iter()
-        .find(|p| have(p))
-}
-
-/// `args` run inside the network namespace of process `pid` (and its mount namespace too with `mount`: its
-/// `/etc/resolv.conf`): stdout, or `None` on failure.
-fn in_task_ns(pid: u32, mount: bool, args: &[&str]) -> Option<String> {
-    let mut cmd = Command::new("nsenter");
-    cmd.args(["-t", &pid.to_string(), "-n"]);
-    if mount {
-        cmd.arg("-m");
-    }
-    let out = cmd.arg("--").args(args).output().ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// [`in_task_ns`] with the task's mount namespace: names resolve through the task's resolver.
-fn in_task(pid: u32, args: &[&str]) -> Option<String> {
-    in_task_ns(pid, true, args)
-}
-
-/// The answers of an nslookup (the server's own line carries a port and is left out).
-fn addresses(nslookup: &str) -> BTreeSet<String> {
-    nslookup
-        .lines()
-        .filter_map(|l| l.strip_prefix("Address:"))
-        .map(str::trim)
-        .filter(|a| !a.contains(':'))
-        .map(str::to_string)
-        .collect()
-}
-
-/// The pid of the process whose command line contains `marker`.
-fn pid_of(marker: &str) -> Option<u32> {
-    let out = Command::new("pgrep")
-        .args(["-f", &format!("^{marker}$")])
-        .output()
-        .ok()?;
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.trim().parse().ok())
-        .find(|p: &u32| *p != std::process::id())
-}
+use super::netlab::{addresses, in_task, pid_of, service_net_tools, wget_in_ns, wget_in_task, Ns};
 
 /// The bodies the published port answers with over `n` requests, from inside namespace `ns`.
 fn published(ns: &str, busybox: &str, port: u16, n: usize) -> BTreeSet<String> {
+    let url = format!("http://127.0.0.1:{port}/");
     (0..n)
-        .filter_map(|_| {
-            let out = Command::new("ip")
-                .args([
-                    "netns", "exec", ns, "timeout", "5", busybox, "wget", "-q", "-O", "-",
-                ])
-                .arg(format!("http://127.0.0.1:{port}/"))
-                .output()
-                .ok()?;
-            out.status
-                .success()
-                .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
-        })
+        .filter_map(|_| wget_in_ns(ns, busybox, &url))
         .collect()
 }
 
 #[test]
 fn replicas_are_found_by_name_reached_by_vip_and_published_on_the_node() {
-    let Some(busybox) = busybox() else {
-        eprintln!(
-            "skipped: service networking needs a busybox binary (apt-get install busybox-static)"
-        );
+    let Some(busybox) = service_net_tools() else {
         return;
     };
-    if !nix::unistd::geteuid().is_root() || !have("/usr/sbin/nft") || !have("/usr/bin/nsenter") {
-        eprintln!("skipped: service networking needs root, nftables' nft and nsenter");
-        return;
-    }
-    let ns = Ns(format!("swnet{}", std::process::id() % 100_000));
-    let made = Command::new("ip")
-        .args(["netns", "add", &ns.0])
-        .status()
-        .is_ok_and(|s| s.success())
-        && Command::new("ip")
-            .args(["-n", &ns.0, "link", "set", "lo", "up"])
-            .status()
-            .is_ok_and(|s| s.success());
-    if !made {
+    let Some(ns) = Ns::create(format!("swnet{}", std::process::id() % 100_000)) else {
         eprintln!("skipped: cannot create a network namespace");
         return;
-    }
+    };
     let d = Swarmd::start_founder_in(ns.0.clone(), "127.0.0.1".into(), 4242);
     let marker = format!("sleep {}", 7_000_000 + std::process::id());
     let files = tempfile::tempdir().unwrap();
@@ -163,13 +76,7 @@ fn replicas_are_found_by_name_reached_by_vip_and_published_on_the_node() {
     let url = format!("http://{}:8080/", vip.iter().next().unwrap());
     let through_vip = wait_for(30, "every replica through the VIP", || {
         let seen: BTreeSet<String> = (0..12)
-            .filter_map(|_| {
-                in_task(
-                    client,
-                    &["timeout", "5", busybox, "wget", "-q", "-O", "-", &url],
-                )
-            })
-            .map(|b| b.trim().to_string())
+            .filter_map(|_| wget_in_task(client, busybox, &url))
             .collect();
         if seen.len() != 3 {
             eprintln!("through the VIP so far: {seen:?}");

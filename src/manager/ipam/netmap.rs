@@ -1,6 +1,6 @@
 //! The [`NetworkMap`] of one node, built from the store: every network a task of the node attaches to (and
 //! ingress when any service publishes a port through the mesh), the other nodes with tasks on those networks
-//! (their advertise addresses), every task on them with its address and whether it may receive traffic, and the
+//! (their advertise addresses; on ingress every other node), every task on them with its address and whether it may receive traffic, and the
 //! services on them with their VIPs, aliases and ports. The dispatcher sends it with the node's assignments.
 //!
 //! Pure: `network_map(&ClusterState, node_id)`; the same state always gives the same map (sorted).
@@ -109,6 +109,17 @@ pub fn network_map(state: &ClusterState, node_id: &str) -> NetworkMap {
                 address: address.to_string(),
                 ready: ready(t),
             });
+        }
+    }
+    // every node takes part in the ingress network (each has it in its map), so each is a peer on it: the
+    // VXLAN flooding list spans them all, and a node's published-port proxy knows every other node's proxy
+    // (`netsvc::backends`: a connection from a peer is served by local tasks only)
+    if let Some(ingress) = networks.iter().find(|n| n.ingress) {
+        for n in state
+            .nodes()
+            .filter(|n| n.id != node_id && !n.status.addr.is_empty())
+        {
+            peers.entry(&n.id).or_default().insert(&ingress.id);
         }
     }
     let peers = peers

@@ -129,14 +129,22 @@ fn a_node_sees_its_networks_peers_endpoints_and_services() {
         ]
     );
     assert_eq!(map.networks[0].gateway, "10.0.2.1");
-    // n2 runs web tasks on front and ingress; n3 only runs db on back, which n1 is not on
+    // n2 runs web tasks on front and ingress; n3 only runs db on back, which n1 is not on, but every node
+    // takes part in ingress
     assert_eq!(
         map.peers,
-        vec![PeerNode {
-            node_id: "n2".into(),
-            addr: "192.0.2.2".into(),
-            networks: vec!["front".into(), "ingress".into()]
-        }]
+        vec![
+            PeerNode {
+                node_id: "n2".into(),
+                addr: "192.0.2.2".into(),
+                networks: vec!["front".into(), "ingress".into()]
+            },
+            PeerNode {
+                node_id: "n3".into(),
+                addr: "192.0.2.3".into(),
+                networks: vec!["ingress".into()]
+            }
+        ]
     );
     let eps: Vec<(&str, &str, bool)> = map
         .endpoints
@@ -201,6 +209,17 @@ fn every_node_has_ingress_while_a_service_publishes_through_the_mesh() {
         vec!["ingress"]
     );
     assert_eq!(map.endpoints.iter().filter(|e| e.ready).count(), 1);
+    // and every other node is its peer on ingress, with or without tasks
+    let peers: Vec<(&str, &[String])> = map
+        .peers
+        .iter()
+        .map(|p| (p.node_id.as_str(), p.networks.as_slice()))
+        .collect();
+    let ing = ["ingress".to_string()];
+    assert_eq!(
+        peers,
+        vec![("n1", &ing[..]), ("n2", &ing[..]), ("n3", &ing[..])]
+    );
     assert_eq!(map, network_map(&w.state, "n4"), "deterministic");
 }
 
