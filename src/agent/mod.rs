@@ -23,6 +23,6 @@ mod process_tests;
 
 pub use health::{health_check, HealthCheck};
 pub use report::StatusReport;
-pub use shared::DEFAULT_START_PARALLELISM;
+pub use shared::{DEFAULT_DRAIN_DELAY, DEFAULT_START_PARALLELISM};
 pub use spec::{process_spec, SpecError, TaskContext};
 pub use worker::{Assignments, Worker, WorkerError};

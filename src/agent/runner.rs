@@ -320,8 +320,15 @@ impl Runner<'_> {
         End::Done(Some(ctl))
     }
 
-    /// Stop signal, grace period, SIGKILL (the executor does all three), then report Shutdown.
+    /// Stop signal, grace period, SIGKILL (the executor does all three), then report Shutdown. A task that
+    /// receives connections is drained first (see [`Runner::drain`]).
     async fn stop(&self, ctl: Arc<dyn Controller>) -> End {
+        if let Some(delay) = self.shared.drain_delay_of(self.id) {
+            if let Some(status) = self.drain(ctl.as_ref(), delay).await {
+                self.report_exit(&status, true);
+                return End::Done(Some(ctl));
+            }
+        }
         if let Err(e) = ctl.shutdown().await {
             tracing::warn!(task_id = self.id, error = %e, "shutdown failed; killing");
             if let Err(e) = ctl.terminate().await {
@@ -334,6 +341,26 @@ impl Runner<'_> {
         }
         self.report(TaskState::Shutdown, detail);
         End::Done(Some(ctl))
+    }
+
+    /// Leaves the task running for `delay` before its stop signal: the managers made it not ready in the same
+    /// change that asked its stop, so by then every node's resolver and load balancers have stopped sending it
+    /// new clients, and the connections they gave it just before have been accepted. `Some`: it ended on its own
+    /// meanwhile.
+    async fn drain(&self, ctl: &dyn Controller, delay: Duration) -> Option<ExitStatus> {
+        tracing::debug!(task_id = self.id, ?delay, "draining before the stop signal");
+        let deadline = tokio::time::Instant::now() + delay;
+        tokio::select! {
+            () = tokio::time::sleep_until(deadline) => None,
+            r = ctl.wait() => match r {
+                Ok(status) => Some(status),
+                Err(e) => {
+                    tracing::warn!(task_id = self.id, error = %e, "wait failed while draining");
+                    tokio::time::sleep_until(deadline).await;
+                    None
+                }
+            },
+        }
     }
 
     /// After the task ended: waits for `Remove`, then deletes what it left.

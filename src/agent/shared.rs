@@ -2,9 +2,10 @@
 //! steered through a `watch` of [`Desired`]. Below both [`super::worker`] and [`super::runner`], so neither
 //! needs the other's internals.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
@@ -52,7 +53,17 @@ pub(crate) struct Shared {
     /// Bounds how many tasks are being created, prepared and started at once (a start wave of a thousand
     /// tasks runs that many at a time, and each reports as it goes).
     pub(crate) starts: Arc<tokio::sync::Semaphore>,
+    /// How long a backend task is left running after its stop was asked (milliseconds; 0: no drain).
+    drain_delay_ms: AtomicU64,
+    /// The tasks that can receive connections (an endpoint in the node's network map, or published ports), as
+    /// of the last assignments that listed them.
+    backends: Mutex<HashSet<String>>,
 }
+
+/// How long a task that receives connections keeps running after its stop was asked, by default in `swarmd`
+/// (`--drain-delay`): the time for every node to apply the map without it (Docker waits as long for its
+/// gossip). A [`super::Worker`] drains only when given a delay.
+pub const DEFAULT_DRAIN_DELAY: Duration = Duration::from_secs(2);
 
 /// How many task starts run at once by default: enough to keep a container engine busy (Docker and
 /// containerd start containers in parallel fine), few enough that each finishes and reports promptly.
@@ -67,7 +78,46 @@ impl Shared {
             runners: Mutex::new(HashMap::new()),
             next_gen: AtomicU64::new(1),
             starts: Arc::new(tokio::sync::Semaphore::new(DEFAULT_START_PARALLELISM)),
+            drain_delay_ms: AtomicU64::new(0),
+            backends: Mutex::new(HashSet::new()),
         }
+    }
+
+    /// Sets the drain delay (zero: a stop is sent at once).
+    pub(super) fn set_drain_delay(&self, d: Duration) {
+        let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        self.drain_delay_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn backends(&self) -> MutexGuard<'_, HashSet<String>> {
+        self.backends.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records whether `task_id` can receive connections (called for every assigned task before it is
+    /// steered, so a runner asked to stop knows).
+    pub(super) fn mark_backend(&self, task_id: &str, backend: bool) {
+        let mut set = self.backends();
+        if backend {
+            if !set.contains(task_id) {
+                set.insert(task_id.to_string());
+            }
+        } else {
+            set.remove(task_id);
+        }
+    }
+
+    /// Forgets the marks of tasks neither assigned nor run any more.
+    pub(super) fn retain_backends(&self, keep: impl Fn(&str) -> bool) {
+        let runners: HashSet<String> = self.runners().keys().cloned().collect();
+        self.backends()
+            .retain(|id| keep(id) || runners.contains(id));
+    }
+
+    /// How long runner `task_id` waits between being asked to stop and sending the stop signal: the drain delay
+    /// for a task that receives connections, else `None`.
+    pub(crate) fn drain_delay_of(&self, task_id: &str) -> Option<Duration> {
+        let ms = self.drain_delay_ms.load(Ordering::Relaxed);
+        (ms > 0 && self.backends().contains(task_id)).then(|| Duration::from_millis(ms))
     }
 
     fn runners(&self) -> MutexGuard<'_, HashMap<String, RunnerHandle>> {

@@ -168,6 +168,16 @@ impl Worker {
         self
     }
 
+    /// Leaves a task that can receive connections (an endpoint in the node's network map: DNS, a VIP or the
+    /// routing mesh may send it clients; or published ports) running for `d` after its stop was asked, before
+    /// its stop signal: the managers' map already made it not ready, and this is the time for every node to
+    /// apply that map. Zero (the default) sends the stop at once; `swarmd` uses
+    /// [`super::shared::DEFAULT_DRAIN_DELAY`].
+    pub fn with_drain_delay(self, d: std::time::Duration) -> Self {
+        self.shared.set_drain_delay(d);
+        self
+    }
+
     /// Converges to `a`, the complete set of this node's tasks. Returns once every change is
     /// under way (tasks start and stop in the background). Safe to call repeatedly and
     /// concurrently (calls are serialized).
@@ -205,12 +215,24 @@ impl Worker {
             .ok()
             .map(|l| l.iter().map(|t| (t.task_id.as_str(), t)).collect());
         let reporter = &self.shared.reporter;
+        let endpoints: HashSet<&str> = a
+            .network_map
+            .endpoints
+            .iter()
+            .map(|e| e.task_id.as_str())
+            .collect();
         let mut assigned: HashSet<&str> = HashSet::new();
         for task in &a.tasks {
             if !assigned.insert(task.id.as_str()) {
                 continue;
             }
             reporter.assigned(&task.id, task.status.state);
+            let publishes = a
+                .service_ports
+                .get(&task.service_id)
+                .is_some_and(|p| !p.is_empty());
+            self.shared
+                .mark_backend(&task.id, publishes || endpoints.contains(task.id.as_str()));
             let mut want = Desired::of(task.desired_state);
             if task.status.state.is_terminal() {
                 // Finished as far as the manager knows: never run it again.
@@ -270,6 +292,7 @@ impl Worker {
             }
         }
         reporter.retain(|id| assigned.contains(id));
+        self.shared.retain_backends(|id| assigned.contains(id));
         listed.map(drop).map_err(WorkerError::List)
     }
 

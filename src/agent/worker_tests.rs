@@ -409,3 +409,6 @@ async fn the_network_map_reaches_subscribers_once_per_change() {
     h.worker.assign(assignments(&[])).await.expect("assign");
     assert!(maps.borrow_and_update().networks.is_empty());
 }
+
+#[path = "drain_tests.rs"]
+mod drain;

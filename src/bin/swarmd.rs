@@ -33,6 +33,11 @@ struct Args {
     /// (what a non-root swarmd does anyway).
     #[arg(long)]
     no_task_networks: bool,
+    /// How long a task that receives connections (through a service name, a VIP or a published port) keeps
+    /// running after its stop was asked, before its stop signal: the time for every node to stop sending it
+    /// clients (e.g. 2s; 0 stops at once).
+    #[arg(long, default_value = "2s")]
+    drain_delay: String,
     /// Raft log entries between snapshots.
     #[arg(long, default_value_t = 10_000)]
     snapshot_interval: u64,
@@ -129,6 +134,16 @@ fn main() {
     config.heartbeat_period = heartbeat;
     config.start_parallelism = args.exec_parallelism.max(1);
     config.task_networks = !args.no_task_networks;
+    config.drain_delay = match swarm::stack::units::parse_duration(&args.drain_delay) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!(
+                "swarmd: invalid --drain-delay {:?}: {e} (e.g. 2s, 0)",
+                args.drain_delay
+            );
+            std::process::exit(2);
+        }
+    };
     config.raft.snapshot_interval_entries = args.snapshot_interval.max(1);
     // entries kept behind a snapshot for lagging managers: up to one interval
     config.raft.logs_kept_after_snapshot = config

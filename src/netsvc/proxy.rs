@@ -191,28 +191,54 @@ async fn serve_tcp(listener: TcpListener, backends: Arc<BackendSet>) {
                 continue;
             }
         };
-        let candidates = backends.candidates(peer.ip());
+        let backends = backends.clone();
         tokio::spawn(async move {
             let _ = client.set_nodelay(true);
-            let mut upstream = None;
-            for b in candidates.iter().map(|b| b.addr()) {
-                match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(b)).await {
-                    Ok(Ok(s)) => {
-                        upstream = Some(s);
-                        break;
-                    }
-                    Ok(Err(e)) => tracing::debug!("proxy {peer} → {b}: {e}"),
-                    Err(_) => tracing::debug!("proxy {peer} → {b}: connect timed out"),
-                }
-            }
-            // no ready backend: the client's connection is closed at once
-            let Some(mut upstream) = upstream else { return };
+            // no ready backend: the client's connection is closed
+            let Some(mut upstream) = connect_upstream(&backends, peer).await else {
+                return;
+            };
             let _ = upstream.set_nodelay(true);
             let mut client = client;
             let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
         });
     }
 }
+
+/// Rounds of connection attempts over a port's backends before a client is turned away.
+pub const CONNECT_ROUNDS: u32 = 3;
+
+/// The pause before the n-th further round (n × this): time for a map swap under way to land.
+const ROUND_PAUSE: Duration = Duration::from_millis(100);
+
+/// An upstream connection for a new client: the backends in turn; when every one fails to connect (refused,
+/// reset or unreachable: a task stopping, a replacement not listening yet, a map swap racing a stop), again
+/// over the set as it is then, at most [`CONNECT_ROUNDS`] rounds. Only connects are retried: once a backend
+/// accepted, nothing is replayed elsewhere (it may have acted on the bytes). `None` when no backend is ready.
+async fn connect_upstream(backends: &BackendSet, peer: SocketAddr) -> Option<TcpStream> {
+    for round in 0..CONNECT_ROUNDS {
+        if round > 0 {
+            tokio::time::sleep(ROUND_PAUSE * round).await;
+        }
+        let candidates = backends.candidates(peer.ip());
+        if candidates.is_empty() {
+            return None;
+        }
+        for b in candidates.iter().map(|b| b.addr()) {
+            match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(b)).await {
+                Ok(Ok(s)) => return Some(s),
+                Ok(Err(e)) => tracing::debug!("proxy {peer} → {b}: {e} (round {round})"),
+                Err(_) => tracing::debug!("proxy {peer} → {b}: connect timed out (round {round})"),
+            }
+        }
+    }
+    tracing::debug!("proxy {peer}: no backend accepted in {CONNECT_ROUNDS} rounds");
+    None
+}
+
+#[cfg(test)]
+#[path = "proxy_retry_tests.rs"]
+mod retry_tests;
 
 async fn serve_udp(socket: Arc<UdpSocket>, backends: Arc<BackendSet>) {
     let flows: Arc<Mutex<HashMap<SocketAddr, Arc<UdpSocket>>>> = Arc::default();

@@ -101,6 +101,9 @@ pub struct NodeConfig {
     /// Tasks get network namespaces, addresses, service names and the mesh (when root); false keeps every
     /// task on the host's network.
     pub task_networks: bool,
+    /// How long a task that receives connections keeps running after its stop was asked, before its stop
+    /// signal (`--drain-delay`; zero turns draining off; only where the node serves connections).
+    pub drain_delay: Duration,
     /// Raft settings.
     pub raft: RaftSettings,
     /// Join this cluster on the first start (a worker); `None` for a manager.
@@ -125,6 +128,7 @@ impl NodeConfig {
             heartbeat_period: Duration::from_secs(5),
             start_parallelism: crate::agent::DEFAULT_START_PARALLELISM,
             task_networks: true,
+            drain_delay: crate::agent::DEFAULT_DRAIN_DELAY,
             raft: RaftSettings::default(),
             join: None,
             force_new_cluster: false,
@@ -344,7 +348,11 @@ async fn run_manager(
     let worker = Arc::new({
         let w = Worker::new(executor, clock.clone(), reports_tx)
             .on_runtime(exec_rt.handle())
-            .with_start_parallelism(config.start_parallelism);
+            .with_start_parallelism(config.start_parallelism)
+            .with_drain_delay(
+                net.as_ref()
+                    .map_or(Duration::ZERO, |n| n.drain_delay(config.drain_delay)),
+            );
         match net.as_ref().and_then(|n| n.agent_sender()) {
             Some(tx) => w.with_network_maps(tx),
             None => w,

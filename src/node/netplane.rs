@@ -47,6 +47,22 @@ impl NodeNetwork {
         }
     }
 
+    /// Whether this node runs the service layer (resolver, published ports, VIPs): task networking requested
+    /// and root. Only then does draining a task before its stop signal keep clients away from it.
+    pub fn serves_connections(&self) -> bool {
+        self.requested && self.plane.enabled()
+    }
+
+    /// The agent's drain delay on this node: `configured` when it serves connections, else zero (nothing routes
+    /// clients by the map, so there is nothing to wait for).
+    pub fn drain_delay(&self, configured: Duration) -> Duration {
+        if self.serves_connections() {
+            configured
+        } else {
+            Duration::ZERO
+        }
+    }
+
     /// Where the agent sends each map it receives.
     pub fn sender(&self) -> watch::Sender<NetworkMap> {
         self.tx.clone()

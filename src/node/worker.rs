@@ -237,7 +237,8 @@ pub(crate) async fn run(
     let worker = Arc::new({
         let w = Worker::new(executor, clock, reports_tx)
             .on_runtime(exec_rt.handle())
-            .with_start_parallelism(config.start_parallelism);
+            .with_start_parallelism(config.start_parallelism)
+            .with_drain_delay(net.drain_delay(config.drain_delay));
         match net.agent_sender() {
             Some(tx) => w.with_network_maps(tx),
             None => w,

@@ -106,3 +106,168 @@ fn replicas_are_found_by_name_reached_by_vip_and_published_on_the_node() {
     d.ctl_ok(&["stack", "rm", "demo"]);
     drop(d);
 }
+
+/// What one request through the published port got: the body of a 200, or why it failed.
+type Answer = Result<String, String>;
+
+/// One HTTP/1.0 request on a new connection to `127.0.0.1:port` (in the calling thread's namespace).
+fn get(port: u16) -> Answer {
+    use std::io::{Read, Write};
+    let timeout = std::time::Duration::from_secs(5);
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut s = std::net::TcpStream::connect_timeout(&addr, timeout).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    s.write_all(b"GET / HTTP/1.0\r\nHost: web\r\n\r\n")
+        .map_err(|e| format!("write: {e}"))?;
+    let mut reply = String::new();
+    s.read_to_string(&mut reply)
+        .map_err(|e| format!("read: {e}"))?;
+    match reply.split_once("\r\n\r\n") {
+        Some((head, body)) if head.starts_with("HTTP/1.") && head.contains(" 200 ") => {
+            Ok(body.trim().to_string())
+        }
+        _ => Err(format!("bad reply {reply:?}")),
+    }
+}
+
+/// A client in namespace `ns` sending a request on a new connection every ~20 ms until `stop` (at most
+/// `secs`), recording every answer.
+fn client_loop(
+    ns: &str,
+    port: u16,
+    secs: u64,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    answers: std::sync::Arc<std::sync::Mutex<Vec<Answer>>>,
+) -> std::thread::JoinHandle<()> {
+    let path = format!("/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let f = std::fs::File::open(&path).expect("the test's namespace");
+        nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+        while !stop.load(std::sync::atomic::Ordering::SeqCst)
+            && std::time::Instant::now() < deadline
+        {
+            let a = get(port);
+            answers.lock().unwrap().push(a);
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    })
+}
+
+/// A rolling update (stop-first, one task at a time) of three HTTP replicas behind a published port while a
+/// client opens a new connection every 20 ms: every request is answered, first by the old version, at the end
+/// by the new one on every replica. Each stopped task leaves the backends (the managers' map) and is drained
+/// (`--drain-delay`, 2 s) before its stop signal; the proxy retries a replacement that does not listen yet.
+#[test]
+fn a_rolling_update_behind_a_published_port_drops_no_request() {
+    let Some(busybox) = service_net_tools() else {
+        return;
+    };
+    let Some(ns) = Ns::create(format!("swroll{}", std::process::id() % 100_000)) else {
+        eprintln!("skipped: cannot create a network namespace");
+        return;
+    };
+    let d = Swarmd::start_founder_in(ns.0.clone(), "127.0.0.1".into(), 4242);
+    let files = tempfile::tempdir().unwrap();
+    let stack = files.path().join("web.yml");
+    std::fs::write(
+        &stack,
+        format!(
+            r#"services:
+  web:
+    image: x
+    command: [sh, -c, "d=$$(mktemp -d) && echo v$$VERSION web $$SLOT > $$d/index.html && exec {busybox} httpd -f -p 8080 -h $$d"]
+    environment:
+      VERSION: "1"
+      SLOT: "{{{{.Task.Slot}}}}"
+    deploy:
+      replicas: 3
+    ports:
+      - "18081:8080"
+    stop_grace_period: 1s
+"#
+        ),
+    )
+    .unwrap();
+    d.ctl_ok(&["stack", "deploy", "-c", stack.to_str().unwrap(), "roll"]);
+    let old: BTreeSet<String> = (1..=3).map(|i| format!("v1 web {i}")).collect();
+    let new: BTreeSet<String> = (1..=3).map(|i| format!("v2 web {i}")).collect();
+    wait_for(
+        60,
+        "the published port to answer from every replica",
+        || (published(&ns.0, busybox, 18081, 12) == old).then_some(()),
+    );
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let answers = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Answer>::new()));
+    let client = client_loop(&ns.0, 18081, 60, stop.clone(), answers.clone());
+    // the client is under way before the update
+    wait_for(10, "the client's first answers", || {
+        (answers.lock().unwrap().len() >= 10).then_some(())
+    });
+    d.ctl_ok(&[
+        "service",
+        "update",
+        "--env-add",
+        "VERSION=2",
+        "--update-parallelism",
+        "1",
+        "--update-order",
+        "stop-first",
+        "roll_web",
+    ]);
+    // until the last answers come from the three new replicas only (or the client's 60 s are up)
+    let done = || {
+        let a = answers.lock().unwrap();
+        let recent: BTreeSet<&String> = a
+            .iter()
+            .rev()
+            .take(30)
+            .filter_map(|r| r.as_ref().ok())
+            .collect();
+        recent.len() == 3 && recent.iter().all(|b| new.contains(*b))
+    };
+    while !done() && !client.is_finished() {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    client.join().unwrap();
+    let answers = answers.lock().unwrap().clone();
+    let failed: Vec<(usize, &String)> = answers
+        .iter()
+        .enumerate()
+        .filter_map(|(i, a)| a.as_ref().err().map(|e| (i, e)))
+        .collect();
+    let bodies: Vec<&String> = answers.iter().filter_map(|a| a.as_ref().ok()).collect();
+    eprintln!(
+        "{} requests during the update, {} failed",
+        answers.len(),
+        failed.len()
+    );
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed: {:?}",
+        failed.len(),
+        answers.len(),
+        &failed[..failed.len().min(10)]
+    );
+    assert!(
+        old.contains(bodies[0]),
+        "the first answers come from the old version: {:?}",
+        bodies[0]
+    );
+    let seen_new: BTreeSet<String> = bodies
+        .iter()
+        .filter(|b| new.contains(**b))
+        .map(|b| b.to_string())
+        .collect();
+    assert_eq!(seen_new, new, "every new replica answered");
+    assert!(
+        bodies.iter().all(|b| old.contains(*b) || new.contains(*b)),
+        "only the two versions answer"
+    );
+    assert!(done(), "the update finished within the client's 60 s");
+    d.ctl_ok(&["stack", "rm", "roll"]);
+    drop(d);
+}
