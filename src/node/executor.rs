@@ -6,7 +6,35 @@ use crate::exec::process::{ProcessExecutor, ShimCommand};
 use crate::exec::select::SelectExecutor;
 use crate::exec::Executor;
 
-use super::{netplane, ExecutorKind, NodeConfig, NodeError};
+use super::{netplane, NodeConfig, NodeError};
+
+/// Which task runtime to use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExecutorKind {
+    /// Local processes (the embedded default).
+    Process,
+    /// Docker containers.
+    Docker,
+}
+
+impl ExecutorKind {
+    /// The name a task's `com.swarm.executor` label and `swarmd --executor` use.
+    pub fn name(self) -> &'static str {
+        match self {
+            ExecutorKind::Process => "process",
+            ExecutorKind::Docker => "docker",
+        }
+    }
+
+    /// `process` or `docker`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.trim() {
+            "process" => Some(ExecutorKind::Process),
+            "docker" => Some(ExecutorKind::Docker),
+            _ => None,
+        }
+    }
+}
 
 /// The executors `config` names, behind one [`SelectExecutor`] (each task on the runtime its
 /// `com.swarm.executor` label names, the first by default), their tasks plumbed through `net`.

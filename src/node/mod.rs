@@ -53,35 +53,8 @@ use crate::pki::NodeRole;
 use crate::store::raft::RaftSettings;
 use crate::util::{Clock, RandomIds, SystemClock};
 use executor::open_executor;
+pub use executor::ExecutorKind;
 use parts::Parts;
-
-/// Which task runtime to use.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ExecutorKind {
-    /// Local processes (the embedded default).
-    Process,
-    /// Docker containers.
-    Docker,
-}
-
-impl ExecutorKind {
-    /// The name a task's `com.swarm.executor` label and `swarmd --executor` use.
-    pub fn name(self) -> &'static str {
-        match self {
-            ExecutorKind::Process => "process",
-            ExecutorKind::Docker => "docker",
-        }
-    }
-
-    /// `process` or `docker`.
-    pub fn parse(s: &str) -> Option<Self> {
-        match s.trim() {
-            "process" => Some(ExecutorKind::Process),
-            "docker" => Some(ExecutorKind::Docker),
-            _ => None,
-        }
-    }
-}
 
 /// How to run a node.
 #[derive(Clone, Debug)]

@@ -19,6 +19,7 @@ mod network_cli;
 mod partition;
 mod rolling;
 mod service_net;
+mod service_net_docker;
 mod service_net_multi;
 mod sim;
 mod sim_update;
