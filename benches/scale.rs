@@ -160,6 +160,16 @@ fn managers_cpu(managers: &[Manager]) -> u64 {
         .sum()
 }
 
+/// The id of the node `node ls` (asked of `m`) shows as the Raft leader.
+fn leader(m: &Manager) -> String {
+    m.ctl(&["node", "ls"])
+        .lines()
+        .find(|l| l.contains("Leader"))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or("none")
+        .to_string()
+}
+
 /// A cluster of `size` managers, all drained; the worker token.
 fn cluster(root: &Path, size: usize) -> Result<(Vec<Manager>, String), String> {
     std::fs::create_dir_all(root).map_err(|e| e.to_string())?;
@@ -314,6 +324,7 @@ fn row(root: &Path, nodes: usize, tasks: usize, opts: &Opts) -> Result<(), Strin
         .iter()
         .map(|m| format!("127.0.0.1:{}", m.port))
         .collect();
+    let leader_start = leader(&managers[0]);
     let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
     let host = managers[0].host();
     let deadline_for = |start: Instant| start + opts.timeout;
@@ -352,7 +363,10 @@ fn row(root: &Path, nodes: usize, tasks: usize, opts: &Opts) -> Result<(), Strin
     // the stack
     let per = tasks.min(1000);
     let count = tasks.div_ceil(per);
-    let mut yml = String::from("services:\n");
+    // the stack's default network gets room for every task's address (a /24 would hold 252)
+    let mut yml = String::from(
+        "networks:\n  default:\n    ipam:\n      config:\n        - subnet: 10.128.0.0/12\nservices:\n",
+    );
     for i in 0..count {
         let n = per.min(tasks - i * per);
         yml += &format!(
@@ -419,6 +433,32 @@ fn row(root: &Path, nodes: usize, tasks: usize, opts: &Opts) -> Result<(), Strin
         rss.join(" / ")
     );
 
+    if running_at.is_none() {
+        // how far it got, by task state, and the end of the first manager's log
+        let mut states = std::collections::BTreeMap::<String, usize>::new();
+        for sv in &services {
+            if let Ok(r) = rt.block_on(c.list_tasks(control::TaskFilter {
+                service: sv.clone(),
+                ..Default::default()
+            })) {
+                for j in r.into_inner().json {
+                    if let Ok(t) = serde_json::from_str::<Task>(&j) {
+                        let key = format!(
+                            "{:?}/{:?} {}",
+                            t.desired_state, t.status.state, t.status.message
+                        );
+                        *states.entry(key).or_default() += 1;
+                    }
+                }
+            }
+        }
+        println!("[{nodes}x{tasks}] tasks by desired/observed state: {states:?}");
+        let log = managers[0].log();
+        let tail: Vec<&str> = log.lines().rev().take(15).collect();
+        for l in tail.into_iter().rev() {
+            println!("[{nodes}x{tasks}]   m0: {l}");
+        }
+    }
     if running_at.is_some() {
         // one `service scale` at steady state: CPU over a window with it, minus an idle window
         let window = Duration::from_secs(4);
@@ -438,7 +478,7 @@ fn row(root: &Path, nodes: usize, tasks: usize, opts: &Opts) -> Result<(), Strin
             if on_agent.is_none() && on_agents(&execs) > before {
                 on_agent = Some(t.elapsed());
             }
-            std::thread::sleep(Duration::from_millis(5));
+            std::thread::sleep(Duration::from_millis(50));
         }
         let busy = managers_cpu(&managers) - cpu0;
         println!(
@@ -455,12 +495,10 @@ fn row(root: &Path, nodes: usize, tasks: usize, opts: &Opts) -> Result<(), Strin
         .iter()
         .map(|m| m.log().matches("missed its heartbeats").count())
         .sum();
-    let elections: usize = managers
-        .iter()
-        .map(|m| m.log().matches("leader").count())
-        .sum();
+    let leader_now = leader(&managers[0]);
     println!(
-        "[{nodes}x{tasks}] heartbeat misses: {misses}; log lines naming a leader: {elections}"
+        "[{nodes}x{tasks}] heartbeat misses: {misses}; leader at the start {leader_start}, at the end {leader_now}{}",
+        if leader_start == leader_now { "" } else { " (leadership changed)" }
     );
     drop(c);
     rt.shutdown_timeout(Duration::from_secs(5));

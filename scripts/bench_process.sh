@@ -42,7 +42,7 @@ for N in $SIZES; do
   kill "${BASE_PIDS[@]}" 2>/dev/null || true
   wait "${BASE_PIDS[@]}" 2>/dev/null || true
   BASE_PIDS=()
-  printf 'services:\n  sleep:\n    image: none\n    command: ["sleep", "3600"]\n    stop_grace_period: 1s\n    deploy:\n      replicas: %s\n' "$N" >"$WORK/p.yml"
+  printf 'networks:\n  default:\n    ipam:\n      config:\n        - subnet: 10.200.0.0/16\nservices:\n  sleep:\n    image: none\n    command: ["sleep", "3600"]\n    stop_grace_period: 1s\n    deploy:\n      replicas: %s\n' "$N" >"$WORK/p.yml"
   t0=$(now)
   "$BIN/swarmctl" stack deploy -c "$WORK/p.yml" p --detach >/dev/null
   got=0
