@@ -11,9 +11,10 @@
 //! Running; then the managers' RSS, the heartbeat misses in their logs, and the cost of one `service scale` (+1
 //! replica of one service) at steady state: the managers' CPU time (utime + stime, all three) over a window
 //! that starts with the scale call, minus their CPU time over an idle window of the same length just before.
-//! Every wait gives up after `--timeout` and the row reports how far it got.
+//! Every wait gives up after `--timeout` (every RPC after 30 s), or when a manager's RSS passes `--max-rss-mib`
+//! (default 6144: the machine is shared), and the row reports how far it got.
 //!
-//! Run: `cargo bench --bench scale -- [NODESxTASKS ...] [--big] [--timeout SECS] [--managers 1|3]`; default rows
+//! Run: `cargo bench --bench scale -- [NODESxTASKS ...] [--big] [--timeout SECS] [--managers 1|3] [--max-rss-mib MIB]`; default rows
 //! 100x1000 100x10000 1000x10000, `--big` adds 1000x100000. `SCALE_BENCH_ARGS` replaces the managers' extra
 //! flags (default `--raft-heartbeat 500ms --raft-election-timeout 3s`).
 
@@ -315,6 +316,7 @@ fn secs(d: Option<Duration>) -> String {
 
 struct Opts {
     timeout: Duration,
+    max_rss_mib: f64,
     managers: usize,
 }
 
@@ -343,7 +345,12 @@ fn row(root: &Path, nodes: usize, tasks: usize, opts: &Opts) -> Result<(), Strin
     let mut c = rt.block_on(swarm::cli::client::connect(&host))?;
     let deadline = deadline_for(t);
     loop {
-        let ready = rt.block_on(ready_nodes(&mut c));
+        let ready = rt
+            .block_on(tokio::time::timeout(
+                Duration::from_secs(30),
+                ready_nodes(&mut c),
+            ))
+            .unwrap_or(0);
         if ready >= nodes + opts.managers {
             break;
         }
@@ -392,7 +399,36 @@ fn row(root: &Path, nodes: usize, tasks: usize, opts: &Opts) -> Result<(), Strin
     let (mut last_placed, mut last_agents, mut last_running) = (0, 0, 0);
     let deadline = deadline_for(start);
     let mut polled: Option<Instant> = None;
-    while running_at.is_none() && Instant::now() < deadline {
+    let mut peak_rss = 0.0f64;
+    let mut progress = Instant::now();
+    let mut gave_up = String::new();
+    while running_at.is_none() {
+        if Instant::now() >= deadline {
+            gave_up = format!("timeout {:?}", opts.timeout);
+            break;
+        }
+        let rss_now = managers
+            .iter()
+            .filter_map(Manager::pid)
+            .map(rss_mib)
+            .fold(0.0, f64::max);
+        peak_rss = peak_rss.max(rss_now);
+        if rss_now > opts.max_rss_mib {
+            gave_up = format!(
+                "a manager's RSS reached {rss_now:.0} MiB (limit --max-rss-mib {:.0})",
+                opts.max_rss_mib
+            );
+            break;
+        }
+        if progress.elapsed() >= Duration::from_secs(10) {
+            progress = Instant::now();
+            println!(
+                "[{nodes}x{tasks}]   at {:.0} s: {last_placed} placed, {last_agents} on agents, {last_running} Running; \
+                 largest manager RSS {rss_now:.0} MiB, this process {:.0} MiB",
+                start.elapsed().as_secs_f64(),
+                rss_mib(std::process::id())
+            );
+        }
         if agents_at.is_none() {
             last_agents = on_agents(&execs);
             if last_agents >= tasks {
@@ -401,7 +437,12 @@ fn row(root: &Path, nodes: usize, tasks: usize, opts: &Opts) -> Result<(), Strin
         }
         if polled.is_none_or(|p| p.elapsed() >= poll) {
             polled = Some(Instant::now());
-            if let Some((p, r)) = rt.block_on(manager_counts(&mut c, &services)) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let answer = rt.block_on(tokio::time::timeout(
+                left.min(Duration::from_secs(30)),
+                manager_counts(&mut c, &services),
+            ));
+            if let Ok(Some((p, r))) = answer {
                 (last_placed, last_running) = (p, r);
                 let now = start.elapsed();
                 if placed_at.is_none() && p >= tasks {
@@ -422,25 +463,35 @@ fn row(root: &Path, nodes: usize, tasks: usize, opts: &Opts) -> Result<(), Strin
         .collect();
     println!(
         "[{nodes}x{tasks}] deploy call {:.2} s ({}); scheduled+committed {} ({last_placed}/{tasks}); on agents {} \
-         ({last_agents}/{tasks}); Running {} ({last_running}/{tasks}); poll {poll:?}; managers' CPU during it \
-         {:.1} s; managers' RSS {} MiB",
+         ({last_agents}/{tasks}); Running {} ({last_running}/{tasks}){}; poll {poll:?}; managers' CPU during it \
+         {:.1} s; managers' RSS {} MiB (peak of the largest {peak_rss:.0} MiB); this process {:.0} MiB",
         deploy_call.as_secs_f64(),
         out.trim().lines().last().unwrap_or(""),
         secs(placed_at),
         secs(agents_at),
         secs(running_at),
+        if gave_up.is_empty() {
+            String::new()
+        } else {
+            format!(" — gave up: {gave_up}")
+        },
         cpu_deploy as f64 / 100.0,
-        rss.join(" / ")
+        rss.join(" / "),
+        rss_mib(std::process::id())
     );
 
     if running_at.is_none() {
         // how far it got, by task state, and the end of the first manager's log
         let mut states = std::collections::BTreeMap::<String, usize>::new();
         for sv in &services {
-            if let Ok(r) = rt.block_on(c.list_tasks(control::TaskFilter {
-                service: sv.clone(),
-                ..Default::default()
-            })) {
+            let answer = rt.block_on(tokio::time::timeout(
+                Duration::from_secs(30),
+                c.list_tasks(control::TaskFilter {
+                    service: sv.clone(),
+                    ..Default::default()
+                }),
+            ));
+            if let Ok(Ok(r)) = answer {
                 for j in r.into_inner().json {
                     if let Ok(t) = serde_json::from_str::<Task>(&j) {
                         let key = format!(
@@ -469,10 +520,13 @@ fn row(root: &Path, nodes: usize, tasks: usize, opts: &Opts) -> Result<(), Strin
         let before = on_agents(&execs);
         let cpu0 = managers_cpu(&managers);
         let t = Instant::now();
-        let scaled = rt.block_on(c.scale_service(control::ScaleRequest {
-            service: services[0].clone(),
-            replicas: per as u64 + 1,
-        }));
+        let scaled = rt.block_on(tokio::time::timeout(
+            window,
+            c.scale_service(control::ScaleRequest {
+                service: services[0].clone(),
+                replicas: per as u64 + 1,
+            }),
+        ));
         let mut on_agent = None;
         while t.elapsed() < window {
             if on_agent.is_none() && on_agents(&execs) > before {
@@ -484,7 +538,7 @@ fn row(root: &Path, nodes: usize, tasks: usize, opts: &Opts) -> Result<(), Strin
         println!(
             "[{nodes}x{tasks}] service scale +1: {}; new task on its agent after {}; managers' CPU over {window:?}: \
              {:.2} s with the scale, {:.2} s idle, difference {:.2} s",
-            if scaled.is_ok() { "ok" } else { "FAILED" },
+            if matches!(scaled, Ok(Ok(_))) { "ok" } else { "FAILED" },
             on_agent.map_or("not within the window".into(), |d| format!("{:.0} ms", d.as_secs_f64() * 1000.0)),
             busy as f64 / 100.0,
             idle as f64 / 100.0,
@@ -510,6 +564,7 @@ fn main() {
     let mut rows = Vec::new();
     let mut opts = Opts {
         timeout: Duration::from_secs(300),
+        max_rss_mib: 6144.0,
         managers: 3,
     };
     let mut big = false;
@@ -529,6 +584,12 @@ fn main() {
                     .next()
                     .and_then(|v| v.parse().ok())
                     .expect("--managers N")
+            }
+            "--max-rss-mib" => {
+                opts.max_rss_mib = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .expect("--max-rss-mib MIB")
             }
             "--bench" => {}
             r => {
