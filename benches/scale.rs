@@ -328,6 +328,8 @@ fn row(root: &Path, nodes: usize, tasks: usize, opts: &Opts) -> Result<(), Strin
         .collect();
     let leader_start = leader(&managers[0]);
     let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+    // for the timers of `tokio::time::timeout` made outside `block_on`
+    let guard = rt.enter();
     let host = managers[0].host();
     let deadline_for = |start: Instant| start + opts.timeout;
 
@@ -400,6 +402,7 @@ fn row(root: &Path, nodes: usize, tasks: usize, opts: &Opts) -> Result<(), Strin
     let deadline = deadline_for(start);
     let mut polled: Option<Instant> = None;
     let mut peak_rss = 0.0f64;
+    let (mut polls, mut unanswered) = (0usize, 0usize);
     let mut progress = Instant::now();
     let mut gave_up = String::new();
     while running_at.is_none() {
@@ -442,6 +445,10 @@ fn row(root: &Path, nodes: usize, tasks: usize, opts: &Opts) -> Result<(), Strin
                 left.min(Duration::from_secs(30)),
                 manager_counts(&mut c, &services),
             ));
+            polls += 1;
+            if answer.is_err() {
+                unanswered += 1;
+            }
             if let Ok(Some((p, r))) = answer {
                 (last_placed, last_running) = (p, r);
                 let now = start.elapsed();
@@ -463,7 +470,7 @@ fn row(root: &Path, nodes: usize, tasks: usize, opts: &Opts) -> Result<(), Strin
         .collect();
     println!(
         "[{nodes}x{tasks}] deploy call {:.2} s ({}); scheduled+committed {} ({last_placed}/{tasks}); on agents {} \
-         ({last_agents}/{tasks}); Running {} ({last_running}/{tasks}){}; poll {poll:?}; managers' CPU during it \
+         ({last_agents}/{tasks}); Running {} ({last_running}/{tasks}){}; poll {poll:?} ({unanswered} of {polls} ListTasks polls unanswered in 30 s); managers' CPU during it \
          {:.1} s; managers' RSS {} MiB (peak of the largest {peak_rss:.0} MiB); this process {:.0} MiB",
         deploy_call.as_secs_f64(),
         out.trim().lines().last().unwrap_or(""),
@@ -483,16 +490,23 @@ fn row(root: &Path, nodes: usize, tasks: usize, opts: &Opts) -> Result<(), Strin
     if running_at.is_none() {
         // how far it got, by task state, and the end of the first manager's log
         let mut states = std::collections::BTreeMap::<String, usize>::new();
-        for sv in &services {
-            let answer = rt.block_on(tokio::time::timeout(
-                Duration::from_secs(30),
-                c.list_tasks(control::TaskFilter {
-                    service: sv.clone(),
-                    ..Default::default()
-                }),
-            ));
-            if let Ok(Ok(r)) = answer {
-                for j in r.into_inner().json {
+        let listed = rt.block_on(tokio::time::timeout(Duration::from_secs(30), async {
+            let mut all = Vec::new();
+            for sv in &services {
+                let r = c
+                    .list_tasks(control::TaskFilter {
+                        service: sv.clone(),
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(|e| e.to_string())?;
+                all.extend(r.into_inner().json);
+            }
+            Ok::<_, String>(all)
+        }));
+        match listed {
+            Ok(Ok(all)) => {
+                for j in all {
                     if let Ok(t) = serde_json::from_str::<Task>(&j) {
                         let key = format!(
                             "{:?}/{:?} {}",
@@ -502,6 +516,8 @@ fn row(root: &Path, nodes: usize, tasks: usize, opts: &Opts) -> Result<(), Strin
                     }
                 }
             }
+            Ok(Err(e)) => println!("[{nodes}x{tasks}] ListTasks failed: {e}"),
+            Err(_) => println!("[{nodes}x{tasks}] ListTasks did not answer within 30 s"),
         }
         println!("[{nodes}x{tasks}] tasks by desired/observed state: {states:?}");
         let log = managers[0].log();
@@ -555,6 +571,7 @@ fn row(root: &Path, nodes: usize, tasks: usize, opts: &Opts) -> Result<(), Strin
         if leader_start == leader_now { "" } else { " (leadership changed)" }
     );
     drop(c);
+    drop(guard);
     rt.shutdown_timeout(Duration::from_secs(5));
     drop(managers);
     Ok(())
