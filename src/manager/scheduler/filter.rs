@@ -51,34 +51,8 @@ pub fn explain(refused: &BTreeMap<Unfit, usize>) -> String {
     format!("no suitable node ({})", parts.join("; "))
 }
 
-/// What a node already carries: non-terminal tasks, in total and per service, and their reservations.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct NodeLoad {
-    /// Non-terminal tasks on the node.
-    pub tasks: u64,
-    /// Non-terminal tasks on the node, per service id.
-    pub by_service: BTreeMap<String, u64>,
-    /// Reserved CPU (billionths).
-    pub nano_cpus: u64,
-    /// Reserved memory (bytes).
-    pub memory_bytes: u64,
-}
-
-impl NodeLoad {
-    /// Counts one more task of `service_id` with `spec`'s reservations.
-    pub fn add(&mut self, service_id: &str, spec: &TaskSpec) {
-        self.tasks += 1;
-        *self.by_service.entry(service_id.to_owned()).or_default() += 1;
-        let r = &spec.resources.reservations;
-        self.nano_cpus = self.nano_cpus.saturating_add(r.nano_cpus.max(0) as u64);
-        self.memory_bytes = self.memory_bytes.saturating_add(r.memory_bytes);
-    }
-
-    /// Tasks of `service_id`.
-    pub fn of_service(&self, service_id: &str) -> u64 {
-        self.by_service.get(service_id).copied().unwrap_or(0)
-    }
-}
+/// What a node already carries (kept by the store's index of node loads).
+pub use crate::store::NodeLoad;
 
 /// The attributes of `node` that constraints read.
 pub fn facts(node: &Node) -> NodeFacts<'_> {

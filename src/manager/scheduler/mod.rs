@@ -27,28 +27,54 @@ use crate::util::{IdSource, Millis};
 /// The message of an assigned task's status.
 pub const ASSIGNED_MESSAGE: &str = "scheduler assigned task to node";
 
-/// What each node carries now: its non-terminal tasks.
+/// What each node carries now: its non-terminal tasks (every node, and any node a live task names).
 pub fn loads(state: &ClusterState) -> BTreeMap<String, NodeLoad> {
     let mut loads: BTreeMap<String, NodeLoad> = state
         .nodes()
         .map(|n| (n.id.clone(), NodeLoad::default()))
         .collect();
-    for t in state.tasks() {
-        if t.status.state.is_terminal() {
-            continue;
-        }
-        if let Some(node) = &t.node_id {
-            loads
-                .entry(node.clone())
-                .or_default()
-                .add(&t.service_id, &t.spec);
-        }
+    for (id, load) in state.node_loads() {
+        loads.insert(id.to_owned(), load.clone());
     }
     loads
 }
 
-/// Whether the scheduler should place `task`: it should run, has no node yet, and IPAM gave it an address on
-/// every network it attaches to (Swarm's allocator before its scheduler).
+/// The loads a round works with: the store's index, plus what this round placed (a node's load is copied
+/// the first time the round gives it a task), so a round costs nothing per node it does not touch.
+struct Loads<'a> {
+    state: &'a ClusterState,
+    placed: HashMap<&'a str, NodeLoad>,
+}
+
+static EMPTY: std::sync::LazyLock<NodeLoad> = std::sync::LazyLock::new(NodeLoad::default);
+
+impl<'a> Loads<'a> {
+    fn new(state: &'a ClusterState) -> Self {
+        Loads {
+            state,
+            placed: HashMap::new(),
+        }
+    }
+
+    fn get(&self, node_id: &str) -> &NodeLoad {
+        self.placed
+            .get(node_id)
+            .or_else(|| self.state.node_load(node_id))
+            .unwrap_or(&EMPTY)
+    }
+
+    /// Counts one more task of `service_id` with `spec` on `node_id` (a node of the state).
+    fn add(&mut self, node_id: &'a str, service_id: &str, spec: &TaskSpec) {
+        let state = self.state;
+        self.placed
+            .entry(node_id)
+            .or_insert_with(|| state.node_load(node_id).cloned().unwrap_or_default())
+            .add(service_id, spec);
+    }
+}
+
+/// Whether the scheduler should place `task` (one of the store's unplaced tasks): it should run and IPAM gave
+/// it an address on every network it attaches to (Swarm's allocator before its scheduler).
 fn unscheduled(state: &ClusterState, task: &Task) -> bool {
     task.desired_state == TaskState::Running
         && matches!(task.status.state, TaskState::New | TaskState::Pending)
@@ -76,7 +102,7 @@ type SpreadKey = (Vec<u64>, u64, u64, String);
 /// `nodes` (computed once per task, so ordering the candidates is linear in the nodes).
 fn group_sums<'a>(
     nodes: &[&'a Node],
-    loads: &BTreeMap<String, NodeLoad>,
+    loads: &Loads<'_>,
     service_id: &str,
     spec: &TaskSpec,
 ) -> Vec<HashMap<&'a str, u64>> {
@@ -86,7 +112,7 @@ fn group_sums<'a>(
         .map(|pref| {
             let mut sums: HashMap<&str, u64> = HashMap::new();
             for n in nodes {
-                let here = loads.get(&n.id).map_or(0, |l| l.of_service(service_id));
+                let here = loads.get(&n.id).of_service(service_id);
                 *sums.entry(preference_value(n, pref)).or_default() += here;
             }
             sums
@@ -98,12 +124,11 @@ fn group_sums<'a>(
 /// [`group_sums`]), then on the node, then fewest tasks overall, then node id.
 fn spread_key(
     groups: &[HashMap<&str, u64>],
-    loads: &BTreeMap<String, NodeLoad>,
+    loads: &Loads<'_>,
     node: &Node,
     service_id: &str,
     spec: &TaskSpec,
 ) -> SpreadKey {
-    let empty = NodeLoad::default();
     let groups = spec
         .placement
         .preferences
@@ -111,7 +136,7 @@ fn spread_key(
         .zip(groups)
         .map(|(pref, sums)| sums.get(preference_value(node, pref)).copied().unwrap_or(0))
         .collect();
-    let load = loads.get(&node.id).unwrap_or(&empty);
+    let load = loads.get(&node.id);
     (
         groups,
         load.of_service(service_id),
@@ -132,13 +157,7 @@ struct Candidates<'a> {
 }
 
 impl<'a> Candidates<'a> {
-    fn new(
-        nodes: &[&'a Node],
-        loads: &BTreeMap<String, NodeLoad>,
-        service_id: &'a str,
-        spec: &'a TaskSpec,
-    ) -> Self {
-        let empty = NodeLoad::default();
+    fn new(nodes: &[&'a Node], loads: &Loads<'_>, service_id: &'a str, spec: &'a TaskSpec) -> Self {
         let mut c = Candidates {
             service_id,
             spec,
@@ -146,7 +165,7 @@ impl<'a> Candidates<'a> {
             refused: BTreeMap::new(),
         };
         for node in nodes {
-            let load = loads.get(&node.id).unwrap_or(&empty);
+            let load = loads.get(&node.id);
             match check(node, load, service_id, spec, true) {
                 Err(unfit) => *c.refused.entry(unfit).or_default() += 1,
                 Ok(()) => c
@@ -158,19 +177,15 @@ impl<'a> Candidates<'a> {
     }
 
     /// The best node that still fits, counted as carrying one more task; or why none does.
-    fn place(
-        &mut self,
-        state: &ClusterState,
-        loads: &mut BTreeMap<String, NodeLoad>,
-    ) -> Result<String, String> {
+    fn place(&mut self, state: &'a ClusterState, loads: &mut Loads<'a>) -> Result<String, String> {
         while let Some(Reverse((_, _, id))) = self.heap.pop() {
             let Some(node) = state.node(id) else { continue };
-            let load = loads.entry(id.to_owned()).or_default();
-            if let Err(unfit) = check(node, load, self.service_id, self.spec, true) {
+            if let Err(unfit) = check(node, loads.get(id), self.service_id, self.spec, true) {
                 *self.refused.entry(unfit).or_default() += 1;
                 continue;
             }
-            load.add(self.service_id, self.spec);
+            loads.add(&node.id, self.service_id, self.spec);
+            let load = loads.get(id);
             self.heap
                 .push(Reverse((load.of_service(self.service_id), load.tasks, id)));
             return Ok(id.to_owned());
@@ -207,11 +222,11 @@ fn pend(task: &Task, message: String, now: Millis) -> Option<Op> {
 /// Places every unscheduled task (see the module docs).
 pub fn reconcile(state: &ClusterState, now: Millis, _ids: &mut dyn IdSource) -> Plan {
     let mut plan = Plan::new();
-    let mut loads = loads(state);
+    let mut loads = Loads::new(state);
     let nodes: Vec<&Node> = state.nodes().collect();
-    let empty = NodeLoad::default();
+    // the store's index of tasks waiting for a node: a round costs nothing per placed task
     let mut tasks: Vec<&Task> = state
-        .tasks()
+        .unplaced_tasks()
         .filter(|t| unscheduled(state, t) && state.service(&t.service_id).is_some())
         .collect();
     let order = |a: &&Task, b: &&Task| {
@@ -233,7 +248,7 @@ pub fn reconcile(state: &ClusterState, now: Millis, _ids: &mut dyn IdSource) -> 
         let chosen = match &task.node_id {
             Some(node_id) => match state.node(node_id) {
                 Some(node) => {
-                    let load = loads.get(node_id).unwrap_or(&empty);
+                    let load = loads.get(node_id);
                     check(node, load, &task.service_id, &task.spec, false)
                         .map(|()| node_id.clone())
                         .map_err(|unfit| explain(&BTreeMap::from([(unfit, 1)])))
@@ -267,7 +282,7 @@ pub fn reconcile(state: &ClusterState, now: Millis, _ids: &mut dyn IdSource) -> 
                 let mut best: Option<(SpreadKey, &Node)> = None;
                 let groups = group_sums(&nodes, &loads, &task.service_id, &task.spec);
                 for node in &nodes {
-                    let load = loads.get(&node.id).unwrap_or(&empty);
+                    let load = loads.get(&node.id);
                     match check(node, load, &task.service_id, &task.spec, true) {
                         Err(unfit) => *refused.entry(unfit).or_default() += 1,
                         Ok(()) => {
@@ -287,10 +302,9 @@ pub fn reconcile(state: &ClusterState, now: Millis, _ids: &mut dyn IdSource) -> 
         run = None;
         match chosen {
             Ok(node_id) => {
-                loads
-                    .entry(node_id.clone())
-                    .or_default()
-                    .add(&task.service_id, &task.spec);
+                if let Some(node) = state.node(&node_id) {
+                    loads.add(&node.id, &task.service_id, &task.spec);
+                }
                 plan.ops.push(assign(task, &node_id, now));
             }
             Err(message) => plan.ops.extend(pend(task, message, now)),
