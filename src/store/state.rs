@@ -283,6 +283,11 @@ macro_rules! stored {
             }
         }
     };
+    (@touch RestartHistory) => {
+        fn touch(&self, t: &mut Touched) {
+            insert(&mut t.task_services, self.key.service_id());
+        }
+    };
     (@touch $other:ident) => {};
     (@reindex Service) => {
         fn reindex(&self, idx: &mut Indexes, add: bool) {
@@ -567,6 +572,18 @@ impl ClusterState {
     /// The restart history of a slot or node.
     pub fn restart_history(&self, key: &RestartKey) -> Option<&RestartHistory> {
         self.restart_histories.get(&key.id())
+    }
+
+    /// The restart histories of the slots and nodes of service `service_id`.
+    pub fn restart_histories_of<'a>(
+        &'a self,
+        service_id: &'a str,
+    ) -> impl Iterator<Item = &'a RestartHistory> + 'a {
+        self.restart_histories
+            .range(service_id.to_owned()..)
+            .take_while(move |(k, _)| k.starts_with(service_id))
+            .map(|(_, h)| h)
+            .filter(move |h| h.key.service_id() == service_id)
     }
 
     /// All restart histories.

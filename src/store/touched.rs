@@ -18,7 +18,7 @@ use super::state::ObjectKind;
 pub struct Touched {
     /// The objects created, updated or deleted, by kind (stacks by name, restart histories by key id).
     pub objects: BTreeMap<ObjectKind, BTreeSet<String>>,
-    /// Services one of whose tasks changed.
+    /// Services one of whose tasks (or restart histories) changed.
     pub task_services: BTreeSet<String>,
     /// Nodes a changed task is or was assigned to.
     pub task_nodes: BTreeSet<String>,

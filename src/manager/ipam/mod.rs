@@ -28,7 +28,7 @@ mod tests;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
-use super::Plan;
+use super::{Plan, Scope};
 use crate::model::limits::MAX_TASK_OPS_PER_ROUND;
 use crate::model::{
     Cidr, EndpointMode, Network, NetworkAddress, NetworkAllocation, Service, Task, TaskState,
@@ -305,12 +305,23 @@ fn pend(task: &Task, message: String, now: Millis) -> Option<Task> {
 }
 
 /// Allocates what lacks an allocation (see the module docs).
-pub fn reconcile(state: &ClusterState, now: Millis, _ids: &mut dyn IdSource) -> Plan {
+pub fn reconcile(state: &ClusterState, now: Millis, ids: &mut dyn IdSource) -> Plan {
+    reconcile_in(state, &Scope::All, now, ids)
+}
+
+/// [`reconcile`] giving VIPs to the services of `scope` only; networks and the tasks waiting for a node (the
+/// store's index of them) whatever the scope.
+pub fn reconcile_in(
+    state: &ClusterState,
+    scope: &Scope,
+    now: Millis,
+    _ids: &mut dyn IdSource,
+) -> Plan {
     let mut round = Round::new(state);
     round.networks();
     let mut service_ops = Vec::new();
     let mut more = false;
-    for s in state.services() {
+    for s in scope.services(state) {
         if service_ops.len() >= MAX_TASK_OPS_PER_ROUND {
             more = true;
             break;

@@ -18,7 +18,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
 
 use self::filter::{check, explain, NodeLoad, Unfit};
-use super::Plan;
+use super::{Plan, Scope};
 use crate::model::limits::MAX_TASK_OPS_PER_ROUND;
 use crate::model::{Node, Task, TaskSpec, TaskState, TaskStatus};
 use crate::store::{ClusterState, Op};
@@ -217,6 +217,17 @@ fn pend(task: &Task, message: String, now: Millis) -> Option<Op> {
         task: new,
         expected_version: task.meta.version,
     })
+}
+
+/// [`reconcile`], run by the driver whenever anything changed: every task waiting for a node is placed from the
+/// store's index of them, whatever the scope (a change anywhere may make room for any of them).
+pub fn reconcile_in(
+    state: &ClusterState,
+    _scope: &Scope,
+    now: Millis,
+    ids: &mut dyn IdSource,
+) -> Plan {
+    reconcile(state, now, ids)
 }
 
 /// Places every unscheduled task (see the module docs).
