@@ -54,6 +54,33 @@ pub fn explain(refused: &BTreeMap<Unfit, usize>) -> String {
 /// What a node already carries (kept by the store's index of node loads).
 pub use crate::store::NodeLoad;
 
+/// What the filters and the spread read of a node's load.
+pub trait Load {
+    /// Non-terminal tasks on the node.
+    fn tasks(&self) -> u64;
+    /// Non-terminal tasks of `service_id` on the node.
+    fn of_service(&self, service_id: &str) -> u64;
+    /// Reserved CPU (billionths).
+    fn nano_cpus(&self) -> u64;
+    /// Reserved memory (bytes).
+    fn memory_bytes(&self) -> u64;
+}
+
+impl Load for NodeLoad {
+    fn tasks(&self) -> u64 {
+        self.tasks
+    }
+    fn of_service(&self, service_id: &str) -> u64 {
+        NodeLoad::of_service(self, service_id)
+    }
+    fn nano_cpus(&self) -> u64 {
+        self.nano_cpus
+    }
+    fn memory_bytes(&self) -> u64 {
+        self.memory_bytes
+    }
+}
+
 /// The attributes of `node` that constraints read.
 pub fn facts(node: &Node) -> NodeFacts<'_> {
     NodeFacts {
@@ -110,7 +137,7 @@ fn fits(capacity: u64, used: u64, amount: u64) -> bool {
 /// first filter that refuses says why. `max_replicas` is skipped for global tasks (one per node anyway).
 pub fn check(
     node: &Node,
-    load: &NodeLoad,
+    load: &impl Load,
     service_id: &str,
     spec: &TaskSpec,
     check_max_replicas: bool,
@@ -120,8 +147,8 @@ pub fn check(
     }
     let r = &spec.resources.reservations;
     let cap = &node.description.resources;
-    if !fits(cap.nano_cpus, load.nano_cpus, r.nano_cpus.max(0) as u64)
-        || !fits(cap.memory_bytes, load.memory_bytes, r.memory_bytes)
+    if !fits(cap.nano_cpus, load.nano_cpus(), r.nano_cpus.max(0) as u64)
+        || !fits(cap.memory_bytes, load.memory_bytes(), r.memory_bytes)
     {
         return Err(Unfit::Resources);
     }

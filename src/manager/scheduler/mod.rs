@@ -17,7 +17,7 @@ mod equiv_tests;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
 
-use self::filter::{check, explain, NodeLoad, Unfit};
+use self::filter::{check, explain, Load, NodeLoad, Unfit};
 use super::{Plan, Scope};
 use crate::model::limits::MAX_TASK_OPS_PER_ROUND;
 use crate::model::{Node, Task, TaskSpec, TaskState, TaskStatus};
@@ -39,14 +39,50 @@ pub fn loads(state: &ClusterState) -> BTreeMap<String, NodeLoad> {
     loads
 }
 
-/// The loads a round works with: the store's index, plus what this round placed (a node's load is copied
-/// the first time the round gives it a task), so a round costs nothing per node it does not touch.
+/// The loads a round works with: the store's index, plus what this round placed on each node (a small delta),
+/// so a round costs nothing per node or service it does not touch.
 struct Loads<'a> {
     state: &'a ClusterState,
-    placed: HashMap<&'a str, NodeLoad>,
+    placed: HashMap<&'a str, Delta>,
 }
 
-static EMPTY: std::sync::LazyLock<NodeLoad> = std::sync::LazyLock::new(NodeLoad::default);
+/// What a round added to a node.
+#[derive(Debug, Default)]
+struct Delta {
+    tasks: u64,
+    by_service: HashMap<String, u64>,
+    nano_cpus: u64,
+    memory_bytes: u64,
+}
+
+/// A node's load as the round sees it: the store's, plus the round's placements.
+#[derive(Clone, Copy)]
+struct LoadView<'l> {
+    base: Option<&'l NodeLoad>,
+    delta: Option<&'l Delta>,
+}
+
+impl Load for LoadView<'_> {
+    fn tasks(&self) -> u64 {
+        self.base.map_or(0, |b| b.tasks) + self.delta.map_or(0, |d| d.tasks)
+    }
+    fn of_service(&self, service_id: &str) -> u64 {
+        self.base.map_or(0, |b| b.of_service(service_id))
+            + self
+                .delta
+                .and_then(|d| d.by_service.get(service_id))
+                .copied()
+                .unwrap_or(0)
+    }
+    fn nano_cpus(&self) -> u64 {
+        let base = self.base.map_or(0, |b| b.nano_cpus);
+        base.saturating_add(self.delta.map_or(0, |d| d.nano_cpus))
+    }
+    fn memory_bytes(&self) -> u64 {
+        let base = self.base.map_or(0, |b| b.memory_bytes);
+        base.saturating_add(self.delta.map_or(0, |d| d.memory_bytes))
+    }
+}
 
 impl<'a> Loads<'a> {
     fn new(state: &'a ClusterState) -> Self {
@@ -56,20 +92,26 @@ impl<'a> Loads<'a> {
         }
     }
 
-    fn get(&self, node_id: &str) -> &NodeLoad {
-        self.placed
-            .get(node_id)
-            .or_else(|| self.state.node_load(node_id))
-            .unwrap_or(&EMPTY)
+    fn get(&self, node_id: &str) -> LoadView<'_> {
+        LoadView {
+            base: self.state.node_load(node_id),
+            delta: self.placed.get(node_id),
+        }
     }
 
     /// Counts one more task of `service_id` with `spec` on `node_id` (a node of the state).
     fn add(&mut self, node_id: &'a str, service_id: &str, spec: &TaskSpec) {
-        let state = self.state;
-        self.placed
-            .entry(node_id)
-            .or_insert_with(|| state.node_load(node_id).cloned().unwrap_or_default())
-            .add(service_id, spec);
+        let d = self.placed.entry(node_id).or_default();
+        d.tasks += 1;
+        match d.by_service.get_mut(service_id) {
+            Some(n) => *n += 1,
+            None => {
+                d.by_service.insert(service_id.to_owned(), 1);
+            }
+        }
+        let r = &spec.resources.reservations;
+        d.nano_cpus = d.nano_cpus.saturating_add(r.nano_cpus.max(0) as u64);
+        d.memory_bytes = d.memory_bytes.saturating_add(r.memory_bytes);
     }
 }
 
@@ -140,7 +182,7 @@ fn spread_key(
     (
         groups,
         load.of_service(service_id),
-        load.tasks,
+        load.tasks(),
         node.id.clone(),
     )
 }
@@ -166,11 +208,13 @@ impl<'a> Candidates<'a> {
         };
         for node in nodes {
             let load = loads.get(&node.id);
-            match check(node, load, service_id, spec, true) {
+            match check(node, &load, service_id, spec, true) {
                 Err(unfit) => *c.refused.entry(unfit).or_default() += 1,
-                Ok(()) => c
-                    .heap
-                    .push(Reverse((load.of_service(service_id), load.tasks, &node.id))),
+                Ok(()) => c.heap.push(Reverse((
+                    load.of_service(service_id),
+                    load.tasks(),
+                    &node.id,
+                ))),
             }
         }
         c
@@ -180,14 +224,17 @@ impl<'a> Candidates<'a> {
     fn place(&mut self, state: &'a ClusterState, loads: &mut Loads<'a>) -> Result<String, String> {
         while let Some(Reverse((_, _, id))) = self.heap.pop() {
             let Some(node) = state.node(id) else { continue };
-            if let Err(unfit) = check(node, loads.get(id), self.service_id, self.spec, true) {
+            if let Err(unfit) = check(node, &loads.get(id), self.service_id, self.spec, true) {
                 *self.refused.entry(unfit).or_default() += 1;
                 continue;
             }
             loads.add(&node.id, self.service_id, self.spec);
             let load = loads.get(id);
-            self.heap
-                .push(Reverse((load.of_service(self.service_id), load.tasks, id)));
+            self.heap.push(Reverse((
+                load.of_service(self.service_id),
+                load.tasks(),
+                id,
+            )));
             return Ok(id.to_owned());
         }
         Err(explain(&self.refused))
@@ -260,7 +307,7 @@ pub fn reconcile(state: &ClusterState, now: Millis, _ids: &mut dyn IdSource) -> 
             Some(node_id) => match state.node(node_id) {
                 Some(node) => {
                     let load = loads.get(node_id);
-                    check(node, load, &task.service_id, &task.spec, false)
+                    check(node, &load, &task.service_id, &task.spec, false)
                         .map(|()| node_id.clone())
                         .map_err(|unfit| explain(&BTreeMap::from([(unfit, 1)])))
                 }
@@ -294,7 +341,7 @@ pub fn reconcile(state: &ClusterState, now: Millis, _ids: &mut dyn IdSource) -> 
                 let groups = group_sums(&nodes, &loads, &task.service_id, &task.spec);
                 for node in &nodes {
                     let load = loads.get(&node.id);
-                    match check(node, load, &task.service_id, &task.spec, true) {
+                    match check(node, &load, &task.service_id, &task.spec, true) {
                         Err(unfit) => *refused.entry(unfit).or_default() += 1,
                         Ok(()) => {
                             let key =
