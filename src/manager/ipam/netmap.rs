@@ -3,14 +3,16 @@
 //! (their advertise addresses; on ingress every other node), every task on them with its address and whether it may receive traffic, and the
 //! services on them with their VIPs, aliases and ports. The dispatcher sends it with the node's assignments.
 //!
-//! Pure: `network_map(&ClusterState, node_id)`; the same state always gives the same map (sorted).
+//! Pure: `network_map(&ClusterState, node_id)`; the same state always gives the same map (sorted). Built from the
+//! store's indexes (the node's tasks, the addresses held on each of its networks, the services publishing
+//! through the mesh), so its cost follows the node's networks, not the cluster.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::{ingress, publishes_ingress};
+use super::ingress;
 use crate::model::netmap::{Endpoint, NetworkInfo, NetworkMap, PeerNode, ServiceEndpoint};
 use crate::model::{cidr, Service, Task, TaskHealth, TaskState, STACK_NAMESPACE_LABEL};
-use crate::store::ClusterState;
+use crate::store::{AddressHolder, ClusterState};
 
 /// A task that a node has (or had) and that still holds its addresses.
 fn placed(task: &Task) -> Option<&str> {
@@ -47,7 +49,8 @@ fn short_name(service: &Service) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// The network map of node `node_id`.
+/// The network map of node `node_id`, from the store's indexes: the node's tasks, then per network the
+/// addresses held on it (live tasks and VIPs) — nothing proportional to the tasks or services elsewhere.
 pub fn network_map(state: &ClusterState, node_id: &str) -> NetworkMap {
     // the networks: those of this node's tasks, and ingress when the mesh is in use
     let mut nets: BTreeSet<String> = state
@@ -56,7 +59,7 @@ pub fn network_map(state: &ClusterState, node_id: &str) -> NetworkMap {
         .flat_map(|t| t.attachments.iter().map(|a| a.network_id.clone()))
         .collect();
     if let Some(ingress) = ingress(state) {
-        if state.services().any(publishes_ingress) {
+        if state.ingress_services().next().is_some() {
             nets.insert(ingress.id.clone());
         }
     }
@@ -79,11 +82,24 @@ pub fn network_map(state: &ClusterState, node_id: &str) -> NetworkMap {
         .collect();
     let nets: BTreeSet<&str> = networks.iter().map(|n| n.id.as_str()).collect();
 
-    // every placed task on those networks, and the nodes they run on
+    // who holds an address on those networks: live tasks (placed ones are endpoints) and VIPs
+    let mut task_ids: BTreeSet<&str> = BTreeSet::new();
+    let mut services: BTreeSet<&str> = BTreeSet::new();
+    for net in &nets {
+        for (_, holder) in state.addresses_on(net) {
+            match holder {
+                AddressHolder::Task(id) => {
+                    task_ids.insert(id);
+                }
+                AddressHolder::Vip(id) => {
+                    services.insert(id);
+                }
+            }
+        }
+    }
     let mut endpoints = Vec::new();
     let mut peers: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
-    let mut services: BTreeSet<&str> = BTreeSet::new();
-    for t in state.tasks() {
+    for t in task_ids.into_iter().filter_map(|id| state.task(id)) {
         let Some(node) = placed(t) else { continue };
         let Some(service) = state.service(&t.service_id) else {
             continue;
@@ -133,52 +149,45 @@ pub fn network_map(state: &ClusterState, node_id: &str) -> NetworkMap {
             })
         })
         .collect();
-
-    // services with a VIP on those networks too (no task yet, or none placed)
-    for s in state.services() {
-        if s.virtual_ips
-            .iter()
-            .any(|v| nets.contains(v.network_id.as_str()))
-        {
-            services.insert(&s.id);
-        }
-    }
     let services = services
         .into_iter()
         .filter_map(|id| state.service(id))
-        .map(|s| ServiceEndpoint {
-            service_id: s.id.clone(),
-            name: s.spec.name.clone(),
-            short_name: short_name(s),
-            mode: s.spec.endpoint.mode,
-            vips: s
-                .virtual_ips
-                .iter()
-                .filter(|v| nets.contains(v.network_id.as_str()))
-                .filter_map(|v| {
-                    cidr::host_of(&v.addr).map(|a| (v.network_id.clone(), a.to_string()))
-                })
-                .collect(),
-            aliases: s
-                .spec
-                .task
-                .networks
-                .iter()
-                .filter_map(|att| {
-                    let n = state.network_by_name(&att.target)?;
-                    nets.contains(n.id.as_str())
-                        .then_some((n.id.clone(), &att.aliases))
-                })
-                .flat_map(|(id, aliases)| aliases.iter().map(move |al| (id.clone(), al.clone())))
-                .collect(),
-            ports: s.spec.endpoint.ports.clone(),
-        })
+        .map(|s| service_endpoint(state, &nets, s))
         .collect();
     NetworkMap {
         networks,
         peers,
         endpoints,
         services,
+    }
+}
+
+/// What the map says of service `s` on the networks `nets`.
+fn service_endpoint(state: &ClusterState, nets: &BTreeSet<&str>, s: &Service) -> ServiceEndpoint {
+    ServiceEndpoint {
+        service_id: s.id.clone(),
+        name: s.spec.name.clone(),
+        short_name: short_name(s),
+        mode: s.spec.endpoint.mode,
+        vips: s
+            .virtual_ips
+            .iter()
+            .filter(|v| nets.contains(v.network_id.as_str()))
+            .filter_map(|v| cidr::host_of(&v.addr).map(|a| (v.network_id.clone(), a.to_string())))
+            .collect(),
+        aliases: s
+            .spec
+            .task
+            .networks
+            .iter()
+            .filter_map(|att| {
+                let n = state.network_by_name(&att.target)?;
+                nets.contains(n.id.as_str())
+                    .then_some((n.id.clone(), &att.aliases))
+            })
+            .flat_map(|(id, aliases)| aliases.iter().map(move |al| (id.clone(), al.clone())))
+            .collect(),
+        ports: s.spec.endpoint.ports.clone(),
     }
 }
 
