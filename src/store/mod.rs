@@ -12,6 +12,7 @@
 //! Nothing here generates ids, reads a clock or does I/O: proposers put ids and times in the ops.
 
 mod apply;
+mod kind;
 mod machine;
 mod ops;
 pub mod raft;

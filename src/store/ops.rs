@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use super::state::ObjectKind;
+use super::kind::ObjectKind;
 use crate::model::{
     Cluster, Config, Network, Node, RestartHistory, RestartKey, Secret, Service, Stack, Task,
     TaskStateError,

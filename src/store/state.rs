@@ -8,53 +8,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use serde::{Deserialize, Serialize};
-
 use super::touched::{insert, Touched};
 use crate::model::{
     Cluster, Config, Meta, Network, Node, PublishMode, RestartHistory, RestartKey, Secret, Service,
     Stack, Task, TaskSpec, TaskState,
 };
 
-/// The kinds of stored objects.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub enum ObjectKind {
-    /// A [`Service`].
-    Service,
-    /// A [`Task`].
-    Task,
-    /// A [`Node`].
-    Node,
-    /// A [`Secret`].
-    Secret,
-    /// A [`Config`].
-    Config,
-    /// A [`Network`].
-    Network,
-    /// A [`Stack`] (keyed by name).
-    Stack,
-    /// A [`RestartHistory`] (keyed by [`RestartKey::id`]).
-    RestartHistory,
-    /// The [`Cluster`] object.
-    Cluster,
-}
-
-impl fmt::Display for ObjectKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let name = match self {
-            ObjectKind::Service => "service",
-            ObjectKind::Task => "task",
-            ObjectKind::Node => "node",
-            ObjectKind::Secret => "secret",
-            ObjectKind::Config => "config",
-            ObjectKind::Network => "network",
-            ObjectKind::Stack => "stack",
-            ObjectKind::RestartHistory => "restart history",
-            ObjectKind::Cluster => "cluster",
-        };
-        f.write_str(name)
-    }
-}
+pub use super::kind::ObjectKind;
 
 /// Derived lookups, rebuilt from the tables on restore and kept in step by [`ClusterState::set`].
 #[derive(Clone, Debug, Default, PartialEq)]

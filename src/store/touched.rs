@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use super::state::ObjectKind;
+use super::kind::ObjectKind;
 
 /// The keys an entry touched. A task change touches the task, its service, the node it is or was on and the
 /// networks of its attachments (old and new); a service change touches the service and the networks of its

@@ -337,6 +337,14 @@ pub(super) fn network_map_by_scan(state: &ClusterState, node_id: &str) -> Networ
             });
         }
     }
+    // every other node with an address is a peer on ingress
+    if let Some(ingress) = networks.iter().find(|n| n.ingress) {
+        for n in state.nodes() {
+            if n.id != node_id && !n.status.addr.is_empty() {
+                peers.entry(&n.id).or_default().insert(&ingress.id);
+            }
+        }
+    }
     let peers = peers
         .into_iter()
         .filter_map(|(id, networks)| {
