@@ -239,3 +239,21 @@ const COALESCE: Duration = Duration::from_millis(200);
 const RETRY_SOON: Duration = Duration::from_secs(1);
 /// How often it re-applies the map when nothing changed.
 const RESYNC: Duration = Duration::from_secs(30);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tasks_are_drained_only_where_the_node_serves_connections() {
+        let addr: SocketAddr = "127.0.0.1:4242".parse().unwrap();
+        let d = Duration::from_secs(2);
+        let off = NodeNetwork::new(addr, false);
+        assert!(!off.serves_connections());
+        assert_eq!(off.drain_delay(d), Duration::ZERO, "--no-task-networks");
+        let on = NodeNetwork::new(addr, true);
+        let root = nix::unistd::geteuid().is_root();
+        assert_eq!(on.serves_connections(), root);
+        assert_eq!(on.drain_delay(d), if root { d } else { Duration::ZERO });
+    }
+}
