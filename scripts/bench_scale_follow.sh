@@ -116,6 +116,10 @@ settle() {
   sleep 4
 }
 settle 3
+# what one probe costs (the resolution of the figures below)
+t=$(now_ms); for _ in 1 2 3 4 5; do dns_count >/dev/null; done; dprobe=$((($(now_ms) - t) / 5))
+t=$(now_ms); for _ in 1 2 3 4 5; do answer >/dev/null; done; pprobe=$((($(now_ms) - t) / 5))
+echo "one probe: dns ${dprobe} ms, port ${pprobe} ms"
 : >"$WORK/down"; : >"$WORK/up"
 for r in $(seq "$ROUNDS"); do
   for want in 1 3; do
