@@ -265,6 +265,93 @@ fn the_indexed_map_equals_a_scan_of_every_task_and_service() {
 }
 
 #[test]
+fn the_cached_map_equals_the_built_one_and_rebuilds_only_changed_networks() {
+    let w = world();
+    let store = crate::store::Store::new(w.state.clone());
+    let mut index = w.state.applied_index();
+    let mut cache = NetmapCache::default();
+    let nodes = ["n1", "n2", "n3", "n4"];
+    let check = |cache: &mut NetmapCache, step: &str| {
+        store.view(|s| {
+            let (v, t) = store.touched_since(cache.seen().unwrap_or(0));
+            cache.sync(s, v, t.as_ref());
+            for n in nodes {
+                assert_eq!(
+                    cache.network_map(s, n),
+                    network_map(s, n),
+                    "{n} after {step}"
+                );
+            }
+        })
+    };
+    let mut apply = |op: Op| {
+        index += 1;
+        store
+            .apply(
+                index,
+                &crate::store::Batch {
+                    ops: vec![op],
+                    time: 5,
+                },
+            )
+            .expect("applies");
+    };
+    check(&mut cache, "setup");
+    let built = cache.pieces.len();
+    assert!(built >= 2, "{built}");
+    // a change to a task of db (network back): only back's part is rebuilt
+    let mut t4 = store.view(|s| s.task("t4").cloned()).unwrap();
+    let v = t4.meta.version;
+    t4.status.health = Some(TaskHealth::Unhealthy);
+    apply(Op::UpdateTask {
+        task: t4,
+        expected_version: v,
+    });
+    let (v, t) = store.touched_since(cache.seen().unwrap());
+    store.view(|s| cache.sync(s, v, t.as_ref()));
+    assert_eq!(cache.pieces.len(), built - 1, "one network's part dropped");
+    assert!(!cache.pieces.contains_key("back"));
+    check(&mut cache, "t4 unhealthy");
+    // a service renamed: its tasks' endpoints carry its name
+    let mut web = store.view(|s| s.service("web").cloned()).unwrap();
+    let v = web.meta.version;
+    web.spec.name = "app_www".into();
+    apply(Op::UpdateService {
+        service: web,
+        expected_version: v,
+    });
+    check(&mut cache, "web renamed");
+    // a node's address, a task ending, a node added, a service deleted
+    let mut n2 = store.view(|s| s.node("n2").cloned()).unwrap();
+    let v = n2.meta.version;
+    n2.status.addr = "192.0.2.22:4242".into();
+    apply(Op::UpdateNode {
+        node: n2,
+        expected_version: v,
+    });
+    check(&mut cache, "n2 moved");
+    let mut t3 = store.view(|s| s.task("t3").cloned()).unwrap();
+    let v = t3.meta.version;
+    t3.status.state = TaskState::Failed;
+    apply(Op::UpdateTask {
+        task: t3,
+        expected_version: v,
+    });
+    check(&mut cache, "t3 failed");
+    apply(Op::CreateNode(with_addr("n4", "192.0.2.4")));
+    check(&mut cache, "n4 joined");
+    let v = store.view(|s| s.service("db").unwrap().meta.version);
+    apply(Op::DeleteService {
+        id: "db".into(),
+        expected_version: v,
+    });
+    check(&mut cache, "db deleted");
+    // a restore: everything rebuilt
+    store.restore(index + 10, store.view(Clone::clone));
+    check(&mut cache, "restore");
+}
+
+#[test]
 fn an_empty_cluster_gives_an_empty_map() {
     let w = World::new();
     assert_eq!(network_map(&w.state, "n1"), NetworkMap::default());
