@@ -594,6 +594,10 @@ async fn membership_changes_are_guarded_and_a_removed_leader_hands_over() {
         )
     );
     c.net.set_down(followers[0], false);
+    eventually("the follower is reachable again", || {
+        node.quorum().reachable == 3
+    })
+    .await;
 
     // A learner added without waiting, then removed.
     c.open(4).await;
