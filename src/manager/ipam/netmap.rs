@@ -127,28 +127,7 @@ pub fn network_map(state: &ClusterState, node_id: &str) -> NetworkMap {
             });
         }
     }
-    // every node takes part in the ingress network (each has it in its map), so each is a peer on it: the
-    // VXLAN flooding list spans them all, and a node's published-port proxy knows every other node's proxy
-    // (`netsvc::backends`: a connection from a peer is served by local tasks only)
-    if let Some(ingress) = networks.iter().find(|n| n.ingress) {
-        for n in state
-            .nodes()
-            .filter(|n| n.id != node_id && !n.status.addr.is_empty())
-        {
-            peers.entry(&n.id).or_default().insert(&ingress.id);
-        }
-    }
-    let peers = peers
-        .into_iter()
-        .filter_map(|(id, networks)| {
-            let n = state.node(id)?;
-            Some(PeerNode {
-                node_id: id.to_owned(),
-                addr: host_of(&n.status.addr),
-                networks: networks.into_iter().map(str::to_owned).collect(),
-            })
-        })
-        .collect();
+    let peers = peer_nodes(state, node_id, &networks, peers);
     let services = services
         .into_iter()
         .filter_map(|id| state.service(id))
@@ -189,6 +168,37 @@ fn service_endpoint(state: &ClusterState, nets: &BTreeSet<&str>, s: &Service) ->
             .collect(),
         ports: s.spec.endpoint.ports.clone(),
     }
+}
+
+/// The map's peers: the nodes in `peers` (with the networks they share with this node) and, since every node
+/// takes part in the ingress network (each has it in its map), every other node on it: the VXLAN flooding
+/// list spans them all, and a node's published-port proxy knows every other node's proxy (`netsvc::backends`:
+/// a connection from a peer is served by local tasks only).
+fn peer_nodes<'a>(
+    state: &'a ClusterState,
+    node_id: &str,
+    networks: &'a [NetworkInfo],
+    mut peers: BTreeMap<&'a str, BTreeSet<&'a str>>,
+) -> Vec<PeerNode> {
+    if let Some(ingress) = networks.iter().find(|n| n.ingress) {
+        for n in state
+            .nodes()
+            .filter(|n| n.id != node_id && !n.status.addr.is_empty())
+        {
+            peers.entry(&n.id).or_default().insert(&ingress.id);
+        }
+    }
+    peers
+        .into_iter()
+        .filter_map(|(id, networks)| {
+            let n = state.node(id)?;
+            Some(PeerNode {
+                node_id: id.to_owned(),
+                addr: host_of(&n.status.addr),
+                networks: networks.into_iter().map(str::to_owned).collect(),
+            })
+        })
+        .collect()
 }
 
 /// What one network contributes to every map that has it: its description, its placed tasks' endpoints (with
@@ -345,26 +355,7 @@ impl NetmapCache {
             }
             services.extend(p.services.iter().map(String::as_str));
         }
-        // as in `network_map`: every other node is a peer on ingress
-        if let Some(ingress) = networks.iter().find(|n| n.ingress) {
-            for n in state
-                .nodes()
-                .filter(|n| n.id != node_id && !n.status.addr.is_empty())
-            {
-                peers.entry(&n.id).or_default().insert(&ingress.id);
-            }
-        }
-        let peers = peers
-            .into_iter()
-            .filter_map(|(id, networks)| {
-                let n = state.node(id)?;
-                Some(PeerNode {
-                    node_id: id.to_owned(),
-                    addr: host_of(&n.status.addr),
-                    networks: networks.into_iter().map(str::to_owned).collect(),
-                })
-            })
-            .collect();
+        let peers = peer_nodes(state, node_id, &networks, peers);
         let services = services
             .into_iter()
             .filter_map(|id| state.service(id))
