@@ -68,25 +68,6 @@ pub fn human_duration(ms: u64) -> String {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tables_align_like_docker() {
-        let mut t = Table::new(&["ID", "NAME", "REPLICAS"]);
-        t.row(vec!["abc".into(), "demo_web".into(), "3/3".into()]);
-        t.row(vec!["defghi".into(), "x".into(), "0/1".into()]);
-        assert_eq!(
-            t.render(),
-            "ID       NAME       REPLICAS\nabc      demo_web   3/3\ndefghi   x          0/1\n"
-        );
-        assert_eq!(short_id("0123456789abcdefgh"), "0123456789ab");
-        assert_eq!(human_duration(90_000), "About a minute");
-        assert_eq!(human_duration(5_000), "5 seconds");
-    }
-}
-
 /// Ends the process the way an unhandled SIGPIPE does (killed by signal 13, no message): what a command-line
 /// tool does when the reader of its output went away (`swarmctl service ls | head -1`). SIGPIPE itself stays
 /// ignored while swarmctl runs, so that a write to the control socket after the manager closed it is an error
@@ -105,4 +86,23 @@ pub fn die_of_sigpipe() -> ! {
 pub fn is_closed_stdout_panic(message: &str) -> bool {
     message.starts_with("failed printing to stdout")
         && message.contains(&format!("(os error {})", nix::errno::Errno::EPIPE as i32))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_align_like_docker() {
+        let mut t = Table::new(&["ID", "NAME", "REPLICAS"]);
+        t.row(vec!["abc".into(), "demo_web".into(), "3/3".into()]);
+        t.row(vec!["defghi".into(), "x".into(), "0/1".into()]);
+        assert_eq!(
+            t.render(),
+            "ID       NAME       REPLICAS\nabc      demo_web   3/3\ndefghi   x          0/1\n"
+        );
+        assert_eq!(short_id("0123456789abcdefgh"), "0123456789ab");
+        assert_eq!(human_duration(90_000), "About a minute");
+        assert_eq!(human_duration(5_000), "5 seconds");
+    }
 }

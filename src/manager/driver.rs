@@ -1,7 +1,15 @@
-//! The driver: on the leader, runs every controller (`CONTROLLERS`) over the current state whenever the store
-//! changes, a controller asked to be requeued, or the periodic resync comes (so a missed event is harmless), and
-//! proposes each controller's plan as one batch. A rejected (stale) batch is recomputed next round; a controller
-//! whose proposals keep failing backs off (exponentially, capped, reset once it succeeds).
+//! The driver: on the leader, runs the controllers (`SCOPED_CONTROLLERS`) on what changed whenever the store
+//! changes, a controller asked to be requeued, or the periodic resync comes, and proposes each controller's
+//! plan as one batch. A rejected (stale) batch is recomputed next round; a controller whose proposals keep
+//! failing backs off (exponentially, capped, reset once it succeeds).
+//!
+//! What changed: before each controller the round takes the keys the store's entries touched since it last
+//! looked (`Store::touched_since`) and turns them into the services they concern (`manager::dirty_scope`),
+//! added to every controller's pending scope. A controller runs only on a non-empty scope, and keeps the part
+//! it did not settle: all of it when its proposal failed or its plan asked to be requeued (a restart delay),
+//! else the services its plan left `unfinished` (the round's budget ran out). Every [`FULL_RESYNC`], and on
+//! the first round (after a leader election, or when the touched keys are no longer known), every controller
+//! runs on everything, so a change the feed does not describe is picked up within that time.
 //!
 //! The round itself ([`round`]) runs over a small [`Propose`] trait, so the simulation harness runs the very
 //! same round over its own store. Must not: decide anything itself; followers run nothing (invariant 2).
@@ -11,12 +19,15 @@ use std::future::Future;
 use std::time::Duration;
 
 use super::proposer::{ProposeError, Proposer};
-use super::{Controller, Plan, CONTROLLERS};
+use super::{dirty_scope, Plan, Scope, ScopedController, SCOPED_CONTROLLERS};
 use crate::store::{Op, Store};
 use crate::util::{IdSource, Millis};
 
 /// Longest time between two rounds, even when nothing happens.
 pub const RESYNC: Duration = Duration::from_secs(2);
+
+/// Longest time between two rounds of every controller on everything.
+pub const FULL_RESYNC: Duration = Duration::from_secs(10);
 
 /// Soonest a requeued controller runs again.
 const MIN_REQUEUE: Duration = Duration::from_millis(10);
@@ -34,8 +45,10 @@ pub const BACKOFF_CAP: Duration = Duration::from_secs(5);
 pub trait Propose {
     /// Now, on the clock batches are stamped with.
     fn now(&self) -> Millis;
-    /// Runs `controller` on the latest state at `now`.
-    fn plan(&mut self, controller: Controller, now: Millis) -> Plan;
+    /// The store plans are made on (what changed is read from it).
+    fn store(&self) -> &Store;
+    /// Runs `controller` on `scope` of the latest state at `now`.
+    fn plan(&mut self, controller: ScopedController, scope: &Scope, now: Millis) -> Plan;
     /// Proposes `ops` (the plan of controller `name`) as one batch; resolves once applied or refused.
     fn propose(
         &mut self,
@@ -97,49 +110,136 @@ pub struct Round {
     pub applied: usize,
 }
 
-/// One round: each controller, in order, on the latest state (after the previous controller's batch), its
-/// plan proposed as one batch, skipping controllers that are backing off.
-pub async fn round(p: &mut impl Propose, backoff: &mut Backoff) -> Round {
+/// What the driver keeps between rounds: the backoff, how far it read the store's touched keys, each
+/// controller's pending scope, and when everything was last looked at.
+#[derive(Debug, Default)]
+pub struct Rounds {
+    /// Per-controller backoff.
+    pub backoff: Backoff,
+    /// The store version up to which touched keys were taken (None: never, the next round is a full one).
+    seen: Option<u64>,
+    pending: HashMap<&'static str, Scope>,
+    last_full: Option<Millis>,
+    /// Whether the periodic full resync is off (tests: only what changed is looked at after the first round).
+    no_periodic_full: bool,
+}
+
+impl Rounds {
+    /// Rounds that look at everything only on the first round (and after [`Rounds::resync`]), never
+    /// periodically: what tests use to show the touched keys alone keep the cluster converged.
+    pub fn without_periodic_resync() -> Rounds {
+        Rounds {
+            no_periodic_full: true,
+            ..Rounds::default()
+        }
+    }
+
+    /// Makes the next round run every controller on everything (a new leader, a reset).
+    pub fn resync(&mut self) {
+        self.seen = None;
+    }
+
+    /// The scope `name` would run on now (tests and diagnostics).
+    pub fn pending(&self, name: &str) -> Scope {
+        self.pending.get(name).cloned().unwrap_or_default()
+    }
+
+    fn widen_all(&mut self, scope: &Scope) {
+        for (name, _) in SCOPED_CONTROLLERS {
+            self.pending.entry(name).or_default().extend(scope);
+        }
+    }
+
+    /// Takes what the store's entries touched since the last look into every controller's pending scope.
+    fn take_changes(&mut self, store: &Store) {
+        let (version, touched) = match self.seen {
+            Some(seen) => store.touched_since(seen),
+            None => (store.version(), None),
+        };
+        if self.seen == Some(version) {
+            return;
+        }
+        self.seen = Some(version);
+        let scope = match &touched {
+            Some(t) if t.is_empty() => return,
+            Some(t) => crate::util::cpu_bound(|| store.view(|s| dirty_scope(s, Some(t)))),
+            None => Scope::All,
+        };
+        self.widen_all(&scope);
+    }
+}
+
+/// One round: each controller, in order, on its pending scope of the latest state (after the previous
+/// controller's batch), its plan proposed as one batch, skipping controllers that are backing off or have
+/// nothing in scope.
+pub async fn round(p: &mut impl Propose, rounds: &mut Rounds) -> Round {
     let mut wake = RESYNC;
     let mut applied = 0;
-    for (name, controller) in CONTROLLERS {
+    let started = p.now();
+    let full_due = rounds.seen.is_none()
+        || (!rounds.no_periodic_full
+            && rounds
+                .last_full
+                .is_none_or(|t| started >= t.saturating_add(FULL_RESYNC.as_millis() as Millis)));
+    if full_due {
+        rounds.last_full = Some(started);
+        rounds.widen_all(&Scope::All);
+    }
+    for (name, controller) in SCOPED_CONTROLLERS {
+        rounds.take_changes(p.store());
         let now = p.now();
-        if let Some(left) = backoff.waiting(name, now) {
+        let scope = rounds.pending.remove(name).unwrap_or_default();
+        if let Some(left) = rounds.backoff.waiting(name, now) {
             wake = wake.min(left);
+            rounds.pending.insert(name, scope);
             continue;
         }
-        let plan = p.plan(*controller, now);
+        if scope.is_empty() {
+            continue;
+        }
+        let plan = p.plan(*controller, &scope, now);
         if let Some(after) = plan.requeue_after {
             wake = wake.min(after.max(MIN_REQUEUE));
         }
+        // what stays in scope even if nothing changes: the plan's unfinished services, all of the scope when
+        // the plan waits for time to pass (or its proposal fails, below)
+        let mut keep = if plan.requeue_after.is_some() {
+            scope.clone()
+        } else {
+            Scope::Services(plan.unfinished.clone())
+        };
         if plan.ops.is_empty() {
-            backoff.succeeded(name);
+            rounds.backoff.succeeded(name);
+            rounds.pending.entry(name).or_default().extend(&keep);
             continue;
         }
         let n = plan.ops.len();
         match p.propose(name, plan.ops).await {
             Ok(()) => {
-                backoff.succeeded(name);
+                rounds.backoff.succeeded(name);
                 applied += 1;
                 tracing::debug!(controller = name, ops = n, "applied");
             }
             Err(ProposeError::Rejected(r)) => {
-                let delay = backoff.failed(name, now, RETRY_REJECTED);
+                let delay = rounds.backoff.failed(name, now, RETRY_REJECTED);
                 tracing::debug!(
                     controller = name,
                     "stale plan, recomputing in {delay:?}: {r}"
                 );
                 wake = wake.min(delay);
+                keep = scope;
             }
             Err(e) => {
-                let delay = backoff.failed(name, now, RETRY_ERROR);
+                let delay = rounds.backoff.failed(name, now, RETRY_ERROR);
                 tracing::warn!(
                     controller = name,
                     "cannot propose (retrying in {delay:?}): {e}"
                 );
                 wake = wake.min(delay);
+                keep = scope;
             }
         }
+        rounds.pending.entry(name).or_default().extend(&keep);
     }
     Round { wake, applied }
 }
@@ -163,9 +263,13 @@ impl Propose for Leader<'_> {
         self.proposer.clock().now()
     }
 
-    fn plan(&mut self, controller: Controller, now: Millis) -> Plan {
+    fn store(&self) -> &Store {
+        self.store
+    }
+
+    fn plan(&mut self, controller: ScopedController, scope: &Scope, now: Millis) -> Plan {
         let ids: &mut dyn IdSource = self.ids;
-        crate::util::cpu_bound(|| self.store.view(|s| controller(s, now, ids)))
+        crate::util::cpu_bound(|| self.store.view(|s| controller(s, scope, now, ids)))
     }
 
     fn propose(
@@ -191,9 +295,11 @@ impl Driver {
     /// Runs until the process ends.
     pub async fn run(mut self) {
         let mut changes = self.store.subscribe();
-        let mut backoff = Backoff::default();
+        let mut rounds = Rounds::default();
         loop {
             if !self.proposer.is_leader() {
+                // whoever leads next starts with a round on everything
+                rounds.resync();
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 continue;
             }
@@ -204,7 +310,7 @@ impl Driver {
                 proposer: &self.proposer,
                 ids: self.ids.as_mut(),
             };
-            let wake = round(&mut leader, &mut backoff).await.wake;
+            let wake = round(&mut leader, &mut rounds).await.wake;
             tokio::select! {
                 _ = changes.changed() => {
                     // let a burst of changes (a deploy, a batch of status reports) settle into one round

@@ -8,10 +8,21 @@
 //! `secret create`) or the newest version of a name.
 
 use super::usage::{self, FileKind};
-use super::Plan;
+use super::{Plan, Scope};
 use crate::model::{object_version, OBJECT_VERSION_LABEL};
 use crate::store::{ClusterState, Op};
 use crate::util::{IdSource, Millis};
+
+/// [`reconcile`], run by the driver whenever anything changed: it looks at every versioned secret and config
+/// (few), whatever the scope (a task that stopped may have been the last user of one).
+pub fn reconcile_in(
+    state: &ClusterState,
+    _scope: &Scope,
+    now: Millis,
+    ids: &mut dyn IdSource,
+) -> Plan {
+    reconcile(state, now, ids)
+}
 
 /// Removes old, unused versions of secrets and configs.
 pub fn reconcile(state: &ClusterState, _now: Millis, _ids: &mut dyn IdSource) -> Plan {

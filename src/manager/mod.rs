@@ -1,7 +1,9 @@
 //! The leader's side of the cluster: the control API (`controlapi`, planning deploys in `deploy`), the `dispatcher`
 //! (agent sessions), the `driver` that runs the controllers and the `proposer` they all write through; and the pure
 //! controllers (`orchestrator`, `scheduler`), each a
-//! function `reconcile(&ClusterState, now, &mut dyn IdSource) -> Plan`, and [`Plan`], what they return.
+//! function `reconcile(&ClusterState, now, &mut dyn IdSource) -> Plan` and its scoped form
+//! `reconcile_in(&ClusterState, &Scope, now, &mut dyn IdSource) -> Plan` (the driver runs that one on what
+//! changed), and [`Plan`], what they return; [`Scope`] and [`dirty_scope`] (which services a change concerns).
 //!
 //! Owns: `Plan` and how plans of several controllers are merged into one batch. Must not (in the controllers):
 //! do I/O, read a clock, use randomness or the network: time and ids come in as arguments, and the same state
@@ -10,7 +12,8 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use crate::store::{ClusterState, ObjectKind, Op};
+use crate::model::{Service, ServiceMode};
+use crate::store::{ClusterState, ObjectKind, Op, Touched};
 use crate::util::{IdSource, Millis};
 
 pub mod ca;
@@ -31,6 +34,8 @@ pub mod specdiff;
 pub mod usage;
 
 #[cfg(test)]
+mod scope_tests;
+#[cfg(test)]
 pub(crate) mod testutil;
 
 /// What a controller wants: ops for one batch, and when to look again even if nothing changes.
@@ -40,10 +45,151 @@ pub struct Plan {
     pub ops: Vec<Op>,
     /// Reconcile again after this long (a restart delay that is not yet due), even without a change.
     pub requeue_after: Option<Duration>,
+    /// Services of the scope this plan did not finish (the round's budget ran out): the driver looks at them
+    /// again next round even if nothing changes.
+    pub unfinished: BTreeSet<String>,
 }
 
 /// The signature every controller has.
 pub type Controller = fn(&ClusterState, Millis, &mut dyn IdSource) -> Plan;
+
+/// The scoped form: the same controller, looking only at the services of a [`Scope`].
+pub type ScopedController = fn(&ClusterState, &Scope, Millis, &mut dyn IdSource) -> Plan;
+
+/// Which services a controller run looks at: all of them, or a set of ids (which may name deleted services:
+/// their tasks are still looked at).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// Every service (a full run).
+    All,
+    /// These services (by id).
+    Services(BTreeSet<String>),
+}
+
+impl Default for Scope {
+    fn default() -> Self {
+        Scope::Services(BTreeSet::new())
+    }
+}
+
+impl Scope {
+    /// No service.
+    pub fn none() -> Scope {
+        Scope::default()
+    }
+
+    /// The services `ids`.
+    pub fn of<I: IntoIterator<Item = S>, S: Into<String>>(ids: I) -> Scope {
+        Scope::Services(ids.into_iter().map(Into::into).collect())
+    }
+
+    /// Whether the scope holds no service.
+    pub fn is_empty(&self) -> bool {
+        matches!(self, Scope::Services(s) if s.is_empty())
+    }
+
+    /// Whether service `id` is in the scope.
+    pub fn contains(&self, id: &str) -> bool {
+        match self {
+            Scope::All => true,
+            Scope::Services(s) => s.contains(id),
+        }
+    }
+
+    /// Adds service `id`.
+    pub fn add(&mut self, id: &str) {
+        if let Scope::Services(s) = self {
+            if !s.contains(id) {
+                s.insert(id.to_owned());
+            }
+        }
+    }
+
+    /// Adds every service of `other`.
+    pub fn extend(&mut self, other: &Scope) {
+        match (&mut *self, other) {
+            (Scope::All, _) => {}
+            (_, Scope::All) => *self = Scope::All,
+            (Scope::Services(a), Scope::Services(b)) => a.extend(b.iter().cloned()),
+        }
+    }
+
+    /// The services of the scope that exist, by id.
+    pub fn services<'a>(
+        &'a self,
+        state: &'a ClusterState,
+    ) -> Box<dyn Iterator<Item = &'a Service> + 'a> {
+        match self {
+            Scope::All => Box::new(state.services()),
+            Scope::Services(ids) => Box::new(ids.iter().filter_map(|id| state.service(id))),
+        }
+    }
+}
+
+/// The services a change (`touched`, from the store's feed; `None`: unknown, everything) concerns, widened
+/// whenever in doubt: a changed service or one whose tasks or restart histories changed; for a changed node,
+/// the services with tasks on it, every global service and the services of every task waiting for a node
+/// (it may fit there now); for addresses changed on a network, the services of the tasks waiting for a
+/// node (an address may be free now); a changed network, secret, config, stack or the cluster object:
+/// everything.
+pub fn dirty_scope(state: &ClusterState, touched: Option<&Touched>) -> Scope {
+    let Some(t) = touched else {
+        return Scope::All;
+    };
+    let wide = [
+        ObjectKind::Network,
+        ObjectKind::Secret,
+        ObjectKind::Config,
+        ObjectKind::Stack,
+        ObjectKind::Cluster,
+    ];
+    if wide.iter().any(|k| t.any(*k)) {
+        return Scope::All;
+    }
+    let mut scope = Scope::none();
+    for id in t
+        .of(ObjectKind::Service)
+        .chain(t.task_services.iter().map(String::as_str))
+    {
+        scope.add(id);
+    }
+    let nodes_changed = t.any(ObjectKind::Node);
+    for node in t.of(ObjectKind::Node) {
+        for task in state.tasks_on_node(node) {
+            scope.add(&task.service_id);
+        }
+    }
+    if nodes_changed {
+        for s in state.services() {
+            if matches!(s.spec.mode, ServiceMode::Global | ServiceMode::GlobalJob) {
+                scope.add(&s.id);
+            }
+        }
+    }
+    if nodes_changed || !t.address_networks.is_empty() {
+        for task in state.unplaced_tasks() {
+            scope.add(&task.service_id);
+        }
+    }
+    scope
+}
+
+/// Every controller in its scoped form, by name, in the same order as [`CONTROLLERS`]: what the driver runs.
+/// The orchestrators, the updater and the reaper look only at the scope's services; IPAM gives VIPs to the
+/// scope's services and addresses to every task waiting for a node; the scheduler places every task waiting
+/// for a node (the store's index, whatever the scope); `gc` and `networks` look at their few objects.
+pub const SCOPED_CONTROLLERS: &[(&str, ScopedController)] = &[
+    ("replicated", orchestrator::replicated::reconcile_in),
+    ("global", orchestrator::global::reconcile_in),
+    ("jobs", orchestrator::jobs::reconcile_in),
+    ("orphans", orchestrator::reconcile_orphans_in),
+    ("update", orchestrator::update::reconcile_in),
+    ("ipam", ipam::reconcile_in),
+    ("scheduler", scheduler::reconcile_in),
+    ("reaper", orchestrator::reaper::reconcile_in),
+    ("gc", gc::reconcile_in),
+    ("networks", ipam::usage::reconcile_in),
+];
 
 /// Every controller, by name, in the order the driver should run them (orchestrators, then the rolling
 /// updater, then IPAM (addresses before a node), then the scheduler, then the reaper).
@@ -106,6 +252,7 @@ impl Plan {
         if let Some(after) = other.requeue_after {
             self.requeue(after);
         }
+        self.unfinished.extend(other.unfinished.iter().cloned());
         let touched: BTreeSet<_> = self.ops.iter().filter_map(target).collect();
         if other
             .ops
@@ -142,6 +289,7 @@ mod tests {
         let a = Plan {
             ops: vec![Op::DeleteTask { id: "t1".into() }],
             requeue_after: Some(Duration::from_secs(5)),
+            ..Plan::default()
         };
         let b = Plan {
             ops: vec![Op::UpdateTask {
@@ -149,10 +297,11 @@ mod tests {
                 expected_version: 0,
             }],
             requeue_after: Some(Duration::from_secs(2)),
+            ..Plan::default()
         };
         let c = Plan {
             ops: vec![Op::DeleteTask { id: "t2".into() }],
-            requeue_after: None,
+            ..Plan::default()
         };
         let mut m = a.clone();
         m.merge(c);

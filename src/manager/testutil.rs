@@ -161,7 +161,7 @@ impl World {
     pub fn apply_ops(&mut self, ops: Vec<Op>) {
         self.apply_plan(&Plan {
             ops,
-            requeue_after: None,
+            ..Plan::default()
         });
     }
 

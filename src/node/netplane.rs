@@ -193,6 +193,7 @@ async fn services_loop(
     let mut services = Services::new(config);
     let mut last_problems: Vec<String> = Vec::new();
     let mut retry = false;
+    let mut last_round: Option<tokio::time::Instant> = None;
     loop {
         let wait = if retry { RETRY_SOON } else { RESYNC };
         tokio::select! {
@@ -200,11 +201,20 @@ async fn services_loop(
             _ = tokio::time::sleep(wait) => {}
             () = &mut shutdown => break,
         }
-        // a burst of maps (a start wave) is taken as one: the newest after a short pause
-        tokio::time::sleep(COALESCE).await;
+        // a lone change is applied at once (a task being stopped leaves the backends now); a burst of maps (a
+        // start wave) at most once per COALESCE, the newest
+        if let Some(at) = last_round {
+            tokio::time::sleep_until(at + COALESCE).await;
+        }
+        last_round = Some(tokio::time::Instant::now());
         let current = map.borrow_and_update().clone();
         let mut problems = services.update(&current, &node_id).await.problems;
         listening.send_replace(services.dns_listening());
+        tracing::debug!(
+            ready = current.endpoints.iter().filter(|e| e.ready).count(),
+            endpoints = current.endpoints.len(),
+            "service layer applied the map"
+        );
         problems.extend(
             services
                 .apply_some_pending_vips(
@@ -268,7 +278,7 @@ const RESOLVER_WAIT: Duration = Duration::from_secs(2);
 /// it is plumbed, before it starts, whatever this says).
 const VIPS_PER_ROUND: usize = 16;
 
-/// How long a new map waits for newer ones before the service layer applies it.
+/// The service layer applies maps at most once per this long (a map after a quiet spell at once).
 const COALESCE: Duration = Duration::from_millis(200);
 
 /// How soon the service layer tries again while something is not in place.
@@ -315,5 +325,18 @@ mod tests {
             Ok(())
         );
         drop(t.join());
+    }
+
+    #[test]
+    fn tasks_are_drained_only_where_the_node_serves_connections() {
+        let addr: SocketAddr = "127.0.0.1:4242".parse().unwrap();
+        let d = Duration::from_secs(2);
+        let off = NodeNetwork::new(addr, false);
+        assert!(!off.serves_connections());
+        assert_eq!(off.drain_delay(d), Duration::ZERO, "--no-task-networks");
+        let on = NodeNetwork::new(addr, true);
+        let root = nix::unistd::geteuid().is_root();
+        assert_eq!(on.serves_connections(), root);
+        assert_eq!(on.drain_delay(d), if root { d } else { Duration::ZERO });
     }
 }

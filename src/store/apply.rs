@@ -9,6 +9,7 @@
 
 use super::ops::{Batch, BatchRejected, Event, Op, Rejection};
 use super::state::{AddressHolder, ClusterState, ObjectKind, StoredObject};
+use super::touched::Touched;
 use crate::model::cidr::{check_pool, parse_addr_prefix, Cidr};
 use crate::model::limits::{self, OverLimit, CEILING_TASK_HISTORY, MAX_SECRET_SIZE};
 use crate::model::{
@@ -304,11 +305,12 @@ struct Tx<'a> {
     time: u64,
     undo: Vec<Undo>,
     events: Vec<Event>,
+    touched: Touched,
 }
 
 impl Tx<'_> {
     fn put<T: StoredObject>(&mut self, key: String, new: Option<T>) {
-        let old = self.state.set(&key, new);
+        let old = self.state.set_touching(&key, new, Some(&mut self.touched));
         self.undo.push(Box::new(move |state: &mut ClusterState| {
             state.set(&key, old);
         }));
@@ -480,6 +482,16 @@ impl ClusterState {
     /// Applies `batch` as the entry at log `index`: every op, or (on the first refused op) none. Returns the
     /// events of the change in op order. Deterministic: depends only on the state, `index` and `batch`.
     pub fn apply_batch(&mut self, index: u64, batch: &Batch) -> Result<Vec<Event>, BatchRejected> {
+        self.apply_batch_touched(index, batch)
+            .map(|(events, _)| events)
+    }
+
+    /// [`ClusterState::apply_batch`], also returning the keys the entry touched ([`Touched`]).
+    pub fn apply_batch_touched(
+        &mut self,
+        index: u64,
+        batch: &Batch,
+    ) -> Result<(Vec<Event>, Touched), BatchRejected> {
         if index <= self.applied_index {
             return Err(BatchRejected {
                 index,
@@ -496,6 +508,7 @@ impl ClusterState {
             time: batch.time,
             undo: Vec::with_capacity(batch.ops.len()),
             events: Vec::with_capacity(batch.ops.len()),
+            touched: Touched::new(),
         };
         for (i, op) in batch.ops.iter().enumerate() {
             if let Err(reason) = tx.apply(op) {
@@ -508,7 +521,8 @@ impl ClusterState {
             }
         }
         let events = std::mem::take(&mut tx.events);
+        let touched = std::mem::take(&mut tx.touched);
         self.applied_index = index;
-        Ok(events)
+        Ok((events, touched))
     }
 }

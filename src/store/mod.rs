@@ -4,18 +4,21 @@
 //! [`Event`], [`Rejection`] and their versioned encodings), `apply` (deterministic, all-or-nothing apply of a
 //! batch), `snapshot` (whole-state snapshots), `watch` ([`Store`]: shared state, `view`, the copy-free `subscribe`
 //! and the gap-free `watch`),
-//! `machine` ([`StoreStateMachine`], the `raft::StateMachine` over the store).
+//! `machine` ([`StoreStateMachine`], the `raft::StateMachine` over the store), `touched` ([`Touched`]: the keys an
+//! entry touched, on the change feed).
 //!
 //! `raft` owns the consensus glue (log, snapshots, leadership); it knows nothing of the model types and
 //! must not: the store hands it opaque command bytes and a `raft::StateMachine` to apply them to.
 //! Nothing here generates ids, reads a clock or does I/O: proposers put ids and times in the ops.
 
 mod apply;
+mod kind;
 mod machine;
 mod ops;
 pub mod raft;
 mod snapshot;
 mod state;
+mod touched;
 mod watch;
 
 #[cfg(test)]
@@ -34,5 +37,6 @@ pub use ops::{
     decode_response, encode_response, Applied, ApplyResponse, Batch, BatchRejected, CodecError,
     Commit, Event, Op, Rejection, FORMAT_VERSION,
 };
-pub use state::{AddressHolder, ClusterState, ObjectKind};
+pub use state::{publishes_ingress, unplaced, AddressHolder, ClusterState, NodeLoad, ObjectKind};
+pub use touched::Touched;
 pub use watch::{Change, Changes, Store, WATCH_CAPACITY};

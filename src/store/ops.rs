@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use super::state::ObjectKind;
+use super::kind::ObjectKind;
 use crate::model::{
     Cluster, Config, Network, Node, RestartHistory, RestartKey, Secret, Service, Stack, Task,
     TaskStateError,
@@ -360,6 +360,9 @@ pub struct Commit {
     pub index: u64,
     /// What changed.
     pub events: Vec<Event>,
+    /// The keys it touched (objects, and what their index entries hang off). Not part of any encoding.
+    #[serde(skip)]
+    pub touched: std::sync::Arc<super::touched::Touched>,
 }
 
 /// A payload that could not be decoded.

@@ -1,5 +1,6 @@
 //! `ClusterState`: the tables (one `BTreeMap` by id per object kind) and their indexes (tasks by service,
-//! tasks by node, service by name; stacks are keyed by name), with read accessors for everyone and one
+//! tasks by node, service by name, addresses by network (live tasks' and VIPs), unplaced tasks, each node's
+//! load, services publishing ingress ports; stacks are keyed by name), with read accessors for everyone and one
 //! crate-private write path, [`ClusterState::set`], that keeps the indexes in step with the tables.
 //!
 //! Must not: decide whether a change is allowed (that is `apply`), do I/O, read a clock or generate ids.
@@ -7,51 +8,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use serde::{Deserialize, Serialize};
-
+use super::touched::{insert, Touched};
 use crate::model::{
-    Cluster, Config, Meta, Network, Node, RestartHistory, RestartKey, Secret, Service, Stack, Task,
+    Cluster, Config, Meta, Network, Node, PublishMode, RestartHistory, RestartKey, Secret, Service,
+    Stack, Task, TaskSpec, TaskState,
 };
 
-/// The kinds of stored objects.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub enum ObjectKind {
-    /// A [`Service`].
-    Service,
-    /// A [`Task`].
-    Task,
-    /// A [`Node`].
-    Node,
-    /// A [`Secret`].
-    Secret,
-    /// A [`Config`].
-    Config,
-    /// A [`Network`].
-    Network,
-    /// A [`Stack`] (keyed by name).
-    Stack,
-    /// A [`RestartHistory`] (keyed by [`RestartKey::id`]).
-    RestartHistory,
-    /// The [`Cluster`] object.
-    Cluster,
-}
-
-impl fmt::Display for ObjectKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let name = match self {
-            ObjectKind::Service => "service",
-            ObjectKind::Task => "task",
-            ObjectKind::Node => "node",
-            ObjectKind::Secret => "secret",
-            ObjectKind::Config => "config",
-            ObjectKind::Network => "network",
-            ObjectKind::Stack => "stack",
-            ObjectKind::RestartHistory => "restart history",
-            ObjectKind::Cluster => "cluster",
-        };
-        f.write_str(name)
-    }
-}
+pub use super::kind::ObjectKind;
 
 /// Derived lookups, rebuilt from the tables on restore and kept in step by [`ClusterState::set`].
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -61,6 +24,94 @@ pub(crate) struct Indexes {
     service_by_name: BTreeMap<String, String>,
     /// (network id, IPv4 address as u32) → who holds it: every live task's attachment and every VIP.
     addresses: BTreeMap<(String, u32), AddressHolder>,
+    /// Tasks waiting for a node: status New or Pending, desired state at most Running ([`unplaced`]).
+    unplaced: BTreeSet<String>,
+    /// Node id → what its non-terminal tasks add up to.
+    node_loads: BTreeMap<String, LoadSum>,
+    /// Services publishing a port in ingress mode.
+    ingress_services: BTreeSet<String>,
+}
+
+/// Whether `task` waits for a node: status New or Pending and desired state at most Running (what IPAM
+/// allocates for and the scheduler places from).
+pub fn unplaced(task: &Task) -> bool {
+    matches!(task.status.state, TaskState::New | TaskState::Pending)
+        && task.desired_state <= TaskState::Running
+}
+
+/// Whether `service` publishes a port through the routing mesh.
+pub fn publishes_ingress(service: &Service) -> bool {
+    service
+        .spec
+        .endpoint
+        .ports
+        .iter()
+        .any(|p| p.publish_mode == PublishMode::Ingress)
+}
+
+/// What a node already carries: non-terminal tasks, in total and per service, and their reservations.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeLoad {
+    /// Non-terminal tasks on the node.
+    pub tasks: u64,
+    /// Non-terminal tasks on the node, per service id.
+    pub by_service: BTreeMap<String, u64>,
+    /// Reserved CPU (billionths).
+    pub nano_cpus: u64,
+    /// Reserved memory (bytes).
+    pub memory_bytes: u64,
+}
+
+impl NodeLoad {
+    /// Counts one more task of `service_id` with `spec`'s reservations.
+    pub fn add(&mut self, service_id: &str, spec: &TaskSpec) {
+        self.tasks += 1;
+        *self.by_service.entry(service_id.to_owned()).or_default() += 1;
+        let r = &spec.resources.reservations;
+        self.nano_cpus = self.nano_cpus.saturating_add(r.nano_cpus.max(0) as u64);
+        self.memory_bytes = self.memory_bytes.saturating_add(r.memory_bytes);
+    }
+
+    /// Tasks of `service_id`.
+    pub fn of_service(&self, service_id: &str) -> u64 {
+        self.by_service.get(service_id).copied().unwrap_or(0)
+    }
+}
+
+/// A node's load kept by the index: exact sums (so a removal undoes an addition), shown saturated as
+/// [`NodeLoad::add`] would have made them.
+#[derive(Clone, Debug, Default, PartialEq)]
+struct LoadSum {
+    load: NodeLoad,
+    nano_cpus: u128,
+    memory_bytes: u128,
+}
+
+impl LoadSum {
+    fn change(&mut self, task: &Task, add: bool) {
+        let r = &task.spec.resources.reservations;
+        let cpus = r.nano_cpus.max(0) as u128;
+        let memory = u128::from(r.memory_bytes);
+        let l = &mut self.load;
+        if add {
+            l.tasks += 1;
+            *l.by_service.entry(task.service_id.clone()).or_default() += 1;
+            self.nano_cpus += cpus;
+            self.memory_bytes += memory;
+        } else {
+            l.tasks = l.tasks.saturating_sub(1);
+            if let Some(n) = l.by_service.get_mut(&task.service_id) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    l.by_service.remove(&task.service_id);
+                }
+            }
+            self.nano_cpus = self.nano_cpus.saturating_sub(cpus);
+            self.memory_bytes = self.memory_bytes.saturating_sub(memory);
+        }
+        l.nano_cpus = u64::try_from(self.nano_cpus).unwrap_or(u64::MAX);
+        l.memory_bytes = u64::try_from(self.memory_bytes).unwrap_or(u64::MAX);
+    }
 }
 
 /// Who holds an address on a network.
@@ -146,6 +197,8 @@ pub(crate) trait StoredObject: Clone + 'static {
     fn table_mut(state: &mut ClusterState) -> &mut BTreeMap<String, Self>;
     /// Adds (`add`) or removes this object's index entries.
     fn reindex(&self, _idx: &mut Indexes, _add: bool) {}
+    /// Records the keys this object's index entries hang off (beyond its own key) in `t`.
+    fn touch(&self, _t: &mut Touched) {}
 }
 
 macro_rules! stored {
@@ -169,8 +222,33 @@ macro_rules! stored {
                 &mut state.$table
             }
             stored!(@reindex $kind);
+            stored!(@touch $kind);
         }
     };
+    (@touch Service) => {
+        fn touch(&self, t: &mut Touched) {
+            for a in &self.virtual_ips {
+                insert(&mut t.address_networks, &a.network_id);
+            }
+        }
+    };
+    (@touch Task) => {
+        fn touch(&self, t: &mut Touched) {
+            insert(&mut t.task_services, &self.service_id);
+            if let Some(node) = &self.node_id {
+                insert(&mut t.task_nodes, node);
+            }
+            for a in &self.attachments {
+                insert(&mut t.address_networks, &a.network_id);
+            }
+        }
+    };
+    (@touch RestartHistory) => {
+        fn touch(&self, t: &mut Touched) {
+            insert(&mut t.task_services, self.key.service_id());
+        }
+    };
+    (@touch $other:ident) => {};
     (@reindex Service) => {
         fn reindex(&self, idx: &mut Indexes, add: bool) {
             if add {
@@ -180,6 +258,13 @@ macro_rules! stored {
             }
             let holder = AddressHolder::Vip(self.id.clone());
             index_addresses(&mut idx.addresses, &self.virtual_ips, holder, add);
+            if publishes_ingress(self) {
+                if add {
+                    idx.ingress_services.insert(self.id.clone());
+                } else {
+                    idx.ingress_services.remove(&self.id);
+                }
+            }
         }
     };
     (@reindex Task) => {
@@ -196,10 +281,27 @@ macro_rules! stored {
                     remove_from(&mut idx.tasks_by_node, node, &self.id);
                 }
             }
-            // a terminal task's addresses are free again
+            if unplaced(self) {
+                if add {
+                    idx.unplaced.insert(self.id.clone());
+                } else {
+                    idx.unplaced.remove(&self.id);
+                }
+            }
+            // a terminal task's addresses are free again, and it no longer weighs on its node
             if !self.status.state.is_terminal() {
                 let holder = AddressHolder::Task(self.id.clone());
                 index_addresses(&mut idx.addresses, &self.attachments, holder, add);
+                if let Some(node) = by_node {
+                    if add {
+                        idx.node_loads.entry(node.to_owned()).or_default().change(self, true);
+                    } else if let Some(sum) = idx.node_loads.get_mut(node) {
+                        sum.change(self, false);
+                        if sum.load.tasks == 0 {
+                            idx.node_loads.remove(node);
+                        }
+                    }
+                }
             }
         }
     };
@@ -227,7 +329,27 @@ impl ClusterState {
     /// The crate's one write path: replaces the object stored under `key` with `new` (or removes it) and
     /// keeps the indexes in step. Returns the previous object.
     pub(crate) fn set<T: StoredObject>(&mut self, key: &str, new: Option<T>) -> Option<T> {
+        self.set_touching(key, new, None)
+    }
+
+    /// [`ClusterState::set`], recording in `touched` (when given) the key and what its index entries hang off,
+    /// before and after.
+    pub(crate) fn set_touching<T: StoredObject>(
+        &mut self,
+        key: &str,
+        new: Option<T>,
+        touched: Option<&mut Touched>,
+    ) -> Option<T> {
         let old = T::table_mut(self).remove(key);
+        if let Some(t) = touched {
+            t.object(T::KIND, key);
+            if let Some(old) = &old {
+                old.touch(t);
+            }
+            if let Some(new) = &new {
+                new.touch(t);
+            }
+        }
         if let Some(old) = &old {
             old.reindex(&mut self.idx, false);
         }
@@ -300,6 +422,33 @@ impl ClusterState {
         ids.into_iter()
             .flatten()
             .filter_map(move |id| self.tasks.get(id))
+    }
+
+    /// The tasks waiting for a node (status New or Pending, desired state at most Running; see
+    /// [`unplaced`]), by task id.
+    pub fn unplaced_tasks(&self) -> impl Iterator<Item = &Task> + '_ {
+        self.lookup_tasks(Some(&self.idx.unplaced))
+    }
+
+    /// What the non-terminal tasks assigned to `node_id` add up to (None: none).
+    pub fn node_load(&self, node_id: &str) -> Option<&NodeLoad> {
+        self.idx.node_loads.get(node_id).map(|s| &s.load)
+    }
+
+    /// Every node's load (nodes with non-terminal tasks only; a task's node need not exist), by node id.
+    pub fn node_loads(&self) -> impl Iterator<Item = (&str, &NodeLoad)> + '_ {
+        self.idx
+            .node_loads
+            .iter()
+            .map(|(id, s)| (id.as_str(), &s.load))
+    }
+
+    /// The services publishing a port in ingress mode, by id.
+    pub fn ingress_services(&self) -> impl Iterator<Item = &Service> + '_ {
+        self.idx
+            .ingress_services
+            .iter()
+            .filter_map(|id| self.services.get(id))
     }
 
     /// A node by id.
@@ -383,6 +532,18 @@ impl ClusterState {
     /// The restart history of a slot or node.
     pub fn restart_history(&self, key: &RestartKey) -> Option<&RestartHistory> {
         self.restart_histories.get(&key.id())
+    }
+
+    /// The restart histories of the slots and nodes of service `service_id`.
+    pub fn restart_histories_of<'a>(
+        &'a self,
+        service_id: &'a str,
+    ) -> impl Iterator<Item = &'a RestartHistory> + 'a {
+        self.restart_histories
+            .range(service_id.to_owned()..)
+            .take_while(move |(k, _)| k.starts_with(service_id))
+            .map(|(_, h)| h)
+            .filter(move |h| h.key.service_id() == service_id)
     }
 
     /// All restart histories.

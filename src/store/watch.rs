@@ -6,15 +6,40 @@
 //! Must not: change the state except through `apply` (committed Raft entries, via the state machine) and
 //! `restore` (a Raft snapshot); must not block on subscribers (a lagging receiver is told it lagged).
 
-use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use tokio::sync::{broadcast, watch};
 
 use super::ops::{Applied, ApplyResponse, Batch, Commit};
 use super::state::ClusterState;
+use super::touched::Touched;
 
 /// How many changes a subscriber may fall behind before it is told it lagged (and must `watch` again).
 pub const WATCH_CAPACITY: usize = 1024;
+
+/// How many touched keys [`Store::touched_since`] keeps, over the latest changes (older ones are dropped, and
+/// a reader further behind is told to look at everything).
+pub const TOUCHED_CAPACITY: usize = 200_000;
+
+/// The touched keys of the latest changes, by store version (`None`: a restore, where everything changed).
+#[derive(Debug, Default)]
+struct Recent {
+    entries: VecDeque<(u64, Option<Arc<Touched>>)>,
+    keys: usize,
+}
+
+impl Recent {
+    fn push(&mut self, version: u64, touched: Option<Arc<Touched>>) {
+        self.keys += touched.as_ref().map_or(1, |t| t.len());
+        self.entries.push_back((version, touched));
+        while self.keys > TOUCHED_CAPACITY && self.entries.len() > 1 {
+            if let Some((_, old)) = self.entries.pop_front() {
+                self.keys -= old.as_ref().map_or(1, |t| t.len());
+            }
+        }
+    }
+}
 
 /// What subscribers receive.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -35,6 +60,8 @@ pub struct Store {
     changes: broadcast::Sender<Change>,
     /// How many times the state changed (applied batches and restores); bumped under the write lock.
     version: Arc<watch::Sender<u64>>,
+    /// What the latest changes touched, by version; written under the write lock.
+    recent: Arc<Mutex<Recent>>,
 }
 
 /// A subscription to "the store changed" (see [`Store::subscribe`]): holds no state, only the last version
@@ -83,7 +110,43 @@ impl Store {
             state: Arc::new(RwLock::new(state)),
             changes,
             version: Arc::new(version),
+            recent: Arc::default(),
         }
+    }
+
+    fn recent(&self) -> std::sync::MutexGuard<'_, Recent> {
+        self.recent.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The store's version now, and what every change after `version` up to it touched: `None` when that is
+    /// not known any more (too far behind, or a restore replaced the state: look at everything). Copies only
+    /// the touched keys of those changes.
+    pub fn touched_since(&self, version: u64) -> (u64, Option<Touched>) {
+        let recent = self.recent();
+        let now = self.version();
+        if version >= now {
+            return (now, Some(Touched::new()));
+        }
+        // every version in version+1..=now must still be held
+        match recent.entries.front() {
+            Some((oldest, _)) if *oldest <= version + 1 => {}
+            _ => return (now, None),
+        }
+        let mut out = Touched::new();
+        for (v, t) in recent
+            .entries
+            .iter()
+            .filter(|(v, _)| *v > version && *v <= now)
+        {
+            match t {
+                Some(t) => out.extend(t),
+                None => {
+                    tracing::trace!(version = v, "restore since: everything changed");
+                    return (now, None);
+                }
+            }
+        }
+        (now, Some(out))
     }
 
     // Apply is all-or-nothing and never panics midway on valid input, so a poisoned lock still guards a
@@ -125,12 +188,20 @@ impl Store {
     /// Applies the entry at log `index` and announces its events. Only the Raft state machine calls this.
     pub fn apply(&self, index: u64, batch: &Batch) -> ApplyResponse {
         let mut state = self.write();
-        match state.apply_batch(index, batch) {
-            Ok(events) => {
+        match state.apply_batch_touched(index, batch) {
+            Ok((events, touched)) => {
                 let changes = events.len();
+                let touched = Arc::new(touched);
+                let mut recent = self.recent();
                 self.version.send_modify(|v| *v += 1);
+                recent.push(self.version(), Some(touched.clone()));
+                drop(recent);
                 // No receivers is fine: nobody is watching.
-                let _ = self.changes.send(Change::Commit(Commit { index, events }));
+                let _ = self.changes.send(Change::Commit(Commit {
+                    index,
+                    events,
+                    touched,
+                }));
                 Ok(Applied { index, changes })
             }
             Err(rejected) => Err(rejected),
@@ -141,7 +212,10 @@ impl Store {
     pub fn restore(&self, index: u64, state: ClusterState) {
         let mut current = self.write();
         *current = state;
+        let mut recent = self.recent();
         self.version.send_modify(|v| *v += 1);
+        recent.push(self.version(), None);
+        drop(recent);
         let _ = self.changes.send(Change::Reset { index });
     }
 }

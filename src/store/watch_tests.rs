@@ -164,6 +164,12 @@ fn watch_gets_every_event_after_its_snapshot() {
     let rejected = store.apply(4, &batch(4, vec![Op::DeleteTask { id: "t1".into() }]));
     assert!(rejected.is_err());
     let got: Vec<Change> = std::iter::from_fn(|| rx.try_recv().ok()).collect();
+    let touched_task = |task: &str| {
+        let mut t = Touched::new();
+        t.object(ObjectKind::Task, task);
+        t.task_services.insert("s1".into());
+        std::sync::Arc::new(t)
+    };
     assert_eq!(
         got,
         [
@@ -172,16 +178,55 @@ fn watch_gets_every_event_after_its_snapshot() {
                 events: vec![Event::Created {
                     kind: ObjectKind::Task,
                     id: "t1".into()
-                }]
+                }],
+                touched: touched_task("t1"),
             }),
             Change::Commit(Commit {
                 index: 3,
                 events: vec![Event::Deleted {
                     kind: ObjectKind::Task,
                     id: "t1".into()
-                }]
+                }],
+                touched: touched_task("t1"),
             }),
         ]
+    );
+}
+
+#[test]
+fn touched_since_unions_the_changes_a_reader_missed_and_gives_up_on_a_restore() {
+    let store = Store::default();
+    assert_eq!(store.touched_since(0), (0, Some(Touched::new())));
+    create(&store, 1);
+    let v1 = store.version();
+    store
+        .apply(
+            2,
+            &batch(2, vec![Op::CreateTask(task("t1", "s1", 1, Some("n1")))]),
+        )
+        .expect("applied");
+    let (now, t) = store.touched_since(0);
+    assert_eq!(now, store.version());
+    let t = t.expect("kept");
+    assert_eq!(t.of(ObjectKind::Service).collect::<Vec<_>>(), ["s1"]);
+    assert_eq!(t.of(ObjectKind::Task).collect::<Vec<_>>(), ["t1"]);
+    assert_eq!(t.task_nodes, BTreeSet::from(["n1".to_string()]));
+    let (_, since_v1) = store.touched_since(v1);
+    assert!(
+        !since_v1.expect("kept").any(ObjectKind::Service),
+        "only what came after v1"
+    );
+    assert_eq!(store.touched_since(now), (now, Some(Touched::new())));
+    // a rejected batch touches nothing
+    assert!(store
+        .apply(3, &batch(3, vec![Op::DeleteTask { id: "nope".into() }]))
+        .is_err());
+    assert_eq!(store.touched_since(now), (now, Some(Touched::new())));
+    store.restore(5, store.view(ClusterState::clone));
+    assert_eq!(
+        store.touched_since(now).1,
+        None,
+        "a restore: look at everything"
     );
 }
 

@@ -110,15 +110,15 @@ fn replicas_are_found_by_name_reached_by_vip_and_published_on_the_node() {
 /// What one request through the published port got: the body of a 200, or why it failed.
 type Answer = Result<String, String>;
 
-/// One HTTP/1.0 request on a new connection to `127.0.0.1:port` (in the calling thread's namespace).
-fn get(port: u16) -> Answer {
+/// One HTTP/1.0 request for `path` on a new connection to `127.0.0.1:port` (in the calling thread's namespace).
+fn get(port: u16, path: &str) -> Answer {
     use std::io::{Read, Write};
     let timeout = std::time::Duration::from_secs(5);
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let mut s = std::net::TcpStream::connect_timeout(&addr, timeout).map_err(|e| e.to_string())?;
     s.set_read_timeout(Some(timeout))
         .map_err(|e| e.to_string())?;
-    s.write_all(b"GET / HTTP/1.0\r\nHost: web\r\n\r\n")
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: web\r\n\r\n").as_bytes())
         .map_err(|e| format!("write: {e}"))?;
     let mut reply = String::new();
     s.read_to_string(&mut reply)
@@ -131,34 +131,38 @@ fn get(port: u16) -> Answer {
     }
 }
 
-/// A client in namespace `ns` sending a request on a new connection every ~20 ms until `stop` (at most
-/// `secs`), recording every answer.
+/// A client in namespace `ns` requesting `path` on a new connection, one after the other with `pause` between,
+/// until `stop` (at most `secs`), recording every answer.
 fn client_loop(
     ns: &str,
     port: u16,
+    path: &'static str,
+    pause: std::time::Duration,
     secs: u64,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     answers: std::sync::Arc<std::sync::Mutex<Vec<Answer>>>,
 ) -> std::thread::JoinHandle<()> {
-    let path = format!("/run/netns/{ns}");
+    let netns = format!("/run/netns/{ns}");
     std::thread::spawn(move || {
-        let f = std::fs::File::open(&path).expect("the test's namespace");
+        let f = std::fs::File::open(&netns).expect("the test's namespace");
         nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
         while !stop.load(std::sync::atomic::Ordering::SeqCst)
             && std::time::Instant::now() < deadline
         {
-            let a = get(port);
+            let a = get(port, path);
             answers.lock().unwrap().push(a);
-            std::thread::sleep(std::time::Duration::from_millis(20));
+            std::thread::sleep(pause);
         }
     })
 }
 
 /// A rolling update (stop-first, one task at a time) of three HTTP replicas behind a published port while a
-/// client opens a new connection every 20 ms: every request is answered, first by the old version, at the end
-/// by the new one on every replica. Each stopped task leaves the backends (the managers' map) and is drained
-/// (`--drain-delay`, 2 s) before its stop signal; the proxy retries a replacement that does not listen yet.
+/// client opens a new connection every 20 ms for a page and three more clients each keep a 300 ms request (a
+/// CGI script) in flight: every request is answered, first by the old version, at the end by the new one on
+/// every replica. Each stopped task leaves the backends (the managers' map) and is drained (`--drain-delay`,
+/// 2 s) before its stop signal, so the slow requests it holds finish; the proxy retries a replacement that
+/// does not listen yet.
 #[test]
 fn a_rolling_update_behind_a_published_port_drops_no_request() {
     let Some(busybox) = service_net_tools() else {
@@ -177,7 +181,7 @@ fn a_rolling_update_behind_a_published_port_drops_no_request() {
             r#"services:
   web:
     image: x
-    command: [sh, -c, "d=$$(mktemp -d) && echo v$$VERSION web $$SLOT > $$d/index.html && exec {busybox} httpd -f -p 8080 -h $$d"]
+    command: [sh, -c, "d=$$(mktemp -d) && mkdir $$d/cgi-bin && echo v$$VERSION web $$SLOT > $$d/index.html && printf '#!/bin/sh\\nsleep 0.3\\nprintf \"Content-Type: text/plain\\\\r\\\\n\\\\r\\\\n\"\\ncat %s\\n' $$d/index.html > $$d/cgi-bin/slow && chmod +x $$d/cgi-bin/slow && exec {busybox} httpd -f -p 8080 -h $$d"]
     environment:
       VERSION: "1"
       SLOT: "{{{{.Task.Slot}}}}"
@@ -201,10 +205,31 @@ fn a_rolling_update_behind_a_published_port_drops_no_request() {
 
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let answers = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Answer>::new()));
-    let client = client_loop(&ns.0, 18081, 60, stop.clone(), answers.clone());
-    // the client is under way before the update
-    wait_for(10, "the client's first answers", || {
-        (answers.lock().unwrap().len() >= 10).then_some(())
+    let fast = std::time::Duration::from_millis(20);
+    let mut clients = vec![client_loop(
+        &ns.0,
+        18081,
+        "/",
+        fast,
+        60,
+        stop.clone(),
+        answers.clone(),
+    )];
+    for _ in 0..3 {
+        let pause = std::time::Duration::from_millis(5);
+        clients.push(client_loop(
+            &ns.0,
+            18081,
+            "/cgi-bin/slow",
+            pause,
+            60,
+            stop.clone(),
+            answers.clone(),
+        ));
+    }
+    // the clients are under way before the update
+    wait_for(10, "the clients' first answers", || {
+        (answers.lock().unwrap().len() >= 20).then_some(())
     });
     d.ctl_ok(&[
         "service",
@@ -228,11 +253,13 @@ fn a_rolling_update_behind_a_published_port_drops_no_request() {
             .collect();
         recent.len() == 3 && recent.iter().all(|b| new.contains(*b))
     };
-    while !done() && !client.is_finished() {
+    while !done() && !clients[0].is_finished() {
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
-    client.join().unwrap();
+    for c in clients {
+        c.join().unwrap();
+    }
     let answers = answers.lock().unwrap().clone();
     let failed: Vec<(usize, &String)> = answers
         .iter()

@@ -7,8 +7,8 @@
 //! (dispatcher side), [`AssignmentSet`] and [`decode_assignments`] turn them back into the worker's complete
 //! [`Assignments`] (agent side, `node::session`).
 //!
-//! With them goes the node's network map (`manager::ipam::netmap`): in the complete set, and in a change
-//! message only when the map changed.
+//! With them goes the node's network map (`manager::ipam::netmap`, through the dispatcher's shared
+//! `NetmapCache`): in the complete set, and in a change message only when the map changed.
 //!
 //! Must not: include a secret that no task of the node uses.
 
@@ -17,6 +17,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use crate::agent::Assignments;
 use crate::api::dispatcher as pb;
 use crate::api::{from_json, to_json};
+use crate::manager::ipam::netmap::NetmapCache;
 use crate::model::netmap::NetworkMap;
 use crate::model::{PortConfig, Task, TaskState};
 use crate::secrets::DataKey;
@@ -38,7 +39,7 @@ struct Wanted {
     network_map: String,
 }
 
-fn wanted(state: &ClusterState, node_id: &str) -> Wanted {
+fn wanted(state: &ClusterState, node_id: &str, netmaps: Option<&mut NetmapCache>) -> Wanted {
     let mut w = Wanted::default();
     for t in state
         .tasks_on_node(node_id)
@@ -66,7 +67,11 @@ fn wanted(state: &ClusterState, node_id: &str) -> Wanted {
         .node(node_id)
         .map(|n| n.description.hostname.clone())
         .unwrap_or_default();
-    w.network_map = to_json(&crate::manager::ipam::netmap::network_map(state, node_id));
+    let map = match netmaps {
+        Some(cache) => cache.network_map(state, node_id),
+        None => crate::manager::ipam::netmap::network_map(state, node_id),
+    };
+    w.network_map = to_json(&map);
     w
 }
 
@@ -122,7 +127,19 @@ impl AssignmentDiff {
         node_id: &str,
         key: &DataKey,
     ) -> Option<pb::AssignmentsMessage> {
-        let now = wanted(state, node_id);
+        self.next_with(state, node_id, key, None)
+    }
+
+    /// [`AssignmentDiff::next`], the network map made through `netmaps` (shared by every stream, synced with
+    /// the store by the caller), so a network's part is built once for every node that has it.
+    pub fn next_with(
+        &mut self,
+        state: &ClusterState,
+        node_id: &str,
+        key: &DataKey,
+        netmaps: Option<&mut NetmapCache>,
+    ) -> Option<pb::AssignmentsMessage> {
+        let now = wanted(state, node_id, netmaps);
         let Some(sent) = &self.sent else {
             let msg = complete(state, key, &now);
             self.sent = Some(now);
@@ -188,7 +205,7 @@ pub fn assignments_for(
     node_id: &str,
     key: &DataKey,
 ) -> pb::AssignmentsMessage {
-    complete(state, key, &wanted(state, node_id))
+    complete(state, key, &wanted(state, node_id, None))
 }
 
 /// The complete message for what `w` says the node has.

@@ -13,7 +13,7 @@ mod status;
 
 use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
@@ -51,6 +51,8 @@ pub struct Dispatcher {
     logs: LogBroker,
     /// Started with the first report (the dispatcher may be built outside a runtime).
     batcher: Arc<std::sync::OnceLock<batch::StatusBatcher>>,
+    /// Each network's part of the nodes' maps, shared by every assignments stream.
+    netmaps: Arc<Mutex<crate::manager::ipam::netmap::NetmapCache>>,
 }
 
 impl Dispatcher {
@@ -64,6 +66,7 @@ impl Dispatcher {
             sessions: Arc::new(Mutex::new(HashMap::new())),
             logs: LogBroker::default(),
             batcher: Arc::default(),
+            netmaps: Arc::default(),
         }
     }
 
@@ -468,6 +471,7 @@ impl DispatcherApi for Dispatcher {
         let store = self.store.clone();
         let key = self.key.clone();
         let sessions = self.sessions.clone();
+        let netmaps = self.netmaps.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         tokio::spawn(async move {
             let mut diff = AssignmentDiff::default();
@@ -475,7 +479,18 @@ impl DispatcherApi for Dispatcher {
             loop {
                 // a change from here on wakes the wait below
                 changes.mark_seen();
-                let msg = crate::util::cpu_bound(|| store.view(|s| diff.next(s, &node_id, &key)));
+                let msg = crate::util::cpu_bound(|| {
+                    store.view(|s| {
+                        // the shared network-map parts, in step with this view of the state first
+                        let mut cache = netmaps.lock().unwrap_or_else(PoisonError::into_inner);
+                        let (version, touched) = match cache.seen() {
+                            Some(seen) => store.touched_since(seen),
+                            None => (store.version(), None),
+                        };
+                        cache.sync(s, version, touched.as_ref());
+                        diff.next_with(s, &node_id, &key, Some(&mut cache))
+                    })
+                });
                 if let Some(msg) = msg {
                     if tx.send(Ok(msg)).await.is_err() {
                         return;

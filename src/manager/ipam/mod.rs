@@ -28,11 +28,11 @@ mod tests;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
-use super::Plan;
+use super::{Plan, Scope};
 use crate::model::limits::MAX_TASK_OPS_PER_ROUND;
 use crate::model::{
-    Cidr, EndpointMode, Network, NetworkAddress, NetworkAllocation, PublishMode, Service, Task,
-    TaskState, TaskStatus,
+    Cidr, EndpointMode, Network, NetworkAddress, NetworkAllocation, Service, Task, TaskState,
+    TaskStatus,
 };
 use crate::store::{ClusterState, Op};
 use crate::util::{IdSource, Millis};
@@ -55,15 +55,7 @@ pub fn ingress(state: &ClusterState) -> Option<&Network> {
     state.networks().find(|n| n.spec.ingress)
 }
 
-/// Whether `service` publishes a port through the routing mesh.
-pub fn publishes_ingress(service: &Service) -> bool {
-    service
-        .spec
-        .endpoint
-        .ports
-        .iter()
-        .any(|p| p.publish_mode == PublishMode::Ingress)
-}
+pub use crate::store::publishes_ingress;
 
 /// The networks a task of `service` made from `targets` (its spec's network names) attaches to, in order,
 /// plus ingress when the service publishes through the mesh. Err names the first network that does not exist.
@@ -312,19 +304,24 @@ fn pend(task: &Task, message: String, now: Millis) -> Option<Task> {
     Some(new)
 }
 
-/// Whether IPAM gives `task` addresses now: it waits for a node and may still run.
-fn waiting(task: &Task) -> bool {
-    matches!(task.status.state, TaskState::New | TaskState::Pending)
-        && task.desired_state <= TaskState::Running
+/// Allocates what lacks an allocation (see the module docs).
+pub fn reconcile(state: &ClusterState, now: Millis, ids: &mut dyn IdSource) -> Plan {
+    reconcile_in(state, &Scope::All, now, ids)
 }
 
-/// Allocates what lacks an allocation (see the module docs).
-pub fn reconcile(state: &ClusterState, now: Millis, _ids: &mut dyn IdSource) -> Plan {
+/// [`reconcile`] giving VIPs to the services of `scope` only; networks and the tasks waiting for a node (the
+/// store's index of them) whatever the scope.
+pub fn reconcile_in(
+    state: &ClusterState,
+    scope: &Scope,
+    now: Millis,
+    _ids: &mut dyn IdSource,
+) -> Plan {
     let mut round = Round::new(state);
     round.networks();
     let mut service_ops = Vec::new();
     let mut more = false;
-    for s in state.services() {
+    for s in scope.services(state) {
         if service_ops.len() >= MAX_TASK_OPS_PER_ROUND {
             more = true;
             break;
@@ -339,7 +336,8 @@ pub fn reconcile(state: &ClusterState, now: Millis, _ids: &mut dyn IdSource) -> 
         }
     }
     let mut task_ops = Vec::new();
-    for t in state.tasks().filter(|t| waiting(t)) {
+    // the tasks waiting for a node (New or Pending, may still run), from the store's index
+    for t in state.unplaced_tasks() {
         if task_ops.len() >= MAX_TASK_OPS_PER_ROUND {
             more = true;
             break;

@@ -3,14 +3,16 @@
 //! (their advertise addresses; on ingress every other node), every task on them with its address and whether it may receive traffic, and the
 //! services on them with their VIPs, aliases and ports. The dispatcher sends it with the node's assignments.
 //!
-//! Pure: `network_map(&ClusterState, node_id)`; the same state always gives the same map (sorted).
+//! Pure: `network_map(&ClusterState, node_id)`; the same state always gives the same map (sorted). Built from the
+//! store's indexes (the node's tasks, the addresses held on each of its networks, the services publishing
+//! through the mesh), so its cost follows the node's networks, not the cluster.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::{ingress, publishes_ingress};
+use super::ingress;
 use crate::model::netmap::{Endpoint, NetworkInfo, NetworkMap, PeerNode, ServiceEndpoint};
 use crate::model::{cidr, Service, Task, TaskHealth, TaskState, STACK_NAMESPACE_LABEL};
-use crate::store::ClusterState;
+use crate::store::{AddressHolder, ClusterState, ObjectKind, Touched};
 
 /// A task that a node has (or had) and that still holds its addresses.
 fn placed(task: &Task) -> Option<&str> {
@@ -47,7 +49,8 @@ fn short_name(service: &Service) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// The network map of node `node_id`.
+/// The network map of node `node_id`, from the store's indexes: the node's tasks, then per network the
+/// addresses held on it (live tasks and VIPs) — nothing proportional to the tasks or services elsewhere.
 pub fn network_map(state: &ClusterState, node_id: &str) -> NetworkMap {
     // the networks: those of this node's tasks, and ingress when the mesh is in use
     let mut nets: BTreeSet<String> = state
@@ -56,7 +59,7 @@ pub fn network_map(state: &ClusterState, node_id: &str) -> NetworkMap {
         .flat_map(|t| t.attachments.iter().map(|a| a.network_id.clone()))
         .collect();
     if let Some(ingress) = ingress(state) {
-        if state.services().any(publishes_ingress) {
+        if state.ingress_services().next().is_some() {
             nets.insert(ingress.id.clone());
         }
     }
@@ -79,11 +82,24 @@ pub fn network_map(state: &ClusterState, node_id: &str) -> NetworkMap {
         .collect();
     let nets: BTreeSet<&str> = networks.iter().map(|n| n.id.as_str()).collect();
 
-    // every placed task on those networks, and the nodes they run on
+    // who holds an address on those networks: live tasks (placed ones are endpoints) and VIPs
+    let mut task_ids: BTreeSet<&str> = BTreeSet::new();
+    let mut services: BTreeSet<&str> = BTreeSet::new();
+    for net in &nets {
+        for (_, holder) in state.addresses_on(net) {
+            match holder {
+                AddressHolder::Task(id) => {
+                    task_ids.insert(id);
+                }
+                AddressHolder::Vip(id) => {
+                    services.insert(id);
+                }
+            }
+        }
+    }
     let mut endpoints = Vec::new();
     let mut peers: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
-    let mut services: BTreeSet<&str> = BTreeSet::new();
-    for t in state.tasks() {
+    for t in task_ids.into_iter().filter_map(|id| state.task(id)) {
         let Some(node) = placed(t) else { continue };
         let Some(service) = state.service(&t.service_id) else {
             continue;
@@ -111,9 +127,59 @@ pub fn network_map(state: &ClusterState, node_id: &str) -> NetworkMap {
             });
         }
     }
-    // every node takes part in the ingress network (each has it in its map), so each is a peer on it: the
-    // VXLAN flooding list spans them all, and a node's published-port proxy knows every other node's proxy
-    // (`netsvc::backends`: a connection from a peer is served by local tasks only)
+    let peers = peer_nodes(state, node_id, &networks, peers);
+    let services = services
+        .into_iter()
+        .filter_map(|id| state.service(id))
+        .map(|s| service_endpoint(state, &nets, s))
+        .collect();
+    NetworkMap {
+        networks,
+        peers,
+        endpoints,
+        services,
+    }
+}
+
+/// What the map says of service `s` on the networks `nets`.
+fn service_endpoint(state: &ClusterState, nets: &BTreeSet<&str>, s: &Service) -> ServiceEndpoint {
+    ServiceEndpoint {
+        service_id: s.id.clone(),
+        name: s.spec.name.clone(),
+        short_name: short_name(s),
+        mode: s.spec.endpoint.mode,
+        vips: s
+            .virtual_ips
+            .iter()
+            .filter(|v| nets.contains(v.network_id.as_str()))
+            .filter_map(|v| cidr::host_of(&v.addr).map(|a| (v.network_id.clone(), a.to_string())))
+            .collect(),
+        aliases: s
+            .spec
+            .task
+            .networks
+            .iter()
+            .filter_map(|att| {
+                let n = state.network_by_name(&att.target)?;
+                nets.contains(n.id.as_str())
+                    .then_some((n.id.clone(), &att.aliases))
+            })
+            .flat_map(|(id, aliases)| aliases.iter().map(move |al| (id.clone(), al.clone())))
+            .collect(),
+        ports: s.spec.endpoint.ports.clone(),
+    }
+}
+
+/// The map's peers: the nodes in `peers` (with the networks they share with this node) and, since every node
+/// takes part in the ingress network (each has it in its map), every other node on it: the VXLAN flooding
+/// list spans them all, and a node's published-port proxy knows every other node's proxy (`netsvc::backends`:
+/// a connection from a peer is served by local tasks only).
+fn peer_nodes<'a>(
+    state: &'a ClusterState,
+    node_id: &str,
+    networks: &'a [NetworkInfo],
+    mut peers: BTreeMap<&'a str, BTreeSet<&'a str>>,
+) -> Vec<PeerNode> {
     if let Some(ingress) = networks.iter().find(|n| n.ingress) {
         for n in state
             .nodes()
@@ -122,7 +188,7 @@ pub fn network_map(state: &ClusterState, node_id: &str) -> NetworkMap {
             peers.entry(&n.id).or_default().insert(&ingress.id);
         }
     }
-    let peers = peers
+    peers
         .into_iter()
         .filter_map(|(id, networks)| {
             let n = state.node(id)?;
@@ -132,53 +198,175 @@ pub fn network_map(state: &ClusterState, node_id: &str) -> NetworkMap {
                 networks: networks.into_iter().map(str::to_owned).collect(),
             })
         })
-        .collect();
+        .collect()
+}
 
-    // services with a VIP on those networks too (no task yet, or none placed)
-    for s in state.services() {
-        if s.virtual_ips
-            .iter()
-            .any(|v| nets.contains(v.network_id.as_str()))
-        {
-            services.insert(&s.id);
+/// What one network contributes to every map that has it: its description, its placed tasks' endpoints (with
+/// the task id and the attachment's position in the task's list, the order maps list them in), the nodes those
+/// run on and the services on it (tasks or a VIP).
+#[derive(Debug)]
+struct Piece {
+    info: Option<NetworkInfo>,
+    endpoints: Vec<(String, usize, Endpoint)>,
+    nodes: BTreeSet<String>,
+    services: BTreeSet<String>,
+}
+
+fn piece(state: &ClusterState, net: &str) -> Piece {
+    let info = state.network(net).and_then(|n| {
+        let a = n.allocation.as_ref()?;
+        Some(NetworkInfo {
+            id: n.id.clone(),
+            name: n.spec.name.clone(),
+            driver: n.spec.driver.clone(),
+            subnet: a.subnet.clone(),
+            gateway: a.gateway.clone(),
+            vni: a.vni,
+            internal: n.spec.internal,
+            ingress: n.spec.ingress,
+        })
+    });
+    let mut p = Piece {
+        info,
+        endpoints: Vec::new(),
+        nodes: BTreeSet::new(),
+        services: BTreeSet::new(),
+    };
+    let mut task_ids: BTreeSet<&str> = BTreeSet::new();
+    for (_, holder) in state.addresses_on(net) {
+        match holder {
+            AddressHolder::Task(id) => {
+                task_ids.insert(id);
+            }
+            AddressHolder::Vip(id) => {
+                p.services.insert(id.clone());
+            }
         }
     }
-    let services = services
-        .into_iter()
-        .filter_map(|id| state.service(id))
-        .map(|s| ServiceEndpoint {
-            service_id: s.id.clone(),
-            name: s.spec.name.clone(),
-            short_name: short_name(s),
-            mode: s.spec.endpoint.mode,
-            vips: s
-                .virtual_ips
-                .iter()
-                .filter(|v| nets.contains(v.network_id.as_str()))
-                .filter_map(|v| {
-                    cidr::host_of(&v.addr).map(|a| (v.network_id.clone(), a.to_string()))
-                })
-                .collect(),
-            aliases: s
-                .spec
-                .task
-                .networks
-                .iter()
-                .filter_map(|att| {
-                    let n = state.network_by_name(&att.target)?;
-                    nets.contains(n.id.as_str())
-                        .then_some((n.id.clone(), &att.aliases))
-                })
-                .flat_map(|(id, aliases)| aliases.iter().map(move |al| (id.clone(), al.clone())))
-                .collect(),
-            ports: s.spec.endpoint.ports.clone(),
-        })
-        .collect();
-    NetworkMap {
-        networks,
-        peers,
-        endpoints,
-        services,
+    for t in task_ids.into_iter().filter_map(|id| state.task(id)) {
+        let Some(node) = placed(t) else { continue };
+        let Some(service) = state.service(&t.service_id) else {
+            continue;
+        };
+        for (pos, a) in t.attachments.iter().enumerate() {
+            if a.network_id != net {
+                continue;
+            }
+            let Some(address) = cidr::host_of(&a.addr) else {
+                continue;
+            };
+            p.nodes.insert(node.to_owned());
+            p.services.insert(service.id.clone());
+            let endpoint = Endpoint {
+                task_id: t.id.clone(),
+                task_name: t.name(&service.spec.name),
+                service_id: t.service_id.clone(),
+                node_id: node.to_owned(),
+                network_id: a.network_id.clone(),
+                address: address.to_string(),
+                ready: ready(t),
+            };
+            p.endpoints.push((t.id.clone(), pos, endpoint));
+        }
+    }
+    p
+}
+
+/// The dispatcher's cache of what each network contributes to the maps: a network's part is built once and
+/// reused by every node's map while nothing it is made of changed — its tasks (any change of a task holding or
+/// having held an address on it), the services of those tasks and its VIPs, the network itself — as the
+/// store's touched keys tell ([`NetmapCache::sync`]). A change in one network rebuilds that network's part
+/// only. [`NetmapCache::network_map`] equals [`network_map`].
+#[derive(Debug, Default)]
+pub struct NetmapCache {
+    seen: Option<u64>,
+    pieces: std::collections::HashMap<String, std::sync::Arc<Piece>>,
+}
+
+impl NetmapCache {
+    /// The store version the cache is in step with (None: never synced).
+    pub fn seen(&self) -> Option<u64> {
+        self.seen
+    }
+
+    /// Brings the cache in step with `state` at store `version`, given what changed since [`NetmapCache::seen`]
+    /// (`Store::touched_since`; `None`: unknown, everything is dropped).
+    pub fn sync(&mut self, state: &ClusterState, version: u64, touched: Option<&Touched>) {
+        if self.seen == Some(version) {
+            return;
+        }
+        self.seen = Some(version);
+        let Some(t) = touched.filter(|_| !self.pieces.is_empty()) else {
+            self.pieces.clear();
+            return;
+        };
+        let mut stale: BTreeSet<&str> = t.address_networks.iter().map(String::as_str).collect();
+        stale.extend(t.of(ObjectKind::Network));
+        // a service's name is in its tasks' endpoints: the networks its tasks are on
+        for sid in t.of(ObjectKind::Service) {
+            for task in state.tasks_of_service(sid) {
+                stale.extend(task.attachments.iter().map(|a| a.network_id.as_str()));
+            }
+        }
+        for net in stale {
+            self.pieces.remove(net);
+        }
+    }
+
+    fn piece(&mut self, state: &ClusterState, net: &str) -> std::sync::Arc<Piece> {
+        if let Some(p) = self.pieces.get(net) {
+            return p.clone();
+        }
+        let p = std::sync::Arc::new(piece(state, net));
+        self.pieces.insert(net.to_owned(), p.clone());
+        p
+    }
+
+    /// The network map of node `node_id` (call [`NetmapCache::sync`] first, under the same view of the state).
+    pub fn network_map(&mut self, state: &ClusterState, node_id: &str) -> NetworkMap {
+        let mut ids: BTreeSet<String> = state
+            .tasks_on_node(node_id)
+            .filter(|t| placed(t).is_some())
+            .flat_map(|t| t.attachments.iter().map(|a| a.network_id.clone()))
+            .collect();
+        if let Some(ingress) = ingress(state) {
+            if state.ingress_services().next().is_some() {
+                ids.insert(ingress.id.clone());
+            }
+        }
+        let pieces: Vec<std::sync::Arc<Piece>> = ids
+            .iter()
+            .map(|id| self.piece(state, id))
+            .filter(|p| p.info.is_some())
+            .collect();
+        let networks: Vec<NetworkInfo> = pieces.iter().filter_map(|p| p.info.clone()).collect();
+        let nets: BTreeSet<&str> = networks.iter().map(|n| n.id.as_str()).collect();
+        let mut endpoints: Vec<&(String, usize, Endpoint)> =
+            pieces.iter().flat_map(|p| p.endpoints.iter()).collect();
+        endpoints.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+        let mut peers: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+        let mut services: BTreeSet<&str> = BTreeSet::new();
+        for (p, info) in pieces
+            .iter()
+            .filter_map(|p| p.info.as_ref().map(|i| (p, i)))
+        {
+            for n in p.nodes.iter().filter(|n| *n != node_id) {
+                peers.entry(n).or_default().insert(&info.id);
+            }
+            services.extend(p.services.iter().map(String::as_str));
+        }
+        let peers = peer_nodes(state, node_id, &networks, peers);
+        let services = services
+            .into_iter()
+            .filter_map(|id| state.service(id))
+            .map(|s| service_endpoint(state, &nets, s))
+            .collect();
+        NetworkMap {
+            networks,
+            peers,
+            endpoints: endpoints.into_iter().map(|(_, _, e)| e.clone()).collect(),
+            services,
+        }
     }
 }
 

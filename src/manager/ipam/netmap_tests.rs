@@ -224,7 +224,270 @@ fn every_node_has_ingress_while_a_service_publishes_through_the_mesh() {
 }
 
 #[test]
+fn the_indexed_map_equals_a_scan_of_every_task_and_service() {
+    let mut w = world();
+    let nodes = ["n1", "n2", "n3", "n4"];
+    let check = |w: &World, step: &str| {
+        for n in nodes {
+            assert_eq!(
+                network_map(&w.state, n),
+                network_map_by_scan(&w.state, n),
+                "{n} after {step}"
+            );
+        }
+    };
+    check(&w, "setup");
+    // a task ends (its address is free again), another is removed, a service loses its ports, one goes away
+    let mut t1 = w.state.task("t1").unwrap().clone();
+    let v = t1.meta.version;
+    t1.status.state = TaskState::Failed;
+    w.apply_ops(vec![Op::UpdateTask {
+        task: t1,
+        expected_version: v,
+    }]);
+    check(&w, "t1 failed");
+    w.apply_ops(vec![Op::DeleteTask { id: "t4".into() }]);
+    check(&w, "t4 deleted");
+    let mut web = w.state.service("web").unwrap().clone();
+    let v = web.meta.version;
+    web.spec.endpoint.ports.clear();
+    w.apply_ops(vec![Op::UpdateService {
+        service: web,
+        expected_version: v,
+    }]);
+    check(&w, "web publishes nothing");
+    let v = w.state.service("db").unwrap().meta.version;
+    w.apply_ops(vec![Op::DeleteService {
+        id: "db".into(),
+        expected_version: v,
+    }]);
+    check(&w, "db deleted");
+}
+
+#[test]
+fn the_cached_map_equals_the_built_one_and_rebuilds_only_changed_networks() {
+    let w = world();
+    let store = crate::store::Store::new(w.state.clone());
+    let mut index = w.state.applied_index();
+    let mut cache = NetmapCache::default();
+    let nodes = ["n1", "n2", "n3", "n4"];
+    let check = |cache: &mut NetmapCache, step: &str| {
+        store.view(|s| {
+            let (v, t) = store.touched_since(cache.seen().unwrap_or(0));
+            cache.sync(s, v, t.as_ref());
+            for n in nodes {
+                assert_eq!(
+                    cache.network_map(s, n),
+                    network_map(s, n),
+                    "{n} after {step}"
+                );
+            }
+        })
+    };
+    let mut apply = |op: Op| {
+        index += 1;
+        store
+            .apply(
+                index,
+                &crate::store::Batch {
+                    ops: vec![op],
+                    time: 5,
+                },
+            )
+            .expect("applies");
+    };
+    check(&mut cache, "setup");
+    let built = cache.pieces.len();
+    assert!(built >= 2, "{built}");
+    // a change to a task of db (network back): only back's part is rebuilt
+    let mut t4 = store.view(|s| s.task("t4").cloned()).unwrap();
+    let v = t4.meta.version;
+    t4.status.health = Some(TaskHealth::Unhealthy);
+    apply(Op::UpdateTask {
+        task: t4,
+        expected_version: v,
+    });
+    let (v, t) = store.touched_since(cache.seen().unwrap());
+    store.view(|s| cache.sync(s, v, t.as_ref()));
+    assert_eq!(cache.pieces.len(), built - 1, "one network's part dropped");
+    assert!(!cache.pieces.contains_key("back"));
+    check(&mut cache, "t4 unhealthy");
+    // a service renamed: its tasks' endpoints carry its name
+    let mut web = store.view(|s| s.service("web").cloned()).unwrap();
+    let v = web.meta.version;
+    web.spec.name = "app_www".into();
+    apply(Op::UpdateService {
+        service: web,
+        expected_version: v,
+    });
+    check(&mut cache, "web renamed");
+    // a node's address, a task ending, a node added, a service deleted
+    let mut n2 = store.view(|s| s.node("n2").cloned()).unwrap();
+    let v = n2.meta.version;
+    n2.status.addr = "192.0.2.22:4242".into();
+    apply(Op::UpdateNode {
+        node: n2,
+        expected_version: v,
+    });
+    check(&mut cache, "n2 moved");
+    let mut t3 = store.view(|s| s.task("t3").cloned()).unwrap();
+    let v = t3.meta.version;
+    t3.status.state = TaskState::Failed;
+    apply(Op::UpdateTask {
+        task: t3,
+        expected_version: v,
+    });
+    check(&mut cache, "t3 failed");
+    apply(Op::CreateNode(with_addr("n4", "192.0.2.4")));
+    check(&mut cache, "n4 joined");
+    let v = store.view(|s| s.service("db").unwrap().meta.version);
+    apply(Op::DeleteService {
+        id: "db".into(),
+        expected_version: v,
+    });
+    check(&mut cache, "db deleted");
+    // a restore: everything rebuilt
+    store.restore(index + 10, store.view(Clone::clone));
+    check(&mut cache, "restore");
+}
+
+#[test]
 fn an_empty_cluster_gives_an_empty_map() {
     let w = World::new();
     assert_eq!(network_map(&w.state, "n1"), NetworkMap::default());
+}
+
+/// The map as it was first built: a scan of every task and service (the reference the indexed build must equal).
+pub(super) fn network_map_by_scan(state: &ClusterState, node_id: &str) -> NetworkMap {
+    // the networks: those of this node's tasks, and ingress when the mesh is in use
+    let mut nets: BTreeSet<String> = state
+        .tasks_on_node(node_id)
+        .filter(|t| placed(t).is_some())
+        .flat_map(|t| t.attachments.iter().map(|a| a.network_id.clone()))
+        .collect();
+    if let Some(ingress) = ingress(state) {
+        if state
+            .services()
+            .any(crate::manager::ipam::publishes_ingress)
+        {
+            nets.insert(ingress.id.clone());
+        }
+    }
+    let networks: Vec<NetworkInfo> = nets
+        .iter()
+        .filter_map(|id| {
+            let n = state.network(id)?;
+            let a = n.allocation.as_ref()?;
+            Some(NetworkInfo {
+                id: n.id.clone(),
+                name: n.spec.name.clone(),
+                driver: n.spec.driver.clone(),
+                subnet: a.subnet.clone(),
+                gateway: a.gateway.clone(),
+                vni: a.vni,
+                internal: n.spec.internal,
+                ingress: n.spec.ingress,
+            })
+        })
+        .collect();
+    let nets: BTreeSet<&str> = networks.iter().map(|n| n.id.as_str()).collect();
+
+    // every placed task on those networks, and the nodes they run on
+    let mut endpoints = Vec::new();
+    let mut peers: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    let mut services: BTreeSet<&str> = BTreeSet::new();
+    for t in state.tasks() {
+        let Some(node) = placed(t) else { continue };
+        let Some(service) = state.service(&t.service_id) else {
+            continue;
+        };
+        for a in t
+            .attachments
+            .iter()
+            .filter(|a| nets.contains(a.network_id.as_str()))
+        {
+            let Some(address) = cidr::host_of(&a.addr) else {
+                continue;
+            };
+            if node != node_id {
+                peers.entry(node).or_default().insert(&a.network_id);
+            }
+            services.insert(&service.id);
+            endpoints.push(Endpoint {
+                task_id: t.id.clone(),
+                task_name: t.name(&service.spec.name),
+                service_id: t.service_id.clone(),
+                node_id: node.to_owned(),
+                network_id: a.network_id.clone(),
+                address: address.to_string(),
+                ready: ready(t),
+            });
+        }
+    }
+    // every other node with an address is a peer on ingress
+    if let Some(ingress) = networks.iter().find(|n| n.ingress) {
+        for n in state.nodes() {
+            if n.id != node_id && !n.status.addr.is_empty() {
+                peers.entry(&n.id).or_default().insert(&ingress.id);
+            }
+        }
+    }
+    let peers = peers
+        .into_iter()
+        .filter_map(|(id, networks)| {
+            let n = state.node(id)?;
+            Some(PeerNode {
+                node_id: id.to_owned(),
+                addr: host_of(&n.status.addr),
+                networks: networks.into_iter().map(str::to_owned).collect(),
+            })
+        })
+        .collect();
+
+    // services with a VIP on those networks too (no task yet, or none placed)
+    for s in state.services() {
+        if s.virtual_ips
+            .iter()
+            .any(|v| nets.contains(v.network_id.as_str()))
+        {
+            services.insert(&s.id);
+        }
+    }
+    let services = services
+        .into_iter()
+        .filter_map(|id| state.service(id))
+        .map(|s| ServiceEndpoint {
+            service_id: s.id.clone(),
+            name: s.spec.name.clone(),
+            short_name: short_name(s),
+            mode: s.spec.endpoint.mode,
+            vips: s
+                .virtual_ips
+                .iter()
+                .filter(|v| nets.contains(v.network_id.as_str()))
+                .filter_map(|v| {
+                    cidr::host_of(&v.addr).map(|a| (v.network_id.clone(), a.to_string()))
+                })
+                .collect(),
+            aliases: s
+                .spec
+                .task
+                .networks
+                .iter()
+                .filter_map(|att| {
+                    let n = state.network_by_name(&att.target)?;
+                    nets.contains(n.id.as_str())
+                        .then_some((n.id.clone(), &att.aliases))
+                })
+                .flat_map(|(id, aliases)| aliases.iter().map(move |al| (id.clone(), al.clone())))
+                .collect(),
+            ports: s.spec.endpoint.ports.clone(),
+        })
+        .collect();
+    NetworkMap {
+        networks,
+        peers,
+        endpoints,
+        services,
+    }
 }

@@ -4,7 +4,8 @@
 use super::*;
 use crate::manager::testutil::{node, service, task, World};
 use crate::model::{
-    Meta, NetworkAttachment, NetworkSpec, PortConfig, PortProtocol, ServiceMode, TaskState,
+    Meta, NetworkAttachment, NetworkSpec, PortConfig, PortProtocol, PublishMode, ServiceMode,
+    TaskState,
 };
 use crate::util::SeqIds;
 

@@ -6,7 +6,7 @@
 //! Pure controller (`reconcile(&ClusterState, now, ids) -> Plan`). Must not: remove a network of no stack or
 //! of a stack that exists, or the ingress network.
 
-use super::Plan;
+use super::{Plan, Scope};
 use crate::model::{Network, Service, ServiceSpec, STACK_NAMESPACE_LABEL};
 use crate::store::{ClusterState, Op};
 use crate::util::{IdSource, Millis};
@@ -77,6 +77,17 @@ pub fn check_unused(state: &ClusterState, network: &Network) -> Result<(), Strin
         network.spec.name,
         shown.join(", ")
     ))
+}
+
+/// [`reconcile`], run by the driver whenever anything changed: it looks at every network of a stack (few),
+/// whatever the scope.
+pub fn reconcile_in(
+    state: &ClusterState,
+    _scope: &Scope,
+    now: Millis,
+    ids: &mut dyn IdSource,
+) -> Plan {
+    reconcile(state, now, ids)
 }
 
 /// Removes the networks of removed stacks once nothing uses them.

@@ -10,14 +10,15 @@ use std::collections::BTreeMap;
 
 use super::{new_task, reconcile_slot, set_desired, wanted, SlotCtx, SlotState};
 use crate::manager::scheduler::filter::{global_eligible, global_may_keep};
-use crate::manager::Plan;
+use crate::manager::{Plan, Scope};
 use crate::model::limits::MAX_TASK_OPS_PER_ROUND;
 use crate::model::{RestartKey, Service, ServiceMode, Task, TaskState};
 use crate::store::{ClusterState, Op};
 use crate::util::{IdSource, Millis};
 
 /// Reconciles one node-keyed service (global or global job): per node, its tasks; then a task for every
-/// eligible node whose slot is vacant, while `budget` (tasks this round may still create) lasts.
+/// eligible node whose slot is vacant, while `budget` (tasks this round may still create) lasts. When the
+/// budget ran out before every node was looked at, the service is `unfinished` in `plan`.
 pub fn reconcile_service(
     state: &ClusterState,
     service: &Service,
@@ -62,6 +63,7 @@ pub fn reconcile_service(
     }
     for node in state.nodes() {
         if *budget == 0 {
+            plan.unfinished.insert(service.id.clone());
             break;
         }
         if !global_eligible(node, placement) {
@@ -78,9 +80,19 @@ pub fn reconcile_service(
 
 /// Makes every global service have one live task per eligible node (see the module docs).
 pub fn reconcile(state: &ClusterState, now: Millis, ids: &mut dyn IdSource) -> Plan {
+    reconcile_in(state, &Scope::All, now, ids)
+}
+
+/// [`reconcile`] on the global services of `scope` only.
+pub fn reconcile_in(
+    state: &ClusterState,
+    scope: &Scope,
+    now: Millis,
+    ids: &mut dyn IdSource,
+) -> Plan {
     let mut plan = Plan::new();
     let mut budget = MAX_TASK_OPS_PER_ROUND;
-    for service in state.services() {
+    for service in scope.services(state) {
         if service.spec.mode == ServiceMode::Global {
             reconcile_service(state, service, now, ids, &mut plan, &mut budget);
         }

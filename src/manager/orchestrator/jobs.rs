@@ -8,7 +8,7 @@
 //! Must not: restart successes, count outdated successes as done, or write task status.
 
 use super::{global, new_task, replicated, SlotState};
-use crate::manager::Plan;
+use crate::manager::{Plan, Scope};
 use crate::model::limits::MAX_TASK_OPS_PER_ROUND;
 use crate::model::{Service, ServiceMode};
 use crate::store::{ClusterState, Op};
@@ -39,19 +39,34 @@ fn reconcile_replicated_job(
     let (max, total) = limits(max_concurrent, total_completions);
     let states = replicated::reconcile_slots(state, service, total, now, ids, plan);
     let live = states.values().filter(|s| **s == SlotState::Live).count() as u64;
-    let room = (max.saturating_sub(live) as usize).min(*budget);
-    for slot in replicated::vacant_slots(&states, total).take(room) {
+    let wanted = max.saturating_sub(live) as usize;
+    let room = wanted.min(*budget);
+    let mut vacant = replicated::vacant_slots(&states, total);
+    for slot in vacant.by_ref().take(room) {
         plan.ops
             .push(Op::CreateTask(new_task(service, slot, None, now, ids)));
         *budget -= 1;
+    }
+    if room < wanted && vacant.next().is_some() {
+        plan.unfinished.insert(service.id.clone());
     }
 }
 
 /// Runs every job service towards its completions (see the module docs).
 pub fn reconcile(state: &ClusterState, now: Millis, ids: &mut dyn IdSource) -> Plan {
+    reconcile_in(state, &Scope::All, now, ids)
+}
+
+/// [`reconcile`] on the job services of `scope` only.
+pub fn reconcile_in(
+    state: &ClusterState,
+    scope: &Scope,
+    now: Millis,
+    ids: &mut dyn IdSource,
+) -> Plan {
     let mut plan = Plan::new();
     let mut budget = MAX_TASK_OPS_PER_ROUND;
-    for service in state.services() {
+    for service in scope.services(state) {
         match service.spec.mode {
             ServiceMode::ReplicatedJob {
                 max_concurrent,

@@ -18,7 +18,7 @@ pub mod restart;
 pub mod update;
 
 use self::restart::{ended_on_its_own, succeeded, supervise, would_restart, Supervised};
-use super::Plan;
+use super::{Plan, Scope};
 use crate::model::{NodeAvailability, NodeState, RestartKey, Service, Task, TaskState, TaskStatus};
 use crate::store::{ClusterState, Op};
 use crate::util::{IdSource, Millis};
@@ -244,15 +244,33 @@ fn ended_for_good(ctx: &SlotCtx<'_>, tasks: &[&Task]) -> bool {
 }
 
 /// Tasks whose service no longer exists get desired Remove (the agent stops them, the reaper deletes them).
-pub fn reconcile_orphans(state: &ClusterState, _now: Millis, _ids: &mut dyn IdSource) -> Plan {
+pub fn reconcile_orphans(state: &ClusterState, now: Millis, ids: &mut dyn IdSource) -> Plan {
+    reconcile_orphans_in(state, &Scope::All, now, ids)
+}
+
+/// [`reconcile_orphans`] for the tasks of the scope's (deleted) services only.
+pub fn reconcile_orphans_in(
+    state: &ClusterState,
+    scope: &Scope,
+    _now: Millis,
+    _ids: &mut dyn IdSource,
+) -> Plan {
     let mut plan = Plan::new();
-    for t in state.tasks() {
-        if state.service(&t.service_id).is_none()
+    let orphan = |t: &&Task| {
+        state.service(&t.service_id).is_none()
             && t.desired_state < TaskState::Remove
             && !t.status.state.is_terminal()
-        {
-            plan.ops.push(set_desired(t, TaskState::Remove));
-        }
+    };
+    let tasks: Box<dyn Iterator<Item = &Task>> = match scope {
+        Scope::All => Box::new(state.tasks()),
+        Scope::Services(ids) => Box::new(
+            ids.iter()
+                .filter(|id| state.service(id).is_none())
+                .flat_map(|id| state.tasks_of_service(id)),
+        ),
+    };
+    for t in tasks.filter(orphan) {
+        plan.ops.push(set_desired(t, TaskState::Remove));
     }
     plan
 }

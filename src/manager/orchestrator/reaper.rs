@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::manager::Plan;
+use crate::manager::{Plan, Scope};
 use crate::model::{ClusterSettings, NodeState, Task, TaskState};
 use crate::store::{ClusterState, Op};
 use crate::util::{IdSource, Millis};
@@ -35,11 +35,35 @@ fn unreachable(state: &ClusterState, task: &Task) -> bool {
 }
 
 /// Deletes what is no longer needed (see the module docs).
-pub fn reconcile(state: &ClusterState, _now: Millis, _ids: &mut dyn IdSource) -> Plan {
+pub fn reconcile(state: &ClusterState, now: Millis, ids: &mut dyn IdSource) -> Plan {
+    reconcile_in(state, &Scope::All, now, ids)
+}
+
+/// [`reconcile`] for the tasks and restart histories of the scope's services (deleted ones too) only.
+pub fn reconcile_in(
+    state: &ClusterState,
+    scope: &Scope,
+    _now: Millis,
+    _ids: &mut dyn IdSource,
+) -> Plan {
     let mut plan = Plan::new();
     let limit = retention_limit(state);
     let mut history: BTreeMap<(&str, u64, &str), Vec<&Task>> = BTreeMap::new();
-    for t in state.tasks() {
+    let (tasks, histories): (
+        Box<dyn Iterator<Item = &Task>>,
+        Box<dyn Iterator<Item = &crate::model::RestartHistory>>,
+    ) = match scope {
+        Scope::All => (Box::new(state.tasks()), Box::new(state.restart_histories())),
+        Scope::Services(ids) => (
+            Box::new(ids.iter().flat_map(|id| state.tasks_of_service(id))),
+            Box::new(
+                ids.iter()
+                    .filter(|id| state.service(id).is_none())
+                    .flat_map(|id| state.restart_histories_of(id)),
+            ),
+        ),
+    };
+    for t in tasks {
         let terminal = t.status.state.is_terminal();
         let service_gone = state.service(&t.service_id).is_none();
         let removable = t.desired_state >= TaskState::Remove && (terminal || unreachable(state, t));
@@ -80,7 +104,7 @@ pub fn reconcile(state: &ClusterState, _now: Millis, _ids: &mut dyn IdSource) ->
             plan.ops.push(Op::DeleteTask { id: t.id.clone() });
         }
     }
-    for h in state.restart_histories() {
+    for h in histories {
         if state.service(h.key.service_id()).is_none() {
             plan.ops.push(Op::DeleteRestartHistory {
                 key: h.key.clone(),

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use super::{new_task, on_draining_node, reconcile_slot, set_desired, wanted, SlotCtx, SlotState};
 use crate::manager::scheduler::filter::may_keep;
-use crate::manager::Plan;
+use crate::manager::{Plan, Scope};
 use crate::model::limits::MAX_TASK_OPS_PER_ROUND;
 use crate::model::{RestartKey, Service, ServiceMode, Task, TaskState};
 use crate::store::{ClusterState, Op};
@@ -114,20 +114,32 @@ pub fn vacant_slots(
 
 /// Makes every replicated service have one live task per slot (see the module docs).
 pub fn reconcile(state: &ClusterState, now: Millis, ids: &mut dyn IdSource) -> Plan {
+    reconcile_in(state, &Scope::All, now, ids)
+}
+
+/// [`reconcile`] on the replicated services of `scope` only. A service the round's budget left vacant slots
+/// in is `unfinished`.
+pub fn reconcile_in(
+    state: &ClusterState,
+    scope: &Scope,
+    now: Millis,
+    ids: &mut dyn IdSource,
+) -> Plan {
     let mut plan = Plan::new();
     let mut budget = MAX_TASK_OPS_PER_ROUND;
-    for service in state.services() {
+    for service in scope.services(state) {
         let ServiceMode::Replicated { replicas } = service.spec.mode else {
             continue;
         };
         let states = reconcile_slots(state, service, replicas, now, ids, &mut plan);
-        if budget == 0 {
-            continue;
-        }
-        for slot in vacant_slots(&states, replicas).take(budget) {
+        let mut vacant = vacant_slots(&states, replicas);
+        for slot in vacant.by_ref().take(budget) {
             let task = new_task(service, slot, None, now, ids);
             plan.ops.push(Op::CreateTask(task));
             budget -= 1;
+        }
+        if budget == 0 && vacant.next().is_some() {
+            plan.unfinished.insert(service.id.clone());
         }
     }
     plan

@@ -51,32 +51,33 @@ pub fn explain(refused: &BTreeMap<Unfit, usize>) -> String {
     format!("no suitable node ({})", parts.join("; "))
 }
 
-/// What a node already carries: non-terminal tasks, in total and per service, and their reservations.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct NodeLoad {
+/// What a node already carries (kept by the store's index of node loads).
+pub use crate::store::NodeLoad;
+
+/// What the filters and the spread read of a node's load.
+pub trait Load {
     /// Non-terminal tasks on the node.
-    pub tasks: u64,
-    /// Non-terminal tasks on the node, per service id.
-    pub by_service: BTreeMap<String, u64>,
+    fn tasks(&self) -> u64;
+    /// Non-terminal tasks of `service_id` on the node.
+    fn of_service(&self, service_id: &str) -> u64;
     /// Reserved CPU (billionths).
-    pub nano_cpus: u64,
+    fn nano_cpus(&self) -> u64;
     /// Reserved memory (bytes).
-    pub memory_bytes: u64,
+    fn memory_bytes(&self) -> u64;
 }
 
-impl NodeLoad {
-    /// Counts one more task of `service_id` with `spec`'s reservations.
-    pub fn add(&mut self, service_id: &str, spec: &TaskSpec) {
-        self.tasks += 1;
-        *self.by_service.entry(service_id.to_owned()).or_default() += 1;
-        let r = &spec.resources.reservations;
-        self.nano_cpus = self.nano_cpus.saturating_add(r.nano_cpus.max(0) as u64);
-        self.memory_bytes = self.memory_bytes.saturating_add(r.memory_bytes);
+impl Load for NodeLoad {
+    fn tasks(&self) -> u64 {
+        self.tasks
     }
-
-    /// Tasks of `service_id`.
-    pub fn of_service(&self, service_id: &str) -> u64 {
-        self.by_service.get(service_id).copied().unwrap_or(0)
+    fn of_service(&self, service_id: &str) -> u64 {
+        NodeLoad::of_service(self, service_id)
+    }
+    fn nano_cpus(&self) -> u64 {
+        self.nano_cpus
+    }
+    fn memory_bytes(&self) -> u64 {
+        self.memory_bytes
     }
 }
 
@@ -136,7 +137,7 @@ fn fits(capacity: u64, used: u64, amount: u64) -> bool {
 /// first filter that refuses says why. `max_replicas` is skipped for global tasks (one per node anyway).
 pub fn check(
     node: &Node,
-    load: &NodeLoad,
+    load: &impl Load,
     service_id: &str,
     spec: &TaskSpec,
     check_max_replicas: bool,
@@ -146,8 +147,8 @@ pub fn check(
     }
     let r = &spec.resources.reservations;
     let cap = &node.description.resources;
-    if !fits(cap.nano_cpus, load.nano_cpus, r.nano_cpus.max(0) as u64)
-        || !fits(cap.memory_bytes, load.memory_bytes, r.memory_bytes)
+    if !fits(cap.nano_cpus, load.nano_cpus(), r.nano_cpus.max(0) as u64)
+        || !fits(cap.memory_bytes, load.memory_bytes(), r.memory_bytes)
     {
         return Err(Unfit::Resources);
     }

@@ -17,8 +17,8 @@ mod equiv_tests;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
 
-use self::filter::{check, explain, NodeLoad, Unfit};
-use super::Plan;
+use self::filter::{check, explain, Load, NodeLoad, Unfit};
+use super::{Plan, Scope};
 use crate::model::limits::MAX_TASK_OPS_PER_ROUND;
 use crate::model::{Node, Task, TaskSpec, TaskState, TaskStatus};
 use crate::store::{ClusterState, Op};
@@ -27,28 +27,96 @@ use crate::util::{IdSource, Millis};
 /// The message of an assigned task's status.
 pub const ASSIGNED_MESSAGE: &str = "scheduler assigned task to node";
 
-/// What each node carries now: its non-terminal tasks.
+/// What each node carries now: its non-terminal tasks (every node, and any node a live task names).
 pub fn loads(state: &ClusterState) -> BTreeMap<String, NodeLoad> {
     let mut loads: BTreeMap<String, NodeLoad> = state
         .nodes()
         .map(|n| (n.id.clone(), NodeLoad::default()))
         .collect();
-    for t in state.tasks() {
-        if t.status.state.is_terminal() {
-            continue;
-        }
-        if let Some(node) = &t.node_id {
-            loads
-                .entry(node.clone())
-                .or_default()
-                .add(&t.service_id, &t.spec);
-        }
+    for (id, load) in state.node_loads() {
+        loads.insert(id.to_owned(), load.clone());
     }
     loads
 }
 
-/// Whether the scheduler should place `task`: it should run, has no node yet, and IPAM gave it an address on
-/// every network it attaches to (Swarm's allocator before its scheduler).
+/// The loads a round works with: the store's index, plus what this round placed on each node (a small delta),
+/// so a round costs nothing per node or service it does not touch.
+struct Loads<'a> {
+    state: &'a ClusterState,
+    placed: HashMap<&'a str, Delta>,
+}
+
+/// What a round added to a node.
+#[derive(Debug, Default)]
+struct Delta {
+    tasks: u64,
+    by_service: HashMap<String, u64>,
+    nano_cpus: u64,
+    memory_bytes: u64,
+}
+
+/// A node's load as the round sees it: the store's, plus the round's placements.
+#[derive(Clone, Copy)]
+struct LoadView<'l> {
+    base: Option<&'l NodeLoad>,
+    delta: Option<&'l Delta>,
+}
+
+impl Load for LoadView<'_> {
+    fn tasks(&self) -> u64 {
+        self.base.map_or(0, |b| b.tasks) + self.delta.map_or(0, |d| d.tasks)
+    }
+    fn of_service(&self, service_id: &str) -> u64 {
+        self.base.map_or(0, |b| b.of_service(service_id))
+            + self
+                .delta
+                .and_then(|d| d.by_service.get(service_id))
+                .copied()
+                .unwrap_or(0)
+    }
+    fn nano_cpus(&self) -> u64 {
+        let base = self.base.map_or(0, |b| b.nano_cpus);
+        base.saturating_add(self.delta.map_or(0, |d| d.nano_cpus))
+    }
+    fn memory_bytes(&self) -> u64 {
+        let base = self.base.map_or(0, |b| b.memory_bytes);
+        base.saturating_add(self.delta.map_or(0, |d| d.memory_bytes))
+    }
+}
+
+impl<'a> Loads<'a> {
+    fn new(state: &'a ClusterState) -> Self {
+        Loads {
+            state,
+            placed: HashMap::new(),
+        }
+    }
+
+    fn get(&self, node_id: &str) -> LoadView<'_> {
+        LoadView {
+            base: self.state.node_load(node_id),
+            delta: self.placed.get(node_id),
+        }
+    }
+
+    /// Counts one more task of `service_id` with `spec` on `node_id` (a node of the state).
+    fn add(&mut self, node_id: &'a str, service_id: &str, spec: &TaskSpec) {
+        let d = self.placed.entry(node_id).or_default();
+        d.tasks += 1;
+        match d.by_service.get_mut(service_id) {
+            Some(n) => *n += 1,
+            None => {
+                d.by_service.insert(service_id.to_owned(), 1);
+            }
+        }
+        let r = &spec.resources.reservations;
+        d.nano_cpus = d.nano_cpus.saturating_add(r.nano_cpus.max(0) as u64);
+        d.memory_bytes = d.memory_bytes.saturating_add(r.memory_bytes);
+    }
+}
+
+/// Whether the scheduler should place `task` (one of the store's unplaced tasks): it should run and IPAM gave
+/// it an address on every network it attaches to (Swarm's allocator before its scheduler).
 fn unscheduled(state: &ClusterState, task: &Task) -> bool {
     task.desired_state == TaskState::Running
         && matches!(task.status.state, TaskState::New | TaskState::Pending)
@@ -76,7 +144,7 @@ type SpreadKey = (Vec<u64>, u64, u64, String);
 /// `nodes` (computed once per task, so ordering the candidates is linear in the nodes).
 fn group_sums<'a>(
     nodes: &[&'a Node],
-    loads: &BTreeMap<String, NodeLoad>,
+    loads: &Loads<'_>,
     service_id: &str,
     spec: &TaskSpec,
 ) -> Vec<HashMap<&'a str, u64>> {
@@ -86,7 +154,7 @@ fn group_sums<'a>(
         .map(|pref| {
             let mut sums: HashMap<&str, u64> = HashMap::new();
             for n in nodes {
-                let here = loads.get(&n.id).map_or(0, |l| l.of_service(service_id));
+                let here = loads.get(&n.id).of_service(service_id);
                 *sums.entry(preference_value(n, pref)).or_default() += here;
             }
             sums
@@ -98,12 +166,11 @@ fn group_sums<'a>(
 /// [`group_sums`]), then on the node, then fewest tasks overall, then node id.
 fn spread_key(
     groups: &[HashMap<&str, u64>],
-    loads: &BTreeMap<String, NodeLoad>,
+    loads: &Loads<'_>,
     node: &Node,
     service_id: &str,
     spec: &TaskSpec,
 ) -> SpreadKey {
-    let empty = NodeLoad::default();
     let groups = spec
         .placement
         .preferences
@@ -111,11 +178,11 @@ fn spread_key(
         .zip(groups)
         .map(|(pref, sums)| sums.get(preference_value(node, pref)).copied().unwrap_or(0))
         .collect();
-    let load = loads.get(&node.id).unwrap_or(&empty);
+    let load = loads.get(&node.id);
     (
         groups,
         load.of_service(service_id),
-        load.tasks,
+        load.tasks(),
         node.id.clone(),
     )
 }
@@ -132,13 +199,7 @@ struct Candidates<'a> {
 }
 
 impl<'a> Candidates<'a> {
-    fn new(
-        nodes: &[&'a Node],
-        loads: &BTreeMap<String, NodeLoad>,
-        service_id: &'a str,
-        spec: &'a TaskSpec,
-    ) -> Self {
-        let empty = NodeLoad::default();
+    fn new(nodes: &[&'a Node], loads: &Loads<'_>, service_id: &'a str, spec: &'a TaskSpec) -> Self {
         let mut c = Candidates {
             service_id,
             spec,
@@ -146,33 +207,34 @@ impl<'a> Candidates<'a> {
             refused: BTreeMap::new(),
         };
         for node in nodes {
-            let load = loads.get(&node.id).unwrap_or(&empty);
-            match check(node, load, service_id, spec, true) {
+            let load = loads.get(&node.id);
+            match check(node, &load, service_id, spec, true) {
                 Err(unfit) => *c.refused.entry(unfit).or_default() += 1,
-                Ok(()) => c
-                    .heap
-                    .push(Reverse((load.of_service(service_id), load.tasks, &node.id))),
+                Ok(()) => c.heap.push(Reverse((
+                    load.of_service(service_id),
+                    load.tasks(),
+                    &node.id,
+                ))),
             }
         }
         c
     }
 
     /// The best node that still fits, counted as carrying one more task; or why none does.
-    fn place(
-        &mut self,
-        state: &ClusterState,
-        loads: &mut BTreeMap<String, NodeLoad>,
-    ) -> Result<String, String> {
+    fn place(&mut self, state: &'a ClusterState, loads: &mut Loads<'a>) -> Result<String, String> {
         while let Some(Reverse((_, _, id))) = self.heap.pop() {
             let Some(node) = state.node(id) else { continue };
-            let load = loads.entry(id.to_owned()).or_default();
-            if let Err(unfit) = check(node, load, self.service_id, self.spec, true) {
+            if let Err(unfit) = check(node, &loads.get(id), self.service_id, self.spec, true) {
                 *self.refused.entry(unfit).or_default() += 1;
                 continue;
             }
-            load.add(self.service_id, self.spec);
-            self.heap
-                .push(Reverse((load.of_service(self.service_id), load.tasks, id)));
+            loads.add(&node.id, self.service_id, self.spec);
+            let load = loads.get(id);
+            self.heap.push(Reverse((
+                load.of_service(self.service_id),
+                load.tasks(),
+                id,
+            )));
             return Ok(id.to_owned());
         }
         Err(explain(&self.refused))
@@ -204,14 +266,25 @@ fn pend(task: &Task, message: String, now: Millis) -> Option<Op> {
     })
 }
 
+/// [`reconcile`], run by the driver whenever anything changed: every task waiting for a node is placed from the
+/// store's index of them, whatever the scope (a change anywhere may make room for any of them).
+pub fn reconcile_in(
+    state: &ClusterState,
+    _scope: &Scope,
+    now: Millis,
+    ids: &mut dyn IdSource,
+) -> Plan {
+    reconcile(state, now, ids)
+}
+
 /// Places every unscheduled task (see the module docs).
 pub fn reconcile(state: &ClusterState, now: Millis, _ids: &mut dyn IdSource) -> Plan {
     let mut plan = Plan::new();
-    let mut loads = loads(state);
+    let mut loads = Loads::new(state);
     let nodes: Vec<&Node> = state.nodes().collect();
-    let empty = NodeLoad::default();
+    // the store's index of tasks waiting for a node: a round costs nothing per placed task
     let mut tasks: Vec<&Task> = state
-        .tasks()
+        .unplaced_tasks()
         .filter(|t| unscheduled(state, t) && state.service(&t.service_id).is_some())
         .collect();
     let order = |a: &&Task, b: &&Task| {
@@ -233,8 +306,8 @@ pub fn reconcile(state: &ClusterState, now: Millis, _ids: &mut dyn IdSource) -> 
         let chosen = match &task.node_id {
             Some(node_id) => match state.node(node_id) {
                 Some(node) => {
-                    let load = loads.get(node_id).unwrap_or(&empty);
-                    check(node, load, &task.service_id, &task.spec, false)
+                    let load = loads.get(node_id);
+                    check(node, &load, &task.service_id, &task.spec, false)
                         .map(|()| node_id.clone())
                         .map_err(|unfit| explain(&BTreeMap::from([(unfit, 1)])))
                 }
@@ -267,8 +340,8 @@ pub fn reconcile(state: &ClusterState, now: Millis, _ids: &mut dyn IdSource) -> 
                 let mut best: Option<(SpreadKey, &Node)> = None;
                 let groups = group_sums(&nodes, &loads, &task.service_id, &task.spec);
                 for node in &nodes {
-                    let load = loads.get(&node.id).unwrap_or(&empty);
-                    match check(node, load, &task.service_id, &task.spec, true) {
+                    let load = loads.get(&node.id);
+                    match check(node, &load, &task.service_id, &task.spec, true) {
                         Err(unfit) => *refused.entry(unfit).or_default() += 1,
                         Ok(()) => {
                             let key =
@@ -287,10 +360,9 @@ pub fn reconcile(state: &ClusterState, now: Millis, _ids: &mut dyn IdSource) -> 
         run = None;
         match chosen {
             Ok(node_id) => {
-                loads
-                    .entry(node_id.clone())
-                    .or_default()
-                    .add(&task.service_id, &task.spec);
+                if let Some(node) = state.node(&node_id) {
+                    loads.add(&node.id, &task.service_id, &task.spec);
+                }
                 plan.ops.push(assign(task, &node_id, now));
             }
             Err(message) => plan.ops.extend(pend(task, message, now)),

@@ -17,9 +17,9 @@ use swarm::agent::{StatusReport, Worker};
 use swarm::exec::fake::{FakeExecutor, HealthScript, Match, Outcome};
 use swarm::exec::RuntimeState;
 use swarm::manager::dispatcher::{assignments_for, decode_assignments, status_ops};
-use swarm::manager::driver::{self, Backoff, Propose};
+use swarm::manager::driver::{self, Propose, Rounds};
 use swarm::manager::proposer::ProposeError;
-use swarm::manager::{Controller, Plan};
+use swarm::manager::{Plan, Scope, ScopedController};
 use swarm::model::{
     FileObjectSpec, Meta, Node, NodeAvailability, NodeDescription, NodeResources, NodeSpec,
     NodeState, NodeStatus, Platform, Secret, SecretData, Service, ServiceMode, ServiceSpec, Task,
@@ -71,8 +71,8 @@ pub struct Sim {
     seen: HashMap<String, (TaskState, TaskState)>,
     /// Plans the store refused (a controller computed them on the latest state: should not happen).
     pub rejected: Vec<String>,
-    /// The driver's per-controller backoff, kept across rounds as the driver keeps it.
-    backoff: Backoff,
+    /// The driver's memory between rounds (backoff, what changed, pending scopes), kept as the driver keeps it.
+    rounds: Rounds,
 }
 
 /// A Ready, Active worker node.
@@ -140,7 +140,9 @@ impl Sim {
             steps: 0,
             seen: HashMap::new(),
             rejected: Vec::new(),
-            backoff: Backoff::default(),
+            // only what changed, after the first round: a change the driver misses shows as a test failure
+            // (`check_nothing_missed`), not hidden by the periodic full resync
+            rounds: Rounds::without_periodic_resync(),
         };
         for i in 1..=n {
             sim.add_node(&format!("n{i}"));
@@ -379,9 +381,9 @@ impl Sim {
     /// One driver round: every controller on the latest state, its plan applied at once. Returns whether
     /// anything changed.
     async fn run_controllers(&mut self) -> bool {
-        let mut backoff = std::mem::take(&mut self.backoff);
-        let round = driver::round(self, &mut backoff).await;
-        self.backoff = backoff;
+        let mut rounds = std::mem::take(&mut self.rounds);
+        let round = driver::round(self, &mut rounds).await;
+        self.rounds = rounds;
         round.applied > 0
     }
 
@@ -419,6 +421,7 @@ impl Sim {
             changed |= self.apply_reports(reports);
             if !changed {
                 self.check_replicas();
+                self.check_nothing_missed();
                 return;
             }
         }
@@ -521,6 +524,28 @@ impl Sim {
     /// Checked after every controller batch and at the end of every step (not right after a user's
     /// scale-down: that write itself makes the count exceed the new `replicas` until the orchestrator's next
     /// plan).
+    /// Once a step settled on what changed, every controller run on everything has nothing to do either
+    /// (controllers backing off after a refused plan aside): the driver's dirty scopes missed nothing.
+    fn check_nothing_missed(&self) {
+        let now = self.clock.now();
+        let mut ids = SeqIds::new("check-");
+        let missed: Vec<String> = self.store.view(|s| {
+            swarm::manager::CONTROLLERS
+                .iter()
+                .filter(|(name, _)| self.rounds.backoff.waiting(name, now).is_none())
+                .filter_map(|(name, controller)| {
+                    let plan = controller(s, now, &mut ids);
+                    (!plan.ops.is_empty()).then(|| format!("{name}: {:?}", plan.ops))
+                })
+                .collect()
+        });
+        if !missed.is_empty() {
+            self.fail(&format!(
+                "settled on the dirty scopes, but a full run still has work: {missed:#?}"
+            ));
+        }
+    }
+
     fn check_replicas(&self) {
         let (services, tasks, draining) = self.store.view(|s| {
             (
@@ -664,9 +689,13 @@ impl Propose for Sim {
         self.clock.now()
     }
 
-    fn plan(&mut self, controller: Controller, now: Millis) -> Plan {
+    fn store(&self) -> &Store {
+        &self.store
+    }
+
+    fn plan(&mut self, controller: ScopedController, scope: &Scope, now: Millis) -> Plan {
         let ids: &mut dyn IdSource = &mut self.ids;
-        self.store.view(|s| controller(s, now, ids))
+        self.store.view(|s| controller(s, scope, now, ids))
     }
 
     fn propose(

@@ -31,7 +31,7 @@ use super::jobs::limits;
 use super::replicated::keep_replicated;
 use super::{new_task, wanted};
 use crate::manager::scheduler::filter::{global_eligible, global_may_keep};
-use crate::manager::Plan;
+use crate::manager::{Plan, Scope};
 use crate::model::{
     FailureAction, NodeState, Service, ServiceMode, Task, TaskState, UpdateConfig, UpdateOrder,
     UpdateState, UpdateStatus,
@@ -428,8 +428,18 @@ fn reconcile_service(r: &mut Round<'_>, original: &Service, ids: &mut dyn IdSour
 
 /// Rolls every updating service forward (see the module docs).
 pub fn reconcile(state: &ClusterState, now: Millis, ids: &mut dyn IdSource) -> Plan {
+    reconcile_in(state, &Scope::All, now, ids)
+}
+
+/// [`reconcile`] on the services of `scope` only.
+pub fn reconcile_in(
+    state: &ClusterState,
+    scope: &Scope,
+    now: Millis,
+    ids: &mut dyn IdSource,
+) -> Plan {
     let mut plan = Plan::new();
-    for original in state.services() {
+    for original in scope.services(state) {
         let mut r = Round {
             state,
             now,
