@@ -39,7 +39,7 @@ secrets:
 "#;
 
 /// Running tasks of `service` per node hostname.
-fn placement(m: &Swarmd, service: &str) -> BTreeMap<String, usize> {
+pub(crate) fn placement(m: &Swarmd, service: &str) -> BTreeMap<String, usize> {
     let out = m.ctl_ok(&["service", "ps", service, "--format", "json"]);
     let mut by_node = BTreeMap::new();
     for v in out

@@ -10,28 +10,8 @@
 use std::collections::BTreeMap;
 
 use super::cluster::{wait_for, Swarmd};
+use super::multinode::placement;
 use super::netlab::{addresses, in_task, pid_of, service_net_tools, wget_in_ns, wget_in_task, Lab};
-
-/// Running tasks of `service` per node hostname.
-fn placement(m: &Swarmd, service: &str) -> BTreeMap<String, usize> {
-    let out = m.ctl_ok(&["service", "ps", service, "--format", "json"]);
-    let mut by_node = BTreeMap::new();
-    for v in out
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-    {
-        let running = v["DesiredState"] == "Running"
-            && v["CurrentState"]
-                .as_str()
-                .is_some_and(|s| s.starts_with("Running"));
-        if running {
-            *by_node
-                .entry(v["Node"].as_str().unwrap_or_default().to_string())
-                .or_default() += 1;
-        }
-    }
-    by_node
-}
 
 #[test]
 fn a_task_on_one_node_reaches_a_service_on_another_by_name_and_the_mesh_answers_on_a_third() {

@@ -49,10 +49,8 @@ fn short_name(service: &Service) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// The network map of node `node_id`, from the store's indexes: the node's tasks, then per network the
-/// addresses held on it (live tasks and VIPs) — nothing proportional to the tasks or services elsewhere.
-pub fn network_map(state: &ClusterState, node_id: &str) -> NetworkMap {
-    // the networks: those of this node's tasks, and ingress when the mesh is in use
+/// The networks in node `node_id`'s map: those of its placed tasks, and ingress when the mesh is in use.
+fn node_networks(state: &ClusterState, node_id: &str) -> BTreeSet<String> {
     let mut nets: BTreeSet<String> = state
         .tasks_on_node(node_id)
         .filter(|t| placed(t).is_some())
@@ -63,22 +61,31 @@ pub fn network_map(state: &ClusterState, node_id: &str) -> NetworkMap {
             nets.insert(ingress.id.clone());
         }
     }
-    let networks: Vec<NetworkInfo> = nets
+    nets
+}
+
+/// Network `id` as a map describes it; `None` before IPAM allocated it.
+fn network_info(state: &ClusterState, id: &str) -> Option<NetworkInfo> {
+    let n = state.network(id)?;
+    let a = n.allocation.as_ref()?;
+    Some(NetworkInfo {
+        id: n.id.clone(),
+        name: n.spec.name.clone(),
+        driver: n.spec.driver.clone(),
+        subnet: a.subnet.clone(),
+        gateway: a.gateway.clone(),
+        vni: a.vni,
+        internal: n.spec.internal,
+        ingress: n.spec.ingress,
+    })
+}
+
+/// The network map of node `node_id`, from the store's indexes: the node's tasks, then per network the
+/// addresses held on it (live tasks and VIPs) — nothing proportional to the tasks or services elsewhere.
+pub fn network_map(state: &ClusterState, node_id: &str) -> NetworkMap {
+    let networks: Vec<NetworkInfo> = node_networks(state, node_id)
         .iter()
-        .filter_map(|id| {
-            let n = state.network(id)?;
-            let a = n.allocation.as_ref()?;
-            Some(NetworkInfo {
-                id: n.id.clone(),
-                name: n.spec.name.clone(),
-                driver: n.spec.driver.clone(),
-                subnet: a.subnet.clone(),
-                gateway: a.gateway.clone(),
-                vni: a.vni,
-                internal: n.spec.internal,
-                ingress: n.spec.ingress,
-            })
-        })
+        .filter_map(|id| network_info(state, id))
         .collect();
     let nets: BTreeSet<&str> = networks.iter().map(|n| n.id.as_str()).collect();
 
@@ -213,21 +220,8 @@ struct Piece {
 }
 
 fn piece(state: &ClusterState, net: &str) -> Piece {
-    let info = state.network(net).and_then(|n| {
-        let a = n.allocation.as_ref()?;
-        Some(NetworkInfo {
-            id: n.id.clone(),
-            name: n.spec.name.clone(),
-            driver: n.spec.driver.clone(),
-            subnet: a.subnet.clone(),
-            gateway: a.gateway.clone(),
-            vni: a.vni,
-            internal: n.spec.internal,
-            ingress: n.spec.ingress,
-        })
-    });
     let mut p = Piece {
-        info,
+        info: network_info(state, net),
         endpoints: Vec::new(),
         nodes: BTreeSet::new(),
         services: BTreeSet::new(),
@@ -324,17 +318,7 @@ impl NetmapCache {
 
     /// The network map of node `node_id` (call [`NetmapCache::sync`] first, under the same view of the state).
     pub fn network_map(&mut self, state: &ClusterState, node_id: &str) -> NetworkMap {
-        let mut ids: BTreeSet<String> = state
-            .tasks_on_node(node_id)
-            .filter(|t| placed(t).is_some())
-            .flat_map(|t| t.attachments.iter().map(|a| a.network_id.clone()))
-            .collect();
-        if let Some(ingress) = ingress(state) {
-            if state.ingress_services().next().is_some() {
-                ids.insert(ingress.id.clone());
-            }
-        }
-        let pieces: Vec<std::sync::Arc<Piece>> = ids
+        let pieces: Vec<std::sync::Arc<Piece>> = node_networks(state, node_id)
             .iter()
             .map(|id| self.piece(state, id))
             .filter(|p| p.info.is_some())
