@@ -115,6 +115,31 @@ impl ControlApi {
     }
 }
 
+/// How many times a planned write is planned again from the newer state when a controller's change came
+/// between its read and its commit (the batch is refused as a whole, so nothing was half-applied).
+const CONFLICT_ATTEMPTS: u32 = 5;
+
+/// Runs `attempt` (which reads the store, plans and proposes) again while its batch is refused because
+/// another change came first: the reconcile loops write all the time (task states, update progress, old secret
+/// versions collected), and a user's `stack rm` or `service update` must not fail for that. A conflict that
+/// persists is returned as it is.
+async fn retried<T, F, Fut>(mut attempt: F) -> Result<T, ApiError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, ApiError>>,
+{
+    let mut tries = 1;
+    loop {
+        match attempt().await {
+            Err(ApiError::Conflict(_)) if tries < CONFLICT_ATTEMPTS => {
+                tokio::time::sleep(std::time::Duration::from_millis(5 << tries)).await;
+                tries += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Objects as a list of JSON texts.
 fn json_objects<T: serde::Serialize>(items: impl Iterator<Item = T>) -> control::JsonObjects {
     control::JsonObjects {
@@ -133,7 +158,8 @@ impl Control for ControlApi {
         &self,
         request: Request<control::DeployStackRequest>,
     ) -> Result<Response<control::DeployStackResponse>, Status> {
-        reply(stack::deploy(self, request.into_inner()).await)
+        let req = request.into_inner();
+        reply(retried(|| stack::deploy(self, req.clone())).await)
     }
 
     async fn stack_history(
@@ -147,14 +173,16 @@ impl Control for ControlApi {
         &self,
         request: Request<control::RollbackStackRequest>,
     ) -> Result<Response<control::DeployStackResponse>, Status> {
-        reply(stack::rollback(self, request.into_inner()).await)
+        let req = request.into_inner();
+        reply(retried(|| stack::rollback(self, req.clone())).await)
     }
 
     async fn record_stack_source(
         &self,
         request: Request<control::RecordStackSourceRequest>,
     ) -> Result<Response<control::JsonObject>, Status> {
-        reply(stack::record_source(self, request.into_inner()).await)
+        let req = request.into_inner();
+        reply(retried(|| stack::record_source(self, req.clone())).await)
     }
 
     async fn list_stacks(
@@ -168,7 +196,8 @@ impl Control for ControlApi {
         &self,
         request: Request<control::ObjectRef>,
     ) -> Result<Response<control::JsonObjects>, Status> {
-        reply(stack::remove(self, &request.into_inner().id_or_name).await)
+        let name = request.into_inner().id_or_name;
+        reply(retried(|| stack::remove(self, &name)).await)
     }
 
     async fn list_services(
@@ -192,28 +221,32 @@ impl Control for ControlApi {
         &self,
         request: Request<control::ScaleRequest>,
     ) -> Result<Response<control::JsonObject>, Status> {
-        reply(service::scale(self, request.into_inner()).await)
+        let req = request.into_inner();
+        reply(retried(|| service::scale(self, req.clone())).await)
     }
 
     async fn remove_service(
         &self,
         request: Request<control::ObjectRef>,
     ) -> Result<Response<control::Empty>, Status> {
-        reply(service::remove(self, &request.into_inner().id_or_name).await)
+        let key = request.into_inner().id_or_name;
+        reply(retried(|| service::remove(self, &key)).await)
     }
 
     async fn update_service(
         &self,
         request: Request<control::ServiceUpdateRequest>,
     ) -> Result<Response<control::ServiceUpdateResponse>, Status> {
-        reply(service::update(self, request.into_inner()).await)
+        let req = request.into_inner();
+        reply(retried(|| service::update(self, req.clone())).await)
     }
 
     async fn rollback_service(
         &self,
         request: Request<control::ObjectRef>,
     ) -> Result<Response<control::ServiceUpdateResponse>, Status> {
-        reply(service::rollback(self, &request.into_inner().id_or_name).await)
+        let key = request.into_inner().id_or_name;
+        reply(retried(|| service::rollback(self, &key)).await)
     }
 
     type ServiceLogsStream = Pin<Box<dyn Stream<Item = Result<control::LogLine, Status>> + Send>>;
@@ -251,7 +284,8 @@ impl Control for ControlApi {
         &self,
         request: Request<control::NodeUpdateRequest>,
     ) -> Result<Response<control::JsonObject>, Status> {
-        reply(node::update(self, request.into_inner()).await)
+        let req = request.into_inner();
+        reply(retried(|| node::update(self, req.clone())).await)
     }
 
     async fn create_secret(
@@ -279,7 +313,8 @@ impl Control for ControlApi {
         &self,
         request: Request<control::ObjectRef>,
     ) -> Result<Response<control::Empty>, Status> {
-        reply(secret::remove(self, &request.into_inner().id_or_name).await)
+        let key = request.into_inner().id_or_name;
+        reply(retried(|| secret::remove(self, &key)).await)
     }
 
     async fn create_network(
@@ -307,7 +342,8 @@ impl Control for ControlApi {
         &self,
         request: Request<control::ObjectRef>,
     ) -> Result<Response<control::Empty>, Status> {
-        reply(network::remove(self, &request.into_inner().id_or_name).await)
+        let key = request.into_inner().id_or_name;
+        reply(retried(|| network::remove(self, &key)).await)
     }
 
     async fn info(
@@ -337,7 +373,8 @@ impl Control for ControlApi {
         &self,
         request: Request<control::NodeRemoveRequest>,
     ) -> Result<Response<control::Empty>, Status> {
-        reply(node::remove(self, request.into_inner()).await)
+        let req = request.into_inner();
+        reply(retried(|| node::remove(self, req.clone())).await)
     }
 
     async fn issue_client_certificate(
@@ -407,5 +444,45 @@ pub(crate) async fn try_update_cluster(
         Ok(()) => Ok(true),
         Err(ApiError::Conflict(_)) => Ok(false),
         Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_conflict_is_planned_again_and_a_lasting_one_returned() {
+        let mut calls = 0;
+        let r = retried(|| {
+            calls += 1;
+            let n = calls;
+            async move {
+                if n < 3 {
+                    Err(ApiError::Conflict("secret gone".into()))
+                } else {
+                    Ok(n)
+                }
+            }
+        })
+        .await;
+        assert!(matches!(r, Ok(3)));
+        let mut calls = 0;
+        let r: Result<(), _> = retried(|| {
+            calls += 1;
+            async { Err(ApiError::Conflict("always".into())) }
+        })
+        .await;
+        assert!(matches!(r, Err(ApiError::Conflict(m)) if m == "always"));
+        assert_eq!(calls, CONFLICT_ATTEMPTS);
+        // any other error is returned at once
+        let mut calls = 0;
+        let r: Result<(), _> = retried(|| {
+            calls += 1;
+            async { Err(ApiError::NotFound("no stack x".into())) }
+        })
+        .await;
+        assert!(matches!(r, Err(ApiError::NotFound(_))));
+        assert_eq!(calls, 1);
     }
 }
