@@ -43,7 +43,7 @@ pub struct Assignments {
     /// This node's hostname.
     pub node_hostname: String,
     /// The node's view of the cluster's networks (what the node's network layer plumbs).
-    pub network_map: crate::model::netmap::NetworkMap,
+    pub network_map: Arc<crate::model::netmap::NetworkMap>,
 }
 
 impl fmt::Debug for Assignments {
@@ -188,9 +188,20 @@ impl Worker {
         } else {
             a
         };
-        let map = a.network_map.clone();
-        self.network_map
-            .send_if_modified(|m| std::mem::replace(m, map.clone()) != map);
+        // the same map as last time is not looked at again (a map can hold every endpoint of the cluster)
+        if last
+            .as_ref()
+            .is_none_or(|l| !Arc::ptr_eq(&l.network_map, &a.network_map))
+        {
+            let map = &a.network_map;
+            self.network_map.send_if_modified(|m| {
+                if *m == **map {
+                    return false;
+                }
+                *m = (**map).clone();
+                true
+            });
+        }
         let a = Arc::new(a);
         *last = Some(a.clone());
         self.converge(&a).await
@@ -219,6 +230,7 @@ impl Worker {
             .network_map
             .endpoints
             .iter()
+            .filter(|e| e.node_id == a.node_id)
             .map(|e| e.task_id.as_str())
             .collect();
         let mut assigned: HashSet<&str> = HashSet::new();

@@ -391,7 +391,7 @@ async fn the_network_map_reaches_subscribers_once_per_change() {
     let h = Harness::new(FakeExecutor::new());
     let mut maps = h.worker.network_maps();
     let mut a = assignments(&[]);
-    a.network_map
+    Arc::make_mut(&mut a.network_map)
         .networks
         .push(crate::model::netmap::NetworkInfo {
             id: "net1".into(),

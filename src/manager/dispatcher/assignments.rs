@@ -17,8 +17,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use crate::agent::Assignments;
 use crate::api::dispatcher as pb;
 use crate::api::{from_json, to_json};
-use crate::manager::ipam::netmap::NetmapCache;
-use crate::model::netmap::NetworkMap;
+use crate::manager::ipam::netmap::{MapParts, NetmapCache};
+use crate::model::netmap::{NetworkMap, NetworkMapDelta};
 use crate::model::{PortConfig, Task, TaskState};
 use crate::secrets::DataKey;
 use crate::store::ClusterState;
@@ -35,11 +35,18 @@ struct Wanted {
     /// Service id → published ports as JSON (services that publish any).
     ports: HashMap<String, String>,
     hostname: String,
-    /// The node's network map as JSON.
-    network_map: String,
 }
 
-fn wanted(state: &ClusterState, node_id: &str, netmaps: Option<&mut NetmapCache>) -> Wanted {
+/// The node's network map as parts (`NetmapCache::parts`), through the shared cache or, without one, a cache
+/// of its own.
+fn map_parts(state: &ClusterState, node_id: &str, netmaps: Option<&mut NetmapCache>) -> MapParts {
+    match netmaps {
+        Some(cache) => cache.parts(state, node_id),
+        None => NetmapCache::default().parts(state, node_id),
+    }
+}
+
+fn wanted(state: &ClusterState, node_id: &str) -> Wanted {
     let mut w = Wanted::default();
     for t in state
         .tasks_on_node(node_id)
@@ -67,11 +74,6 @@ fn wanted(state: &ClusterState, node_id: &str, netmaps: Option<&mut NetmapCache>
         .node(node_id)
         .map(|n| n.description.hostname.clone())
         .unwrap_or_default();
-    let map = match netmaps {
-        Some(cache) => cache.network_map(state, node_id),
-        None => crate::manager::ipam::netmap::network_map(state, node_id),
-    };
-    w.network_map = to_json(&map);
     w
 }
 
@@ -115,7 +117,7 @@ fn config_payloads<'a>(
 /// The dispatcher's memory of what one stream has sent, so the next message carries only the difference.
 #[derive(Debug, Default)]
 pub struct AssignmentDiff {
-    sent: Option<Wanted>,
+    sent: Option<(Wanted, MapParts)>,
 }
 
 impl AssignmentDiff {
@@ -139,13 +141,23 @@ impl AssignmentDiff {
         key: &DataKey,
         netmaps: Option<&mut NetmapCache>,
     ) -> Option<pb::AssignmentsMessage> {
-        let now = wanted(state, node_id, netmaps);
-        let Some(sent) = &self.sent else {
-            let msg = complete(state, key, &now);
-            self.sent = Some(now);
+        let now = wanted(state, node_id);
+        let mut cache = NetmapCache::default();
+        let netmaps = netmaps.unwrap_or(&mut cache);
+        let map = netmaps.parts(state, node_id);
+        let Some((sent, sent_map)) = &self.sent else {
+            let msg = complete(state, key, &now, &map);
+            self.sent = Some((now, map));
             return Some(msg);
         };
-        if *sent == now {
+        // the map's change, worked out once per network for every stream (`NetmapCache::delta_json`)
+        let map_delta = if sent_map.same_as(&map) {
+            None
+        } else {
+            netmaps.delta_json(sent_map, &map)
+        };
+        if *sent == now && map_delta.is_none() {
+            self.sent = Some((now, map));
             return None;
         }
         let tasks_json = now
@@ -187,14 +199,11 @@ impl AssignmentDiff {
                 .collect(),
             removed_secret_ids: gone(&sent.secrets, &now.secrets),
             removed_config_ids: gone(&sent.configs, &now.configs),
-            // "" in a change message: the map did not change
-            network_map_json: if sent.network_map == now.network_map {
-                String::new()
-            } else {
-                now.network_map.clone()
-            },
+            // in a change message, only how the map changed ("": it did not)
+            network_map_json: String::new(),
+            network_map_delta_json: map_delta.unwrap_or_default(),
         };
-        self.sent = Some(now);
+        self.sent = Some((now, map));
         Some(msg)
     }
 }
@@ -205,11 +214,21 @@ pub fn assignments_for(
     node_id: &str,
     key: &DataKey,
 ) -> pb::AssignmentsMessage {
-    complete(state, key, &wanted(state, node_id, None))
+    complete(
+        state,
+        key,
+        &wanted(state, node_id),
+        &map_parts(state, node_id, None),
+    )
 }
 
-/// The complete message for what `w` says the node has.
-fn complete(state: &ClusterState, key: &DataKey, w: &Wanted) -> pb::AssignmentsMessage {
+/// The complete message for what `w` and `map` say the node has.
+fn complete(
+    state: &ClusterState,
+    key: &DataKey,
+    w: &Wanted,
+    map: &MapParts,
+) -> pb::AssignmentsMessage {
     pb::AssignmentsMessage {
         tasks_json: w
             .tasks
@@ -225,7 +244,8 @@ fn complete(state: &ClusterState, key: &DataKey, w: &Wanted) -> pb::AssignmentsM
         removed_task_ids: Vec::new(),
         removed_secret_ids: Vec::new(),
         removed_config_ids: Vec::new(),
-        network_map_json: w.network_map.clone(),
+        network_map_json: map.to_json(),
+        network_map_delta_json: String::new(),
     }
 }
 
@@ -248,7 +268,8 @@ pub struct AssignmentSet {
     names: HashMap<String, String>,
     ports: HashMap<String, Vec<PortConfig>>,
     hostname: String,
-    network_map: NetworkMap,
+    /// Shared with the assignments handed out, copied only when a change arrives.
+    network_map: std::sync::Arc<NetworkMap>,
 }
 
 impl AssignmentSet {
@@ -279,6 +300,14 @@ impl AssignmentSet {
         } else {
             Some(
                 from_json::<NetworkMap>("network map", &msg.network_map_json)
+                    .map_err(|e| e.message().to_string())?,
+            )
+        };
+        let map_delta = if msg.network_map_delta_json.is_empty() {
+            None
+        } else {
+            Some(
+                from_json::<NetworkMapDelta>("network map change", &msg.network_map_delta_json)
                     .map_err(|e| e.message().to_string())?,
             )
         };
@@ -314,7 +343,10 @@ impl AssignmentSet {
         }
         self.hostname = msg.node_hostname;
         if let Some(map) = network_map {
-            self.network_map = map;
+            self.network_map = std::sync::Arc::new(map);
+        }
+        if let Some(delta) = map_delta {
+            std::sync::Arc::make_mut(&mut self.network_map).apply(delta);
         }
         // names and ports only of services this node still has tasks of
         let services: BTreeSet<&String> = self.tasks.values().map(|t| &t.service_id).collect();
@@ -425,7 +457,10 @@ mod tests {
         assert_eq!(a.network_map.endpoints[0].address, "10.0.0.3");
         assert_eq!(
             a.network_map,
-            crate::manager::ipam::netmap::network_map(&world.state, "n1")
+            std::sync::Arc::new(crate::manager::ipam::netmap::network_map(
+                &world.state,
+                "n1"
+            ))
         );
         // a message of a manager without networking decodes as an empty map
         let mut old = assignments_for(&world.state, "n1", &key);

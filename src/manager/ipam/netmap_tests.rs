@@ -271,16 +271,43 @@ fn the_cached_map_equals_the_built_one_and_rebuilds_only_changed_networks() {
     let mut index = w.state.applied_index();
     let mut cache = NetmapCache::default();
     let nodes = ["n1", "n2", "n3", "n4"];
-    let check = |cache: &mut NetmapCache, step: &str| {
+    // per node: the parts a stream sent last and the map its agent rebuilt from the complete map and the deltas
+    let mut streams: std::collections::HashMap<&str, (MapParts, NetworkMap)> = Default::default();
+    let mut check = |cache: &mut NetmapCache, step: &str| {
         store.view(|s| {
             let (v, t) = store.touched_since(cache.seen().unwrap_or(0));
             cache.sync(s, v, t.as_ref());
             for n in nodes {
-                assert_eq!(
-                    cache.network_map(s, n),
-                    network_map(s, n),
-                    "{n} after {step}"
-                );
+                let want = network_map(s, n);
+                assert_eq!(cache.network_map(s, n), want, "{n} after {step}");
+                let parts = cache.parts(s, n);
+                let complete: NetworkMap =
+                    serde_json::from_str(&parts.to_json()).expect("the complete map parses");
+                assert_eq!(complete, want, "{n}'s complete map after {step}");
+                match streams.get_mut(n) {
+                    None => {
+                        streams.insert(n, (parts, complete));
+                    }
+                    Some((sent, agent)) => {
+                        match cache.delta_json(sent, &parts) {
+                            Some(json) => {
+                                let delta: crate::model::netmap::NetworkMapDelta =
+                                    serde_json::from_str(&json).expect("the delta parses");
+                                assert!(!delta.is_empty(), "{json}");
+                                // only what changed is on the wire
+                                assert_eq!(
+                                    delta,
+                                    crate::model::netmap::NetworkMapDelta::between(agent, &want),
+                                    "{n}'s delta after {step}"
+                                );
+                                agent.apply(delta);
+                            }
+                            None => assert_eq!(*agent, want, "{n}: no delta after {step}"),
+                        }
+                        assert_eq!(*agent, want, "{n}'s rebuilt map after {step}");
+                        *sent = parts;
+                    }
+                }
             }
         })
     };
@@ -484,6 +511,7 @@ pub(super) fn network_map_by_scan(state: &ClusterState, node_id: &str) -> Networ
             ports: s.spec.endpoint.ports.clone(),
         })
         .collect();
+    endpoints.sort_by(|a, b| a.key().cmp(&b.key()));
     NetworkMap {
         networks,
         peers,
