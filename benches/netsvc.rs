@@ -208,7 +208,7 @@ async fn proxy_vs_direct(scale: usize) {
     map.services.push(service("web", backends[0].port(), port));
     for (i, b) in backends.iter().enumerate() {
         map.endpoints
-            .push(endpoint(format!("t{i}"), "web", b.ip().to_string(), true));
+            .push(endpoint(format!("t{i}"), "web", b.ip().to_string(), true).into());
     }
     let mut services = Services::new(config());
     let problems = services.update(&map, "node1").await.problems;
@@ -280,7 +280,7 @@ async fn update_latency() {
                 true,
             );
             e.node_id = node.into();
-            map.endpoints.push(e);
+            map.endpoints.push(e.into());
         }
     }
     let mut services = Services::new(config());
@@ -290,7 +290,7 @@ async fn update_latency() {
     }
     let mut times = Vec::new();
     for i in 0..50 {
-        let e = &mut map.endpoints[(i * 37) % 1000];
+        let e = std::sync::Arc::make_mut(&mut map.endpoints[(i * 37) % 1000]);
         e.ready = !e.ready;
         let t0 = Instant::now();
         let _ = services.update(&map, "node1").await;

@@ -23,13 +23,15 @@ fn with_endpoints(tasks: &[Task], endpoints: &[&str]) -> Assignments {
     let node_id = a.node_id.clone();
     Arc::make_mut(&mut a.network_map).endpoints = endpoints
         .iter()
-        .map(|id| Endpoint {
-            task_id: (*id).into(),
-            service_id: "s1".into(),
-            node_id: node_id.clone(),
-            network_id: "net1".into(),
-            address: "10.0.1.5".into(),
-            ..Default::default()
+        .map(|id| {
+            Arc::new(Endpoint {
+                task_id: (*id).into(),
+                service_id: "s1".into(),
+                node_id: node_id.clone(),
+                network_id: "net1".into(),
+                address: "10.0.1.5".into(),
+                ..Default::default()
+            })
         })
         .collect();
     a

@@ -4,6 +4,7 @@
 //! subnets as CIDR `10.0.1.0/24`), checked where they are parsed.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -20,8 +21,9 @@ pub struct NetworkMap {
     /// every other node.
     pub peers: Vec<PeerNode>,
     /// Every task on those networks, on this node or another, with its address on each network; sorted by
-    /// (network id, task id), a task once per network.
-    pub endpoints: Vec<Endpoint>,
+    /// (network id, task id), a task once per network. Shared: the maps of a thousand nodes and the
+    /// managers' copies hold one endpoint each, not a thousand.
+    pub endpoints: Vec<Arc<Endpoint>>,
     /// The services with tasks on those networks (what DNS answers and the load balancer serves); sorted by
     /// service id.
     pub services: Vec<ServiceEndpoint>,
@@ -40,7 +42,7 @@ pub struct NetworkMapDelta {
     pub peers: Option<Vec<PeerNode>>,
     /// Endpoints that are new or changed (the same network and task: replaced).
     #[serde(default)]
-    pub endpoints: Vec<Endpoint>,
+    pub endpoints: Vec<Arc<Endpoint>>,
     /// Endpoints gone: (network id, task id).
     #[serde(default)]
     pub removed_endpoints: Vec<(String, String)>,
@@ -66,7 +68,7 @@ impl NetworkMapDelta {
     /// The change from `old` to `new` (both in the map's order).
     pub fn between(old: &NetworkMap, new: &NetworkMap) -> NetworkMapDelta {
         let (endpoints, removed_endpoints) =
-            sorted_diff(&old.endpoints, &new.endpoints, Endpoint::key);
+            sorted_diff(&old.endpoints, &new.endpoints, |e| e.key());
         let (services, removed) =
             sorted_diff(&old.services, &new.services, |s| s.service_id.as_str());
         NetworkMapDelta {
@@ -274,13 +276,13 @@ pub struct ServiceEndpoint {
 mod tests {
     use super::*;
 
-    fn ep(net: &str, task: &str, addr: &str) -> Endpoint {
-        Endpoint {
+    fn ep(net: &str, task: &str, addr: &str) -> Arc<Endpoint> {
+        Arc::new(Endpoint {
             task_id: task.into(),
             network_id: net.into(),
             address: addr.into(),
             ..Endpoint::default()
-        }
+        })
     }
 
     fn svc(id: &str, name: &str) -> ServiceEndpoint {
@@ -322,7 +324,7 @@ mod tests {
         let d = NetworkMapDelta::between(&old, &new);
         assert!(d.peers.is_none(), "unchanged peers are not sent");
         assert_eq!(d.networks.as_deref(), Some(&new.networks[..]));
-        let keys: Vec<(&str, &str)> = d.endpoints.iter().map(Endpoint::key).collect();
+        let keys: Vec<(&str, &str)> = d.endpoints.iter().map(|e| e.key()).collect();
         assert_eq!(keys, vec![("a", "t0"), ("a", "t2"), ("c", "t9")]);
         assert_eq!(d.removed_endpoints, vec![("b".into(), "t1".into())]);
         assert_eq!(d.removed_services, vec!["s2".to_string()]);

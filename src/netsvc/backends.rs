@@ -215,8 +215,8 @@ mod tests {
     use crate::model::netmap::{NetworkInfo, PeerNode, ServiceEndpoint};
     use crate::model::service::PortConfig;
 
-    fn ep(task: &str, net: &str, addr: &str, ready: bool, node: &str) -> Endpoint {
-        Endpoint {
+    fn ep(task: &str, net: &str, addr: &str, ready: bool, node: &str) -> std::sync::Arc<Endpoint> {
+        std::sync::Arc::new(Endpoint {
             task_id: task.into(),
             task_name: format!("web.{task}"),
             service_id: "web".into(),
@@ -224,7 +224,7 @@ mod tests {
             network_id: net.into(),
             address: addr.into(),
             ready,
-        }
+        })
     }
 
     fn port(published: u16, target: u16, mode: PublishMode) -> PortConfig {

@@ -263,8 +263,8 @@ mod tests {
     use super::*;
     use crate::model::netmap::Endpoint;
 
-    fn ep(task: &str, svc: &str, net: &str, addr: &str, ready: bool) -> Endpoint {
-        Endpoint {
+    fn ep(task: &str, svc: &str, net: &str, addr: &str, ready: bool) -> std::sync::Arc<Endpoint> {
+        std::sync::Arc::new(Endpoint {
             task_id: task.into(),
             task_name: format!("{svc}.1.{task}"),
             service_id: svc.into(),
@@ -272,7 +272,7 @@ mod tests {
             network_id: net.into(),
             address: addr.into(),
             ready,
-        }
+        })
     }
 
     fn svc(
@@ -410,6 +410,7 @@ mod tests {
         let mut m = map();
         // w1 is being stopped by an update, w3 became healthy
         for e in &mut m.endpoints {
+            let e = std::sync::Arc::make_mut(e);
             match e.task_id.as_str() {
                 "w1" => e.ready = false,
                 "w3" => e.ready = true,

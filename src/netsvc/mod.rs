@@ -254,14 +254,16 @@ mod tests {
     use crate::model::netmap::{Endpoint, NetworkInfo, ServiceEndpoint};
 
     fn map(ready: bool) -> NetworkMap {
-        let ep = |task: &str, svc: &str, addr: &str, node: &str, ready: bool| Endpoint {
-            task_id: task.into(),
-            task_name: format!("{svc}.1.{task}"),
-            service_id: svc.into(),
-            node_id: node.into(),
-            network_id: "front".into(),
-            address: addr.into(),
-            ready,
+        let ep = |task: &str, svc: &str, addr: &str, node: &str, ready: bool| {
+            std::sync::Arc::new(Endpoint {
+                task_id: task.into(),
+                task_name: format!("{svc}.1.{task}"),
+                service_id: svc.into(),
+                node_id: node.into(),
+                network_id: "front".into(),
+                address: addr.into(),
+                ready,
+            })
         };
         NetworkMap {
             networks: vec![

@@ -113,14 +113,16 @@ async fn a_task_made_not_ready_gets_no_connection_once_the_map_is_applied() {
         }],
         endpoints: [("w1", "127.0.0.2", w1_ready), ("w2", "127.0.0.3", true)]
             .into_iter()
-            .map(|(task, address, ready)| Endpoint {
-                task_id: task.into(),
-                service_id: "web".into(),
-                node_id: "n1".into(),
-                network_id: "ing".into(),
-                address: address.into(),
-                ready,
-                ..Default::default()
+            .map(|(task, address, ready)| {
+                std::sync::Arc::new(Endpoint {
+                    task_id: task.into(),
+                    service_id: "web".into(),
+                    node_id: "n1".into(),
+                    network_id: "ing".into(),
+                    address: address.into(),
+                    ready,
+                    ..Default::default()
+                })
             })
             .collect(),
         services: vec![ServiceEndpoint {

@@ -322,8 +322,15 @@ mod tests {
     use super::*;
     use crate::model::netmap::{Endpoint, ServiceEndpoint};
 
-    fn ep(task: &str, svc: &str, net: &str, addr: &str, ready: bool, node: &str) -> Endpoint {
-        Endpoint {
+    fn ep(
+        task: &str,
+        svc: &str,
+        net: &str,
+        addr: &str,
+        ready: bool,
+        node: &str,
+    ) -> std::sync::Arc<Endpoint> {
+        std::sync::Arc::new(Endpoint {
             task_id: task.into(),
             task_name: format!("{svc}.{task}"),
             service_id: svc.into(),
@@ -331,7 +338,7 @@ mod tests {
             network_id: net.into(),
             address: addr.into(),
             ready,
-        }
+        })
     }
 
     fn svc(id: &str, mode: EndpointMode, vips: &[(&str, &str)]) -> ServiceEndpoint {
@@ -390,7 +397,7 @@ mod tests {
     #[test]
     fn the_ruleset_replaces_the_table_with_numgen_dnat_and_refuses_empty_vips() {
         let mut m = map();
-        m.endpoints[0].ready = false; // the client itself is not ready: its own VIP has no backend
+        std::sync::Arc::make_mut(&mut m.endpoints[0]).ready = false; // the client itself is not ready: its own VIP has no backend
         let (t, _) = targets(&m, "c1");
         let text = ruleset(&t);
         let expected = "table ip swarm_vip\n\

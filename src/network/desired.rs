@@ -243,6 +243,7 @@ pub fn attachments(
         .iter()
         .enumerate()
         .filter(|(_, e)| e.task_id == task_id)
+        .map(|(i, e)| (i, &**e))
         .collect();
     if endpoints.is_empty() {
         return Ok(Vec::new());
@@ -327,8 +328,8 @@ mod tests {
         }
     }
 
-    fn ep(task: &str, node: &str, net: &str, addr: &str) -> Endpoint {
-        Endpoint {
+    fn ep(task: &str, node: &str, net: &str, addr: &str) -> std::sync::Arc<Endpoint> {
+        std::sync::Arc::new(Endpoint {
             task_id: task.into(),
             task_name: format!("web.1.{task}"),
             service_id: "svc".into(),
@@ -336,7 +337,7 @@ mod tests {
             network_id: net.into(),
             address: addr.into(),
             ready: true,
-        }
+        })
     }
 
     fn two_node_map() -> NetworkMap {
@@ -456,13 +457,13 @@ mod tests {
     #[test]
     fn a_bad_endpoint_fails_the_task_naming_it() {
         let mut map = two_node_map();
-        map.endpoints[1].address = "10.0.9.5".into();
+        std::sync::Arc::make_mut(&mut map.endpoints[1]).address = "10.0.9.5".into();
         let e = attachments(&map, None, "t1").unwrap_err();
         assert_eq!(
             e,
             "endpoints[1] (task t1).address: 10.0.9.5 is not a task address of st_front (10.0.1.0/24)"
         );
-        map.endpoints[1].address = "10.0.1.5".into();
+        std::sync::Arc::make_mut(&mut map.endpoints[1]).address = "10.0.1.5".into();
         map.networks[1].subnet = "nonsense".into();
         let e = attachments(&map, None, "t1").unwrap_err();
         assert!(

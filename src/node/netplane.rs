@@ -300,11 +300,11 @@ mod tests {
         };
         let map = NetworkMap {
             networks: vec![net("a", "10.0.1.1"), net("b", "10.0.2.1")],
-            endpoints: vec![Endpoint {
+            endpoints: vec![std::sync::Arc::new(Endpoint {
                 task_id: "t1".into(),
                 network_id: "b".into(),
                 ..Default::default()
-            }],
+            })],
             ..Default::default()
         };
         let gw: std::net::IpAddr = "10.0.2.1".parse().unwrap();

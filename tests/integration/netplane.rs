@@ -93,8 +93,8 @@ fn overlay(id: &str, subnet: &str, gateway: &str, vni: u32) -> NetworkInfo {
     }
 }
 
-fn endpoint(task: &str, node: &str, network: &str, address: &str) -> Endpoint {
-    Endpoint {
+fn endpoint(task: &str, node: &str, network: &str, address: &str) -> std::sync::Arc<Endpoint> {
+    std::sync::Arc::new(Endpoint {
         task_id: task.into(),
         task_name: format!("np_echo.1.{task}"),
         service_id: "echo".into(),
@@ -102,7 +102,7 @@ fn endpoint(task: &str, node: &str, network: &str, address: &str) -> Endpoint {
         network_id: network.into(),
         address: address.into(),
         ready: true,
-    }
+    })
 }
 
 fn write_map(path: &std::path::Path, map: &NetworkMap) {

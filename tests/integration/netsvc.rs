@@ -15,8 +15,8 @@ use swarm::model::netmap::{Endpoint, NetworkInfo, NetworkMap, ServiceEndpoint};
 use swarm::model::service::{EndpointMode, PortConfig, PortProtocol, PublishMode};
 use swarm::netsvc::{Services, ServicesConfig};
 
-fn endpoint(task: &str, svc: &str, net: &str, addr: &str, ready: bool) -> Endpoint {
-    Endpoint {
+fn endpoint(task: &str, svc: &str, net: &str, addr: &str, ready: bool) -> std::sync::Arc<Endpoint> {
+    std::sync::Arc::new(Endpoint {
         task_id: task.into(),
         task_name: format!("{svc}.1.{task}"),
         service_id: svc.into(),
@@ -24,7 +24,7 @@ fn endpoint(task: &str, svc: &str, net: &str, addr: &str, ready: bool) -> Endpoi
         network_id: net.into(),
         address: addr.into(),
         ready,
-    }
+    })
 }
 
 fn service(id: &str, short: &str, mode: EndpointMode, vips: &[(&str, &str)]) -> ServiceEndpoint {
@@ -219,11 +219,12 @@ async fn published_port_round_robins_and_a_backend_leaving_the_set_gets_no_new_c
         }
     }
     let (mut w, mut r) = held.expect("one of three connections in turn reaches b3");
-    map.endpoints
+    let b3 = map
+        .endpoints
         .iter_mut()
         .find(|e| e.task_id == "b3")
-        .unwrap()
-        .ready = false;
+        .unwrap();
+    Arc::make_mut(b3).ready = false;
     let b3_before = backends[1].accepted();
     assert!(services.update(&map, "node1").await.problems.is_empty());
     let mut seen: BTreeMap<String, usize> = BTreeMap::new();
@@ -278,6 +279,7 @@ async fn no_request_fails_while_the_backend_set_changes_under_load() {
     let done = Arc::new(AtomicUsize::new(0));
     let set = |map: &mut NetworkMap, ready: &[&Echo]| {
         for e in &mut map.endpoints {
+            let e = Arc::make_mut(e);
             e.ready = ready.iter().any(|b| b.name == e.task_id);
         }
     };
@@ -534,6 +536,7 @@ mod dns {
 
         // w1 stops being ready and w3 becomes ready: the very next answer follows
         for e in &mut map.endpoints {
+            let e = Arc::make_mut(e);
             match e.task_id.as_str() {
                 "w1" => e.ready = false,
                 "w3" => e.ready = true,

@@ -51,12 +51,14 @@ fn map(endpoints: &[(&str, &str)]) -> NetworkMap {
         }],
         endpoints: endpoints
             .iter()
-            .map(|(task, addr)| Endpoint {
-                task_id: task.to_string(),
-                network_id: "pnet".into(),
-                address: addr.to_string(),
-                ready: true,
-                ..Default::default()
+            .map(|(task, addr)| {
+                std::sync::Arc::new(Endpoint {
+                    task_id: task.to_string(),
+                    network_id: "pnet".into(),
+                    address: addr.to_string(),
+                    ready: true,
+                    ..Default::default()
+                })
             })
             .collect(),
         ..Default::default()

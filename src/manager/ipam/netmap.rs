@@ -8,6 +8,7 @@
 //! through the mesh), so its cost follows the node's networks, not the cluster.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use super::ingress;
 use crate::model::netmap::{Endpoint, NetworkInfo, NetworkMap, PeerNode, ServiceEndpoint};
@@ -123,7 +124,7 @@ pub fn network_map(state: &ClusterState, node_id: &str) -> NetworkMap {
                 peers.entry(node).or_default().insert(&a.network_id);
             }
             services.insert(&service.id);
-            endpoints.push(Endpoint {
+            endpoints.push(Arc::new(Endpoint {
                 task_id: t.id.clone(),
                 task_name: t.name(&service.spec.name),
                 service_id: t.service_id.clone(),
@@ -131,7 +132,7 @@ pub fn network_map(state: &ClusterState, node_id: &str) -> NetworkMap {
                 network_id: a.network_id.clone(),
                 address: address.to_string(),
                 ready: ready(t),
-            });
+            }));
         }
     }
     endpoints.sort_by(|a, b| a.key().cmp(&b.key()));
@@ -210,26 +211,124 @@ fn peer_nodes<'a>(
 }
 
 /// What one network contributes to every map that has it: its description, its placed tasks' endpoints
-/// (sorted by task id, the order maps list them in within a network), the nodes those run on and the services
-/// on it (tasks or a VIP). Each build has its own generation, so what a stream sent is told apart from what
-/// there is now without comparing the contents.
+/// (sorted by task id, the order maps list them in within a network), how many of them run on each node and
+/// belong to each service, and the services holding a VIP on it. Each build has its own generation, so what a
+/// stream sent is told apart from what there is now without comparing the contents.
 #[derive(Debug)]
 pub struct Piece {
     generation: u64,
     info: Option<NetworkInfo>,
-    endpoints: Vec<Endpoint>,
-    nodes: BTreeSet<String>,
-    services: BTreeSet<String>,
+    endpoints: Vec<Arc<Endpoint>>,
+    /// Node id → endpoints on it.
+    nodes: BTreeMap<String, usize>,
+    /// Service id → endpoints of it.
+    services: BTreeMap<String, usize>,
+    /// Services with a VIP on the network.
+    vips: BTreeSet<String>,
     /// The endpoints as JSON objects joined by commas (what a complete map carries), made on first use.
     endpoints_json: std::sync::OnceLock<String>,
 }
 
+/// What one build of a network's part changed from the build before: task id → its endpoint now (`None`:
+/// gone).
+type Patch = BTreeMap<String, Option<Arc<Endpoint>>>;
+
+/// How many patches of each network the cache keeps, so a stream a few changes behind gets the sum of them
+/// instead of a comparison of every endpoint.
+const PATCHES_KEPT: usize = 64;
+
 /// Generations of pieces, unique in the process (a piece of a throw-away cache is never taken for another).
 static GENERATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+fn next_generation() -> u64 {
+    GENERATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
 
 impl Piece {
     fn endpoints_json(&self) -> &str {
         self.endpoints_json.get_or_init(|| joined(&self.endpoints))
+    }
+
+    /// The endpoint of task `id` in this build.
+    fn endpoint(&self, id: &str) -> Option<&Arc<Endpoint>> {
+        self.endpoints
+            .binary_search_by(|e| e.task_id.as_str().cmp(id))
+            .ok()
+            .map(|i| &self.endpoints[i])
+    }
+
+    fn count(&mut self, e: &Endpoint, up: bool) {
+        for (map, key) in [
+            (&mut self.nodes, &e.node_id),
+            (&mut self.services, &e.service_id),
+        ] {
+            if up {
+                *map.entry(key.clone()).or_default() += 1;
+            } else if let Some(n) = map.get_mut(key) {
+                *n -= 1;
+                if *n == 0 {
+                    map.remove(key);
+                }
+            }
+        }
+    }
+
+    /// This build with the endpoints of the tasks `ids` taken from `state` again; `None` when none of them
+    /// changed. The tasks of the other nodes are not looked at: the cost follows the change.
+    fn patched<'a>(
+        &self,
+        state: &ClusterState,
+        net: &str,
+        ids: impl Iterator<Item = &'a str>,
+    ) -> Option<(Piece, Patch)> {
+        let mut patch = Patch::new();
+        for id in ids {
+            let now = state.task(id).and_then(|t| endpoint_of(state, t, net));
+            match (self.endpoint(id), now) {
+                (None, None) => {}
+                (Some(before), Some(now)) if **before == now => {}
+                (_, now) => {
+                    patch.insert(id.to_owned(), now.map(Arc::new));
+                }
+            }
+        }
+        if patch.is_empty() {
+            return None;
+        }
+        let mut next = Piece {
+            generation: next_generation(),
+            info: self.info.clone(),
+            endpoints: Vec::with_capacity(self.endpoints.len() + patch.len()),
+            nodes: self.nodes.clone(),
+            services: self.services.clone(),
+            vips: self.vips.clone(),
+            endpoints_json: std::sync::OnceLock::new(),
+        };
+        for (id, now) in &patch {
+            if let Some(before) = self.endpoint(id) {
+                next.count(before, false);
+            }
+            if let Some(now) = now {
+                next.count(now, true);
+            }
+        }
+        // one pass: the unchanged endpoints are shared, the patched ones put in their place
+        let mut changes = patch.iter().peekable();
+        for e in &self.endpoints {
+            while let Some((id, now)) = changes.next_if(|(id, _)| id.as_str() < e.task_id.as_str())
+            {
+                let _ = id;
+                next.endpoints.extend(now.clone());
+            }
+            match changes.next_if(|(id, _)| id.as_str() == e.task_id.as_str()) {
+                Some((_, now)) => next.endpoints.extend(now.clone()),
+                None => next.endpoints.push(e.clone()),
+            }
+        }
+        for (_, now) in changes {
+            next.endpoints.extend(now.clone());
+        }
+        Some((next, patch))
     }
 }
 
@@ -245,13 +344,32 @@ fn joined<T: serde::Serialize>(items: &[T]) -> String {
     out
 }
 
+/// Task `t`'s endpoint on network `net`: while it is placed and holds an address there.
+fn endpoint_of(state: &ClusterState, t: &Task, net: &str) -> Option<Endpoint> {
+    let node = placed(t)?;
+    let service = state.service(&t.service_id)?;
+    // a task attaches to a network once
+    let a = t.attachments.iter().find(|a| a.network_id == net)?;
+    let address = cidr::host_of(&a.addr)?;
+    Some(Endpoint {
+        task_id: t.id.clone(),
+        task_name: t.name(&service.spec.name),
+        service_id: t.service_id.clone(),
+        node_id: node.to_owned(),
+        network_id: a.network_id.clone(),
+        address: address.to_string(),
+        ready: ready(t),
+    })
+}
+
 fn piece(state: &ClusterState, net: &str) -> Piece {
     let mut p = Piece {
-        generation: GENERATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        generation: next_generation(),
         info: network_info(state, net),
         endpoints: Vec::new(),
-        nodes: BTreeSet::new(),
-        services: BTreeSet::new(),
+        nodes: BTreeMap::new(),
+        services: BTreeMap::new(),
+        vips: BTreeSet::new(),
         endpoints_json: std::sync::OnceLock::new(),
     };
     let mut task_ids: BTreeSet<&str> = BTreeSet::new();
@@ -261,33 +379,15 @@ fn piece(state: &ClusterState, net: &str) -> Piece {
                 task_ids.insert(id);
             }
             AddressHolder::Vip(id) => {
-                p.services.insert(id.clone());
+                p.vips.insert(id.clone());
             }
         }
     }
     for t in task_ids.into_iter().filter_map(|id| state.task(id)) {
-        let Some(node) = placed(t) else { continue };
-        let Some(service) = state.service(&t.service_id) else {
-            continue;
-        };
-        // a task attaches to a network once
-        let Some(a) = t.attachments.iter().find(|a| a.network_id == net) else {
-            continue;
-        };
-        let Some(address) = cidr::host_of(&a.addr) else {
-            continue;
-        };
-        p.nodes.insert(node.to_owned());
-        p.services.insert(service.id.clone());
-        p.endpoints.push(Endpoint {
-            task_id: t.id.clone(),
-            task_name: t.name(&service.spec.name),
-            service_id: t.service_id.clone(),
-            node_id: node.to_owned(),
-            network_id: a.network_id.clone(),
-            address: address.to_string(),
-            ready: ready(t),
-        });
+        if let Some(e) = endpoint_of(state, t, net) {
+            p.count(&e, true);
+            p.endpoints.push(Arc::new(e));
+        }
     }
     p
 }
@@ -299,7 +399,7 @@ pub struct MapParts {
     networks: Vec<NetworkInfo>,
     peers: Vec<PeerNode>,
     services: Vec<ServiceEndpoint>,
-    pieces: Vec<std::sync::Arc<Piece>>,
+    pieces: Vec<Arc<Piece>>,
 }
 
 impl MapParts {
@@ -376,9 +476,11 @@ struct PieceChange {
 #[derive(Debug, Default)]
 pub struct NetmapCache {
     seen: Option<u64>,
-    pieces: std::collections::HashMap<String, std::sync::Arc<Piece>>,
+    pieces: std::collections::HashMap<String, Arc<Piece>>,
+    /// Per network, the latest patches: (generation before, generation after, what changed).
+    patches: std::collections::HashMap<String, std::collections::VecDeque<(u64, u64, Arc<Patch>)>>,
     /// (generation sent, generation now) → the change between them.
-    changes: std::collections::HashMap<(u64, u64), std::sync::Arc<PieceChange>>,
+    changes: std::collections::HashMap<(u64, u64), Arc<PieceChange>>,
 }
 
 impl NetmapCache {
@@ -388,7 +490,9 @@ impl NetmapCache {
     }
 
     /// Brings the cache in step with `state` at store `version`, given what changed since [`NetmapCache::seen`]
-    /// (`Store::touched_since`; `None`: unknown, everything is dropped).
+    /// (`Store::touched_since`; `None`: unknown, everything is dropped). A network whose description or one of
+    /// whose services changed is built again; one on which only tasks changed gets those tasks' endpoints
+    /// again (a patch), at a cost that follows the tasks changed.
     pub fn sync(&mut self, state: &ClusterState, version: u64, touched: Option<&Touched>) {
         if self.seen == Some(version) {
             return;
@@ -396,37 +500,120 @@ impl NetmapCache {
         self.seen = Some(version);
         let Some(t) = touched.filter(|_| !self.pieces.is_empty()) else {
             self.pieces.clear();
+            self.patches.clear();
             self.changes.clear();
             return;
         };
-        let mut stale: BTreeSet<&str> = t.address_networks.iter().map(String::as_str).collect();
-        stale.extend(t.of(ObjectKind::Network));
-        // a service's name is in its tasks' endpoints: the networks its tasks are on
+        let mut rebuild: BTreeSet<String> = t.of(ObjectKind::Network).map(str::to_owned).collect();
+        // a service's name is in its tasks' endpoints, its VIPs are holders of their networks
         for sid in t.of(ObjectKind::Service) {
             for task in state.tasks_of_service(sid) {
-                stale.extend(task.attachments.iter().map(|a| a.network_id.as_str()));
+                rebuild.extend(task.attachments.iter().map(|a| a.network_id.clone()));
+            }
+            if let Some(svc) = state.service(sid) {
+                rebuild.extend(svc.virtual_ips.iter().map(|v| v.network_id.clone()));
+            }
+            for (net, p) in &self.pieces {
+                if p.vips.contains(sid) || p.services.contains_key(sid) {
+                    rebuild.insert(net.clone());
+                }
             }
         }
-        for net in stale {
+        for net in &rebuild {
             self.pieces.remove(net);
+            self.patches.remove(net);
+        }
+        // the tasks changed, per network they are or were on
+        let mut ids: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for id in t.of(ObjectKind::Task) {
+            let now = state.task(id);
+            for (net, p) in &self.pieces {
+                let attached =
+                    now.is_some_and(|t| t.attachments.iter().any(|a| &a.network_id == net));
+                if attached || p.endpoint(id).is_some() {
+                    ids.entry(net.as_str()).or_default().push(id);
+                }
+            }
+        }
+        let mut patched = Vec::new();
+        for (net, ids) in ids {
+            let Some(p) = self.pieces.get(net) else {
+                continue;
+            };
+            if let Some((next, patch)) = p.patched(state, net, ids.into_iter()) {
+                patched.push((net.to_owned(), p.generation, next, patch));
+            }
+        }
+        for (net, before, next, patch) in patched {
+            let kept = self.patches.entry(net.clone()).or_default();
+            kept.push_back((before, next.generation, Arc::new(patch)));
+            if kept.len() > PATCHES_KEPT {
+                kept.pop_front();
+            }
+            self.pieces.insert(net, Arc::new(next));
         }
         // changes into a build that is gone are asked for no more
         let current: BTreeSet<u64> = self.pieces.values().map(|p| p.generation).collect();
         self.changes.retain(|(_, now), _| current.contains(now));
     }
 
-    fn piece(&mut self, state: &ClusterState, net: &str) -> std::sync::Arc<Piece> {
+    /// The change of network `net`'s endpoints from build `old` to build `new`: the sum of the patches
+    /// between them when the cache still has them, else a comparison of both builds.
+    fn piece_change(&self, net: &str, old: &Piece, new: &Piece) -> PieceChange {
+        let Some(kept) = self.patches.get(net) else {
+            return piece_change(old, new);
+        };
+        let Some(first) = kept
+            .iter()
+            .position(|(before, _, _)| *before == old.generation)
+        else {
+            return piece_change(old, new);
+        };
+        let mut sum: BTreeMap<&str, Option<&Arc<Endpoint>>> = BTreeMap::new();
+        let mut at = old.generation;
+        for (before, after, patch) in kept.iter().skip(first) {
+            if *before != at {
+                return piece_change(old, new);
+            }
+            for (id, e) in patch.iter() {
+                sum.insert(id, e.as_ref());
+            }
+            at = *after;
+            if at == new.generation {
+                break;
+            }
+        }
+        if at != new.generation {
+            return piece_change(old, new);
+        }
+        let mut changed: Vec<&Arc<Endpoint>> = Vec::new();
+        let mut gone: Vec<(&str, &str)> = Vec::new();
+        for (id, now) in sum {
+            match (old.endpoint(id), now) {
+                (None, None) => {}
+                (Some(b), Some(n)) if b == n => {}
+                (_, Some(n)) => changed.push(n),
+                (Some(_), None) => gone.push((net, id)),
+            }
+        }
+        PieceChange {
+            endpoints: joined(&changed),
+            removed: joined(&gone),
+        }
+    }
+
+    fn piece(&mut self, state: &ClusterState, net: &str) -> Arc<Piece> {
         if let Some(p) = self.pieces.get(net) {
             return p.clone();
         }
-        let p = std::sync::Arc::new(piece(state, net));
+        let p = Arc::new(piece(state, net));
         self.pieces.insert(net.to_owned(), p.clone());
         p
     }
 
     /// The parts of node `node_id`'s map (call [`NetmapCache::sync`] first, under the same view of the state).
     pub fn parts(&mut self, state: &ClusterState, node_id: &str) -> MapParts {
-        let pieces: Vec<std::sync::Arc<Piece>> = node_networks(state, node_id)
+        let pieces: Vec<Arc<Piece>> = node_networks(state, node_id)
             .iter()
             .map(|id| self.piece(state, id))
             .filter(|p| p.info.is_some())
@@ -439,10 +626,11 @@ impl NetmapCache {
             .iter()
             .filter_map(|p| p.info.as_ref().map(|i| (p, i)))
         {
-            for n in p.nodes.iter().filter(|n| *n != node_id) {
+            for n in p.nodes.keys().filter(|n| *n != node_id) {
                 peers.entry(n).or_default().insert(&info.id);
             }
-            services.extend(p.services.iter().map(String::as_str));
+            services.extend(p.services.keys().map(String::as_str));
+            services.extend(p.vips.iter().map(String::as_str));
         }
         let peers = peer_nodes(state, node_id, &networks, peers);
         let services = services
@@ -468,8 +656,8 @@ impl NetmapCache {
     pub fn delta_json(&mut self, old: &MapParts, new: &MapParts) -> Option<String> {
         use std::fmt::Write;
         // (network, how its endpoints changed), in the map's order
-        let mut changes: Vec<(&str, std::sync::Arc<PieceChange>)> = Vec::new();
-        let old_by_net: BTreeMap<&str, &std::sync::Arc<Piece>> = old
+        let mut changes: Vec<(&str, Arc<PieceChange>)> = Vec::new();
+        let old_by_net: BTreeMap<&str, &Arc<Piece>> = old
             .pieces
             .iter()
             .filter_map(|p| p.info.as_ref().map(|i| (i.id.as_str(), p)))
@@ -487,17 +675,20 @@ impl NetmapCache {
                 Some(o) if o.generation == p.generation => {}
                 Some(o) => {
                     let key = (o.generation, p.generation);
-                    let change = self
-                        .changes
-                        .entry(key)
-                        .or_insert_with(|| std::sync::Arc::new(piece_change(o, p)))
-                        .clone();
+                    let change = match self.changes.get(&key) {
+                        Some(c) => c.clone(),
+                        None => {
+                            let c = Arc::new(self.piece_change(net, o, p));
+                            self.changes.insert(key, c.clone());
+                            c
+                        }
+                    };
                     changes.push((net, change));
                 }
                 // a network new to the node: all of it
                 None => changes.push((
                     net,
-                    std::sync::Arc::new(PieceChange {
+                    Arc::new(PieceChange {
                         endpoints: p.endpoints_json().to_owned(),
                         removed: String::new(),
                     }),
@@ -507,13 +698,13 @@ impl NetmapCache {
         // a network the node left: all of it goes
         for (net, o) in &old_by_net {
             if !new_nets.contains(net) {
-                let keys: Vec<(&str, &str)> = o.endpoints.iter().map(Endpoint::key).collect();
+                let keys: Vec<(&str, &str)> = o.endpoints.iter().map(|e| e.key()).collect();
                 let removed = joined(&keys);
                 let change = PieceChange {
                     endpoints: String::new(),
                     removed,
                 };
-                changes.push((net, std::sync::Arc::new(change)));
+                changes.push((net, Arc::new(change)));
             }
         }
         changes.sort_by(|a, b| a.0.cmp(b.0));

@@ -324,9 +324,19 @@ fn the_cached_map_equals_the_built_one_and_rebuilds_only_changed_networks() {
             .expect("applies");
     };
     check(&mut cache, "setup");
+    // a stream that sends nothing until the end: it gets the sum of every change at once
+    let lagging = store.view(|s| cache.parts(s, "n2"));
     let built = cache.pieces.len();
     assert!(built >= 2, "{built}");
-    // a change to a task of db (network back): only back's part is rebuilt
+    let generations = |cache: &NetmapCache| -> BTreeMap<String, u64> {
+        cache
+            .pieces
+            .iter()
+            .map(|(n, p)| (n.clone(), p.generation))
+            .collect()
+    };
+    let before = generations(&cache);
+    // a change to a task of db (network back): only back's part is patched, with that task's endpoint
     let mut t4 = store.view(|s| s.task("t4").cloned()).unwrap();
     let v = t4.meta.version;
     t4.status.health = Some(TaskHealth::Unhealthy);
@@ -336,8 +346,18 @@ fn the_cached_map_equals_the_built_one_and_rebuilds_only_changed_networks() {
     });
     let (v, t) = store.touched_since(cache.seen().unwrap());
     store.view(|s| cache.sync(s, v, t.as_ref()));
-    assert_eq!(cache.pieces.len(), built - 1, "one network's part dropped");
-    assert!(!cache.pieces.contains_key("back"));
+    let after = generations(&cache);
+    assert_eq!(after.len(), built);
+    for (net, g) in &after {
+        assert_eq!(*g != before[net], net == "back", "{net}");
+    }
+    let patches = &cache.patches["back"];
+    assert_eq!(patches.len(), 1);
+    assert_eq!(
+        patches[0].2.keys().collect::<Vec<_>>(),
+        vec!["t4"],
+        "one task's endpoint"
+    );
     check(&mut cache, "t4 unhealthy");
     // a service renamed: its tasks' endpoints carry its name
     let mut web = store.view(|s| s.service("web").cloned()).unwrap();
@@ -373,6 +393,18 @@ fn the_cached_map_equals_the_built_one_and_rebuilds_only_changed_networks() {
         expected_version: v,
     });
     check(&mut cache, "db deleted");
+    store.view(|s| {
+        let now = cache.parts(s, "n2");
+        let json = cache.delta_json(&lagging, &now).expect("n2's map changed");
+        let delta: crate::model::netmap::NetworkMapDelta = serde_json::from_str(&json).unwrap();
+        let mut agent = lagging.to_map();
+        assert_eq!(
+            delta,
+            crate::model::netmap::NetworkMapDelta::between(&agent, &now.to_map())
+        );
+        agent.apply(delta);
+        assert_eq!(agent, network_map(s, "n2"));
+    });
     // a restore: everything rebuilt
     store.restore(index + 10, store.view(Clone::clone));
     check(&mut cache, "restore");
@@ -440,7 +472,7 @@ pub(super) fn network_map_by_scan(state: &ClusterState, node_id: &str) -> Networ
                 peers.entry(node).or_default().insert(&a.network_id);
             }
             services.insert(&service.id);
-            endpoints.push(Endpoint {
+            endpoints.push(Arc::new(Endpoint {
                 task_id: t.id.clone(),
                 task_name: t.name(&service.spec.name),
                 service_id: t.service_id.clone(),
@@ -448,7 +480,7 @@ pub(super) fn network_map_by_scan(state: &ClusterState, node_id: &str) -> Networ
                 network_id: a.network_id.clone(),
                 address: address.to_string(),
                 ready: ready(t),
-            });
+            }));
         }
     }
     // every other node with an address is a peer on ingress
@@ -518,4 +550,70 @@ pub(super) fn network_map_by_scan(state: &ClusterState, node_id: &str) -> Networ
         endpoints,
         services,
     }
+}
+
+#[test]
+fn a_stream_several_changes_behind_gets_their_sum() {
+    let w = world();
+    let store = crate::store::Store::new(w.state.clone());
+    let mut index = w.state.applied_index();
+    let mut cache = NetmapCache::default();
+    let sync = |cache: &mut NetmapCache| {
+        store.view(|s| {
+            let (v, t) = store.touched_since(cache.seen().unwrap_or(0));
+            cache.sync(s, v, t.as_ref());
+        })
+    };
+    sync(&mut cache);
+    let sent = store.view(|s| cache.parts(s, "n3"));
+    // three task changes of web (on `front` and ingress), each its own patch
+    let sent_n1 = store.view(|s| cache.parts(s, "n1"));
+    for (id, state) in [
+        ("t3", TaskState::Failed),
+        ("t1", TaskState::Failed),
+        ("t2", TaskState::Shutdown),
+    ] {
+        let mut t = store.view(|s| s.task(id).cloned()).unwrap();
+        let v = t.meta.version;
+        t.status.state = state;
+        index += 1;
+        store
+            .apply(
+                index,
+                &crate::store::Batch {
+                    ops: vec![Op::UpdateTask {
+                        task: t,
+                        expected_version: v,
+                    }],
+                    time: 5,
+                },
+            )
+            .unwrap();
+        sync(&mut cache);
+    }
+    assert!(cache.patches["front"].len() >= 3, "patched, not rebuilt");
+    store.view(|s| {
+        let now = cache.parts(s, "n1");
+        let json = cache.delta_json(&sent_n1, &now).expect("front changed");
+        let delta: crate::model::netmap::NetworkMapDelta = serde_json::from_str(&json).unwrap();
+        let mut agent = sent_n1.to_map();
+        assert_eq!(
+            delta,
+            crate::model::netmap::NetworkMapDelta::between(&agent, &now.to_map())
+        );
+        agent.apply(delta);
+        assert_eq!(agent, network_map(s, "n1"));
+        // n3 is not on front but on ingress, where web's tasks ended too: only those
+        let n3 = cache.parts(s, "n3");
+        let json = cache.delta_json(&sent, &n3).expect("ingress changed");
+        let delta: crate::model::netmap::NetworkMapDelta = serde_json::from_str(&json).unwrap();
+        assert!(delta
+            .removed_endpoints
+            .iter()
+            .all(|(net, _)| net == "ingress"));
+        assert_eq!(
+            delta,
+            crate::model::netmap::NetworkMapDelta::between(&sent.to_map(), &n3.to_map())
+        );
+    });
 }

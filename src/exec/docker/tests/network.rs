@@ -58,7 +58,7 @@ fn map_for(task_id: &str) -> NetworkMap {
             ingress: false,
         }],
         peers: vec![],
-        endpoints: vec![Endpoint {
+        endpoints: vec![std::sync::Arc::new(Endpoint {
             task_id: task_id.into(),
             task_name: format!("svc.1.{task_id}"),
             service_id: "svc".into(),
@@ -66,7 +66,7 @@ fn map_for(task_id: &str) -> NetworkMap {
             network_id: "dknet".into(),
             address: "10.79.0.5".into(),
             ready: true,
-        }],
+        })],
         services: vec![],
     }
 }
