@@ -282,6 +282,17 @@ impl Propose for Leader<'_> {
     }
 }
 
+/// How long the driver lets changes gather after one woke it, given how long its last round took: at least
+/// [`SETTLE_MIN`], as long as the round at most [`SETTLE_MAX`].
+pub fn settle(last_round: Duration) -> Duration {
+    last_round.clamp(SETTLE_MIN, SETTLE_MAX)
+}
+
+/// The shortest wait for a burst of changes to settle into one round.
+pub const SETTLE_MIN: Duration = Duration::from_millis(5);
+/// The longest: a slow round never delays the next one by more.
+pub const SETTLE_MAX: Duration = Duration::from_millis(250);
+
 impl Driver {
     /// A driver over this node's store and proposer.
     pub fn new(store: Store, proposer: Proposer, ids: Box<dyn IdSource + Send>) -> Self {
@@ -310,11 +321,15 @@ impl Driver {
                 proposer: &self.proposer,
                 ids: self.ids.as_mut(),
             };
+            let started = std::time::Instant::now();
             let wake = round(&mut leader, &mut rounds).await.wake;
+            let took = started.elapsed();
             tokio::select! {
                 _ = changes.changed() => {
-                    // let a burst of changes (a deploy, a batch of status reports) settle into one round
-                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    // let a burst of changes (a deploy, a batch of status reports) settle into one round; a
+                    // round that took long waits as long again, so the loops never take more than about half
+                    // the manager's time from the dispatcher and the API in a storm of changes
+                    tokio::time::sleep(settle(took)).await;
                 }
                 _ = tokio::time::sleep(wake) => {}
             }

@@ -149,6 +149,25 @@ impl Store {
         (now, Some(out))
     }
 
+    /// Whether any change after `version` touched something `concerns` says matters, without copying what
+    /// they touched: `true` when that is not known any more (too far behind, or a restore).
+    pub fn touched_any_since(&self, version: u64, concerns: impl Fn(&Touched) -> bool) -> bool {
+        let recent = self.recent();
+        let now = self.version();
+        if version >= now {
+            return false;
+        }
+        match recent.entries.front() {
+            Some((oldest, _)) if *oldest <= version + 1 => {}
+            _ => return true,
+        }
+        recent
+            .entries
+            .iter()
+            .filter(|(v, _)| *v > version && *v <= now)
+            .any(|(_, t)| t.as_ref().is_none_or(|t| concerns(t)))
+    }
+
     // Apply is all-or-nothing and never panics midway on valid input, so a poisoned lock still guards a
     // consistent state: recover it instead of propagating the panic.
     fn read(&self) -> RwLockReadGuard<'_, ClusterState> {

@@ -211,6 +211,10 @@ fn touched_since_unions_the_changes_a_reader_missed_and_gives_up_on_a_restore() 
     assert_eq!(t.of(ObjectKind::Service).collect::<Vec<_>>(), ["s1"]);
     assert_eq!(t.of(ObjectKind::Task).collect::<Vec<_>>(), ["t1"]);
     assert_eq!(t.task_nodes, BTreeSet::from(["n1".to_string()]));
+    // what a dispatcher stream asks: did anything after v1 concern node n1, or n2?
+    assert!(store.touched_any_since(v1, |t| t.task_nodes.contains("n1")));
+    assert!(!store.touched_any_since(v1, |t| t.task_nodes.contains("n2")));
+    assert!(!store.touched_any_since(now, |_| true), "nothing after now");
     let (_, since_v1) = store.touched_since(v1);
     assert!(
         !since_v1.expect("kept").any(ObjectKind::Service),
@@ -227,6 +231,10 @@ fn touched_since_unions_the_changes_a_reader_missed_and_gives_up_on_a_restore() 
         store.touched_since(now).1,
         None,
         "a restore: look at everything"
+    );
+    assert!(
+        store.touched_any_since(now, |_| false),
+        "a restore concerns everyone"
     );
 }
 

@@ -121,6 +121,14 @@ pub struct AssignmentDiff {
 }
 
 impl AssignmentDiff {
+    /// Whether the stream may skip a change that `concerns_node` says is none of this node's: it sent a
+    /// complete set already and the endpoints of its map are still current in `netmaps`.
+    pub fn may_skip(&self, netmaps: &NetmapCache) -> bool {
+        self.sent
+            .as_ref()
+            .is_some_and(|(_, map)| netmaps.is_current(map))
+    }
+
     /// The message that brings the node from what this stream sent last to the current state: the complete
     /// set the first time, then only the changes; `None` when nothing changed for this node.
     pub fn next(

@@ -10,10 +10,11 @@ mod assignments;
 mod batch;
 mod logs;
 mod status;
+mod stream;
 
 use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
@@ -473,46 +474,17 @@ impl DispatcherApi for Dispatcher {
         let sessions = self.sessions.clone();
         let netmaps = self.netmaps.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(4);
-        tokio::spawn(async move {
-            let mut diff = AssignmentDiff::default();
-            let mut changes = store.subscribe();
-            loop {
-                // a change from here on wakes the wait below
-                changes.mark_seen();
-                let msg = crate::util::cpu_bound(|| {
-                    store.view(|s| {
-                        // the shared network-map parts, in step with this view of the state first
-                        let mut cache = netmaps.lock().unwrap_or_else(PoisonError::into_inner);
-                        let (version, touched) = match cache.seen() {
-                            Some(seen) => store.touched_since(seen),
-                            None => (store.version(), None),
-                        };
-                        cache.sync(s, version, touched.as_ref());
-                        diff.next_with(s, &node_id, &key, Some(&mut cache))
-                    })
-                });
-                if let Some(msg) = msg {
-                    if tx.send(Ok(msg)).await.is_err() {
-                        return;
-                    }
-                }
-                // wait for the next change (or a resync tick), then coalesce a burst of changes
-                let alive = || {
-                    sessions
-                        .lock()
-                        .map(|s| s.contains_key(&session_id))
-                        .unwrap_or(false)
-                };
-                tokio::select! {
-                    _ = changes.changed() => {}
-                    _ = tokio::time::sleep(Duration::from_secs(5)) => {}
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                if !alive() || tx.is_closed() {
-                    return;
-                }
-            }
-        });
+        tokio::spawn(stream::run(
+            stream::Stream {
+                store,
+                key,
+                sessions,
+                netmaps,
+                session_id,
+                node_id,
+            },
+            tx,
+        ));
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))

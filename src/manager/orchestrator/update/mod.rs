@@ -336,6 +336,16 @@ fn reconcile_service(r: &mut Round<'_>, original: &Service, ids: &mut dyn IdSour
         }
     }
     let active = in_progress(&service);
+    // no update running and nothing to raise or replace: every wanted task is of the current spec version and
+    // none a placeholder (one pass over the service's tasks, nothing built)
+    if !active
+        && r.state
+            .tasks_of_service(&service.id)
+            .filter(|t| wanted(t))
+            .all(|t| t.spec_version >= service.spec_version && !is_placeholder(t))
+    {
+        return service;
+    }
     let cfg = config(&service).clone();
     let units = units(r.state, &service);
     let mut outdated: Vec<(&UnitKey, &[&Task], Vec<&Task>)> = Vec::new();
