@@ -197,23 +197,44 @@ fn piece(state: &ClusterState, net: &str) -> Piece {
 #[derive(Debug, Default, Clone)]
 pub struct MapParts {
     networks: Vec<NetworkInfo>,
-    peers: Vec<PeerNode>,
-    services: Vec<ServiceEndpoint>,
+    /// Shared by every node on the same networks.
+    shape: Arc<Shape>,
+    /// The node: left out of the shape's peers.
+    me: String,
     pieces: Vec<Arc<Piece>>,
 }
 
+/// What the maps of every node on the same set of networks share besides the endpoints: each node with tasks
+/// there (on ingress every node) as a peer, and the services there. Built once per set of networks until a
+/// node, service or network changes or a change adds or removes a network's last task of a node or service
+/// (`NetmapCache::sync`), so a thousand streams on one network hold one list of a thousand peers.
+#[derive(Debug, Default, PartialEq)]
+struct Shape {
+    peers: Vec<PeerNode>,
+    services: Vec<ServiceEndpoint>,
+}
+
 impl MapParts {
+    /// The peers of this node's map: the shape's, without the node itself.
+    fn peers(&self) -> impl Iterator<Item = &PeerNode> {
+        self.shape.peers.iter().filter(|p| p.node_id != self.me)
+    }
+
+    fn peers_json(&self) -> String {
+        crate::api::to_json(&self.peers().collect::<Vec<_>>())
+    }
+
     /// The map these parts make.
     pub fn to_map(&self) -> NetworkMap {
         NetworkMap {
             networks: self.networks.clone(),
-            peers: self.peers.clone(),
+            peers: self.peers().cloned().collect(),
             endpoints: self
                 .pieces
                 .iter()
                 .flat_map(|p| p.endpoints.iter().cloned())
                 .collect(),
-            services: self.services.clone(),
+            services: self.shape.services.clone(),
         }
     }
 
@@ -222,7 +243,7 @@ impl MapParts {
         let mut out = String::from("{\"networks\":");
         out.push_str(&crate::api::to_json(&self.networks));
         out.push_str(",\"peers\":");
-        out.push_str(&crate::api::to_json(&self.peers));
+        out.push_str(&self.peers_json());
         out.push_str(",\"endpoints\":[");
         let mut first = true;
         for p in &self.pieces {
@@ -237,7 +258,7 @@ impl MapParts {
             out.push_str(json);
         }
         out.push_str("],\"services\":");
-        out.push_str(&crate::api::to_json(&self.services));
+        out.push_str(&crate::api::to_json(&self.shape.services));
         out.push('}');
         out
     }
@@ -246,8 +267,8 @@ impl MapParts {
     /// build).
     pub fn same_as(&self, other: &MapParts) -> bool {
         self.networks == other.networks
-            && self.peers == other.peers
-            && self.services == other.services
+            && self.me == other.me
+            && (Arc::ptr_eq(&self.shape, &other.shape) || self.shape == other.shape)
             && self.pieces.len() == other.pieces.len()
             && self
                 .pieces
@@ -255,6 +276,32 @@ impl MapParts {
                 .zip(&other.pieces)
                 .all(|(a, b)| a.generation == b.generation)
     }
+}
+
+/// The shape of the maps of the nodes on `networks` (their `pieces`): every node with tasks there (on ingress,
+/// every node) with the networks it is on, and the services there.
+fn shape(state: &ClusterState, networks: &[NetworkInfo], pieces: &[Arc<Piece>]) -> Shape {
+    let nets: BTreeSet<&str> = networks.iter().map(|n| n.id.as_str()).collect();
+    let mut peers: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    let mut services: BTreeSet<&str> = BTreeSet::new();
+    for (p, info) in pieces
+        .iter()
+        .filter_map(|p| p.info.as_ref().map(|i| (p, i)))
+    {
+        for n in p.nodes.keys() {
+            peers.entry(n).or_default().insert(&info.id);
+        }
+        services.extend(p.services.keys().map(String::as_str));
+        services.extend(p.vips.iter().map(String::as_str));
+    }
+    // no node is left out here: each map leaves out its own
+    let peers = peer_nodes(state, "", networks, peers);
+    let services = services
+        .into_iter()
+        .filter_map(|id| state.service(id))
+        .map(|s| service_endpoint(state, &nets, s))
+        .collect();
+    Shape { peers, services }
 }
 
 /// How one network's endpoints changed from one build to the next, as JSON fragments ready to be put into
@@ -282,6 +329,8 @@ pub struct NetmapCache {
         std::collections::HashMap<String, std::collections::VecDeque<(u64, u64, Arc<Patch>)>>,
     /// (generation sent, generation now) → the change between them.
     changes: std::collections::HashMap<(u64, u64), Arc<PieceChange>>,
+    /// The shape of the maps of each set of networks (ids), until a change may have altered it.
+    shapes: std::collections::HashMap<Vec<String>, Arc<Shape>>,
 }
 
 impl NetmapCache {
@@ -314,8 +363,16 @@ impl NetmapCache {
             self.pieces.clear();
             self.patches.clear();
             self.changes.clear();
+            self.shapes.clear();
             return;
         };
+        // peers and services: nodes' addresses, services' names, VIPs, aliases and ports, networks
+        if [ObjectKind::Node, ObjectKind::Service, ObjectKind::Network]
+            .into_iter()
+            .any(|k| t.of(k).next().is_some())
+        {
+            self.shapes.clear();
+        }
         let mut rebuild: BTreeSet<String> = t.of(ObjectKind::Network).map(str::to_owned).collect();
         // a service's name is in its tasks' endpoints, its VIPs are holders of their networks
         for sid in t.of(ObjectKind::Service) {
@@ -334,6 +391,9 @@ impl NetmapCache {
         for net in &rebuild {
             self.pieces.remove(net);
             self.patches.remove(net);
+        }
+        if !rebuild.is_empty() {
+            self.shapes.clear();
         }
         // the tasks changed, per network they are or were on
         let mut ids: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
@@ -357,6 +417,13 @@ impl NetmapCache {
             }
         }
         for (net, before, next, patch) in patched {
+            if let Some(old) = self.pieces.get(&net) {
+                if !old.nodes.keys().eq(next.nodes.keys())
+                    || !old.services.keys().eq(next.services.keys())
+                {
+                    self.shapes.clear();
+                }
+            }
             let kept = self.patches.entry(net.clone()).or_default();
             kept.push_back((before, next.generation, Arc::new(patch)));
             if kept.len() > PATCHES_KEPT {
@@ -431,29 +498,19 @@ impl NetmapCache {
             .filter(|p| p.info.is_some())
             .collect();
         let networks: Vec<NetworkInfo> = pieces.iter().filter_map(|p| p.info.clone()).collect();
-        let nets: BTreeSet<&str> = networks.iter().map(|n| n.id.as_str()).collect();
-        let mut peers: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
-        let mut services: BTreeSet<&str> = BTreeSet::new();
-        for (p, info) in pieces
-            .iter()
-            .filter_map(|p| p.info.as_ref().map(|i| (p, i)))
-        {
-            for n in p.nodes.keys().filter(|n| *n != node_id) {
-                peers.entry(n).or_default().insert(&info.id);
+        let key: Vec<String> = networks.iter().map(|n| n.id.clone()).collect();
+        let shape = match self.shapes.get(&key) {
+            Some(shape) => shape.clone(),
+            None => {
+                let shape = Arc::new(shape(state, &networks, &pieces));
+                self.shapes.insert(key, shape.clone());
+                shape
             }
-            services.extend(p.services.keys().map(String::as_str));
-            services.extend(p.vips.iter().map(String::as_str));
-        }
-        let peers = peer_nodes(state, node_id, &networks, peers);
-        let services = services
-            .into_iter()
-            .filter_map(|id| state.service(id))
-            .map(|s| service_endpoint(state, &nets, s))
-            .collect();
+        };
         MapParts {
             networks,
-            peers,
-            services,
+            shape,
+            me: node_id.to_owned(),
             pieces,
         }
     }
@@ -521,12 +578,16 @@ impl NetmapCache {
         }
         changes.sort_by(|a, b| a.0.cmp(b.0));
         let changes: Vec<&PieceChange> = changes.iter().map(|(_, c)| c.as_ref()).collect();
-        let (services, removed_services) =
-            crate::model::netmap::sorted_diff(&old.services, &new.services, |s| {
+        let same_shape = Arc::ptr_eq(&old.shape, &new.shape);
+        let (services, removed_services) = if same_shape {
+            (Vec::new(), Vec::new())
+        } else {
+            crate::model::netmap::sorted_diff(&old.shape.services, &new.shape.services, |s| {
                 s.service_id.as_str()
-            });
+            })
+        };
         let networks_changed = old.networks != new.networks;
-        let peers_changed = old.peers != new.peers;
+        let peers_changed = !same_shape && !old.peers().eq(new.peers());
         let endpoints_changed = changes
             .iter()
             .any(|c| !c.endpoints.is_empty() || !c.removed.is_empty());
@@ -543,7 +604,7 @@ impl NetmapCache {
             let _ = write!(out, "\"networks\":{},", crate::api::to_json(&new.networks));
         }
         if peers_changed {
-            let _ = write!(out, "\"peers\":{},", crate::api::to_json(&new.peers));
+            let _ = write!(out, "\"peers\":{},", new.peers_json());
         }
         let join = |out: &mut String, parts: &mut dyn Iterator<Item = &str>| {
             let mut first = true;
