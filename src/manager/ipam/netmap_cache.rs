@@ -366,14 +366,26 @@ impl NetmapCache {
             self.shapes.clear();
             return;
         };
+        // a network whose description is as its part has it (IPAM records where its next search starts on the
+        // network at every allocation) changes nothing in the maps, nor does one no map has
+        let networks: BTreeSet<String> = t
+            .of(ObjectKind::Network)
+            .filter(|id| {
+                self.pieces
+                    .get(*id)
+                    .is_some_and(|p| p.info != network_info(state, id))
+            })
+            .map(str::to_owned)
+            .collect();
         // peers and services: nodes' addresses, services' names, VIPs, aliases and ports, networks
-        if [ObjectKind::Node, ObjectKind::Service, ObjectKind::Network]
-            .into_iter()
-            .any(|k| t.of(k).next().is_some())
+        if !networks.is_empty()
+            || [ObjectKind::Node, ObjectKind::Service]
+                .into_iter()
+                .any(|k| t.of(k).next().is_some())
         {
             self.shapes.clear();
         }
-        let mut rebuild: BTreeSet<String> = t.of(ObjectKind::Network).map(str::to_owned).collect();
+        let mut rebuild = networks;
         // a service's name is in its tasks' endpoints, its VIPs are holders of their networks
         for sid in t.of(ObjectKind::Service) {
             for task in state.tasks_of_service(sid) {
