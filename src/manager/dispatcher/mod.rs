@@ -469,22 +469,16 @@ impl DispatcherApi for Dispatcher {
         let caller = peer(request.extensions())?;
         let session_id = request.into_inner().session_id;
         let node_id = self.node_of(&session_id, &caller)?;
-        let store = self.store.clone();
-        let key = self.key.clone();
-        let sessions = self.sessions.clone();
-        let netmaps = self.netmaps.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(4);
-        tokio::spawn(stream::run(
-            stream::Stream {
-                store,
-                key,
-                sessions,
-                netmaps,
-                session_id,
-                node_id,
-            },
-            tx,
-        ));
+        let s = stream::Stream {
+            store: self.store.clone(),
+            key: self.key.clone(),
+            sessions: self.sessions.clone(),
+            netmaps: self.netmaps.clone(),
+            session_id,
+            node_id,
+        };
+        tokio::spawn(stream::run(s, tx));
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))

@@ -108,31 +108,20 @@ pub fn network_map(state: &ClusterState, node_id: &str) -> NetworkMap {
     let mut endpoints = Vec::new();
     let mut peers: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
     for t in task_ids.into_iter().filter_map(|id| state.task(id)) {
-        let Some(node) = placed(t) else { continue };
-        let Some(service) = state.service(&t.service_id) else {
-            continue;
-        };
         for a in t
             .attachments
             .iter()
             .filter(|a| nets.contains(a.network_id.as_str()))
         {
-            let Some(address) = cidr::host_of(&a.addr) else {
+            let Some(e) = endpoint_of(state, t, &a.network_id) else {
                 continue;
             };
-            if node != node_id {
+            if e.node_id != node_id {
+                let node = placed(t).unwrap_or_default();
                 peers.entry(node).or_default().insert(&a.network_id);
             }
-            services.insert(&service.id);
-            endpoints.push(Arc::new(Endpoint {
-                task_id: t.id.clone(),
-                task_name: t.name(&service.spec.name),
-                service_id: t.service_id.clone(),
-                node_id: node.to_owned(),
-                network_id: a.network_id.clone(),
-                address: address.to_string(),
-                ready: ready(t),
-            }));
+            services.insert(&t.service_id);
+            endpoints.push(Arc::new(e));
         }
     }
     endpoints.sort_by(|a, b| a.key().cmp(&b.key()));
@@ -148,6 +137,24 @@ pub fn network_map(state: &ClusterState, node_id: &str) -> NetworkMap {
         endpoints,
         services,
     }
+}
+
+/// Task `t`'s endpoint on network `net`: while it is placed and holds an address there.
+fn endpoint_of(state: &ClusterState, t: &Task, net: &str) -> Option<Endpoint> {
+    let node = placed(t)?;
+    let service = state.service(&t.service_id)?;
+    // a task attaches to a network once
+    let a = t.attachments.iter().find(|a| a.network_id == net)?;
+    let address = cidr::host_of(&a.addr)?;
+    Some(Endpoint {
+        task_id: t.id.clone(),
+        task_name: t.name(&service.spec.name),
+        service_id: t.service_id.clone(),
+        node_id: node.to_owned(),
+        network_id: a.network_id.clone(),
+        address: address.to_string(),
+        ready: ready(t),
+    })
 }
 
 /// What the map says of service `s` on the networks `nets`.

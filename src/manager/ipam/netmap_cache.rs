@@ -5,9 +5,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use super::{network_info, node_networks, peer_nodes, placed, ready, service_endpoint};
+use super::{endpoint_of, network_info, node_networks, peer_nodes, service_endpoint};
 use crate::model::netmap::{Endpoint, NetworkInfo, NetworkMap, PeerNode, ServiceEndpoint};
-use crate::model::{cidr, Task};
 use crate::store::{AddressHolder, ClusterState, ObjectKind, Touched};
 
 /// What one network contributes to every map that has it: its description, its placed tasks' endpoints
@@ -142,24 +141,6 @@ fn joined<T: serde::Serialize>(items: &[T]) -> String {
         out.push_str(&crate::api::to_json(item));
     }
     out
-}
-
-/// Task `t`'s endpoint on network `net`: while it is placed and holds an address there.
-fn endpoint_of(state: &ClusterState, t: &Task, net: &str) -> Option<Endpoint> {
-    let node = placed(t)?;
-    let service = state.service(&t.service_id)?;
-    // a task attaches to a network once
-    let a = t.attachments.iter().find(|a| a.network_id == net)?;
-    let address = cidr::host_of(&a.addr)?;
-    Some(Endpoint {
-        task_id: t.id.clone(),
-        task_name: t.name(&service.spec.name),
-        service_id: t.service_id.clone(),
-        node_id: node.to_owned(),
-        network_id: a.network_id.clone(),
-        address: address.to_string(),
-        ready: ready(t),
-    })
 }
 
 fn piece(state: &ClusterState, net: &str) -> Piece {
