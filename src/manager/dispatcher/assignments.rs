@@ -612,3 +612,7 @@ mod diff_tests {
         assert!(fresh.apply("n1", m).is_err());
     }
 }
+
+#[cfg(test)]
+#[path = "assignments_delta_tests.rs"]
+mod map_delta_tests;
