@@ -74,6 +74,19 @@ pub fn service(id: &str, mode: ServiceMode) -> Service {
     }
 }
 
+/// A network `id` (also its name) with the default driver, not allocated yet.
+pub fn network(id: &str) -> crate::model::Network {
+    crate::model::Network {
+        id: id.into(),
+        meta: Meta::default(),
+        spec: crate::model::NetworkSpec {
+            name: id.into(),
+            ..Default::default()
+        },
+        allocation: None,
+    }
+}
+
 /// A task of `service` in `slot` on `node`, spec version 1.
 pub fn task(
     id: &str,

@@ -129,7 +129,7 @@ pub fn sorted_diff<'a, T: PartialEq, K: Ord + Copy>(
 
 /// `items` (sorted by `cmp`, unique) with `upserts` put in (replacing an item that compares equal) and the
 /// items `removed` says are gone taken out, still sorted: one pass over `items`, whatever the size of the change.
-fn merged<T>(
+pub fn merged<T>(
     items: Vec<T>,
     mut upserts: Vec<T>,
     cmp: impl Fn(&T, &T) -> std::cmp::Ordering,

@@ -37,15 +37,6 @@ struct Wanted {
     hostname: String,
 }
 
-/// The node's network map as parts (`NetmapCache::parts`), through the shared cache or, without one, a cache
-/// of its own.
-fn map_parts(state: &ClusterState, node_id: &str, netmaps: Option<&mut NetmapCache>) -> MapParts {
-    match netmaps {
-        Some(cache) => cache.parts(state, node_id),
-        None => NetmapCache::default().parts(state, node_id),
-    }
-}
-
 fn wanted(state: &ClusterState, node_id: &str) -> Wanted {
     let mut w = Wanted::default();
     for t in state
@@ -226,7 +217,7 @@ pub fn assignments_for(
         state,
         key,
         &wanted(state, node_id),
-        &map_parts(state, node_id, None),
+        &NetmapCache::default().parts(state, node_id),
     )
 }
 
@@ -437,15 +428,7 @@ mod tests {
         t.spec = web.spec.task.clone();
         let mut world = World::with(vec![
             crate::store::Op::CreateNode(node("n1")),
-            crate::store::Op::CreateNetwork(crate::model::Network {
-                id: "front".into(),
-                meta: Default::default(),
-                spec: crate::model::NetworkSpec {
-                    name: "front".into(),
-                    ..Default::default()
-                },
-                allocation: None,
-            }),
+            crate::store::Op::CreateNetwork(crate::manager::testutil::network("front")),
             crate::store::Op::CreateService(web),
             crate::store::Op::CreateTask(t),
         ]);

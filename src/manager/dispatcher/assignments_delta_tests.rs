@@ -15,15 +15,7 @@ fn world() -> World {
     let mut w = World::with(vec![
         Op::CreateNode(node("n1")),
         Op::CreateNode(node("n2")),
-        Op::CreateNetwork(crate::model::Network {
-            id: "front".into(),
-            meta: Default::default(),
-            spec: crate::model::NetworkSpec {
-                name: "front".into(),
-                ..Default::default()
-            },
-            allocation: None,
-        }),
+        Op::CreateNetwork(crate::manager::testutil::network("front")),
         Op::CreateService(web),
     ]);
     let mut ids = crate::util::SeqIds::default();

@@ -8,12 +8,11 @@
 //! through the mesh), so its cost follows the node's networks, not the cluster.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 
 use super::ingress;
 use crate::model::netmap::{Endpoint, NetworkInfo, NetworkMap, PeerNode, ServiceEndpoint};
 use crate::model::{cidr, Service, Task, TaskHealth, TaskState, STACK_NAMESPACE_LABEL};
-use crate::store::{AddressHolder, ClusterState};
+use crate::store::ClusterState;
 
 /// A task that a node has (or had) and that still holds its addresses.
 fn placed(task: &Task) -> Option<&str> {
@@ -82,61 +81,10 @@ fn network_info(state: &ClusterState, id: &str) -> Option<NetworkInfo> {
 }
 
 /// The network map of node `node_id`, from the store's indexes: the node's tasks, then per network the
-/// addresses held on it (live tasks and VIPs) — nothing proportional to the tasks or services elsewhere.
+/// addresses held on it (live tasks and VIPs) — nothing proportional to the tasks or services elsewhere. The
+/// dispatcher's [`NetmapCache`] builds it the same way, keeping the parts between changes.
 pub fn network_map(state: &ClusterState, node_id: &str) -> NetworkMap {
-    let networks: Vec<NetworkInfo> = node_networks(state, node_id)
-        .iter()
-        .filter_map(|id| network_info(state, id))
-        .collect();
-    let nets: BTreeSet<&str> = networks.iter().map(|n| n.id.as_str()).collect();
-
-    // who holds an address on those networks: live tasks (placed ones are endpoints) and VIPs
-    let mut task_ids: BTreeSet<&str> = BTreeSet::new();
-    let mut services: BTreeSet<&str> = BTreeSet::new();
-    for net in &nets {
-        for (_, holder) in state.addresses_on(net) {
-            match holder {
-                AddressHolder::Task(id) => {
-                    task_ids.insert(id);
-                }
-                AddressHolder::Vip(id) => {
-                    services.insert(id);
-                }
-            }
-        }
-    }
-    let mut endpoints = Vec::new();
-    let mut peers: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
-    for t in task_ids.into_iter().filter_map(|id| state.task(id)) {
-        for a in t
-            .attachments
-            .iter()
-            .filter(|a| nets.contains(a.network_id.as_str()))
-        {
-            let Some(e) = endpoint_of(state, t, &a.network_id) else {
-                continue;
-            };
-            if e.node_id != node_id {
-                let node = placed(t).unwrap_or_default();
-                peers.entry(node).or_default().insert(&a.network_id);
-            }
-            services.insert(&t.service_id);
-            endpoints.push(Arc::new(e));
-        }
-    }
-    endpoints.sort_by(|a, b| a.key().cmp(&b.key()));
-    let peers = peer_nodes(state, node_id, &networks, peers);
-    let services = services
-        .into_iter()
-        .filter_map(|id| state.service(id))
-        .map(|s| service_endpoint(state, &nets, s))
-        .collect();
-    NetworkMap {
-        networks,
-        peers,
-        endpoints,
-        services,
-    }
+    NetmapCache::default().network_map(state, node_id)
 }
 
 /// Task `t`'s endpoint on network `net`: while it is placed and holds an address there.
@@ -192,15 +140,11 @@ fn service_endpoint(state: &ClusterState, nets: &BTreeSet<&str>, s: &Service) ->
 /// a connection from a peer is served by local tasks only).
 fn peer_nodes<'a>(
     state: &'a ClusterState,
-    node_id: &str,
     networks: &'a [NetworkInfo],
     mut peers: BTreeMap<&'a str, BTreeSet<&'a str>>,
 ) -> Vec<PeerNode> {
     if let Some(ingress) = networks.iter().find(|n| n.ingress) {
-        for n in state
-            .nodes()
-            .filter(|n| n.id != node_id && !n.status.addr.is_empty())
-        {
+        for n in state.nodes().filter(|n| !n.status.addr.is_empty()) {
             peers.entry(&n.id).or_default().insert(&ingress.id);
         }
     }

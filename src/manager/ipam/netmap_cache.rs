@@ -97,7 +97,7 @@ impl Piece {
         let mut next = Piece {
             generation: next_generation(),
             info: self.info.clone(),
-            endpoints: Vec::with_capacity(self.endpoints.len() + patch.len()),
+            endpoints: Vec::new(),
             nodes: self.nodes.clone(),
             services: self.services.clone(),
             vips: self.vips.clone(),
@@ -112,35 +112,34 @@ impl Piece {
             }
         }
         // one pass: the unchanged endpoints are shared, the patched ones put in their place
-        let mut changes = patch.iter().peekable();
-        for e in &self.endpoints {
-            while let Some((id, now)) = changes.next_if(|(id, _)| id.as_str() < e.task_id.as_str())
-            {
-                let _ = id;
-                next.endpoints.extend(now.clone());
-            }
-            match changes.next_if(|(id, _)| id.as_str() == e.task_id.as_str()) {
-                Some((_, now)) => next.endpoints.extend(now.clone()),
-                None => next.endpoints.push(e.clone()),
-            }
-        }
-        for (_, now) in changes {
-            next.endpoints.extend(now.clone());
-        }
+        next.endpoints = crate::model::netmap::merged(
+            self.endpoints.clone(),
+            patch.values().flatten().cloned().collect(),
+            |a, b| a.task_id.cmp(&b.task_id),
+            |e| patch.get(&e.task_id).is_some_and(Option::is_none),
+        );
         Some((next, patch))
     }
 }
 
 /// The JSON texts of `items` joined by commas (the inside of a JSON array).
 fn joined<T: serde::Serialize>(items: &[T]) -> String {
+    let texts: Vec<String> = items.iter().map(crate::api::to_json).collect();
     let mut out = String::new();
-    for (i, item) in items.iter().enumerate() {
-        if i > 0 {
+    join_into(&mut out, texts.iter().map(String::as_str));
+    out
+}
+
+/// Appends the non-empty `parts` (insides of JSON arrays) to `out`, joined by commas.
+fn join_into<'a>(out: &mut String, parts: impl Iterator<Item = &'a str>) {
+    let mut first = true;
+    for part in parts.filter(|p| !p.is_empty()) {
+        if !first {
             out.push(',');
         }
-        out.push_str(&crate::api::to_json(item));
+        first = false;
+        out.push_str(part);
     }
-    out
 }
 
 fn piece(state: &ClusterState, net: &str) -> Piece {
@@ -226,18 +225,7 @@ impl MapParts {
         out.push_str(",\"peers\":");
         out.push_str(&self.peers_json());
         out.push_str(",\"endpoints\":[");
-        let mut first = true;
-        for p in &self.pieces {
-            let json = p.endpoints_json();
-            if json.is_empty() {
-                continue;
-            }
-            if !first {
-                out.push(',');
-            }
-            first = false;
-            out.push_str(json);
-        }
+        join_into(&mut out, self.pieces.iter().map(|p| p.endpoints_json()));
         out.push_str("],\"services\":");
         out.push_str(&crate::api::to_json(&self.shape.services));
         out.push('}');
@@ -276,7 +264,7 @@ fn shape(state: &ClusterState, networks: &[NetworkInfo], pieces: &[Arc<Piece>]) 
         services.extend(p.vips.iter().map(String::as_str));
     }
     // no node is left out here: each map leaves out its own
-    let peers = peer_nodes(state, "", networks, peers);
+    let peers = peer_nodes(state, networks, peers);
     let services = services
         .into_iter()
         .filter_map(|id| state.service(id))
@@ -300,7 +288,7 @@ struct PieceChange {
 /// having held an address on it), the services of those tasks and its VIPs, the network itself — as the
 /// store's touched keys tell ([`NetmapCache::sync`]). A change in one network rebuilds that network's part
 /// only, and how its endpoints changed is worked out once for every stream that sent the previous build
-/// ([`NetmapCache::delta_json`]). [`NetmapCache::network_map`] equals [`network_map`].
+/// ([`NetmapCache::delta_json`]). [`network_map`] is a fresh cache's map.
 #[derive(Debug, Default)]
 pub struct NetmapCache {
     seen: Option<u64>,
@@ -599,20 +587,10 @@ impl NetmapCache {
         if peers_changed {
             let _ = write!(out, "\"peers\":{},", new.peers_json());
         }
-        let join = |out: &mut String, parts: &mut dyn Iterator<Item = &str>| {
-            let mut first = true;
-            for part in parts.filter(|p| !p.is_empty()) {
-                if !first {
-                    out.push(',');
-                }
-                first = false;
-                out.push_str(part);
-            }
-        };
         out.push_str("\"endpoints\":[");
-        join(&mut out, &mut changes.iter().map(|c| c.endpoints.as_str()));
+        join_into(&mut out, changes.iter().map(|c| c.endpoints.as_str()));
         out.push_str("],\"removed_endpoints\":[");
-        join(&mut out, &mut changes.iter().map(|c| c.removed.as_str()));
+        join_into(&mut out, changes.iter().map(|c| c.removed.as_str()));
         let _ = write!(
             out,
             "],\"services\":{},\"removed_services\":{}}}",

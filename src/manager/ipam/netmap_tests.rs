@@ -1,5 +1,7 @@
 //! The network map of a node, built from states made in memory.
 
+use std::sync::Arc;
+
 use super::*;
 use crate::manager::testutil::{node, service, task, World};
 use crate::model::{

@@ -587,15 +587,7 @@ mod tests {
         t.spec = web.spec.task.clone();
         let mut w = World::with(vec![
             Op::CreateNode(node("n1")),
-            Op::CreateNetwork(crate::model::Network {
-                id: "front".into(),
-                meta: Default::default(),
-                spec: crate::model::NetworkSpec {
-                    name: "front".into(),
-                    ..Default::default()
-                },
-                allocation: None,
-            }),
+            Op::CreateNetwork(crate::manager::testutil::network("front")),
             Op::CreateService(web),
             Op::CreateTask(t),
         ]);
